@@ -1,0 +1,97 @@
+"""Run Apache Druid tasks as Kubernetes Jobs from Apache Airflow.
+
+The package reproduces the semantics of Druid's Kubernetes task runner ("MiddleManager-less Druid"):
+a pure core turns a Druid task, a template pod and the runner properties into a Job manifest, and a thin
+Airflow shell (hook, operator, trigger, sensor, DAGs) does the I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "druid-k8s-provider",
+        "name": "Druid on Kubernetes",
+        "description": "Launch Apache Druid tasks as Kubernetes Jobs (MiddleManager-less Druid) from Airflow.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Druid on Kubernetes",
+                "external-doc-url": "https://druid.apache.org/docs/latest/development/extensions-core/k8s-jobs",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Druid on Kubernetes",
+                "python-modules": ["druid_k8s_provider.operators.task"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Druid on Kubernetes",
+                "python-modules": ["druid_k8s_provider.sensors.task"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Druid on Kubernetes",
+                "python-modules": ["druid_k8s_provider.hooks.druid_k8s"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Druid on Kubernetes",
+                "python-modules": ["druid_k8s_provider.triggers.job"],
+            }
+        ],
+        "config": {
+            "druid_k8s": {
+                "description": "Defaults for DruidK8sTaskOperator; operator arguments override them.",
+                "options": {
+                    "runtime_properties_file": {
+                        "description": "Path of an Overlord runtime.properties file whose "
+                        "druid.indexer.runner.* properties are the base configuration.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/druid/conf/druid/cluster/master/coordinator-overlord/runtime.properties",
+                        "default": "",
+                    },
+                    "runner_properties": {
+                        "description": "JSON object of Druid runner property names to values, "
+                        "layered over the runtime.properties file.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"druid.indexer.runner.namespace": "druid"}',
+                        "default": "",
+                    },
+                    "kubernetes_conn_id": {
+                        "description": "Airflow connection used to reach Kubernetes.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "kubernetes_default",
+                        "default": "kubernetes_default",
+                    },
+                    "overlord_pod_selector": {
+                        "description": "Label selector of the Overlord pod used as the template.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "app=druid,component=overlord",
+                        "default": "",
+                    },
+                    "task_logs_location": {
+                        "description": "Object-storage URL where peons push status.json (Airflow ObjectStoragePath).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://druid/indexing-logs",
+                        "default": "",
+                    },
+                },
+            }
+        },
+    }

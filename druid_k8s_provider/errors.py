@@ -1,0 +1,56 @@
+"""Errors of the provider.
+
+Configuration errors are raised before anything is sent to Kubernetes, so a user can fix their input without
+cleaning anything up. Runtime errors carry the Druid task id and the Job name, because that is what a person
+reading a failed task's log needs to find the Job with ``kubectl``.
+"""
+
+from __future__ import annotations
+
+
+class DruidK8sConfigError(ValueError):
+    """Bad input (task spec, runner property, template, argument): raised before any Kubernetes write.
+
+    ``field`` names the offending input (a Druid property name, a JSON path in the task, an operator
+    argument) so tests and users can tell what to fix.
+    """
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+
+class DruidK8sTaskError(RuntimeError):
+    """A Druid task failed or could not be run; the message says which task, which Job and why."""
+
+    def __init__(self, message: str, *, task_id: str | None = None, job_name: str | None = None) -> None:
+        self.task_id = task_id
+        self.job_name = job_name
+        prefix = []
+        if task_id:
+            prefix.append(f"Druid task {task_id!r}")
+        if job_name:
+            prefix.append(f"Job {job_name!r}")
+        super().__init__(f"{' / '.join(prefix)}: {message}" if prefix else message)
+
+
+class JobLaunchTimeout(DruidK8sTaskError):
+    """The peon pod did not start within ``K8sjobLaunchTimeout`` (or hit a reason waiting will not cure)."""
+
+
+class JobFailed(DruidK8sTaskError):
+    """The peon ran and the task's outcome is FAILED."""
+
+
+class TemplatePodNotFound(DruidK8sTaskError):
+    """The Overlord pod used as the template could not be found."""
+
+
+class MissingPermission(DruidK8sTaskError):
+    """Preflight found that the Kubernetes identity lacks a permission the lifecycle needs."""
+
+
+class KubernetesApiError(DruidK8sTaskError):
+    """A Kubernetes API call failed for a reason retrying will not fix."""
