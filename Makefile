@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PY_SOURCES = $(wildcard druid_k8s_provider tests dags bench)
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
@@ -18,8 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check druid_k8s_provider tests dags bench
-	$(BIN)/ruff format --check druid_k8s_provider tests dags bench
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
 
 typecheck: venv
 	$(BIN)/mypy --strict druid_k8s_provider

@@ -17,7 +17,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "druid-k8s-provider",
         "name": "Druid on Kubernetes",
-        "description": "Launch Apache Druid tasks as Kubernetes Jobs (MiddleManager-less Druid) from Airflow.",
+        "description": (
+            "Launch Apache Druid tasks as Kubernetes Jobs (MiddleManager-less Druid) from Airflow."
+        ),
         "versions": [__version__],
         "integrations": [
             {
@@ -59,7 +61,7 @@ def get_provider_info() -> dict[str, Any]:
                         "druid.indexer.runner.* properties are the base configuration.",
                         "version_added": "0.1.0",
                         "type": "string",
-                        "example": "/opt/druid/conf/druid/cluster/master/coordinator-overlord/runtime.properties",
+                        "example": "/opt/druid/conf/druid/cluster/master/runtime.properties",
                         "default": "",
                     },
                     "runner_properties": {
@@ -85,7 +87,8 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "",
                     },
                     "task_logs_location": {
-                        "description": "Object-storage URL where peons push status.json (Airflow ObjectStoragePath).",
+                        "description": "Object-storage URL where peons push status.json "
+                        "(read with Airflow's ObjectStoragePath).",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "s3://druid/indexing-logs",
