@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PEON_LABEL = "druid.k8s.peons"
-TASK_ID_ANNOTATION = "task.id"
 _FINISHED_CONDITION_TYPES = ("Complete", "Failed")
 _NAMESPACE_PROPERTY = "druid.indexer.runner.namespace"
 
