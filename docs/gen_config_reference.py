@@ -1,0 +1,293 @@
+"""Write the property table of docs/configuration.md from RunnerConfig, so the reference cannot drift.
+
+Run it after changing ``druid_k8s_provider/config.py``::
+
+    .venv/bin/python docs/gen_config_reference.py
+
+Names, types and defaults are read from the code: the dataclass fields of ``RunnerConfig`` (in declaration
+order), ``config.druid_name_of`` for the Druid property behind each field, the type hints for the type, and a
+``RunnerConfig`` built from nothing but a namespace for the defaults, so a default resolved at construction
+time (``overlordNamespace``) is shown as the user gets it. Only the effect of each property is prose, kept
+here because config.py has no per-field text; a field without one makes this script fail, which makes the
+docs test fail. ``tests/unit/test_docs_config_reference.py`` regenerates the table and compares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pendulum
+
+from druid_k8s_provider import config
+
+CONFIGURATION_PAGE = Path(__file__).resolve().parent / "configuration.md"
+BEGIN_MARKER = (
+    "<!-- BEGIN GENERATED CONFIG REFERENCE: run `python docs/gen_config_reference.py`; do not edit -->"
+)
+END_MARKER = "<!-- END GENERATED CONFIG REFERENCE -->"
+
+# A namespace no real default can equal: a default that comes out as this value was derived from it.
+_NAMESPACE_PROBE = "reference-namespace-probe"
+
+# Fields whose text is one of a fixed set; the type hint says only ``str`` for some of them.
+_CHOICES: Mapping[str, tuple[str, ...]] = {
+    "adapter_type": config.ADAPTER_TYPES,
+    "sidecar_termination": config.SIDECAR_TERMINATIONS,
+}
+
+# Fields whose type hint is not what the user writes: template paths are strings on disk, and the per-type
+# templates are one property per task type that RunnerConfig gathers into a mapping.
+_FILE_PATH_FIELDS = frozenset({"pod_template_base", "pod_templates_by_type"})
+
+# What each property does, keyed by the Druid property name. Keep to what the code does.
+EFFECTS: Mapping[str, str] = {
+    "druid.indexer.runner.namespace": (
+        "Namespace the peon Jobs are created in. The Overlord pod used as the template is looked up there "
+        "too (the custom template adapter reads `overlordNamespace` instead). Must be a valid namespace name."
+    ),
+    "druid.indexer.runner.k8s.adapter.type": (
+        "How the peon pod is built: from the Overlord pod's primary container only, from all of its "
+        "containers (sidecars included), or from a pod template file. See [Adapters](adapters.md)."
+    ),
+    "druid.indexer.runner.sidecarSupport": (
+        "Deprecated Druid switch: `true` selects `overlordMultiContainer`. Refused together with an "
+        "explicitly chosen other adapter."
+    ),
+    "druid.indexer.runner.primaryContainerName": (
+        "The Druid container of the Overlord pod; it becomes the peon's `main` container and moves to the "
+        "front. Unset means the first container. A name the pod does not have is an error."
+    ),
+    "druid.indexer.runner.kubexitImage": (
+        "Image of the `kubexit` init container that `overlordMultiContainer` adds to stop sidecars "
+        "when the peon ends."
+    ),
+    "druid.indexer.runner.debugJobs": (
+        "`true` keeps finished Jobs and their pods for inspection instead of deleting them when the task "
+        "ends; the reaper DAG still removes them after `taskCleanupDelay`."
+    ),
+    "druid.indexer.runner.disableClientProxy": (
+        "`true` makes the Kubernetes client ignore `HTTP_PROXY` / `HTTPS_PROXY` settings of the worker."
+    ),
+    "druid.indexer.runner.maxTaskDuration": (
+        "Longest a task may run: the Job's `activeDeadlineSeconds` (Kubernetes kills the pod with reason "
+        "`DeadlineExceeded`), and how long the operator waits for the outcome."
+    ),
+    "druid.indexer.runner.taskCleanupDelay": (
+        "How long a finished Job is kept: the Job's `ttlSecondsAfterFinished`, and the age after which "
+        "the reaper DAG deletes finished peon Jobs."
+    ),
+    "druid.indexer.runner.taskCleanupInterval": "How often the reaper DAG runs (its schedule).",
+    "druid.indexer.runner.K8sjobLaunchTimeout": (
+        "Longest wait for the peon pod to leave `Pending`; after it the task fails with the pod's waiting "
+        "reason and recent events, and the Job is deleted. Also accepted spelled `k8sjobLaunchTimeout` "
+        "(only one of the two may be set)."
+    ),
+    "druid.indexer.runner.javaOptsArray": (
+        "JVM options of the peon, first in `JAVA_OPTS`. The last `-Xmx` and `-XX:MaxDirectMemorySize` "
+        "set the main container's memory (1.2 x (heap + direct)). The string form `javaOpts` is refused."
+    ),
+    "druid.indexer.runner.labels": (
+        "Extra labels on the Job and its pod. Keys the runner sets itself (`druid.k8s.peons`, "
+        "`druid.task.*`) are refused."
+    ),
+    "druid.indexer.runner.annotations": (
+        "Extra annotations on the Job and its pod. Keys the runner sets itself (`task.*`, `tls.enabled`) "
+        "are refused."
+    ),
+    "druid.indexer.runner.peonMonitors": (
+        "When non-empty, replaces the main container's `druid_monitoring_monitors` env with this list."
+    ),
+    "druid.indexer.runner.graceTerminationPeriodSeconds": (
+        "The pod's `terminationGracePeriodSeconds`: how long a peon has to stop when its Job is deleted. "
+        "Unset leaves Kubernetes' default (30 s)."
+    ),
+    "druid.indexer.runner.capacity": (
+        "Druid's cap on Jobs in flight. Accepted and validated for compatibility; with the provider the cap "
+        "is an Airflow pool (see [Operations](operations.md#capacity-with-airflow-pools))."
+    ),
+    "druid.indexer.runner.cpuCoreInMicro": (
+        "CPU request and limit of the main container, in millicores (1000 = one core)."
+    ),
+    "druid.indexer.runner.k8s.podTemplate.base": (
+        "`customTemplateAdapter`: the pod template file (a `v1/PodTemplate` YAML) used for task types "
+        "without their own."
+    ),
+    "druid.indexer.runner.k8s.podTemplate.<taskType>": (
+        "`customTemplateAdapter`: the pod template file for one task type, e.g. "
+        "`druid.indexer.runner.k8s.podTemplate.index_parallel`; wins over the base template."
+    ),
+    "druid.indexer.runner.overlordNamespace": (
+        "Namespace of the Overlord pod, when it differs from the Jobs' namespace."
+    ),
+    "druid.indexer.runner.sidecarTermination": (
+        "How `overlordMultiContainer` ends sidecars: `kubexit` wraps every container as Druid does; "
+        "`native` makes them Kubernetes native sidecars (init containers with `restartPolicy: Always`, "
+        "Kubernetes 1.29+), which need no command. Not a Druid property."
+    ),
+    "druid.indexer.runner.sidecarCommands": (
+        "Command (the image's entrypoint) of sidecars that set `args` but no `command`, by container name, "
+        "so kubexit can wrap them. Not a Druid property."
+    ),
+    "druid.indexer.task.baseTaskDir": (
+        "Task directory of the peon: `TASK_DIR` and the argument of `/peon.sh`."
+    ),
+    "druid.enableTlsPort": (
+        "`true` gives the peon its TLS port 8091 (`-Ddruid.tlsPort`) and sets the annotation `tls.enabled`."
+    ),
+    "druid.processing.intermediaryData.storage.type": (
+        "Read only to warn: without MiddleManagers it must be `deepstore`, or multi-phase parallel "
+        "ingestion fails."
+    ),
+}
+
+
+def _is_optional(hint: Any) -> tuple[bool, Any]:
+    """Split ``X | None`` into (True, X); anything else into (False, hint)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        members = [member for member in typing.get_args(hint) if member is not type(None)]
+        if len(members) == 1:
+            return True, members[0]
+    return False, hint
+
+
+def describe_type(attribute: str, hint: Any) -> str:
+    """The value format a user writes, from the field's type hint."""
+    if attribute in _CHOICES:
+        return "one of " + ", ".join(f"`{choice}`" for choice in _CHOICES[attribute])
+    if attribute in _FILE_PATH_FIELDS:
+        return "file path"
+    _, hint = _is_optional(hint)
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{choice}`" for choice in typing.get_args(hint))
+    if hint is bool:
+        return "boolean"
+    if hint is int:
+        return "integer"
+    if hint is str:
+        return "string"
+    if hint is pendulum.Duration:
+        return "ISO-8601 period"
+    if origin is tuple:
+        return "JSON array of strings"
+    if origin in (Mapping, dict):
+        _, value_hint = typing.get_args(hint)
+        if typing.get_origin(value_hint) is tuple:
+            return "JSON object of string arrays"
+        return "JSON object of strings"
+    raise TypeError(f"RunnerConfig.{attribute}: no documented format for type {hint!r}; extend describe_type")
+
+
+def iso_period(duration: pendulum.Duration) -> str:
+    """A duration written the way Druid's defaults are (``PT4H``, ``P2D``), largest units first."""
+    seconds = int(duration.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    date_part = f"{days}D" if days else ""
+    time_part = "".join(
+        f"{count}{unit}" for count, unit in ((hours, "H"), (minutes, "M"), (seconds, "S")) if count
+    )
+    if not date_part and not time_part:
+        return "PT0S"
+    return "P" + date_part + (f"T{time_part}" if time_part else "")
+
+
+def describe_default(attribute: str, value: Any) -> str:
+    """A default value in the form a runtime.properties file would hold it."""
+    if value is None or (attribute in _FILE_PATH_FIELDS and not value):
+        return "unset"
+    if value == _NAMESPACE_PROBE:
+        return "the value of `druid.indexer.runner.namespace`"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, pendulum.Duration):
+        return f"`{iso_period(value)}`"
+    if isinstance(value, tuple | Mapping):
+        return f"`{json.dumps(list(value) if isinstance(value, tuple) else dict(value))}`"
+    return f"`{value}`"
+
+
+@dataclasses.dataclass(frozen=True)
+class PropertyReference:
+    """One row of the reference: what the user writes, in what format, what they get without it, and why."""
+
+    druid_name: str
+    value_type: str
+    default: str
+    effect: str
+
+
+def property_references() -> list[PropertyReference]:
+    """Every property RunnerConfig reads, in the order of its fields."""
+    hints = typing.get_type_hints(config.RunnerConfig)
+    defaults = config.RunnerConfig.from_properties({"druid.indexer.runner.namespace": _NAMESPACE_PROBE})
+    references = []
+    for field in dataclasses.fields(config.RunnerConfig):
+        druid_name = config.druid_name_of(field.name)
+        if druid_name not in EFFECTS:
+            raise KeyError(f"{druid_name} (RunnerConfig.{field.name}) has no effect text in {__file__}")
+        if field.name == "namespace":
+            default = "required"
+        else:
+            default = describe_default(field.name, getattr(defaults, field.name))
+        references.append(
+            PropertyReference(
+                druid_name, describe_type(field.name, hints[field.name]), default, EFFECTS[druid_name]
+            )
+        )
+    return references
+
+
+def render_reference() -> str:
+    """The Markdown between the markers: the property table, then the properties accepted and ignored."""
+    lines = [
+        BEGIN_MARKER,
+        "",
+        "| property | type | default | effect |",
+        "|---|---|---|---|",
+    ]
+    for row in property_references():
+        lines.append(f"| `{row.druid_name}` | {row.value_type} | {row.default} | {row.effect} |")
+    ignored = sorted(config._OTHER_RUNNER_PROPERTIES)
+    lines += [
+        "",
+        "These `druid.indexer.runner.*` properties belong to Druid's other task runners or to the "
+        "Overlord side of the Kubernetes runner. They may stay in the file: they are accepted and ignored, "
+        "because they do not change the Jobs. Any other unknown `druid.indexer.runner.*` name is refused as "
+        "a typo, with the closest known name in the error.",
+        "",
+        ", ".join(f"`{name}`" for name in ignored),
+        "",
+        END_MARKER,
+    ]
+    return "\n".join(lines)
+
+
+def splice(page: str, generated: str) -> str:
+    """The page with the text between (and including) the markers replaced by ``generated``."""
+    start = page.index(BEGIN_MARKER)
+    end = page.index(END_MARKER) + len(END_MARKER)
+    return page[:start] + generated + page[end:]
+
+
+def main() -> int:
+    page = CONFIGURATION_PAGE.read_text(encoding="utf-8")
+    updated = splice(page, render_reference())
+    if updated != page:
+        CONFIGURATION_PAGE.write_text(updated, encoding="utf-8")
+        print(f"updated {CONFIGURATION_PAGE}")
+    else:
+        print(f"{CONFIGURATION_PAGE} is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
