@@ -1,0 +1,550 @@
+"""``DruidK8sTaskOperator``: run one Druid task as a Kubernetes Job, the way Druid's Kubernetes runner does.
+
+Lifecycle (spec section 6): build the Job from the task, the template pod and the runner properties (nothing
+is created when any input is bad); create it, or join the Job that already exists for the same Druid task
+(a retry after a worker crash never launches a second peon); wait for the pod to start within
+``K8sjobLaunchTimeout`` (failing fast on reasons waiting will not cure); wait for completion while
+streaming the peon's log into the Airflow log; read the outcome (``status.json`` from the task-log location
+when configured, else the Job's and pod's state); delete the Job unless ``debugJobs``; return a summary to
+XCom and fail the Airflow task when the Druid task failed.
+
+Stopping follows Druid's promise that restarts do not affect tasks in flight: ``on_kill`` deletes the Job
+only when a person stopped the task (the API server no longer says it is running); when only the worker is
+going away, the Job keeps running and the next try re-attaches to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath, conf
+from airflow.sdk.log import mask_secret
+
+from druid_k8s_provider.config import RunnerConfig, read_runtime_properties
+from druid_k8s_provider.errors import (
+    DruidK8sConfigError,
+    DruidK8sTaskError,
+    JobFailed,
+    JobLaunchTimeout,
+    KubernetesApiError,
+)
+from druid_k8s_provider.hooks import job_state
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, task_id_of
+from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
+from druid_k8s_provider.job_builder import build_job, load_pod_template
+from druid_k8s_provider.naming import job_name as job_name_for
+from druid_k8s_provider.task import DruidTask, derive_task_id
+from druid_k8s_provider.triggers.job import (
+    ERROR,
+    FINISHED,
+    LAUNCH_FAILED,
+    MISSING,
+    TIMED_OUT,
+    DruidK8sJobTrigger,
+    JobFollower,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+CONFIG_SECTION = "druid_k8s"
+POD_TEMPLATE_BASE_PROPERTY = "druid.indexer.runner.k8s.podTemplate.base"
+ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
+#: Waiting beyond maxTaskDuration, so Kubernetes' own DeadlineExceeded is what the task reports.
+COMPLETION_SLACK_SECONDS = 60.0
+#: Keys whose string values in a task spec are credentials (S3 keys, JDBC passwords, tokens ...).
+SENSITIVE_KEY = re.compile(r"password|secret|token|credential|(^|[a-z_])key$|^key", re.IGNORECASE)
+#: How long ``on_kill`` waits for the API server to say whether the task instance is still running.
+STATE_QUERY_TIMEOUT_SECONDS = 5.0
+
+
+def sensitive_values(document: Any) -> list[str]:
+    """Every string stored under a credential-like key, anywhere in a task spec."""
+    found: list[str] = []
+    if isinstance(document, Mapping):
+        for key, value in document.items():
+            if isinstance(value, str) and value and SENSITIVE_KEY.search(str(key)):
+                found.append(value)
+            else:
+                found.extend(sensitive_values(value))
+    elif isinstance(document, list):
+        for item in document:
+            found.extend(sensitive_values(item))
+    return found
+
+
+def _epoch(timestamp: str | None) -> float:
+    parsed = job_state.parse_time(timestamp)
+    return parsed.timestamp() if parsed is not None else time.time()
+
+
+class DruidK8sTaskOperator(BaseOperator):
+    """Run a Druid task as a Kubernetes Job (MiddleManager-less Druid) and report its outcome.
+
+    Runner settings are layered: the Overlord ``runtime.properties`` file, then the ``[druid_k8s]`` Airflow
+    config section, then this operator's arguments (later wins).
+
+    :param druid_task: the task JSON as a dict, a JSON string, or a path to a ``.json`` file (templated; a
+        relative path is looked up in the DAG folder and ``template_searchpath``). Without an ``id`` the id is
+        derived from the task instance (dag, task, run, map index), so every try maps to the same Job.
+    :param runner_properties: Druid runner properties (``druid.indexer.runner.*`` names) as a dict or JSON.
+    :param runtime_properties_file: an Overlord ``runtime.properties`` file to start from.
+    :param overlord_pod_name: the pod whose spec is the peon template (overlord adapters).
+    :param overlord_pod_selector: label selector of that pod; the first Running match is used.
+    :param pod_template_file: a ``v1/PodTemplate`` file: selects the custom template adapter with this base.
+    :param kubernetes_conn_id: the Airflow connection to Kubernetes.
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
+    :param task_logs_location: object-storage URL where peons push ``status.json`` (Druid's task logs).
+    :param image_pull_grace_seconds: how long ErrImagePull/ImagePullBackOff may last before failing fast.
+    :param poll_interval: seconds between fallback polls while waiting (the watch does the real work).
+    """
+
+    template_fields: Sequence[str] = (
+        "druid_task",
+        "runner_properties",
+        "runtime_properties_file",
+        "overlord_pod_name",
+        "overlord_pod_selector",
+        "pod_template_file",
+        "kubernetes_conn_id",
+        "task_logs_location",
+    )
+    template_ext: Sequence[str] = (".json",)
+    template_fields_renderers = {"druid_task": "json", "runner_properties": "json"}
+    ui_color = "#29b6f6"
+
+    def __init__(
+        self,
+        *,
+        druid_task: dict[str, Any] | str,
+        runner_properties: dict[str, Any] | str | None = None,
+        runtime_properties_file: str | None = None,
+        overlord_pod_name: str | None = None,
+        overlord_pod_selector: str | None = None,
+        pod_template_file: str | None = None,
+        kubernetes_conn_id: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        task_logs_location: str | None = None,
+        image_pull_grace_seconds: float = 60.0,
+        poll_interval: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(druid_task, str) and druid_task.endswith(".json") and os.path.isabs(druid_task):
+            # Jinja's loader only finds paths relative to the DAG folder; read absolute ones here.
+            druid_task = self._read_task_file(druid_task)
+        self.druid_task = druid_task
+        self.runner_properties = runner_properties
+        self.runtime_properties_file = runtime_properties_file
+        self.overlord_pod_name = overlord_pod_name
+        self.overlord_pod_selector = overlord_pod_selector
+        self.pod_template_file = pod_template_file
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.deferrable = deferrable
+        self.task_logs_location = task_logs_location
+        self.image_pull_grace_seconds = image_pull_grace_seconds
+        self.poll_interval = poll_interval
+        self._running: dict[str, Any] | None = None
+        self._wait: tuple[asyncio.AbstractEventLoop, asyncio.Task[dict[str, Any]]] | None = None
+        self._kill_verdict: str | None = None
+
+    @staticmethod
+    def _read_task_file(path: str) -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DruidK8sConfigError(
+                "druid_task", f"cannot read the task file {path!r}: {exc.strerror or exc}", "fix the path"
+            ) from exc
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render, then register the task's credentials with the secrets masker before anything logs."""
+        super().render_template_fields(context, jinja_env)
+        self._mask_task_secrets()
+
+    def _mask_task_secrets(self) -> None:
+        with contextlib.suppress(DruidK8sConfigError):
+            for value in sensitive_values(self._task_document()):
+                mask_secret(value)
+
+    def _task_document(self) -> dict[str, Any]:
+        spec = self.druid_task
+        if isinstance(spec, Mapping):
+            return dict(spec)
+        if isinstance(spec, str):
+            try:
+                decoded = json.loads(spec)
+            except json.JSONDecodeError as exc:
+                raise DruidK8sConfigError(
+                    "druid_task",
+                    f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); a .json path must "
+                    "be relative to the DAG folder or template_searchpath, or absolute",
+                    "pass a dict, a JSON string or a path to a .json file",
+                ) from None
+            if isinstance(decoded, dict):
+                return decoded
+        raise DruidK8sConfigError(
+            "druid_task", f"expected a task JSON object, got {type(spec).__name__}", "pass the task as a dict"
+        )
+
+    def _layered_properties(self) -> dict[str, Any]:
+        """runtime.properties < [druid_k8s] runner_properties < operator arguments."""
+        properties: dict[str, Any] = {}
+        path = self.runtime_properties_file or conf.get(
+            CONFIG_SECTION, "runtime_properties_file", fallback=""
+        )
+        if path:
+            properties.update(
+                {
+                    key: value
+                    for key, value in read_runtime_properties(path).items()
+                    if key.startswith("druid.")
+                }
+            )
+        properties.update(
+            _json_object(
+                f"[{CONFIG_SECTION}] runner_properties",
+                conf.get(CONFIG_SECTION, "runner_properties", fallback="") or None,
+            )
+        )
+        properties.update(_json_object("runner_properties", self.runner_properties))
+        if self.pod_template_file:
+            properties[POD_TEMPLATE_BASE_PROPERTY] = self.pod_template_file
+            properties.setdefault(ADAPTER_TYPE_PROPERTY, "customTemplateAdapter")
+        return properties
+
+    def runner_config(self) -> RunnerConfig:
+        """The runner configuration this task runs with (raises DruidK8sConfigError naming the property)."""
+        return RunnerConfig.from_properties(self._layered_properties())
+
+    def druid_task_for(self, context: Context) -> DruidTask:
+        """The Druid task, with the spec's id or one derived from the task instance."""
+        document = self._task_document()
+        ti = context["ti"]
+        derived = derive_task_id(
+            ti.dag_id,
+            ti.task_id,
+            ti.run_id,
+            ti.map_index if ti.map_index is not None else -1,
+            str(document.get("type") or "task"),
+        )
+        return DruidTask.from_spec(document, default_id=derived)
+
+    def _conn_id(self) -> str:
+        return (
+            self.kubernetes_conn_id
+            or conf.get(CONFIG_SECTION, "kubernetes_conn_id", fallback="kubernetes_default")
+            or "kubernetes_default"
+        )
+
+    def _selector(self) -> str | None:
+        return (
+            self.overlord_pod_selector
+            or conf.get(CONFIG_SECTION, "overlord_pod_selector", fallback="")
+            or None
+        )
+
+    def _logs_location(self) -> str | None:
+        return self.task_logs_location or conf.get(CONFIG_SECTION, "task_logs_location", fallback="") or None
+
+    # -- execution ---------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        """Launch or join the Job, then wait for it here or in the triggerer."""
+        self._mask_task_secrets()
+        config = self.runner_config()
+        task = self.druid_task_for(context)
+        for value in sensitive_values(task.spec):
+            mask_secret(value)
+        hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
+        name = job_name_for(task.id)
+        job = hook.get_job(name, config.namespace, task_id=task.id)
+        if job is not None and task_id_of(job) == task.id:
+            self.log.info("Joining the existing Job %s of Druid task %s (created earlier)", name, task.id)
+        else:
+            manifest = self._build(hook, task, config)
+            job, created = hook.create_or_join_job(manifest)
+            self.log.info(
+                "%s Job %s in namespace %s for Druid task %s",
+                "Created" if created else "Joined the existing",
+                name,
+                config.namespace,
+                task.id,
+            )
+        created_at = _epoch(job["metadata"].get("creationTimestamp"))
+        launch_deadline = created_at + config.k8s_job_launch_timeout.total_seconds()
+        completion_deadline = (
+            launch_deadline + config.max_task_duration.total_seconds() + COMPLETION_SLACK_SECONDS
+        )
+        details = {
+            "druid_task_id": task.id,
+            "job_name": name,
+            "namespace": config.namespace,
+            "debug_jobs": config.debug_jobs,
+            "disable_client_proxy": config.disable_client_proxy,
+            "kubernetes_conn_id": self._conn_id(),
+        }
+        trigger = DruidK8sJobTrigger(
+            job_name=name,
+            namespace=config.namespace,
+            druid_task_id=task.id,
+            kubernetes_conn_id=self._conn_id(),
+            launch_deadline=launch_deadline,
+            completion_deadline=completion_deadline,
+            image_pull_grace_seconds=self.image_pull_grace_seconds,
+            poll_interval=self.poll_interval,
+            disable_client_proxy=config.disable_client_proxy,
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"details": details})
+        self._running = {**details, "context": context}
+        follower = trigger.follower()
+        follower.hook = DruidK8sAsyncHook(
+            self._conn_id(),
+            disable_client_proxy=config.disable_client_proxy,
+            connection_extras=dict(hook.conn_extras),
+        )
+        follower.emit_line = self._emit_peon_line
+        event = self._wait_in_process(follower)
+        return self._finish(context, event, details)
+
+    def _build(self, hook: DruidK8sHook, task: DruidTask, config: RunnerConfig) -> dict[str, Any]:
+        """The Job manifest; every input problem surfaces here, before anything is created."""
+        if config.adapter_type == "customTemplateAdapter":
+            template = load_pod_template(config, task)
+        else:
+            template = hook.get_template_pod(
+                config.overlord_namespace or config.namespace, self.overlord_pod_name, self._selector()
+            )
+        return build_job(task, template, config)
+
+    def _emit_peon_line(self, line: str) -> None:
+        self.log.info("%s", line)
+
+    def _wait_in_process(self, follower: JobFollower) -> dict[str, Any]:
+        """Run the same waiting logic as the trigger, on a private loop, cancellable by ``on_kill``."""
+
+        async def wait() -> dict[str, Any]:
+            task = asyncio.current_task()
+            assert task is not None
+            self._wait = (asyncio.get_running_loop(), task)
+            return await follower.run()
+
+        try:
+            return asyncio.run(wait())
+        except asyncio.CancelledError:
+            running = self._running or {}
+            if self._kill_verdict == "deleted":
+                raise JobFailed(
+                    "the Airflow task was stopped by a user; the Job was deleted",
+                    task_id=running.get("druid_task_id"),
+                    job_name=running.get("job_name"),
+                ) from None
+            raise DruidK8sTaskError(
+                "the worker is shutting down; the Job keeps running and the next try of this task "
+                "re-attaches to it",
+                task_id=running.get("druid_task_id"),
+                job_name=running.get("job_name"),
+            ) from None
+        finally:
+            self._wait = None
+
+    def execute_complete(self, context: Context, event: dict[str, Any], details: dict[str, Any]) -> Any:
+        """Resume after the trigger fired: catch up the log, report the outcome, clean up."""
+        return self._finish(context, event, details)
+
+    # -- outcome -----------------------------------------------------------------------------------------
+
+    def _finish(self, context: Context, event: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
+        hook = DruidK8sHook(
+            details["kubernetes_conn_id"], details["namespace"], details["disable_client_proxy"]
+        )
+        task_id, name, namespace = details["druid_task_id"], details["job_name"], details["namespace"]
+        status = event.get("status")
+        pod = event.get("pod")
+        if status == FINISHED and pod is not None:
+            self._catch_up_log(hook, pod["metadata"]["name"], namespace, event.get("log_cursor"))
+        if status == LAUNCH_FAILED:
+            hook.delete_job(name, namespace, task_id=task_id)
+            raise JobLaunchTimeout(
+                f"{event.get('reason')}. Recent events: {event.get('events')}. The Job was deleted. Fix the "
+                "cause (image, resources, node capacity, secrets) and clear the task",
+                task_id=task_id,
+                job_name=name,
+            )
+        if status == MISSING:
+            raise JobFailed(
+                "the Job disappeared before it finished (deleted by a person, the reaper or a TTL); clear "
+                "the task to run it again",
+                task_id=task_id,
+                job_name=name,
+            )
+        if status == ERROR:
+            raise KubernetesApiError(
+                f"waiting for the Job failed: {event.get('error')}; the Job was left as it is and the next "
+                "try re-attaches to it",
+                task_id=task_id,
+                job_name=name,
+            )
+        if status == TIMED_OUT:
+            hook.delete_job(name, namespace, task_id=task_id)
+            outcome = job_state.Outcome(
+                job_state.FAILED,
+                "the Job did not finish within maxTaskDuration (plus K8sjobLaunchTimeout); it was deleted",
+                None,
+            )
+        else:
+            outcome = self._outcome(event["job"], pod, task_id)
+            if details.get("debug_jobs"):
+                self.log.info(
+                    "debugJobs is set: keeping Job %s for inspection (the reaper removes it later)", name
+                )
+            else:
+                hook.delete_job(name, namespace, task_id=task_id)
+        result = {
+            "druid_task_id": task_id,
+            "job_name": name,
+            "namespace": namespace,
+            "pod_name": pod["metadata"]["name"] if pod else None,
+            "status": outcome.status,
+            "duration_ms": outcome.duration_ms,
+            "error": outcome.error,
+        }
+        if outcome.status != job_state.SUCCESS:
+            context["ti"].xcom_push(key="return_value", value=result)
+            raise JobFailed(outcome.error or "the Druid task failed", task_id=task_id, job_name=name)
+        self.log.info("Druid task %s succeeded in %s ms", task_id, outcome.duration_ms)
+        return result
+
+    def _outcome(self, job: dict[str, Any], pod: dict[str, Any] | None, task_id: str) -> job_state.Outcome:
+        location = self._logs_location()
+        if not location:
+            return job_state.outcome_from_state(job, pod)
+        report = self._read_status_report(location, task_id)
+        if report is None:
+            state = job_state.outcome_from_state(job, pod)
+            return job_state.Outcome(
+                job_state.FAILED,
+                f"Peon did not report status successfully (no status.json under {location}); "
+                + (state.error or "the peon exited without error"),
+                state.duration_ms,
+            )
+        status = str(report.get("status") or report.get("statusCode") or job_state.FAILED).upper()
+        duration = report.get("duration")
+        error = report.get("errorMsg")
+        if status != job_state.SUCCESS and not error:
+            error = (
+                job_state.outcome_from_state(job, pod).error or "the peon reported FAILED without a message"
+            )
+        return job_state.Outcome(
+            job_state.SUCCESS if status == job_state.SUCCESS else job_state.FAILED,
+            None if status == job_state.SUCCESS else str(error),
+            int(duration) if isinstance(duration, int | float) and duration >= 0 else None,
+        )
+
+    def _read_status_report(self, location: str, task_id: str) -> dict[str, Any] | None:
+        """Druid's TaskStatus at ``<location>/<id>/status.json`` (S3 ...) or ``<id>.status.json`` (file)."""
+        base = ObjectStoragePath(location)
+        for candidate in (base / task_id / "status.json", base / f"{task_id}.status.json"):
+            with contextlib.suppress(FileNotFoundError):
+                if candidate.exists():
+                    return dict(json.loads(candidate.read_text()))
+        return None
+
+    def _catch_up_log(
+        self, hook: DruidK8sHook, pod_name: str, namespace: str, cursor_data: dict[str, Any] | None
+    ) -> None:
+        """Show the log lines the waiter had not shown yet (none, usually)."""
+        cursor = LogCursor.from_dict(cursor_data)
+        cursor.begin_read()
+        for raw in hook.read_pod_log(pod_name, namespace, since_time=cursor.since_time()):
+            timestamp, text = split_line(raw)
+            if cursor.admit(timestamp):
+                self._emit_peon_line(text)
+
+    # -- stopping ----------------------------------------------------------------------------------------
+
+    def on_kill(self) -> None:
+        """Delete the Job if a person stopped the task; leave it running if the worker is going away."""
+        running = self._running
+        if running is None:
+            return
+        state = self._state_on_server(running["context"])
+        if state is not None and state != "running":
+            self.log.info(
+                "The task instance is %s on the API server (stopped by a user): deleting Job %s",
+                state,
+                running["job_name"],
+            )
+            DruidK8sHook(
+                running["kubernetes_conn_id"], running["namespace"], running["disable_client_proxy"]
+            ).delete_job(running["job_name"], running["namespace"], task_id=running["druid_task_id"])
+            self._kill_verdict = "deleted"
+        else:
+            self.log.warning(
+                "Worker shutdown (task instance still %s on the API server): Job %s keeps running and "
+                "the next try re-attaches to it",
+                state or "unknown",
+                running["job_name"],
+            )
+            self._kill_verdict = "kept"
+        if self._wait is not None:
+            loop, task = self._wait
+            loop.call_soon_threadsafe(task.cancel)
+
+    def _state_on_server(self, context: Context) -> str | None:
+        """The task instance's state as the API server sees it, or None when it cannot be learned.
+
+        Asked from a helper thread with a timeout: ``on_kill`` runs in a signal handler, and the
+        supervisor channel may be held by the interrupted code.
+        """
+        ti = context["ti"]
+
+        def ask() -> str | None:
+            map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None
+            states = ti.get_task_states(
+                dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
+            )
+            key = ti.task_id if map_index is None else f"{ti.task_id}_{map_index}"
+            value = (states.get(ti.run_id) or {}).get(key)
+            return str(getattr(value, "value", value)) if value is not None else "none"
+
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="druid-k8s-state")
+        try:
+            return pool.submit(ask).result(timeout=STATE_QUERY_TIMEOUT_SECONDS)
+        except Exception as exc:
+            self.log.warning("Could not learn the task instance's state from the API server: %s", exc)
+            return None
+        finally:
+            pool.shutdown(wait=False)
+
+
+def _json_object(field: str, value: Any) -> dict[str, Any]:
+    """A dict from a dict or a JSON object string (None gives {})."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DruidK8sConfigError(field, f"not valid JSON ({exc.msg})", "give a JSON object") from None
+        if isinstance(decoded, dict):
+            return decoded
+    raise DruidK8sConfigError(
+        field,
+        f"expected an object of Druid property names to values, got {type(value).__name__}",
+        'give e.g. {"druid.indexer.runner.namespace": "druid"}',
+    )

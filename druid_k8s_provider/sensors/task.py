@@ -1,0 +1,132 @@
+"""``DruidK8sTaskSensor``: wait until the peon Job of a Druid task finishes.
+
+For DAGs that launch a Druid task elsewhere (another DAG, the Overlord itself) and need to wait for it. The
+Job is found by the name Druid derives from the task id and checked by its ``task.id`` annotation; a task
+with no Job fails at once with a message saying so, rather than waiting out the sensor timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from druid_k8s_provider.errors import DruidK8sTaskError
+from druid_k8s_provider.hooks import job_state
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook, task_id_of
+from druid_k8s_provider.naming import job_name as job_name_for
+from druid_k8s_provider.triggers.job import FINISHED, DruidK8sJobTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+CONFIG_SECTION = "druid_k8s"
+
+
+class DruidK8sTaskSensor(BaseSensorOperator):
+    """Succeed when the Job of ``druid_task_id`` has finished; its outcome goes to XCom.
+
+    :param druid_task_id: the Druid task id (templated).
+    :param namespace: the Job's namespace (templated); default: the connection's namespace.
+    :param kubernetes_conn_id: the Airflow connection to Kubernetes (default ``[druid_k8s]``'s).
+    :param deferrable: wait in the triggerer instead of poking.
+    """
+
+    template_fields: Sequence[str] = ("druid_task_id", "namespace")
+    ui_color = "#4fc3f7"
+
+    def __init__(
+        self,
+        *,
+        druid_task_id: str,
+        namespace: str | None = None,
+        kubernetes_conn_id: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.druid_task_id = druid_task_id
+        self.namespace = namespace
+        self.kubernetes_conn_id = kubernetes_conn_id or conf.get(
+            CONFIG_SECTION, "kubernetes_conn_id", fallback="kubernetes_default"
+        )
+        self.deferrable = deferrable
+
+    @property
+    def job_name(self) -> str:
+        """The Job name Druid's runner gives this task."""
+        return job_name_for(self.druid_task_id)
+
+    def _hook(self) -> DruidK8sHook:
+        return DruidK8sHook(self.kubernetes_conn_id, self.namespace)
+
+    def _summary(self, job: dict[str, Any], pod: dict[str, Any] | None, namespace: str) -> dict[str, Any]:
+        outcome = job_state.outcome_from_state(job, pod)
+        return {
+            "druid_task_id": self.druid_task_id,
+            "job_name": self.job_name,
+            "namespace": namespace,
+            "pod_name": pod["metadata"]["name"] if pod else None,
+            "status": outcome.status,
+            "duration_ms": outcome.duration_ms,
+            "error": outcome.error,
+        }
+
+    def _existing_job(self, hook: DruidK8sHook, namespace: str) -> dict[str, Any]:
+        job = hook.get_job(self.job_name, namespace, task_id=self.druid_task_id)
+        if job is None or task_id_of(job) != self.druid_task_id:
+            raise DruidK8sTaskError(
+                f"no Job exists for this Druid task in namespace {namespace!r}"
+                + (f" (Job {self.job_name!r} belongs to task {task_id_of(job)!r})" if job else "")
+                + ". Fix: check the task id and the namespace; a finished Job may already have been "
+                "deleted (debugJobs off, or the reaper)",
+                task_id=self.druid_task_id,
+                job_name=self.job_name,
+            )
+        return job
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One look at the Job: done when it has a Complete or Failed condition."""
+        hook = self._hook()
+        namespace = hook.resolve_namespace(self.namespace)
+        job = self._existing_job(hook, namespace)
+        if not job_state.is_finished(job):
+            self.log.info("Job %s of Druid task %s is still running", self.job_name, self.druid_task_id)
+            return PokeReturnValue(False)
+        pod = hook.find_job_pod(self.job_name, namespace)
+        return PokeReturnValue(True, self._summary(job, pod, namespace))
+
+    def execute(self, context: Context) -> Any:
+        """Poke or reschedule as configured; deferrable mode hands the wait to the shared watch."""
+        if not self.deferrable:
+            return super().execute(context)
+        hook = self._hook()
+        namespace = hook.resolve_namespace(self.namespace)
+        job = self._existing_job(hook, namespace)
+        if job_state.is_finished(job):
+            return self._summary(job, hook.find_job_pod(self.job_name, namespace), namespace)
+        self.defer(
+            trigger=DruidK8sJobTrigger(
+                job_name=self.job_name,
+                namespace=namespace,
+                druid_task_id=self.druid_task_id,
+                kubernetes_conn_id=self.kubernetes_conn_id,
+                wait_for=FINISHED,
+                stream_logs=False,
+                poll_interval=float(self.poke_interval),
+            ),
+            method_name="execute_complete",
+            timeout=self.timeout,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """The trigger fired: report the finished Job or say why it could not be waited for."""
+        if event.get("status") != FINISHED:
+            raise DruidK8sTaskError(
+                f"waiting for the Job ended with {event.get('status')!r}: "
+                + str(event.get("error") or "the Job disappeared before it finished"),
+                task_id=self.druid_task_id,
+                job_name=self.job_name,
+            )
+        return self._summary(event["job"], event.get("pod"), event["namespace"])

@@ -1,0 +1,510 @@
+"""Wait for a peon Job without polling per task: one shared watch per namespace, many waiters.
+
+Druid's runner polls the API once per task, which is what loads large clusters. Here every waiter in a
+process (all triggers of a triggerer, or the one operator waiting in a worker) shares one list+watch of the
+peon Jobs and one of the peon pods per (connection, namespace): a registry keyed by the running event loop
+hands out :class:`SharedWatch` objects by reference count. A watch resumes from its last resourceVersion
+when the server ends the stream, relists on ``410 Expired`` or a dropped connection, and each waiter keeps
+a slow fallback poll of its own Job in case the watch is silently stuck.
+
+:class:`JobFollower` is the waiting logic (launch timeout, fail-fast, completion, log streaming) used by both
+:class:`DruidK8sJobTrigger` (deferrable) and the operator's in-process wait (non-deferrable), so both modes
+behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from druid_k8s_provider.hooks import job_state
+from druid_k8s_provider.hooks.druid_k8s import (
+    CONNECTION_ERRORS,
+    JOB_NAME_LABEL,
+    PEON_SELECTOR,
+    ApiCallFailed,
+    AsyncKubeSession,
+    DruidK8sAsyncHook,
+    is_transient,
+    jobs_path,
+    newest,
+    pods_path,
+)
+from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
+
+log = logging.getLogger(__name__)
+
+#: Server-side watch timeout; the watch then resumes from its resourceVersion (cheap, no relist).
+WATCH_TIMEOUT_SECONDS = 300
+#: Longest pause between relist attempts while the API server keeps failing.
+MAX_RELIST_BACKOFF_SECONDS = 30.0
+#: How long a finished Job waits for the log stream to drain before the event fires anyway.
+LOG_DRAIN_SECONDS = 2.0
+
+# Event statuses (the ``status`` key of every event payload).
+FINISHED = "finished"
+STARTED = "started"
+LAUNCH_FAILED = "launch_failed"
+TIMED_OUT = "timed_out"
+MISSING = "missing"
+ERROR = "error"
+
+
+def job_name_of_pod(pod: dict[str, Any]) -> str | None:
+    """The Job a pod belongs to, from the label the API server puts on Job pods."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(JOB_NAME_LABEL) or labels.get("batch.kubernetes.io/job-name")
+
+
+@dataclass(eq=False)
+class SharedWatch:
+    """A cache of one kind of peon object in a namespace, kept current by a list+watch.
+
+    Waiters register an :class:`asyncio.Event` per Job name; it is set whenever the Job or one of its pods
+    changes (or the cache was rebuilt), so a waiter wakes exactly when there is something to look at.
+    """
+
+    hook: DruidK8sAsyncHook
+    path: str
+    key_of: Callable[[dict[str, Any]], str | None]
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
+    users: int = 0
+    relists: int = 0
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the list+watch loop on the running loop."""
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"druid-k8s-watch {self.path}")
+
+    async def stop(self) -> None:
+        """Stop the loop (last user gone)."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def subscribe(self, job_name: str, wake: asyncio.Event) -> None:
+        """Wake ``wake`` whenever something about ``job_name`` changes."""
+        self.waiters.setdefault(job_name, set()).add(wake)
+
+    def unsubscribe(self, job_name: str, wake: asyncio.Event) -> None:
+        """Undo :meth:`subscribe`."""
+        events = self.waiters.get(job_name)
+        if events is not None:
+            events.discard(wake)
+            if not events:
+                del self.waiters[job_name]
+
+    def _notify(self, job_name: str | None) -> None:
+        for wake in self.waiters.get(job_name or "", ()):
+            wake.set()
+
+    def _notify_all(self) -> None:
+        for events in self.waiters.values():
+            for wake in events:
+                wake.set()
+
+    def by_job(self, job_name: str) -> list[dict[str, Any]]:
+        """Cached objects belonging to a Job (the Job itself, or its pods)."""
+        return [obj for obj in self.objects.values() if self.key_of(obj) == job_name]
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async with self.hook.session() as session:
+                    await self._list_and_watch(session)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not (isinstance(exc, ApiCallFailed | _Expired) or is_transient(exc)):
+                    log.exception("Watch of %s failed unexpectedly; relisting", self.path)
+                else:
+                    log.warning("Watch of %s interrupted (%s); relisting in %.1fs", self.path, exc, backoff)
+                self.synced.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_RELIST_BACKOFF_SECONDS)
+                continue
+
+    async def _list_and_watch(self, session: AsyncKubeSession) -> None:
+        items, resource_version = await session.list_objects(self.path, PEON_SELECTOR)
+        self.relists += 1
+        self.objects = {obj["metadata"]["name"]: obj for obj in items}
+        self.synced.set()
+        self._notify_all()
+        while True:
+            async for event in session.watch(
+                self.path, PEON_SELECTOR, resource_version, WATCH_TIMEOUT_SECONDS
+            ):
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise _Expired(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
+                resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                if kind == "BOOKMARK":
+                    continue
+                name = obj["metadata"]["name"]
+                if kind == "DELETED":
+                    self.objects.pop(name, None)
+                else:
+                    self.objects[name] = obj
+                self._notify(self.key_of(obj))
+            # The server ended the stream (timeoutSeconds): resume from where we are, no relist.
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410) or the server sent an error: relist."""
+
+
+_REGISTRY: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], SharedWatch]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_watches() -> dict[tuple[Any, ...], SharedWatch]:
+    """The shared watches of the running loop (one triggerer or one ``asyncio.run``)."""
+    return _REGISTRY.setdefault(asyncio.get_running_loop(), {})
+
+
+@contextlib.asynccontextmanager
+async def shared_watch(hook: DruidK8sAsyncHook, namespace: str, plural: str) -> AsyncIterator[SharedWatch]:
+    """Use the loop's watch of ``plural`` ("jobs" or "pods") of peons in ``namespace``; start it if needed."""
+    key = (hook.kubernetes_conn_id, hook.disable_client_proxy, namespace, plural)
+    watches = shared_watches()
+    watch = watches.get(key)
+    if watch is None:
+        if plural == "jobs":
+            watch = SharedWatch(hook, jobs_path(namespace), lambda obj: obj["metadata"]["name"])
+        else:
+            watch = SharedWatch(hook, pods_path(namespace), job_name_of_pod)
+        watches[key] = watch
+        watch.start()
+    watch.users += 1
+    try:
+        yield watch
+    finally:
+        watch.users -= 1
+        if watch.users == 0 and watches.get(key) is watch:
+            del watches[key]
+            await watch.stop()
+
+
+@dataclass
+class JobFollower:
+    """Wait for one peon Job: launch (with timeout and fail-fast), completion, and its log.
+
+    ``run()`` returns an event payload (a dict with ``status`` and details) instead of raising, so the
+    trigger can hand it to the operator and the operator decides (delete, fail, report).
+    """
+
+    job_name: str
+    namespace: str
+    druid_task_id: str | None
+    hook: DruidK8sAsyncHook
+    wait_for: str = FINISHED
+    launch_deadline: float | None = None
+    completion_deadline: float | None = None
+    image_pull_grace_seconds: float = 60.0
+    poll_interval: float = 60.0
+    stream_logs: bool = True
+    log_cursor: LogCursor = field(default_factory=LogCursor)
+    emit_line: Callable[[str], None] = print
+    _pull_problem_since: float | None = field(default=None, init=False)
+
+    async def run(self) -> dict[str, Any]:
+        """Wait until the awaited state (or a failure) and describe it."""
+        async with (
+            self.hook.session() as session,
+            shared_watch(self.hook, self.namespace, "jobs") as jobs,
+            shared_watch(self.hook, self.namespace, "pods") as pods,
+        ):
+            wake = asyncio.Event()
+            jobs.subscribe(self.job_name, wake)
+            pods.subscribe(self.job_name, wake)
+            try:
+                return await self._wait(session, jobs, pods, wake)
+            finally:
+                jobs.unsubscribe(self.job_name, wake)
+                pods.unsubscribe(self.job_name, wake)
+                for task in self._log_tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    def __post_init__(self) -> None:
+        self._log_tasks: list[asyncio.Task[None]] = []
+
+    def _start_logs(self, session: AsyncKubeSession, pod_name: str) -> None:
+        if self.stream_logs and not self._log_tasks:
+            self._log_tasks.append(
+                asyncio.get_running_loop().create_task(self._stream_log(session, pod_name))
+            )
+
+    async def _read_state(
+        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        if poll or not (jobs.synced.is_set() and pods.synced.is_set()):
+            job = await session.get(jobs_path(self.namespace, self.job_name))
+            items, _ = await session.list_objects(
+                pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
+            )
+            return job, newest(items)
+        cached = jobs.objects.get(self.job_name)
+        return cached, newest(pods.by_job(self.job_name))
+
+    async def _wait(
+        self,
+        session: AsyncKubeSession,
+        jobs: SharedWatch,
+        pods: SharedWatch,
+        wake: asyncio.Event,
+    ) -> dict[str, Any]:
+        next_poll = 0.0  # first look is a direct read: the watch may not have synced yet
+        while True:
+            wake.clear()
+            now = time.time()
+            poll = now >= next_poll
+            if poll:
+                next_poll = now + self.poll_interval
+            job, pod = await self._read_state(session, jobs, pods, poll)
+            if job is None and not poll:
+                job, pod = await self._read_state(session, jobs, pods, True)
+            if job is None:
+                return self._payload(MISSING, pod=pod)
+            started = pod is not None and job_state.has_started(pod)
+            if pod is not None and started:
+                self._start_logs(session, pod["metadata"]["name"])
+            if job_state.is_finished(job):
+                await self._drain_logs()
+                return self._payload(FINISHED, job=job, pod=pod)
+            if started and self.wait_for == STARTED:
+                return self._payload(STARTED, job=job, pod=pod)
+            if not started:
+                failure = self._launch_failure(pod, now)
+                if failure is not None:
+                    events = await session.list_events(
+                        self.namespace, [self.job_name] + ([pod["metadata"]["name"]] if pod else [])
+                    )
+                    return self._payload(
+                        LAUNCH_FAILED,
+                        job=job,
+                        pod=pod,
+                        reason=failure,
+                        events=job_state.format_events(events),
+                    )
+            if self.completion_deadline is not None and now >= self.completion_deadline:
+                await self._drain_logs()
+                return self._payload(TIMED_OUT, job=job, pod=pod)
+            deadlines = [next_poll]
+            if not started and self.launch_deadline is not None:
+                deadlines.append(self.launch_deadline)
+            if not started and self._pull_problem_since is not None:
+                deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
+            if self.completion_deadline is not None:
+                deadlines.append(self.completion_deadline)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=max(0.05, min(deadlines) - time.time()))
+
+    def _launch_failure(self, pod: dict[str, Any] | None, now: float) -> str | None:
+        problem = job_state.waiting_problem(pod) if pod is not None else None
+        if problem is not None and problem[0] in job_state.HOPELESS_WAITING_REASONS:
+            return f"the peon pod cannot start: {problem[0]}: {problem[1]}"
+        if problem is not None:  # image pull trouble: fatal once it persists past the grace
+            if self._pull_problem_since is None:
+                self._pull_problem_since = now
+            if now - self._pull_problem_since >= self.image_pull_grace_seconds:
+                return (
+                    f"the peon image cannot be pulled ({problem[0]} for over "
+                    f"{self.image_pull_grace_seconds:g}s): {problem[1]}"
+                )
+        else:
+            self._pull_problem_since = None
+        if self.launch_deadline is not None and now >= self.launch_deadline:
+            return (
+                "the peon pod did not start within K8sjobLaunchTimeout; it is waiting: "
+                + job_state.pending_reason(pod)
+            )
+        return None
+
+    def _payload(self, status: str, **details: Any) -> dict[str, Any]:
+        return {
+            "status": status,
+            "job_name": self.job_name,
+            "namespace": self.namespace,
+            "druid_task_id": self.druid_task_id,
+            "log_cursor": self.log_cursor.to_dict(),
+            **details,
+        }
+
+    async def _drain_logs(self) -> None:
+        """Give the log stream a moment to deliver the last lines; the operator reads any remainder."""
+        for task in self._log_tasks:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), timeout=LOG_DRAIN_SECONDS)
+
+    async def _stream_log(self, session: AsyncKubeSession, pod_name: str) -> None:
+        """Follow the main container's log; reconnect from the cursor if the stream drops early."""
+        backoff = 0.2
+        while True:
+            self.log_cursor.begin_read()
+            try:
+                async for raw in session.follow_log(
+                    pod_name, self.namespace, job_state.MAIN_CONTAINER, self.log_cursor.since_time()
+                ):
+                    timestamp, text = split_line(raw)
+                    if self.log_cursor.admit(timestamp):
+                        self.emit_line(text)
+            except ApiCallFailed as exc:
+                if exc.status == 404:
+                    return  # pod gone: nothing more to read
+                if exc.status != 400 and not is_transient(exc):
+                    raise
+            except CONNECTION_ERRORS:
+                pass
+            pod = await session.get(pods_path(self.namespace, pod_name))
+            main = job_state.main_container_status(pod or {}) or {}
+            if pod is None or "terminated" in (main.get("state") or {}):
+                # The stream ended because the container did: it delivered everything. One short
+                # non-following read catches lines a dropped stream missed.
+                await self._catch_up(session, pod_name)
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _catch_up(self, session: AsyncKubeSession, pod_name: str) -> None:
+        self.log_cursor.begin_read()
+        with contextlib.suppress(ApiCallFailed, *CONNECTION_ERRORS):
+            async for raw in session.follow_log(
+                pod_name, self.namespace, job_state.MAIN_CONTAINER, self.log_cursor.since_time(), follow=False
+            ):
+                timestamp, text = split_line(raw)
+                if self.log_cursor.admit(timestamp):
+                    self.emit_line(text)
+
+
+class DruidK8sJobTrigger(BaseTrigger):
+    """Fires when a peon Job finished (or, with ``wait_for="started"``, when its pod started), or when it
+    cannot launch, timed out or vanished. Streams the peon's log into the task log while it waits.
+
+    Everything it needs is in its kwargs, so a triggerer restart rebuilds it and resumes from the same
+    deadlines and log cursor.
+
+    :param job_name: the peon Job.
+    :param namespace: its namespace.
+    :param druid_task_id: the Druid task id (for messages).
+    :param kubernetes_conn_id: Airflow connection to Kubernetes.
+    :param wait_for: ``"finished"`` or ``"started"``.
+    :param launch_deadline: epoch seconds by which the pod must have started (K8sjobLaunchTimeout).
+    :param completion_deadline: epoch seconds after which waiting stops (maxTaskDuration plus slack).
+    :param image_pull_grace_seconds: how long ErrImagePull/ImagePullBackOff may persist before failing.
+    :param poll_interval: seconds between fallback polls of the Job, in case the watch is stuck.
+    :param stream_logs: log the peon's ``main`` container output while waiting.
+    :param log_cursor: where the log was already shown up to (:class:`LogCursor` as a dict).
+    :param disable_client_proxy: ignore ``HTTP(S)_PROXY``.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        namespace: str,
+        druid_task_id: str | None = None,
+        kubernetes_conn_id: str = "kubernetes_default",
+        wait_for: str = FINISHED,
+        launch_deadline: float | None = None,
+        completion_deadline: float | None = None,
+        image_pull_grace_seconds: float = 60.0,
+        poll_interval: float = 60.0,
+        stream_logs: bool = True,
+        log_cursor: dict[str, Any] | None = None,
+        disable_client_proxy: bool = False,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.job_name = job_name
+        self.namespace = namespace
+        self.druid_task_id = druid_task_id
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.wait_for = wait_for
+        self.launch_deadline = launch_deadline
+        self.completion_deadline = completion_deadline
+        self.image_pull_grace_seconds = image_pull_grace_seconds
+        self.poll_interval = poll_interval
+        self.stream_logs = stream_logs
+        self.log_cursor = log_cursor
+        self.disable_client_proxy = disable_client_proxy
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and kwargs: enough for another triggerer to resume the wait."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_name": self.job_name,
+                "namespace": self.namespace,
+                "druid_task_id": self.druid_task_id,
+                "kubernetes_conn_id": self.kubernetes_conn_id,
+                "wait_for": self.wait_for,
+                "launch_deadline": self.launch_deadline,
+                "completion_deadline": self.completion_deadline,
+                "image_pull_grace_seconds": self.image_pull_grace_seconds,
+                "poll_interval": self.poll_interval,
+                "stream_logs": self.stream_logs,
+                "log_cursor": self.log_cursor,
+                "disable_client_proxy": self.disable_client_proxy,
+            },
+        )
+
+    def follower(self) -> JobFollower:
+        """The waiting logic, configured from this trigger's kwargs."""
+        return JobFollower(
+            job_name=self.job_name,
+            namespace=self.namespace,
+            druid_task_id=self.druid_task_id,
+            hook=DruidK8sAsyncHook(self.kubernetes_conn_id, disable_client_proxy=self.disable_client_proxy),
+            wait_for=self.wait_for,
+            launch_deadline=self.launch_deadline,
+            completion_deadline=self.completion_deadline,
+            image_pull_grace_seconds=self.image_pull_grace_seconds,
+            poll_interval=self.poll_interval,
+            stream_logs=self.stream_logs,
+            log_cursor=LogCursor.from_dict(self.log_cursor),
+            emit_line=self._emit_line,
+        )
+
+    async def on_kill(self) -> None:
+        """A user stopped the deferred task (mark failed/success, clear): delete the Job, as Druid's
+        shutdown does. Not called when the triggerer merely restarts."""
+        hook = DruidK8sAsyncHook(self.kubernetes_conn_id, disable_client_proxy=self.disable_client_proxy)
+        async with hook.session() as session:
+            deleted = await session.delete_job(self.job_name, self.namespace)
+        self.log.info(
+            "Task stopped by a user: Job %s %s", self.job_name, "deleted" if deleted else "already gone"
+        )
+
+    def _emit_line(self, line: str) -> None:
+        self.log.info("%s", line)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Wait, then yield exactly one event describing what happened."""
+        follower = self.follower()
+        try:
+            payload = await follower.run()
+        except Exception as exc:  # the operator turns this into a clear task failure
+            self.log.exception("Waiting for Job %s failed", self.job_name)
+            payload = {
+                "status": ERROR,
+                "job_name": self.job_name,
+                "namespace": self.namespace,
+                "druid_task_id": self.druid_task_id,
+                "log_cursor": follower.log_cursor.to_dict(),
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
