@@ -1,0 +1,874 @@
+"""The HTTP side of the emulator: Kubernetes REST paths, verbs, watches and logs over aiohttp.
+
+Requests go through the same stages as on a real API server: authentication, (scripted) faults,
+authorization, then the resource handler; each is recorded in the request metrics. Bodies and errors are
+what a real server sends, because kubectl and the official clients parse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import pendulum
+from aiohttp import web
+
+from druid_k8s_provider.testing import openapi
+from druid_k8s_provider.testing.faults import FaultInjector
+from druid_k8s_provider.testing.logs import LogLine, LogStore
+from druid_k8s_provider.testing.metrics import RequestMetrics, RequestRecord
+from druid_k8s_provider.testing.patch import apply_patch
+from druid_k8s_provider.testing.rbac import Authorizer, Unauthorized, User, forbidden_message
+from druid_k8s_provider.testing.selectors import (
+    FieldSelector,
+    LabelSelector,
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+from druid_k8s_provider.testing.store import (
+    RESOURCES,
+    ApiError,
+    ObjectStore,
+    ResourceType,
+    WatchEvent,
+    bad_request,
+    expired,
+)
+from druid_k8s_provider.testing.validation import prune_unknown_fields
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+UNKNOWN_FORMAT = (
+    "the body of the request was in an unknown format - accepted media types include: application/json"
+)
+DEFAULT_WATCH_TIMEOUT_SECONDS = 1800
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass
+class ResourceRequest:
+    """A parsed resource path: which resource, where, which object and subresource, and the verb."""
+
+    rt: ResourceType
+    namespace: str
+    name: str
+    subresource: str
+    verb: str
+
+
+@dataclass(eq=False)
+class _Watcher:
+    """One open watch stream: its filter and the queue the store's fan-out feeds."""
+
+    plural: str
+    namespace: str
+    labels: LabelSelector
+    fields: FieldSelector
+    queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
+    matched: set[tuple[str, str]] = field(default_factory=set)
+    track_membership: bool = False
+
+
+class ApiServer:
+    """The aiohttp application serving the store; start/stop may be repeated on the same port."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        logs: LogStore,
+        metrics: RequestMetrics,
+        faults: FaultInjector,
+        authorizer: Authorizer,
+        *,
+        bookmark_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.logs = logs
+        self.metrics = metrics
+        self.faults = faults
+        self.authorizer = authorizer
+        self.bookmark_interval = bookmark_interval
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._watchers: dict[str, set[_Watcher]] = {}
+        self._watch_responses: set[web.StreamResponse] = set()
+        store.add_event_listener(self._fan_out)
+        faults.on_drop_watches(self.drop_watches)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port`` (0: an ephemeral port, remembered for restarts)."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.host = host
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def stop(self) -> None:
+        """Close the listener and every open connection (watch streams end abruptly, as on a restart)."""
+        self.drop_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def restart(self) -> None:
+        """Stop and start the listener on the same port; the store is untouched."""
+        await self.stop()
+        await self.start(self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        """Base URL clients use."""
+        return f"http://{self.host}:{self.port}"
+
+    def drop_watches(self) -> int:
+        """Abort every open watch connection; returns how many were cut."""
+        dropped = 0
+        for response in list(self._watch_responses):
+            request = getattr(response, "_req", None)
+            transport = request.transport if request is not None else None
+            if transport is not None:
+                transport.abort()
+                dropped += 1
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.queue.put_nowait(None)
+        return dropped
+
+    # ------------------------------------------------------------------ request pipeline
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        verb, resource, subresource, namespace = request.method.lower(), request.path, "", ""
+        parsed: ResourceRequest | None = None
+        response: web.StreamResponse
+        try:
+            parsed = self._parse(request)
+            if parsed is not None:
+                verb, resource, subresource, namespace = (
+                    parsed.verb,
+                    parsed.rt.plural,
+                    parsed.subresource,
+                    parsed.namespace,
+                )
+            user = self._authenticate(request)
+            decision = self.faults.decide(
+                verb, f"{resource}/{subresource}" if subresource else resource, namespace
+            )
+            if decision is not None:
+                if decision.latency > 0:
+                    await asyncio.sleep(decision.latency)
+                if decision.reset_connection:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ConnectionResetError("injected connection reset")
+                if decision.status is not None:
+                    headers = (
+                        {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
+                    )
+                    raise ApiError(decision.status, decision.reason, decision.message, headers=headers)
+            if parsed is None:
+                response = await self._non_resource(request)
+            else:
+                self._authorize(user, parsed)
+                response = await self._dispatch(request, parsed, user)
+        except ApiError as error:
+            response = self._error(error)
+        except Unauthorized:
+            response = self._error(ApiError(401, "Unauthorized", "Unauthorized"))
+        except ConnectionResetError:
+            response = web.Response(status=499)
+        except Exception as error:  # a bug in the emulator must still answer like a server would
+            log.exception("emulator request %s %s failed", request.method, request.path_qs)
+            response = self._error(ApiError(500, "InternalError", f"Internal error occurred: {error}"))
+        body = getattr(response, "body", None)
+        sent = len(body) if isinstance(body, bytes) else 0
+        self.metrics.record(
+            RequestRecord(
+                verb=verb,
+                resource=resource,
+                subresource=subresource,
+                namespace=namespace,
+                user_agent=request.headers.get("User-Agent", ""),
+                status=response.status,
+                latency_seconds=time.perf_counter() - started,
+                bytes_sent=sent,
+            )
+        )
+        return response
+
+    def _authenticate(self, request: web.Request) -> User:
+        return self.authorizer.authenticate(request.headers.get("Authorization"))
+
+    def _authorize(self, user: User, parsed: ResourceRequest) -> None:
+        rt = parsed.rt
+        if self.authorizer.allows(user, parsed.verb, rt.group, rt.plural, parsed.subresource, parsed.name):
+            return
+        message = forbidden_message(
+            user.name, parsed.verb, rt.group, rt.plural, parsed.subresource, parsed.namespace, parsed.name
+        )
+        details: dict[str, Any] = {}
+        if parsed.name:
+            details["name"] = parsed.name
+        if rt.group:
+            details["group"] = rt.group
+        details["kind"] = rt.plural
+        raise ApiError(403, "Forbidden", message, details)
+
+    @staticmethod
+    def _error(error: ApiError) -> web.Response:
+        return web.Response(
+            status=error.status, body=_dumps(error.to_status()), content_type=JSON, headers=error.headers
+        )
+
+    @staticmethod
+    def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(status=status, body=_dumps(obj), content_type=JSON, headers=headers)
+
+    # ------------------------------------------------------------------ paths
+
+    def _parse(self, request: web.Request) -> ResourceRequest | None:
+        """Turn a REST path into a ResourceRequest; None for discovery and other non-resource paths."""
+        parts = [unquote(part) for part in request.path.strip("/").split("/") if part]
+        if len(parts) >= 2 and parts[0] == "api":
+            group, version, rest = "", parts[1], parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        if not rest:
+            return None
+        watch_path = rest[0] == "watch"
+        if watch_path:
+            rest = rest[1:]
+        namespace = ""
+        if (
+            len(rest) >= 3
+            and rest[0] == "namespaces"
+            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
+            namespace, rest = rest[1], rest[2:]
+        if not rest or len(rest) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        rt = RESOURCES.get(rest[0])
+        if rt is None or rt.group != group or rt.version != version:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else ""
+        subresource = rest[2] if len(rest) > 2 else ""
+        if subresource and subresource not in rt.subresources:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if namespace and not rt.namespaced:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        method = request.method
+        watching = watch_path or request.query.get("watch", "").lower() in ("true", "1")
+        if method == "GET":
+            verb = "get" if name else ("watch" if watching else "list")
+        elif method == "POST":
+            verb = "create"
+        elif method == "PUT":
+            verb = "update"
+        elif method == "PATCH":
+            verb = "patch"
+        elif method == "DELETE":
+            verb = "delete" if name else "deletecollection"
+        else:
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
+        if rt.create_only and verb != "create":
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
+        if verb == "create" and name and not (rt.plural == "pods" and subresource):
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
+        return ResourceRequest(rt, namespace, name, subresource, verb)
+
+    async def _non_resource(self, request: web.Request) -> web.Response:
+        path = request.path.rstrip("/") or "/"
+        if path in ("/metrics", "/emulator/metrics"):
+            return self._json(self.metrics.snapshot())
+        if path in ("/healthz", "/readyz", "/livez"):
+            return web.Response(text="ok", content_type="text/plain")
+        if path.startswith("/openapi/v3"):
+            document = openapi.openapi_v3(path)
+            if document is None:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return self._json(document)
+        document = openapi.discovery(path, f"{self.host}:{self.port}")
+        if document is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return self._json(document)
+
+    # ------------------------------------------------------------------ resource verbs
+
+    async def _dispatch(
+        self, request: web.Request, parsed: ResourceRequest, user: User
+    ) -> web.StreamResponse:
+        if parsed.subresource == "log":
+            if parsed.verb != "get":
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
+            return await self._pod_log(request, parsed)
+        handlers: dict[str, Callable[[web.Request, ResourceRequest, User], Awaitable[web.StreamResponse]]] = {
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "deletecollection": self._delete_collection,
+        }
+        return await handlers[parsed.verb](request, parsed, user)
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            raise bad_request(UNKNOWN_FORMAT)
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            try:
+                import yaml
+
+                loaded = yaml.safe_load(raw)
+            except Exception:
+                raise bad_request(f"couldn't get version/kind; json parse error: {error}") from None
+            if not isinstance(loaded, (dict, list)):
+                raise bad_request(f"couldn't get version/kind; json parse error: {error}") from None
+            return loaded
+
+    def _validate_fields(self, request: web.Request, rt: ResourceType, obj: Any) -> dict[str, str]:
+        """Apply ``fieldValidation`` (Strict: 400, Warn: Warning header, Ignore) and drop unknown fields."""
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise bad_request(
+                f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Strict", "Warn"'
+            )
+        if not isinstance(obj, dict):
+            return {}
+        unknown = prune_unknown_fields(rt.plural, obj)
+        if not unknown:
+            return {}
+        described = ", ".join(f'unknown field "{path}"' for path in unknown)
+        if mode == "Strict":
+            raise bad_request(f"strict decoding error: {described}")
+        if mode == "Warn":
+            return {"Warning": ", ".join(f'299 - "unknown field \\"{path}\\""' for path in unknown)}
+        return {}
+
+    def _check_type(self, rt: ResourceType, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            raise bad_request(UNKNOWN_FORMAT)
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        if api_version and api_version != rt.api_version:
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({rt.api_version})"
+            )
+        if kind and kind != rt.kind:
+            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
+
+    async def _get(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
+        obj = self.store.get(parsed.rt.plural, parsed.namespace, parsed.name)
+        if parsed.subresource == "status" or not parsed.subresource:
+            return self._json(obj)
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    async def _list(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
+        rt = parsed.rt
+        query = request.query
+        items, version = self.store.list_with_version(
+            rt.plural,
+            parsed.namespace or None,
+            query.get("labelSelector", ""),
+            query.get("fieldSelector", ""),
+        )
+        metadata: dict[str, Any] = {"resourceVersion": version}
+        limit_text = query.get("limit", "")
+        continue_token = query.get("continue", "")
+        if continue_token:
+            list_version, start_after = self._decode_continue(continue_token)
+            metadata["resourceVersion"] = list_version
+            items = [item for item in items if _list_key(item) > start_after]
+        if limit_text:
+            try:
+                limit = int(limit_text)
+            except ValueError:
+                raise bad_request(f'limit: Invalid value: "{limit_text}": must be an integer') from None
+            if 0 < limit < len(items):
+                remaining = len(items) - limit
+                items = items[:limit]
+                metadata["continue"] = self._encode_continue(
+                    metadata["resourceVersion"], _list_key(items[-1])
+                )
+                metadata["remainingItemCount"] = remaining
+        for item in items:
+            item.pop("apiVersion", None)
+            item.pop("kind", None)
+        return self._json(
+            {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata, "items": items}
+        )
+
+    @staticmethod
+    def _encode_continue(version: str, last_key: str) -> str:
+        raw = _dumps({"v": "meta.k8s.io/v1", "rv": int(version), "start": last_key + "\x00"})
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def _decode_continue(self, token: str) -> tuple[str, str]:
+        try:
+            padded = token + "=" * (-len(token) % 4)
+            decoded = json.loads(base64.urlsafe_b64decode(padded))
+            version, start = str(decoded["rv"]), str(decoded["start"]).rstrip("\x00")
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise bad_request(f"continue key is not valid: {token!r}") from None
+        try:
+            self.store.check_resource_version(int(version))
+        except ApiError:
+            raise expired(
+                "The provided continue parameter is too old to display a consistent list result. You can "
+                "start a new list without the continue parameter, or use the continue token in this response "
+                "to retrieve the remainder of the results. Continuing with the provided token results in an "
+                "inconsistent list - objects that were created, modified, or deleted between the time the "
+                "first chunk was returned and now may show up in the list."
+            ) from None
+        return version, start
+
+    async def _create(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
+        rt = parsed.rt
+        body = await self._body(request)
+        self._check_type(rt, body)
+        headers = self._validate_fields(request, rt, body)
+        if rt.plural == "selfsubjectaccessreviews":
+            return self._json(self._access_review(user, body), status=201, headers=headers)
+        if request.query.get("dryRun") == "All":
+            return self._json(self._dry_run_create(rt, parsed.namespace, body), status=201, headers=headers)
+        created = self.store.create(rt.plural, parsed.namespace or None, body)
+        return self._json(created, status=201, headers=headers)
+
+    def _dry_run_create(self, rt: ResourceType, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Validate and default a create without storing it, on a throwaway copy of the namespace."""
+        scratch = ObjectStore(history_window=1)
+        if rt.namespaced and namespace and namespace not in ("default", "kube-system", "kube-public"):
+            self.store.get("namespaces", None, namespace)
+            scratch.create("namespaces", None, {"metadata": {"name": namespace}})
+        existing = body.get("metadata", {}).get("name")
+        if existing:
+            with contextlib.suppress(ApiError):
+                self.store.get(rt.plural, namespace or None, existing)
+                raise ApiError(409, "AlreadyExists", f'{rt.qualified} "{existing}" already exists')
+        return scratch.create(rt.plural, namespace or None, body)
+
+    def _access_review(self, user: User, body: dict[str, Any]) -> dict[str, Any]:
+        spec = body.get("spec") or {}
+        attributes = spec.get("resourceAttributes")
+        if attributes:
+            allowed = self.authorizer.allows(
+                user,
+                str(attributes.get("verb", "")),
+                str(attributes.get("group", "")),
+                str(attributes.get("resource", "")),
+                str(attributes.get("subresource", "")),
+                str(attributes.get("name", "")),
+            )
+        else:
+            allowed = user.rules is None
+        status: dict[str, Any] = {"allowed": allowed}
+        if allowed and user.rules is not None:
+            status["reason"] = f'RBAC: allowed by the rules of token user "{user.name}"'
+        metadata = dict(body.get("metadata") or {})
+        metadata.setdefault("creationTimestamp", None)
+        return {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": metadata,
+            "spec": spec,
+            "status": status,
+        }
+
+    async def _update(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
+        rt = parsed.rt
+        body = await self._body(request)
+        self._check_type(rt, body)
+        headers = self._validate_fields(request, rt, body)
+        updated = self.store.replace(
+            rt.plural, parsed.namespace or None, parsed.name, body, subresource=parsed.subresource or None
+        )
+        return self._json(updated, headers=headers)
+
+    async def _patch(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
+        rt = parsed.rt
+        patch_body = await self._body(request)
+        content_type = request.headers.get("Content-Type", "")
+        pinned_version = isinstance(patch_body, dict) and bool(
+            (patch_body.get("metadata") or {}).get("resourceVersion")
+        )
+        for _attempt in range(10):
+            current = self.store.get(rt.plural, parsed.namespace or None, parsed.name)
+            patched = apply_patch(content_type, current, patch_body)
+            if not isinstance(patched, dict):
+                raise bad_request("the patch does not produce an object")
+            headers = self._validate_fields(request, rt, patched)
+            if not pinned_version:
+                patched.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                updated = self.store.replace(
+                    rt.plural,
+                    parsed.namespace or None,
+                    parsed.name,
+                    patched,
+                    subresource=parsed.subresource or None,
+                )
+            except ApiError as error:
+                if error.reason == "Conflict" and not pinned_version:
+                    continue  # another writer won the race: re-apply the patch on the new version
+                raise
+            return self._json(updated, headers=headers)
+        raise ApiError(409, "Conflict", "the patch could not be applied after repeated conflicts")
+
+    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        raw = await request.read()
+        if raw:
+            try:
+                parsed = json.loads(raw)
+            except ValueError as error:
+                raise bad_request(f"couldn't get version/kind; json parse error: {error}") from None
+            if isinstance(parsed, dict):
+                options.update(parsed)
+        query = request.query
+        if "propagationPolicy" in query:
+            options["propagationPolicy"] = query["propagationPolicy"]
+        if "gracePeriodSeconds" in query:
+            try:
+                options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
+            except ValueError:
+                raise bad_request("gracePeriodSeconds must be an integer") from None
+        if "orphanDependents" in query:
+            options["orphanDependents"] = query["orphanDependents"].lower() == "true"
+        if options.get("orphanDependents") is not None and "propagationPolicy" not in options:
+            options["propagationPolicy"] = "Orphan" if options["orphanDependents"] else "Background"
+        return options
+
+    async def _delete(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
+        options = await self._delete_options(request)
+        preconditions = options.get("preconditions") or {}
+        result = self.store.delete(
+            parsed.rt.plural,
+            parsed.namespace or None,
+            parsed.name,
+            propagation_policy=options.get("propagationPolicy"),
+            grace_period_seconds=options.get("gracePeriodSeconds"),
+            precondition_uid=preconditions.get("uid"),
+            precondition_resource_version=preconditions.get("resourceVersion"),
+        )
+        return self._json(result)
+
+    async def _delete_collection(
+        self, request: web.Request, parsed: ResourceRequest, user: User
+    ) -> web.Response:
+        rt = parsed.rt
+        options = await self._delete_options(request)
+        items = self.store.list(
+            rt.plural,
+            parsed.namespace or None,
+            request.query.get("labelSelector", ""),
+            request.query.get("fieldSelector", ""),
+        )
+        deleted = []
+        for item in items:
+            with contextlib.suppress(ApiError):
+                self.store.delete(
+                    rt.plural,
+                    item["metadata"].get("namespace"),
+                    item["metadata"]["name"],
+                    propagation_policy=options.get("propagationPolicy"),
+                    grace_period_seconds=options.get("gracePeriodSeconds"),
+                )
+                deleted.append(item)
+        return self._json(
+            {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": self.store.resource_version},
+                "items": deleted,
+            }
+        )
+
+    # ------------------------------------------------------------------ watch
+
+    def _fan_out(self, event: WatchEvent) -> None:
+        for watcher in self._watchers.get(event.plural, ()):
+            watcher.queue.put_nowait(event)
+
+    async def _watch(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.StreamResponse:
+        rt = parsed.rt
+        query = request.query
+        try:
+            labels = parse_label_selector(query.get("labelSelector", ""))
+            fields = parse_field_selector(query.get("fieldSelector", ""), rt.plural)
+        except SelectorError as error:
+            raise bad_request(str(error)) from None
+        try:
+            timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_SECONDS)
+        except ValueError:
+            raise bad_request("timeoutSeconds must be an integer") from None
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+        requested = query.get("resourceVersion", "")
+        watcher = _Watcher(rt.plural, parsed.namespace, labels, fields)
+        initial: list[tuple[str, dict[str, Any]]] = []
+        error_event: dict[str, Any] | None = None
+        since = 0
+        if self.faults.take_watch_expiry():
+            error_event = expired(f"too old resource version: {requested or 0} (injected)").to_status()
+        elif requested in ("", "0"):
+            items, version = self.store.list_with_version(rt.plural, parsed.namespace or None)
+            since = int(version)
+            watcher.track_membership = True
+            for item in items:
+                if labels.matches(item["metadata"].get("labels")) and fields.matches(item):
+                    initial.append(("ADDED", item))
+                    watcher.matched.add(_object_key(item))
+        else:
+            try:
+                since = int(requested)
+            except ValueError:
+                raise bad_request(
+                    f'resourceVersion: Invalid value: "{requested}": must be an integer'
+                ) from None
+            try:
+                replay = self.store.events_since(since, rt.plural)
+            except ApiError as error:
+                error_event = error.to_status()
+            else:
+                for replayed in replay:
+                    watcher.queue.put_nowait(replayed)
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if error_event is not None:
+            with contextlib.suppress(ConnectionError):
+                await response.write(_dumps({"type": "ERROR", "object": error_event}) + b"\n")
+                await response.write_eof()
+            return response
+        self._watchers.setdefault(rt.plural, set()).add(watcher)
+        self._watch_responses.add(response)
+        self.metrics.watch_opened()
+        last_sent = since
+        try:
+            for event_type, item in initial:
+                await response.write(_dumps({"type": event_type, "object": item}) + b"\n")
+            deadline = time.monotonic() + timeout
+            next_bookmark = time.monotonic() + self.bookmark_interval
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                wait = deadline - now
+                if bookmarks:
+                    wait = min(wait, max(0.0, next_bookmark - now))
+                try:
+                    event: WatchEvent | None = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
+                except TimeoutError:
+                    if bookmarks and time.monotonic() >= next_bookmark:
+                        bookmark = {
+                            "kind": rt.kind,
+                            "apiVersion": rt.api_version,
+                            "metadata": {
+                                "resourceVersion": str(max(last_sent, int(self.store.resource_version)))
+                            },
+                        }
+                        await response.write(_dumps({"type": "BOOKMARK", "object": bookmark}) + b"\n")
+                        next_bookmark = time.monotonic() + self.bookmark_interval
+                    continue
+                if event is None:
+                    break  # dropped by a fault or shutdown
+                if event.resource_version <= last_sent:
+                    continue
+                last_sent = event.resource_version
+                outgoing = self._filter(watcher, event)
+                if outgoing is not None:
+                    await response.write(_dumps({"type": outgoing, "object": event.obj}) + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._watchers.get(rt.plural, set()).discard(watcher)
+            self._watch_responses.discard(response)
+            self.metrics.watch_closed()
+        return response
+
+    @staticmethod
+    def _filter(watcher: _Watcher, event: WatchEvent) -> str | None:
+        """The event type this watcher sees (objects entering/leaving a selector become ADDED/DELETED)."""
+        obj = event.obj
+        metadata = obj["metadata"]
+        if watcher.namespace and metadata.get("namespace") != watcher.namespace:
+            return None
+        matches = watcher.labels.matches(metadata.get("labels")) and watcher.fields.matches(obj)
+        key = _object_key(obj)
+        was = key in watcher.matched
+        if matches and event.type != "DELETED":
+            watcher.matched.add(key)
+        else:
+            watcher.matched.discard(key)
+        if event.type == "ADDED":
+            return "ADDED" if matches else None
+        if event.type == "DELETED":
+            return "DELETED" if (matches or was) else None
+        if not watcher.track_membership:
+            return "MODIFIED" if matches else None
+        if matches:
+            return "MODIFIED" if was else "ADDED"
+        return "DELETED" if was else None
+
+    # ------------------------------------------------------------------ logs
+
+    async def _pod_log(self, request: web.Request, parsed: ResourceRequest) -> web.StreamResponse:
+        pod = self.store.get("pods", parsed.namespace, parsed.name)
+        spec = pod.get("spec") or {}
+        containers = [c["name"] for c in spec.get("containers") or []]
+        init_containers = [c["name"] for c in spec.get("initContainers") or []]
+        query = request.query
+        container = query.get("container", "")
+        if not container:
+            if len(containers) != 1:
+                message = (
+                    f"a container name must be specified for pod {parsed.name}, "
+                    f"choose one of: [{' '.join(containers)}]"
+                )
+                if init_containers:
+                    message += f" or one of the init containers: [{' '.join(init_containers)}]"
+                raise bad_request(message)
+            container = containers[0]
+        if container not in containers and container not in init_containers:
+            raise bad_request(f"container {container} is not valid for pod {parsed.name}")
+        previous = query.get("previous", "").lower() in ("true", "1")
+        self._check_log_readable(pod, container, previous)
+        timestamps = query.get("timestamps", "").lower() in ("true", "1")
+        follow = query.get("follow", "").lower() in ("true", "1") and not previous
+        tail = _optional_int(query.get("tailLines"), "tailLines")
+        limit_bytes = _optional_int(query.get("limitBytes"), "limitBytes")
+        since_seconds = _optional_int(query.get("sinceSeconds"), "sinceSeconds")
+        since_ns = 0
+        if since_seconds is not None:
+            since_ns = time.time_ns() - since_seconds * 1_000_000_000
+        elif query.get("sinceTime"):
+            since_ns = int(pendulum.parse(query["sinceTime"]).timestamp() * 1_000_000_000)  # type: ignore[union-attr]
+        lines = [
+            line
+            for line in self.logs.lines(parsed.namespace, parsed.name, container, previous)
+            if line.timestamp_ns >= since_ns
+        ]
+        consumed = len(self.logs.lines(parsed.namespace, parsed.name, container, previous))
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+
+        def render(text_line: LogLine) -> bytes:
+            prefix = text_line.rfc3339nano() + " " if timestamps else ""
+            return (prefix + text_line.text + "\n").encode()
+
+        if not follow:
+            body = b"".join(render(line) for line in lines)
+            if limit_bytes is not None:
+                body = body[:limit_bytes]
+            return web.Response(body=body, content_type="text/plain")
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        budget = limit_bytes if limit_bytes is not None else None
+        try:
+            for line in lines:
+                budget = await self._write_limited(response, render(line), budget)
+                if budget == 0:
+                    return response
+            async for line in self.logs.follow(parsed.namespace, parsed.name, container, start=consumed):
+                budget = await self._write_limited(response, render(line), budget)
+                if budget == 0:
+                    return response
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return response
+
+    @staticmethod
+    async def _write_limited(response: web.StreamResponse, data: bytes, budget: int | None) -> int | None:
+        if budget is not None:
+            data = data[:budget]
+            budget -= len(data)
+        await response.write(data)
+        return budget
+
+    def _check_log_readable(self, pod: dict[str, Any], container: str, previous: bool) -> None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if previous:
+            if not self.logs.has_previous(namespace, name, container):
+                raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+            return
+        if self.logs.has_started(namespace, name, container):
+            return
+        status = pod.get("status") or {}
+        statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+        reason = "ContainerCreating"
+        for container_status in statuses:
+            if container_status.get("name") != container:
+                continue
+            state = container_status.get("state") or {}
+            if "running" in state or "terminated" in state:
+                return
+            reason = (state.get("waiting") or {}).get("reason") or reason
+        if status.get("phase") == "Pending" and not spec_node(pod):
+            reason = "ContainerCreating"
+        raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+
+
+def spec_node(pod: dict[str, Any]) -> str:
+    """The node a pod is bound to ("" when unscheduled)."""
+    return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def _optional_int(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_request(f'{name}: Invalid value: "{value}": must be an integer') from None
+
+
+def _list_key(item: dict[str, Any]) -> str:
+    metadata = item["metadata"]
+    return f"{metadata.get('namespace', '')}/{metadata['name']}"
+
+
+def _object_key(obj: dict[str, Any]) -> tuple[str, str]:
+    metadata = obj["metadata"]
+    return metadata.get("namespace", ""), metadata["name"]
