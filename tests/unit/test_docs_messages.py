@@ -93,7 +93,7 @@ def covered_by_source(stretch: str) -> bool:
 
 def test_the_docs_quote_messages_at_all() -> None:
     pages = {page for page, _ in quoted_messages()}
-    assert {"operations.md", "configuration.md"} <= pages
+    assert {"operations.md", "adapters.md", "configuration.md"} <= pages
 
 
 @pytest.mark.parametrize(("page", "message"), quoted_messages())
