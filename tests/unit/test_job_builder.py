@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_job_builder_support import (
     KAFKA_TASK,
     KILL_TASK,
@@ -639,3 +642,29 @@ def test_load_pod_template_errors_name_the_property(
         load_pod_template(cfg, DruidTask.from_spec(KILL_TASK))
     assert "druid.indexer.runner.k8s.podTemplate.kill" in caught.value.field
     assert problem in caught.value.problem
+
+
+# --- properties ------------------------------------------------------------------------------------------
+
+_DRUID_ID = st.text(min_size=1, max_size=200).filter(
+    lambda text: (
+        not text.startswith(".")
+        and "/" not in text
+        and all(c == " " or (c.isprintable() and not c.isspace()) for c in text)
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(task_id=_DRUID_ID, task_type=st.text(min_size=1, max_size=80), data_source=st.text(max_size=300))
+def test_any_task_gives_a_job_kubernetes_accepts(task_id: str, task_type: str, data_source: str) -> None:
+    if not task_type.strip():
+        task_type = "kill"
+    job = build({"id": task_id, "type": task_type, "dataSource": data_source}, overlord_pod(), config())
+    name = job["metadata"]["name"]
+    assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        for key, value in labels.items():
+            assert naming.label_key_problem(key) is None
+            assert naming.label_value_problem(value) is None, (key, value)
+    assert job["metadata"]["annotations"]["task.id"] == task_id
