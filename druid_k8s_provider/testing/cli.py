@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--history-window", type=int, default=5000, help="watch events kept for resuming")
     serve.add_argument("--node-cpu", default="8", help="CPU capacity of the virtual node (default 8)")
-    serve.add_argument("--node-memory", default="32Gi", help="memory capacity of the virtual node (default 32Gi)")
+    serve.add_argument("--node-memory", default="32Gi", help="memory of the virtual node (default 32Gi)")
     return parser
 
 
@@ -50,7 +50,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
         node_memory=arguments.node_memory,
     )
     async with emulator as kube:
-        print(f"Kubernetes API emulator listening on {kube.url}; kubeconfig: {kube.kubeconfig_path}", flush=True)
+        print(f"Kubernetes API emulator on {kube.url}; kubeconfig: {kube.kubeconfig_path}", flush=True)
         await stop.wait()
         print("stopping", flush=True)
 
