@@ -26,6 +26,7 @@ import pendulum
 
 from druid_k8s_provider import naming
 from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.task import KNOWN_TASK_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +276,8 @@ def _sidecar_commands(name: str, value: Any) -> dict[str, tuple[str, ...]]:
 
 def _pod_templates(name: str, value: Any) -> dict[str, str]:
     templates = _string_object(name, value, '{"index_parallel": "/templates/index.yaml"}')
+    for task_type in templates:
+        _refuse_misspelt_task_type(POD_TEMPLATE_PREFIX + task_type, task_type)
     return {task_type: path.strip() for task_type, path in templates.items()}
 
 
@@ -431,6 +434,7 @@ class RunnerConfig:
                 )
             if druid_name.startswith(POD_TEMPLATE_PREFIX) and druid_name != POD_TEMPLATE_PREFIX + "base":
                 task_type = druid_name[len(POD_TEMPLATE_PREFIX) :]
+                _refuse_misspelt_task_type(druid_name, task_type)
                 templates_by_type[task_type] = _non_empty_text(druid_name, raw)
                 continue
             prop = _BY_DRUID_NAME.get(druid_name)
@@ -539,6 +543,22 @@ def _property_text(value: Any) -> str:
             {key: list(item) if isinstance(item, tuple) else item for key, item in value.items()}
         )
     return str(value)
+
+
+def _refuse_misspelt_task_type(druid_name: str, task_type: str) -> None:
+    """A template for a task type no task has is never used: refuse names close to a known type or ``base``.
+
+    Task types of extensions we do not know are accepted when they resemble nothing known.
+    """
+    if task_type in KNOWN_TASK_TYPES:
+        return
+    close = difflib.get_close_matches(task_type, [*KNOWN_TASK_TYPES, "base"], n=1, cutoff=0.75)
+    if close:
+        raise DruidK8sConfigError(
+            druid_name,
+            f"{task_type!r} is not a Druid task type (did you mean {close[0]!r}?)",
+            f"name the property {POD_TEMPLATE_PREFIX}{close[0]}",
+        )
 
 
 def _refuse_explicit_adapter_conflict(values: Mapping[str, Any]) -> None:

@@ -19,6 +19,7 @@ import base64
 import copy
 import gzip
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from druid_k8s_provider.config import (
 )
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import TASK_JAVA_OPTS_CONTEXT_KEY, DruidTask
+
+log = logging.getLogger(__name__)
 
 MAIN_CONTAINER_NAME = "main"
 PEON_PORT = 8100
@@ -419,6 +422,16 @@ def _custom_template_pod(
     ]
     main["env"] = _replace_env(list(main.get("env") or []), env)
     spec["containers"] = containers
+    if config.sidecar_termination != "native" and len(containers) > 1:
+        log.warning(
+            "The pod template of task %s has sidecars %s; %s keeps them as written, so they must exit on "
+            "their own or the Job never completes. Set %ssidecarTermination=native to run them as native "
+            "sidecars (Kubernetes 1.29+).",
+            task.id,
+            [sidecar["name"] for sidecar in containers[1:]],
+            CUSTOM_TEMPLATE_ADAPTER,
+            RUNNER_PREFIX,
+        )
     if config.sidecar_termination == "native" and len(containers) > 1:
         spec["containers"] = [main]
         spec["initContainers"] = [

@@ -17,6 +17,33 @@ from typing import Any
 
 from druid_k8s_provider.errors import DruidK8sConfigError
 
+# Task types of Druid's core and bundled extensions. Used to catch typos in per-type settings (a template
+# for ``index_paralel`` would silently never be used); types of other extensions are still accepted.
+KNOWN_TASK_TYPES = frozenset(
+    {
+        "archive",
+        "compact",
+        "index",
+        "index_hadoop",
+        "index_kafka",
+        "index_kinesis",
+        "index_parallel",
+        "index_realtime",
+        "index_realtime_appenderator",
+        "kill",
+        "move",
+        "noop",
+        "partial_dimension_cardinality",
+        "partial_dimension_distribution",
+        "partial_index_generate",
+        "partial_index_generic_merge",
+        "partial_range_index_generate",
+        "query_controller",
+        "query_worker",
+        "restore",
+        "single_phase_sub_task",
+    }
+)
 # Task types whose peons answer queries (Druid's ``Task.supportsQueries()``): streaming ingestion and the
 # legacy realtime tasks. Their peons are started with ``--loadBroadcastSegments true`` so joins work.
 QUERY_SERVING_TASK_TYPES = frozenset(

@@ -208,6 +208,8 @@ BAD_VALUES = [
     ("namespace", "Druid_NS", "lowercase"),
     ("overlordNamespace", "", "non-empty"),
     ("k8s.podTemplate.index", "", "non-empty"),
+    ("k8s.podTemplate.bse", "/t.yaml", "k8s.podTemplate.base"),
+    ("k8s.podTemplate.index_paralel", "/t.yaml", "k8s.podTemplate.index_parallel"),
 ]
 
 
@@ -238,6 +240,16 @@ def test_misspelt_runner_property_is_refused_with_a_suggestion() -> None:
         config_of(maxTaskDurration="PT1H")
     assert caught.value.field == R + "maxTaskDurration"
     assert "did you mean 'druid.indexer.runner.maxTaskDuration'" in str(caught.value)
+
+
+def test_templates_for_task_types_of_other_extensions_are_accepted() -> None:
+    config = config_of(**{"k8s.podTemplate.my_extension_task": "/t/ext.yaml"})
+    assert dict(config.pod_templates_by_type) == {"my_extension_task": "/t/ext.yaml"}
+
+
+def test_merged_templates_are_checked_for_typos_too() -> None:
+    with pytest.raises(DruidK8sConfigError, match="did you mean 'kill'"):
+        config_of().merged(pod_templates_by_type={"kil": "/t.yaml"})
 
 
 def test_key_without_druid_prefix_is_refused_with_the_full_name() -> None:

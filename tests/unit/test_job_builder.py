@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -548,6 +549,17 @@ def test_custom_template_primary_container_is_named_main() -> None:
     template["template"]["spec"]["containers"][1]["name"] = "druid"
     job = build(KILL_TASK, template, config(**CUSTOM, primaryContainerName="druid"))
     assert [c["name"] for c in job["spec"]["template"]["spec"]["containers"]] == ["main", "proxy"]
+
+
+def test_custom_template_sidecars_are_kept_as_written_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    template = pod_template()
+    template["template"]["spec"]["containers"].append({"name": "proxy", "image": "envoy"})
+    with caplog.at_level(logging.WARNING, logger="druid_k8s_provider.job_builder"):
+        spec = build(KILL_TASK, template, config(**CUSTOM))["spec"]["template"]["spec"]
+    assert spec["containers"][1] == {"name": "proxy", "image": "envoy"}
+    assert "sidecarTermination=native" in caplog.text and "'proxy'" in caplog.text
 
 
 def test_custom_template_with_native_sidecars() -> None:

@@ -1,7 +1,8 @@
 """Shared inputs for the job builder tests: an Overlord pod as the API returns it, tasks, configurations.
 
-Every Job a test builds goes through :func:`build`, which validates it against the Kubernetes 1.30 schema
-(strict: unknown fields fail), so no test can pass with a manifest the API server would refuse.
+Every Job a test builds goes through :func:`build`, which validates it against the Kubernetes 1.30 and 1.32
+(kubectl's version here) schemas, strictly: unknown fields fail. So no test can pass with a manifest the API
+server would refuse.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def config(**runner_properties: Any) -> RunnerConfig:
 
 
 def validated(job: dict[str, Any]) -> dict[str, Any]:
-    """The Job, after checking it against the Kubernetes 1.30 schema (strict)."""
-    kubernetes_validate.validate(job, "1.30", strict=True)
+    """The Job, after checking it against the Kubernetes 1.30 and 1.32 schemas (strict)."""
+    for version in ("1.30", "1.32"):
+        kubernetes_validate.validate(job, version, strict=True)
     return job
 
 
