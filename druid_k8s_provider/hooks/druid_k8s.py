@@ -131,25 +131,37 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ApiCallFailed) and exc.status == 429 and exc.retry_after is not None:
             return min(exc.retry_after, self.max_retry_after)
-        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)
+        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=0.2)
         return float(backoff(state))
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, call: str) -> dict[str, Any]:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "Kubernetes API call %s failed (%s); attempt %d of %d, retrying in %.1fs",
+                call,
+                exc,
+                state.attempt_number,
+                self.attempts,
+                wait,
+            )
+
         return {
             "stop": tenacity.stop_after_attempt(self.attempts),
             "wait": self._wait,
             "retry": tenacity.retry_if_exception(is_transient),
             "reraise": True,
-            "before_sleep": tenacity.before_sleep_log(log, logging.WARNING),
+            "before_sleep": before_sleep,
         }
 
-    def sync(self) -> tenacity.Retrying:
-        """A tenacity controller for blocking calls."""
-        return tenacity.Retrying(**self._kwargs())
+    def sync(self, call: str) -> tenacity.Retrying:
+        """A tenacity controller for blocking calls; ``call`` names the request in retry warnings."""
+        return tenacity.Retrying(**self._kwargs(call))
 
-    def asynchronous(self) -> tenacity.AsyncRetrying:
-        """A tenacity controller for coroutines."""
-        return tenacity.AsyncRetrying(**self._kwargs())
+    def asynchronous(self, call: str) -> tenacity.AsyncRetrying:
+        """A tenacity controller for coroutines; ``call`` names the request in retry warnings."""
+        return tenacity.AsyncRetrying(**self._kwargs(call))
 
 
 def translate_failure(
@@ -290,7 +302,7 @@ class DruidK8sHook(KubernetesHook):
         timeout: float = 60.0,
     ) -> Any:
         """One API call with retries on transient failures; raises :class:`ApiCallFailed` otherwise."""
-        for attempt in self.retry_policy.sync():
+        for attempt in self.retry_policy.sync(f"{method} {path}"):
             with attempt:
                 return self._request_once(method, path, query, body, timeout)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
@@ -473,7 +485,7 @@ class DruidK8sHook(KubernetesHook):
         return text.splitlines()
 
     def _read_text(self, path: str, query: Mapping[str, Any]) -> str:
-        for attempt in self.retry_policy.sync():
+        for attempt in self.retry_policy.sync(f"GET {path}"):
             with attempt:
                 try:
                     response = self.api_client.call_api(
@@ -565,7 +577,7 @@ class AsyncKubeSession:
         self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None
     ) -> Any:
         """One API call with retries on transient failures; raises :class:`ApiCallFailed` otherwise."""
-        async for attempt in self.retry_policy.asynchronous():
+        async for attempt in self.retry_policy.asynchronous(f"{method} {path}"):
             with attempt:
                 response = await self._open(method, path, query, body, aiohttp.ClientTimeout(total=60))
                 try:

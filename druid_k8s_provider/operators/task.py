@@ -62,7 +62,9 @@ ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
 #: Waiting beyond maxTaskDuration, so Kubernetes' own DeadlineExceeded is what the task reports.
 COMPLETION_SLACK_SECONDS = 60.0
 #: Keys whose string values in a task spec are credentials (S3 keys, JDBC passwords, tokens ...).
-SENSITIVE_KEY = re.compile(r"password|secret|token|credential|(^|[a-z_])key$|^key", re.IGNORECASE)
+SENSITIVE_KEY = re.compile(
+    r"password|passwd|secret|token|credential|api_?key|private_?key|access_?key$|(^|_)key$", re.IGNORECASE
+)
 #: How long ``on_kill`` waits for the API server to say whether the task instance is still running.
 STATE_QUERY_TIMEOUT_SECONDS = 5.0
 

@@ -1,0 +1,201 @@
+"""Fixtures for the Airflow shell against the Kubernetes API emulator over real HTTP.
+
+Two emulators: ``api`` has no controllers, so a test scripts every Job and pod state itself (watch and
+timing tests); ``kube`` runs the whole cluster (scheduler, job controller, kubelet with image behaviours),
+so the operator runs end to end. Both are reached through the ``kubernetes_default`` Airflow connection,
+written as the environment variable a deployment would use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from druid_k8s_provider.testing import KubeEmulator
+
+NAMESPACE = "druid"
+
+
+def connect(kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point ``kubernetes_default`` at the emulator and create the runner namespace."""
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+    kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
+    """An API server without controllers: objects change only when the test changes them."""
+    with KubeEmulator(cluster=False, bookmark_interval=0.5) as emulator:
+        connect(emulator, monkeypatch)
+        yield emulator
+
+
+@pytest.fixture
+def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
+    """A whole emulated cluster: pods get scheduled, containers run their image's behaviour."""
+    with KubeEmulator() as emulator:
+        connect(emulator, monkeypatch)
+        yield emulator
+
+
+class ScriptedJob:
+    """A peon-like Job and its pod in an API server without controllers, moved through states by hand."""
+
+    def __init__(self, kube: KubeEmulator, name: str, task_id: str) -> None:
+        self.kube, self.name, self.task_id, self.pod = kube, name, task_id, f"{name}-abcde"
+        labels = {"druid.k8s.peons": "true"}
+        kube.store.create(
+            "jobs",
+            NAMESPACE,
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": name, "labels": labels, "annotations": {"task.id": task_id}},
+                "spec": {
+                    "backoffLimit": 0,
+                    "activeDeadlineSeconds": 600,
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "peon"}]},
+                    },
+                },
+            },
+        )
+        kube.store.create(
+            "pods",
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": self.pod, "labels": {**labels, "job-name": name}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "peon"}]},
+            },
+        )
+
+    def _pod_status(self, change: Callable[[dict[str, Any]], None]) -> None:
+        def apply(pod: dict[str, Any]) -> None:
+            change(pod.setdefault("status", {}))
+
+        self.kube.store.mutate("pods", NAMESPACE, self.pod, apply, subresource="status")
+
+    def waiting(self, reason: str, message: str = "") -> None:
+        """Main container stuck waiting (image trouble, config error ...)."""
+
+        def change(status: dict[str, Any]) -> None:
+            status["phase"] = "Pending"
+            status["containerStatuses"] = [
+                {
+                    "name": "main",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "peon",
+                    "imageID": "",
+                    "state": {"waiting": {"reason": reason, "message": message}},
+                }
+            ]
+
+        self._pod_status(change)
+
+    def unschedulable(self, message: str) -> None:
+        """The scheduler found no node."""
+
+        def change(status: dict[str, Any]) -> None:
+            status["phase"] = "Pending"
+            status["conditions"] = [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            ]
+
+        self._pod_status(change)
+
+    def running(self) -> None:
+        """Main started: its log can be read."""
+        self.kube.logs.mark_started(NAMESPACE, self.pod, "main")
+
+        def change(status: dict[str, Any]) -> None:
+            status["phase"] = "Running"
+            status["containerStatuses"] = [
+                {
+                    "name": "main",
+                    "ready": True,
+                    "restartCount": 0,
+                    "image": "peon",
+                    "imageID": "",
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                }
+            ]
+
+        self._pod_status(change)
+
+    def log(self, *lines: str) -> None:
+        """Main writes lines."""
+        for line in lines:
+            self.kube.logs.append(NAMESPACE, self.pod, "main", line)
+
+    def exits(self, code: int, reason: str = "Completed") -> None:
+        """Main ends; the Job controller then records the outcome."""
+        self.kube.logs.close(NAMESPACE, self.pod, "main")
+
+        def change(status: dict[str, Any]) -> None:
+            status["phase"] = "Succeeded" if code == 0 else "Failed"
+            status["containerStatuses"] = [
+                {
+                    "name": "main",
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "peon",
+                    "imageID": "",
+                    "state": {
+                        "terminated": {
+                            "exitCode": code,
+                            "reason": reason,
+                            "startedAt": "2026-01-01T00:00:00Z",
+                            "finishedAt": "2026-01-01T00:00:03Z",
+                        }
+                    },
+                }
+            ]
+
+        self._pod_status(change)
+
+        def finish(job: dict[str, Any]) -> None:
+            status = job.setdefault("status", {})
+            condition = "Complete" if code == 0 else "Failed"
+            status["conditions"] = [
+                {
+                    "type": condition,
+                    "status": "True",
+                    "reason": "" if code == 0 else "BackoffLimitExceeded",
+                    "message": "",
+                }
+            ]
+            status["startTime"] = "2026-01-01T00:00:00Z"
+
+        self.kube.store.mutate("jobs", NAMESPACE, self.name, finish, subresource="status")
+
+    def event(self, reason: str, message: str, kind: str = "Pod") -> None:
+        """Record an event about the pod (or the Job)."""
+        name = self.pod if kind == "Pod" else self.name
+        self.kube.store.create(
+            "events",
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{name}.{reason.lower()}"},
+                "involvedObject": {"kind": kind, "name": name, "namespace": NAMESPACE},
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "lastTimestamp": "2026-01-01T00:00:01Z",
+            },
+        )
+
+
+@pytest.fixture
+def scripted(api: KubeEmulator) -> Callable[[str, str], ScriptedJob]:
+    """Make scripted Jobs in the controller-less API server."""
+    return lambda name, task_id: ScriptedJob(api, name, task_id)

@@ -1,0 +1,104 @@
+"""The operator's inputs: task spec forms, configuration layering, derived ids and secret detection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.operators.task import DruidK8sTaskOperator, sensitive_values
+
+TASK = {
+    "type": "index_parallel",
+    "spec": {
+        "ioConfig": {
+            "inputSource": {
+                "type": "s3",
+                "properties": {
+                    "accessKeyId": {"type": "default", "password": "AKIA-PLAIN"},
+                    "secretAccessKey": "s3cr3t",
+                },
+            }
+        }
+    },
+}
+
+
+def context(map_index: int = -1, run_id: str = "manual__2026-01-01") -> dict[str, Any]:
+    ti = SimpleNamespace(dag_id="dag", task_id="load", run_id=run_id, map_index=map_index)
+    return {"ti": ti}
+
+
+def operator(**kwargs: Any) -> DruidK8sTaskOperator:
+    kwargs.setdefault("druid_task", TASK)
+    kwargs.setdefault("runner_properties", {"druid.indexer.runner.namespace": "druid"})
+    return DruidK8sTaskOperator(task_id="load", **kwargs)
+
+
+def test_task_spec_may_be_a_dict_a_json_string_or_an_absolute_json_path(tmp_path: Path) -> None:
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({**TASK, "id": "from-file"}))
+    assert operator(druid_task=TASK).druid_task_for(context()).type == "index_parallel"
+    assert operator(druid_task=json.dumps({**TASK, "id": "x"})).druid_task_for(context()).id == "x"
+    assert operator(druid_task=str(path)).druid_task_for(context()).id == "from-file"
+
+
+def test_bad_task_json_names_the_argument() -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        operator(druid_task="{not json").druid_task_for(context())
+    assert raised.value.field == "druid_task"
+
+
+def test_derived_id_is_stable_per_task_instance_and_differs_across_runs_and_map_indexes() -> None:
+    op = operator()
+    first = op.druid_task_for(context()).id
+    assert first == op.druid_task_for(context()).id
+    assert first != op.druid_task_for(context(run_id="other")).id
+    assert first != op.druid_task_for(context(map_index=3)).id
+    assert operator(druid_task={**TASK, "id": "given"}).druid_task_for(context()).id == "given"
+
+
+def test_properties_layer_file_then_airflow_config_then_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = tmp_path / "runtime.properties"
+    runtime.write_text(
+        "druid.indexer.runner.namespace=from-file\n"
+        "druid.indexer.runner.debugJobs=true\n"
+        "druid.indexer.runner.capacity=7\n"
+        "druid.service=druid/overlord\n"
+    )
+    monkeypatch.setenv("AIRFLOW__DRUID_K8S__RUNTIME_PROPERTIES_FILE", str(runtime))
+    monkeypatch.setenv(
+        "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES",
+        json.dumps({"druid.indexer.runner.namespace": "from-conf", "druid.indexer.runner.capacity": "5"}),
+    )
+    config = operator(runner_properties={"druid.indexer.runner.capacity": 3}).runner_config()
+    assert (config.namespace, config.debug_jobs, config.capacity) == ("from-conf", True, 3)
+
+
+def test_bad_runner_properties_name_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES", "[1, 2]")
+    with pytest.raises(DruidK8sConfigError) as raised:
+        operator().runner_config()
+    assert raised.value.field == "[druid_k8s] runner_properties"
+
+
+def test_pod_template_file_selects_the_custom_adapter() -> None:
+    config = operator(pod_template_file="/templates/base.yaml").runner_config()
+    assert config.adapter_type == "customTemplateAdapter"
+    assert config.pod_template_base == "/templates/base.yaml"
+
+
+def test_credentials_anywhere_in_the_spec_are_found() -> None:
+    assert sorted(sensitive_values(TASK)) == ["AKIA-PLAIN", "s3cr3t"]
+    assert sensitive_values({"type": "index", "keyColumn": 3, "dataSource": "wiki"}) == []
+
+
+def test_ordinary_fields_that_mention_key_are_not_treated_as_secrets() -> None:
+    spec = {"keyColumn": "id", "accessKeyId": "AKIA", "partitionKey": "x", "key": "k1", "apiKey": "a1"}
+    assert sorted(sensitive_values(spec)) == ["a1", "k1"]
