@@ -30,7 +30,7 @@ def test_since_time_is_the_cursor_second_truncated() -> None:
     reads=st.lists(st.integers(min_value=0, max_value=30), max_size=5),
 )
 def test_every_line_once_in_order_across_any_rereads(stamps: list[int], reads: list[int]) -> None:
-    """Lines share timestamps (several per second); the log is re-read from sinceTime after each partial read."""
+    """Lines share timestamps (several a second); the log is re-read from sinceTime after partial reads."""
     log = [(f"2026-01-01T00:00:0{s // 2}.{s % 2}Z", f"line {i}") for i, s in enumerate(stamps)]
     shown: list[str] = []
     cursor = LogCursor()
