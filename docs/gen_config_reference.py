@@ -49,8 +49,8 @@ _FILE_PATH_FIELDS = frozenset({"pod_template_base", "pod_templates_by_type"})
 # What each property does, keyed by the Druid property name. Keep to what the code does.
 EFFECTS: Mapping[str, str] = {
     "druid.indexer.runner.namespace": (
-        "Namespace the peon Jobs are created in. The Overlord pod used as the template is looked up there "
-        "too (the custom template adapter reads `overlordNamespace` instead). Must be a valid namespace name."
+        "Namespace the peon Jobs are created in, and that the reaper DAG cleans. Must be a valid namespace "
+        "name."
     ),
     "druid.indexer.runner.k8s.adapter.type": (
         "How the peon pod is built: from the Overlord pod's primary container only, from all of its "
@@ -124,7 +124,9 @@ EFFECTS: Mapping[str, str] = {
         "`druid.indexer.runner.k8s.podTemplate.index_parallel`; wins over the base template."
     ),
     "druid.indexer.runner.overlordNamespace": (
-        "Namespace of the Overlord pod, when it differs from the Jobs' namespace."
+        "Namespace in which the Overlord pod used as the template is looked up (overlord adapters). "
+        "Everything the pod refers to (service account, ConfigMaps, Secrets) must also exist in the Jobs' "
+        "namespace."
     ),
     "druid.indexer.runner.sidecarTermination": (
         "How `overlordMultiContainer` ends sidecars: `kubexit` wraps every container as Druid does; "
@@ -142,8 +144,8 @@ EFFECTS: Mapping[str, str] = {
         "`true` gives the peon its TLS port 8091 (`-Ddruid.tlsPort`) and sets the annotation `tls.enabled`."
     ),
     "druid.processing.intermediaryData.storage.type": (
-        "Read only to warn: without MiddleManagers it must be `deepstore`, or multi-phase parallel "
-        "ingestion fails."
+        "Does not change the Job. Without MiddleManagers it must be `deepstore`, or multi-phase parallel "
+        "ingestion fails; `RunnerConfig.from_runtime_properties` logs a warning when it is not."
     ),
 }
 
