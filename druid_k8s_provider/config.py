@@ -73,6 +73,8 @@ _OTHER_RUNNER_PROPERTIES = frozenset(
         "k8sTaskPodNamePrefix",
     )
 )
+# Druid's hybrid runner (``type=k8sAndWorker``) keeps its settings under this prefix.
+_OTHER_RUNNER_PREFIXES = (RUNNER_PREFIX + "k8sAndWorker.",)
 _JAVA_OPTS_PROPERTY = RUNNER_PREFIX + "javaOpts"
 _BASE_TASK_DIR_PROPERTY = "druid.indexer.task.baseTaskDir"
 _ENABLE_TLS_PORT_PROPERTY = "druid.enableTlsPort"
@@ -391,6 +393,12 @@ class RunnerConfig:
 
     def __post_init__(self) -> None:
         """Resolve the defaults that depend on other fields and refuse contradictions."""
+        if not self.namespace:
+            raise DruidK8sConfigError(
+                RUNNER_PREFIX + "namespace",
+                "the namespace is empty",
+                "set it to the namespace the peon Jobs run in (where the Overlord pod is)",
+            )
         if not self.overlord_namespace:
             object.__setattr__(self, "overlord_namespace", self.namespace)
         if self.sidecar_support:
@@ -439,7 +447,11 @@ class RunnerConfig:
                 continue
             prop = _BY_DRUID_NAME.get(druid_name)
             if prop is None:
-                if druid_name.startswith(RUNNER_PREFIX) and druid_name not in _OTHER_RUNNER_PROPERTIES:
+                if (
+                    druid_name.startswith(RUNNER_PREFIX)
+                    and druid_name not in _OTHER_RUNNER_PROPERTIES
+                    and not druid_name.startswith(_OTHER_RUNNER_PREFIXES)
+                ):
                     raise DruidK8sConfigError(
                         druid_name,
                         f"unknown runner property{_did_you_mean(druid_name, _BY_DRUID_NAME)}",
@@ -580,6 +592,10 @@ class _FrozenDict(dict[str, Any]):
         raise TypeError("RunnerConfig mappings are read-only; use RunnerConfig.merged() to change them")
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        """Hashable, so a RunnerConfig can key a cache (values are strings or tuples)."""
+        return hash(frozenset(self.items()))
 
     def __reduce__(self) -> tuple[type[_FrozenDict], tuple[dict[str, Any]]]:
         """Copy and pickle through the constructor, never through the refused ``__setitem__``."""

@@ -154,6 +154,12 @@ def test_sidecar_support_with_another_explicit_adapter_is_refused(adapter: str) 
     assert "overlordMultiContainer" in caught.value.fix
 
 
+def test_direct_construction_still_refuses_an_empty_namespace() -> None:
+    with pytest.raises(DruidK8sConfigError) as caught:
+        RunnerConfig(namespace="")
+    assert caught.value.field == R + "namespace"
+
+
 def test_non_runner_druid_properties_are_read() -> None:
     config = RunnerConfig.from_properties(
         {
@@ -258,7 +264,12 @@ def test_key_without_druid_prefix_is_refused_with_the_full_name() -> None:
 
 
 def test_other_runners_properties_in_an_overlord_file_are_ignored() -> None:
-    config = config_of(type="k8s", taskAssignmentTimeout="PT5M", maxZnodeBytes="1000")
+    config = config_of(
+        type="k8s",
+        taskAssignmentTimeout="PT5M",
+        maxZnodeBytes="1000",
+        **{"k8sAndWorker.runnerStrategy.type": "k8s"},
+    )
     assert config.namespace == "druid"
 
 
@@ -288,8 +299,9 @@ def test_merged_adapter_type_replaces_a_sidecar_support_switch() -> None:
     assert config_of().merged(sidecar_support=True).adapter_type == "overlordMultiContainer"
 
 
-def test_config_mappings_are_read_only_but_copyable() -> None:
-    config = config_of(labels='{"a": "b"}')
+def test_config_mappings_are_read_only_but_copyable_and_hashable() -> None:
+    config = config_of(labels='{"a": "b"}', sidecarCommands='{"p": ["x"]}')
+    assert hash(config) == hash(config_of(labels='{"a": "b"}', sidecarCommands='{"p": ["x"]}'))
     with pytest.raises(TypeError, match="read-only"):
         config.labels["x"] = "y"  # type: ignore[index]
     assert copy.deepcopy(config) == config

@@ -473,6 +473,7 @@ def _with(pod: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, A
 BAD_TEMPLATES = [
     ("a pod", "template", "dict in API form"),
     (_with(overlord_pod(), ("kind",), "Deployment"), "template.kind", "kind: Pod"),
+    (pod_template(), "template.kind", "kind: Pod"),
     (_with(overlord_pod(), ("apiVersion",), "v2"), "template.apiVersion", "apiVersion: v1"),
     ({"kind": "Pod"}, "template.spec", "'spec'"),
     (_without_containers(overlord_pod()), "template.spec.containers", "at least one container"),
