@@ -218,6 +218,8 @@ class PodWorker:
 
     def status(self) -> Obj:
         self._refresh_readiness()
+        if not self.finished and any(status.started for status in self.regular):
+            self.phase = "Running"
         status: Obj = {
             "phase": self.phase,
             "conditions": [dict(cond) for cond in self.conditions],
