@@ -1,0 +1,224 @@
+"""The reaper against the Kubernetes API emulator over real HTTP: paging, races, faults and the DAG itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.reaper import reap
+from druid_k8s_provider.testing import KubeEmulator
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "druid"
+TWO_DAYS = dt.timedelta(days=2)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeEmulator]:
+    """An API server without controllers: Job status stays exactly as the test sets it."""
+    with KubeEmulator(cluster=False) as emulator:
+        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+        yield emulator
+
+
+@pytest.fixture
+def hook(kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> DruidK8sHook:
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+    monkeypatch.setenv("AIRFLOW_CONN_REAPER_TEST", json.dumps(connection))
+    return DruidK8sHook(kubernetes_conn_id="reaper_test", namespace=NAMESPACE)
+
+
+def add_job(
+    kube: KubeEmulator,
+    name: str,
+    finished: str | None,
+    age: dt.timedelta = dt.timedelta(0),
+    labelled: bool = True,
+) -> None:
+    """Store a peon-like Job, then give it the status a finished (or running) Job has."""
+    labels = {"druid.k8s.peons": "true"} if labelled else {"app": "batch-report"}
+    kube.store.create(
+        "jobs",
+        NAMESPACE,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "labels": labels, "annotations": {"task.id": f"task_{name}"}},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "main", "image": "apache/druid:33.0.0"}],
+                    },
+                },
+            },
+        },
+    )
+    when = (dt.datetime.now(dt.UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def set_status(job: dict[str, Any]) -> None:
+        if finished is None:
+            job["status"] = {"active": 1, "startTime": when}
+        else:
+            job["status"] = {
+                "startTime": when,
+                "conditions": [{"type": finished, "status": "True", "lastTransitionTime": when}],
+            }
+            if finished == "Complete":
+                job["status"]["completionTime"] = when
+
+    kube.store.mutate("jobs", NAMESPACE, name, set_status, subresource="status")
+
+
+def job_names(kube: KubeEmulator) -> set[str]:
+    return {job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE)}
+
+
+def test_reaper_pages_through_2000_jobs_and_deletes_exactly_the_old_finished_ones(
+    kube: KubeEmulator, hook: DruidK8sHook
+) -> None:
+    old, running, young, foreign = set(), set(), set(), set()
+    for index in range(2000):
+        name = f"peon-{index:04d}"
+        if index % 10 < 7:
+            add_job(kube, name, "Complete" if index % 2 else "Failed", age=dt.timedelta(days=3))
+            old.add(name)
+        elif index % 10 < 9:
+            add_job(kube, name, None, age=dt.timedelta(days=5))
+            running.add(name)
+        else:
+            add_job(kube, name, "Complete", age=dt.timedelta(hours=1))
+            young.add(name)
+    for index in range(20):
+        add_job(kube, f"other-{index}", "Complete", age=dt.timedelta(days=9), labelled=False)
+        foreign.add(f"other-{index}")
+    lists_before = kube.metrics.count(verb="list", resource="jobs")
+
+    summary = reap(hook, NAMESPACE, TWO_DAYS, page_size=300)
+
+    assert summary["examined"] == 2000
+    assert summary["deleted"] == len(old) == 1400
+    assert summary["kept_running"] == len(running)
+    assert summary["kept_young"] == len(young)
+    assert summary["already_gone"] == 0
+    assert job_names(kube) == running | young | foreign
+    assert kube.metrics.count(verb="list", resource="jobs") - lists_before == 7  # ceil(2000 / 300) pages
+
+
+def test_jobs_deleted_by_someone_else_during_the_sweep_count_as_already_gone(
+    kube: KubeEmulator, hook: DruidK8sHook
+) -> None:
+    for index in range(30):
+        add_job(kube, f"peon-{index:02d}", "Complete", age=dt.timedelta(days=3))
+
+    class RacingHook:
+        """Lists through the real hook; the TTL controller 'wins' the race for three Jobs of each page."""
+
+        def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
+            for position, job in enumerate(hook.list_peon_jobs(namespace, page_size=page_size)):
+                if position % 10 == 9:
+                    for victim in range(position - 2, position + 1):
+                        kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
+                yield job
+
+        def delete_job(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool:
+            return hook.delete_job(name, namespace, grace_period_seconds)
+
+    summary = reap(RacingHook(), NAMESPACE, TWO_DAYS, page_size=10)
+
+    assert summary["examined"] == 30
+    assert summary["deleted"] == 21
+    assert summary["already_gone"] == 9
+    assert job_names(kube) == set()
+
+
+def test_jobs_deleted_between_pages_neither_break_paging_nor_are_missed(
+    kube: KubeEmulator, hook: DruidK8sHook
+) -> None:
+    """A concurrent delete while the reaper pages (continue token in hand) neither breaks nor skips a Job."""
+    for index in range(40):
+        add_job(kube, f"peon-{index:02d}", "Failed", age=dt.timedelta(days=3))
+
+    class DeletingBetweenPages:
+        def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
+            for position, job in enumerate(hook.list_peon_jobs(namespace, page_size=page_size)):
+                if position == 0:
+                    for victim in range(30, 40):  # on later pages, not listed yet
+                        kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
+                yield job
+
+        def delete_job(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool:
+            return hook.delete_job(name, namespace, grace_period_seconds)
+
+    summary = reap(DeletingBetweenPages(), NAMESPACE, TWO_DAYS, page_size=10)
+
+    assert summary["deleted"] + summary["already_gone"] == summary["examined"]
+    assert summary["deleted"] == 30
+    assert job_names(kube) == set()
+
+
+def test_transient_api_errors_on_delete_are_retried_not_reported(
+    kube: KubeEmulator, hook: DruidK8sHook
+) -> None:
+    for index in range(5):
+        add_job(kube, f"peon-{index}", "Complete", age=dt.timedelta(days=3))
+    kube.faults.add(verb="delete", resource="jobs", status=503, count=2)
+    kube.faults.add(verb="list", resource="jobs", status=429, retry_after=0, count=1)
+
+    summary = reap(hook, NAMESPACE, TWO_DAYS)
+
+    assert summary["deleted"] == 5
+    assert job_names(kube) == set()
+    assert kube.metrics.count(verb="delete", resource="jobs", status=503) == 2
+
+
+def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest(
+    kube: KubeEmulator, tmp_path: Path
+) -> None:
+    add_job(kube, "old-complete", "Complete", age=dt.timedelta(days=3))
+    add_job(kube, "old-failed", "Failed", age=dt.timedelta(days=4))
+    add_job(kube, "still-running", None, age=dt.timedelta(days=4))
+    add_job(kube, "finished-an-hour-ago", "Complete", age=dt.timedelta(hours=1))
+    add_job(kube, "not-a-peon", "Complete", age=dt.timedelta(days=9), labelled=False)
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    env |= {
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags" / "druid_k8s_reaper.py"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection),
+        "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES": json.dumps({"druid.indexer.runner.namespace": NAMESPACE}),
+    }
+
+    def airflow(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "airflow", *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    assert airflow("db", "migrate").returncode == 0
+    run = airflow("dags", "test", "druid_k8s_reaper")
+
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert job_names(kube) == {"still-running", "finished-an-hour-ago", "not-a-peon"}
+    assert "Deleted Job old-complete (task.id=task_old-complete)" in output
+    assert "Keeping Job still-running (task.id=task_still-running): still running" in output
+    assert '"deleted": 2' in output
