@@ -377,7 +377,10 @@ class ApiServer:
             return {}
         described = ", ".join(f'unknown field "{path}"' for path in unknown)
         if mode == "Strict":
-            raise bad_request(f"strict decoding error: {described}")
+            raise bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: strict decoding error: '
+                f"{described}"
+            )
         if mode == "Warn":
             return {"Warning": ", ".join(f'299 - "unknown field \\"{path}\\""' for path in unknown)}
         return {}
@@ -845,14 +848,7 @@ class ApiServer:
             if "running" in state or "terminated" in state:
                 return
             reason = (state.get("waiting") or {}).get("reason") or reason
-        if status.get("phase") == "Pending" and not spec_node(pod):
-            reason = "ContainerCreating"
         raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
-
-
-def spec_node(pod: dict[str, Any]) -> str:
-    """The node a pod is bound to ("" when unscheduled)."""
-    return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
 def _optional_int(value: str | None, name: str) -> int | None:
