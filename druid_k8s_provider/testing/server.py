@@ -378,8 +378,8 @@ class ApiServer:
         described = ", ".join(f'unknown field "{path}"' for path in unknown)
         if mode == "Strict":
             raise bad_request(
-                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: strict decoding error: '
-                f"{described}"
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f"strict decoding error: {described}"
             )
         if mode == "Warn":
             return {"Warning": ", ".join(f'299 - "unknown field \\"{path}\\""' for path in unknown)}
