@@ -68,11 +68,15 @@ _OTHER_RUNNER_PROPERTIES = frozenset(
         "startPort",
         "endPort",
         "ports",
-        "useK8sSharedInformers",
+        # Kubernetes runner settings of the Overlord's own client and bookkeeping, not of the Jobs.
+        "taskJoinTimeout",
         "logSaveTimeout",
+        "enableKubernetesClientSharedInformers",
+        "kubernetesClientInformerResyncPeriod",
         "k8sTaskPodNamePrefix",
     )
 )
+_POD_NAME_PREFIX_PROPERTY = RUNNER_PREFIX + "k8sTaskPodNamePrefix"
 # Druid's hybrid runner (``type=k8sAndWorker``) keeps its settings under this prefix.
 _OTHER_RUNNER_PREFIXES = (RUNNER_PREFIX + "k8sAndWorker.",)
 _JAVA_OPTS_PROPERTY = RUNNER_PREFIX + "javaOpts"
@@ -456,6 +460,13 @@ class RunnerConfig:
                         druid_name,
                         f"unknown runner property{_did_you_mean(druid_name, _BY_DRUID_NAME)}",
                         "correct the name or remove the property (see the configuration docs)",
+                    )
+                if druid_name == _POD_NAME_PREFIX_PROPERTY and str(raw).strip():
+                    log.warning(
+                        "%s=%s is not supported: Jobs get Druid's default names (the task id's first 30 "
+                        "alphanumerics and its hash); they are still found by their task.id annotation",
+                        druid_name,
+                        raw,
                     )
                 log.debug("Ignoring property %s: it does not shape peon Jobs", druid_name)
                 continue

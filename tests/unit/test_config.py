@@ -273,6 +273,12 @@ def test_other_runners_properties_in_an_overlord_file_are_ignored() -> None:
     assert config.namespace == "druid"
 
 
+def test_a_job_name_prefix_is_not_supported_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="druid_k8s_provider.config"):
+        config_of(k8sTaskPodNamePrefix="team-a", taskJoinTimeout="PT1M", logSaveTimeout="PT300S")
+    assert "k8sTaskPodNamePrefix=team-a is not supported" in caplog.text
+
+
 def test_merged_overrides_with_native_or_string_values_and_revalidates() -> None:
     base = config_of(debugJobs="false", labels='{"a": "b"}')
     merged = base.merged(debug_jobs="true", max_task_duration="PT1H", labels={"c": "d"})
