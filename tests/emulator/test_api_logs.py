@@ -15,7 +15,7 @@ from druid_k8s_provider.testing import KubeEmulator
 
 
 def _log(k8s: Any, name: str, **options: Any) -> str:
-    """The log as text; kubernetes 36 returns a bytes repr from read_namespaced_pod_log (client issue 2596)."""
+    """The log as text; kubernetes 36 returns a bytes repr from read_namespaced_pod_log (issue 2596)."""
     response = k8s.core.read_namespaced_pod_log(name, "default", _preload_content=False, **options)
     return str(response.data.decode())
 
