@@ -15,7 +15,10 @@ docs test fail. ``tests/unit/test_docs_config_reference.py`` regenerates the tab
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 import json
+import re
 import sys
 import types
 import typing
@@ -25,13 +28,27 @@ from typing import Any
 
 import pendulum
 
-from druid_k8s_provider import config
+from druid_k8s_provider import config, get_provider_info
 
 CONFIGURATION_PAGE = Path(__file__).resolve().parent / "configuration.md"
 BEGIN_MARKER = (
     "<!-- BEGIN GENERATED CONFIG REFERENCE: run `python docs/gen_config_reference.py`; do not edit -->"
 )
 END_MARKER = "<!-- END GENERATED CONFIG REFERENCE -->"
+ARGUMENTS_BEGIN_MARKER = (
+    "<!-- BEGIN GENERATED ARGUMENT REFERENCE: run `python docs/gen_config_reference.py`; do not edit -->"
+)
+ARGUMENTS_END_MARKER = "<!-- END GENERATED ARGUMENT REFERENCE -->"
+
+# Classes whose own arguments are documented, by the import path users write, with the Airflow arguments
+# of their base class a DAG author most often adds.
+DOCUMENTED_CLASSES: Mapping[str, str] = {
+    "druid_k8s_provider.operators.task.DruidK8sTaskOperator": "`task_id`, `retries`, `pool`, ...",
+    "druid_k8s_provider.sensors.task.DruidK8sTaskSensor": "`task_id`, `poke_interval`, `timeout`, `mode`",
+}
+# Defaults computed from Airflow's configuration when the module is imported: the value seen here would
+# depend on this machine's airflow.cfg, so the option is shown instead.
+_DEFAULTS_FROM_AIRFLOW_OPTIONS: Mapping[str, str] = {"deferrable": "[operators] default_deferrable"}
 
 # A namespace no real default can equal: a default that comes out as this value was derived from it.
 _NAMESPACE_PROBE = "reference-namespace-probe"
@@ -259,6 +276,7 @@ def render_reference() -> str:
     for row in property_references():
         lines.append(f"| `{row.druid_name}` | {row.value_type} | {row.default} | {row.effect} |")
     ignored = sorted(config._OTHER_RUNNER_PROPERTIES)
+    ignored_prefixes = sorted(config._OTHER_RUNNER_PREFIXES)
     lines += [
         "",
         "These `druid.indexer.runner.*` properties belong to Druid's other task runners or to the "
@@ -268,21 +286,88 @@ def render_reference() -> str:
         "",
         ", ".join(f"`{name}`" for name in ignored),
         "",
+        "Every property under "
+        + ", ".join(f"`{prefix}`" for prefix in ignored_prefixes)
+        + " is accepted and ignored too.",
+        "",
         END_MARKER,
     ]
     return "\n".join(lines)
 
 
-def splice(page: str, generated: str) -> str:
+def _param_docs(docstring: str) -> dict[str, str]:
+    """``:param name: text`` entries of a docstring (continuation lines joined), by parameter name."""
+    docs: dict[str, str] = {}
+    current: str | None = None
+    for line in inspect.cleandoc(docstring).splitlines():
+        match = re.match(r"\s*:param (\w+):\s*(.*)", line)
+        if match:
+            current = match.group(1)
+            docs[current] = match.group(2).strip()
+        elif current is not None and line.startswith((" ", "\t")) and line.strip():
+            docs[current] += " " + line.strip()
+        else:
+            current = None
+    return docs
+
+
+def _airflow_options() -> frozenset[str]:
+    """Options of the provider's ``[druid_k8s]`` config section, as get_provider_info declares them."""
+    return frozenset(get_provider_info()["config"]["druid_k8s"]["options"])
+
+
+def _default_text(name: str, parameter: inspect.Parameter) -> str:
+    if name in _DEFAULTS_FROM_AIRFLOW_OPTIONS:
+        return f"`{_DEFAULTS_FROM_AIRFLOW_OPTIONS[name]}`"
+    if parameter.default is inspect.Parameter.empty:
+        return "required"
+    return f"`{parameter.default!r}`"
+
+
+def render_arguments() -> str:
+    """One table per documented class: its own arguments, their defaults and their docstring text."""
+    options = _airflow_options()
+    lines = [ARGUMENTS_BEGIN_MARKER]
+    for dotted, base_examples in DOCUMENTED_CLASSES.items():
+        module_name, class_name = dotted.rsplit(".", 1)
+        klass = getattr(importlib.import_module(module_name), class_name)
+        docs = _param_docs(klass.__doc__ or "")
+        templated = set(getattr(klass, "template_fields", ()))
+        lines += [
+            "",
+            f"### {class_name}",
+            "",
+            f"`from {module_name} import {class_name}`. Other keyword arguments go to Airflow's "
+            f"`{klass.__mro__[1].__name__}` ({base_examples}).",
+            "",
+            "| argument | default | `[druid_k8s]` option | templated | meaning |",
+            "|---|---|---|---|---|",
+        ]
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            if name == "self" or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                continue
+            if name not in docs:
+                raise KeyError(f"{dotted}: argument {name!r} has no ':param {name}:' in the class docstring")
+            option = f"`{name}`" if name in options else ""
+            templated_mark = "yes" if name in templated else ""
+            meaning = docs[name].replace("``", "`")
+            default = _default_text(name, parameter)
+            lines.append(f"| `{name}` | {default} | {option} | {templated_mark} | {meaning} |")
+    lines += ["", ARGUMENTS_END_MARKER]
+    return "\n".join(lines)
+
+
+def splice(page: str, generated: str, begin: str = BEGIN_MARKER, end: str = END_MARKER) -> str:
     """The page with the text between (and including) the markers replaced by ``generated``."""
-    start = page.index(BEGIN_MARKER)
-    end = page.index(END_MARKER) + len(END_MARKER)
-    return page[:start] + generated + page[end:]
+    start = page.index(begin)
+    stop = page.index(end) + len(end)
+    return page[:start] + generated + page[stop:]
 
 
 def main() -> int:
     page = CONFIGURATION_PAGE.read_text(encoding="utf-8")
     updated = splice(page, render_reference())
+    updated = splice(updated, render_arguments(), ARGUMENTS_BEGIN_MARKER, ARGUMENTS_END_MARKER)
     if updated != page:
         CONFIGURATION_PAGE.write_text(updated, encoding="utf-8")
         print(f"updated {CONFIGURATION_PAGE}")

@@ -8,7 +8,9 @@ the page states is not the default RunnerConfig applies.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -46,6 +48,13 @@ def _committed_reference() -> str:
     return page[start:end]
 
 
+def _committed_arguments() -> str:
+    page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    start = page.index(GENERATOR.ARGUMENTS_BEGIN_MARKER)
+    end = page.index(GENERATOR.ARGUMENTS_END_MARKER) + len(GENERATOR.ARGUMENTS_END_MARKER)
+    return page[start:end]
+
+
 def _documented_rows() -> dict[str, dict[str, str]]:
     rows = {}
     for line in _committed_reference().splitlines():
@@ -65,6 +74,27 @@ def test_committed_reference_matches_a_fresh_generation() -> None:
         "docs/configuration.md is out of date with druid_k8s_provider/config.py: "
         "run `.venv/bin/python docs/gen_config_reference.py` and commit the result"
     )
+
+
+def test_committed_argument_tables_match_a_fresh_generation() -> None:
+    assert _committed_arguments() == GENERATOR.render_arguments(), (
+        "the operator/sensor argument tables in docs/configuration.md are out of date with their classes: "
+        "run `.venv/bin/python docs/gen_config_reference.py` and commit the result"
+    )
+
+
+@pytest.mark.parametrize("dotted", sorted(GENERATOR.DOCUMENTED_CLASSES))
+def test_every_argument_of_the_operator_and_sensor_is_in_the_tables(dotted: str) -> None:
+    module_name, class_name = dotted.rsplit(".", 1)
+    klass = getattr(importlib.import_module(module_name), class_name)
+    section = _committed_arguments().split(f"### {class_name}\n", 1)[1].split("### ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE))
+    own = {
+        name
+        for name, parameter in inspect.signature(klass.__init__).parameters.items()
+        if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    }
+    assert own == documented
 
 
 def test_every_property_runner_config_reads_has_a_type_default_and_effect() -> None:
