@@ -373,22 +373,11 @@ class JobFollower:
             pod = await session.get(pods_path(self.namespace, pod_name))
             main = job_state.main_container_status(pod or {}) or {}
             if pod is None or "terminated" in (main.get("state") or {}):
-                # The stream ended because the container did: it delivered everything. One short
-                # non-following read catches lines a dropped stream missed.
-                await self._catch_up(session, pod_name)
+                # The stream ended because the container did: it delivered everything. (The operator
+                # reads from the cursor once more when it resumes, in case a stream dropped at the end.)
                 return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-
-    async def _catch_up(self, session: AsyncKubeSession, pod_name: str) -> None:
-        self.log_cursor.begin_read()
-        with contextlib.suppress(ApiCallFailed, *CONNECTION_ERRORS):
-            async for raw in session.follow_log(
-                pod_name, self.namespace, job_state.MAIN_CONTAINER, self.log_cursor.since_time(), follow=False
-            ):
-                timestamp, text = split_line(raw)
-                if self.log_cursor.admit(timestamp):
-                    self.emit_line(text)
 
 
 class DruidK8sJobTrigger(BaseTrigger):

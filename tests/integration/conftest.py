@@ -9,6 +9,7 @@ written as the environment variable a deployment would use.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -199,3 +200,56 @@ class ScriptedJob:
 def scripted(api: KubeEmulator) -> Callable[[str, str], ScriptedJob]:
     """Make scripted Jobs in the controller-less API server."""
     return lambda name, task_id: ScriptedJob(api, name, task_id)
+
+
+IMAGE = "example/druid:31.0.0"
+
+
+class DruidCluster:
+    """The emulated cluster with a Druid Overlord pod (the peon template) whose image runs ``peon`` in
+    peon containers and idles in the Overlord."""
+
+    def __init__(self, kube: KubeEmulator) -> None:
+        self.kube = kube
+
+    def start(
+        self,
+        peon: Any,
+        sidecars: list[dict[str, Any]] | None = None,
+        env: list[dict[str, Any]] | None = None,
+        image: str = IMAGE,
+    ) -> dict[str, Any]:
+        """Register the image behaviour and start the Overlord; returns the Running pod."""
+        from druid_k8s_provider.testing.behaviours import never_exits
+        from druid_k8s_provider.testing.standin_peon import is_peon
+
+        service = never_exits()
+
+        async def druid_image(ctx: Any) -> int:
+            return int(await (peon(ctx) if is_peon(ctx) else service(ctx)))
+
+        self.kube.register_image(image.split(":")[0] + "*", druid_image)
+        containers = [{"name": "druid", "image": image, "args": ["overlord"], "env": env or []}]
+        self.kube.store.create(
+            "pods",
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "druid-overlord-0", "labels": {"app": "druid", "component": "overlord"}},
+                "spec": {"containers": [*containers, *(sidecars or [])]},
+            },
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pod = self.kube.store.get("pods", NAMESPACE, "druid-overlord-0")
+            if (pod.get("status") or {}).get("phase") == "Running":
+                return pod
+            time.sleep(0.02)
+        raise AssertionError(f"the Overlord pod did not start: {pod.get('status')}")
+
+
+@pytest.fixture
+def druid(kube: KubeEmulator) -> DruidCluster:
+    """The emulated cluster, ready to start an Overlord with a chosen peon behaviour."""
+    return DruidCluster(kube)

@@ -1,0 +1,266 @@
+"""DruidK8sTaskOperator end to end against the emulated cluster over real HTTP.
+
+Each test asserts what a user sees: the Airflow task's result or error, the XCom summary, the peon's log
+lines in the task log, the Jobs left in the cluster and the API calls made (from the emulator's metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+from structlog.testing import capture_logs
+
+from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed, JobLaunchTimeout
+from druid_k8s_provider.operators.task import DruidK8sTaskOperator
+from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.behaviours import exits, never_exits, oom_killed
+from druid_k8s_provider.triggers.job import DruidK8sJobTrigger
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+NAMESPACE = "druid"
+PEON_LINES = ["peon starting", "ingesting 3 rows", "peon done"]
+TASK = {"type": "index_parallel", "spec": {"dataSchema": {"dataSource": "wikipedia"}}}
+
+
+class FakeTaskInstance:
+    """The parts of Airflow's RuntimeTaskInstance the operator uses, with the API server's answer to
+    "what state is this task instance in" under the test's control."""
+
+    def __init__(self, run_id: str = "manual__1", state_on_server: str = "running") -> None:
+        self.dag_id, self.task_id, self.run_id, self.map_index = "druid_dag", "ingest", run_id, -1
+        self.state_on_server = state_on_server
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def get_task_states(self, **query: Any) -> dict[str, dict[str, str]]:
+        assert query["task_ids"] == [self.task_id] and query["run_ids"] == [self.run_id]
+        return {self.run_id: {self.task_id: self.state_on_server}}
+
+
+def operator(**kwargs: Any) -> DruidK8sTaskOperator:
+    properties = {"druid.indexer.runner.namespace": NAMESPACE, **kwargs.pop("properties", {})}
+    kwargs.setdefault("druid_task", TASK)
+    return DruidK8sTaskOperator(
+        task_id="ingest",
+        runner_properties=properties,
+        overlord_pod_selector="component=overlord",
+        image_pull_grace_seconds=kwargs.pop("image_pull_grace_seconds", 0.5),
+        poll_interval=5,
+        **kwargs,
+    )
+
+
+def run(op: DruidK8sTaskOperator, ti: FakeTaskInstance) -> Any:
+    """Run the task as Airflow would: execute, and on deferral hand a rebuilt trigger to a 'triggerer'."""
+    context: Any = {"ti": ti}
+    try:
+        result = op.execute(context)
+    except TaskDeferred as deferred:
+        classpath, kwargs = deferred.trigger.serialize()
+        assert classpath == "druid_k8s_provider.triggers.job.DruidK8sJobTrigger"
+        trigger = DruidK8sJobTrigger(**json.loads(json.dumps(kwargs)))
+        event = asyncio.run(anext(trigger.run()))
+        result = getattr(op, deferred.method_name)(context, event.payload, **(deferred.kwargs or {}))
+    if result is not None:
+        ti.xcom_push("return_value", result)
+    return result
+
+
+def logged(logs: list[dict[str, Any]]) -> list[str]:
+    return [str(entry["event"]) for entry in logs]
+
+
+def jobs_left(kube: KubeEmulator) -> list[str]:
+    return [job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE)]
+
+
+Druid = Any  # tests/integration/conftest.py DruidCluster (conftest modules are not importable)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_success_streams_the_log_returns_the_summary_and_deletes_the_job(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    druid.start(exits(0, PEON_LINES, after=0.3))
+    ti = FakeTaskInstance()
+    with capture_logs() as logs:
+        result = run(operator(deferrable=deferrable), ti)
+    assert result["status"] == "SUCCESS" and result["error"] is None
+    assert result["namespace"] == NAMESPACE
+    assert result["druid_task_id"].startswith("index_parallel_druid_dag_ingest_")
+    assert result["job_name"].startswith("indexparalleldruiddagingest")
+    assert result["pod_name"].startswith(result["job_name"][:20])
+    assert isinstance(result["duration_ms"], int)
+    lines = logged(logs)
+    assert [line for line in lines if line in PEON_LINES] == PEON_LINES  # each once, in order
+    assert jobs_left(kube) == []
+    assert kube.metrics.creates("jobs") == 1
+    assert kube.metrics.count("watch", "jobs") + kube.metrics.open_watches <= 2  # shared watches, no polling
+    assert kube.metrics.count("get", "jobs") <= 3
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_peon_exit_1_fails_the_task_with_the_exit_code_and_still_reports(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    druid.start(exits(1, ["java.lang.RuntimeException: boom"]))
+    ti = FakeTaskInstance()
+    with capture_logs() as logs, pytest.raises(JobFailed) as raised:
+        run(operator(deferrable=deferrable), ti)
+    assert "exited with code 1" in str(raised.value)
+    assert ti.xcom["return_value"]["status"] == "FAILED"
+    assert "exited with code 1" in ti.xcom["return_value"]["error"]
+    assert "java.lang.RuntimeException: boom" in logged(logs)
+    assert jobs_left(kube) == []
+
+
+def test_oom_killed_peon_says_so(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(oom_killed(after=0.1))
+    with pytest.raises(JobFailed, match="OOMKilled"):
+        run(operator(), FakeTaskInstance())
+    assert jobs_left(kube) == []
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_invalid_image_fails_fast_with_the_reason_and_deletes_the_job(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    druid.start(exits(0))
+    op = operator(deferrable=deferrable, properties={"druid.indexer.runner.K8sjobLaunchTimeout": "PT1H"})
+    kube.store.mutate(
+        "pods",
+        NAMESPACE,
+        "druid-overlord-0",
+        lambda pod: pod["spec"]["containers"][0].update(image="Bad Image"),
+    )
+    started = time.monotonic()
+    with pytest.raises(JobLaunchTimeout) as raised:
+        run(op, FakeTaskInstance())
+    assert time.monotonic() - started < 15
+    message = str(raised.value)
+    assert "InvalidImageName" in message and "Bad Image" in message
+    assert "InspectFailed" in message  # the pod's events are in the error
+    assert "The Job was deleted" in message
+    assert jobs_left(kube) == []
+
+
+def test_unschedulable_pod_hits_the_launch_timeout_with_reason_and_events(
+    kube: KubeEmulator, druid: Druid
+) -> None:
+    druid.start(exits(0))
+    op = operator(
+        properties={
+            "druid.indexer.runner.K8sjobLaunchTimeout": "PT2S",
+            "druid.indexer.runner.cpuCoreInMicro": 64000,
+        }
+    )
+    with pytest.raises(JobLaunchTimeout) as raised:
+        run(op, FakeTaskInstance())
+    message = str(raised.value)
+    assert "K8sjobLaunchTimeout" in message and "Insufficient cpu" in message
+    assert "FailedScheduling" in message
+    assert jobs_left(kube) == []
+
+
+def test_deadline_exceeded_reports_max_task_duration(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(never_exits(["still going"]))
+    op = operator(properties={"druid.indexer.runner.maxTaskDuration": "PT1S"})
+    with pytest.raises(JobFailed, match="maxTaskDuration"):
+        run(op, FakeTaskInstance())
+    assert jobs_left(kube) == []
+
+
+def test_debug_jobs_keeps_the_finished_job(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(exits(0, PEON_LINES))
+    result = run(operator(properties={"druid.indexer.runner.debugJobs": "true"}), FakeTaskInstance())
+    assert result["status"] == "SUCCESS"
+    assert jobs_left(kube) == [result["job_name"]]
+
+
+def test_status_json_from_the_task_log_location_decides_the_outcome(
+    kube: KubeEmulator, druid: Druid, tmp_path: Path
+) -> None:
+    """With task logs configured, Druid's TaskStatus wins over the exit code (a peon may exit 0 and fail)."""
+    from druid_k8s_provider.testing.standin_peon import standin_peon
+
+    druid.start(
+        standin_peon,
+        env=[
+            {"name": "druid_indexer_logs_type", "value": "file"},
+            {"name": "druid_indexer_logs_directory", "value": str(tmp_path)},
+        ],
+    )
+    task = {**TASK, "context": {"standinOutcome": "FAILED", "standinDurationSeconds": 0.2}}
+    ti = FakeTaskInstance()
+    with pytest.raises(JobFailed):
+        run(operator(druid_task=task, task_logs_location=f"file://{tmp_path}"), ti)
+    summary = ti.xcom["return_value"]
+    assert summary["status"] == "FAILED" and summary["error"]
+    assert list(tmp_path.glob("*.status.json"))
+
+    ok = FakeTaskInstance(run_id="manual__2")
+    success = run(operator(task_logs_location=f"file://{tmp_path}"), ok)
+    assert success["status"] == "SUCCESS"
+
+
+def test_no_status_json_means_failed_as_in_druid(kube: KubeEmulator, druid: Druid, tmp_path: Path) -> None:
+    druid.start(exits(0, PEON_LINES))
+    with pytest.raises(JobFailed, match="Peon did not report status successfully"):
+        run(operator(task_logs_location=f"file://{tmp_path}"), FakeTaskInstance())
+
+
+def test_bad_input_creates_nothing(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(exits(0))
+    with pytest.raises(DruidK8sConfigError) as raised:
+        run(operator(properties={"druid.indexer.runner.javaOptsArray": "-Xmx1g"}), FakeTaskInstance())
+    assert raised.value.field == "druid.indexer.runner.javaOptsArray"
+    assert kube.metrics.count("create") == 0
+
+
+def test_a_second_execution_joins_the_running_job_instead_of_creating_another(
+    kube: KubeEmulator, druid: Druid
+) -> None:
+    druid.start(exits(0, PEON_LINES, after=1.0))
+    results: list[Any] = []
+    first = threading.Thread(target=lambda: results.append(run(operator(), FakeTaskInstance())))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not kube.store.list("jobs", NAMESPACE):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    second = run(operator(deferrable=True), FakeTaskInstance())
+    first.join(20)
+    assert results[0]["job_name"] == second["job_name"]
+    assert {results[0]["status"], second["status"]} == {"SUCCESS"}
+    assert kube.metrics.creates("jobs") == 1
+
+
+def test_triggerer_restart_mid_run_gives_the_same_outcome(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(exits(0, PEON_LINES, after=1.0))
+    op, ti = operator(deferrable=True), FakeTaskInstance()
+    context: Any = {"ti": ti}
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    _, kwargs = deferred.value.trigger.serialize()
+
+    async def triggerer_dies_then_another_resumes() -> Any:
+        dying = asyncio.create_task(anext(DruidK8sJobTrigger(**kwargs).run()))
+        await asyncio.sleep(0.5)
+        dying.cancel()  # the triggerer process goes away: the trigger is cancelled, not killed by a user
+        return await anext(DruidK8sJobTrigger(**kwargs).run())
+
+    event = asyncio.run(triggerer_dies_then_another_resumes())
+    result = op.execute_complete(context, event.payload, **deferred.value.kwargs)
+    assert result["status"] == "SUCCESS"
+    assert kube.metrics.creates("jobs") == 1
+    assert kube.metrics.count("delete", "jobs") == 1  # only the cleanup after success
