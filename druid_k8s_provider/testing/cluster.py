@@ -8,8 +8,11 @@ cordon, node loss), each with the statuses, reasons and events a real cluster sh
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from druid_k8s_provider.testing.behaviours import Behaviour
 from druid_k8s_provider.testing.controllers.common import (
@@ -24,6 +27,8 @@ from druid_k8s_provider.testing.controllers.common import (
 from druid_k8s_provider.testing.controllers.job import JobController, TTLController
 from druid_k8s_provider.testing.controllers.scheduler import Scheduler
 from druid_k8s_provider.testing.kubelet import Kubelet
+
+T = TypeVar("T")
 
 #: Taint the node lifecycle controller / kubelet put on a node under each kind of pressure.
 PRESSURE_TAINTS = {
@@ -65,7 +70,7 @@ class Cluster:
         node_cpu: str = "8",
         node_memory: str = "32Gi",
         node_name: str = "emulator-node",
-        node_max_pods: int | None = 110,
+        node_max_pods: int | None = None,
         timings: Timings | None = None,
     ) -> None:
         self.store = store
@@ -79,6 +84,7 @@ class Cluster:
         self.ttl = TTLController(self)
         self._images: list[tuple[str, Behaviour]] = []
         self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -87,6 +93,7 @@ class Cluster:
         if self._started:
             return
         self._started = True
+        self._loop = asyncio.get_running_loop()
         self.store.add_listener(self._on_change)
         for plural in ("jobs", "pods"):
             for obj in self.store.list(plural):
@@ -113,6 +120,8 @@ class Cluster:
             self.jobs.on_pod(event_type, obj)
         elif plural == "jobs":
             self.jobs.on_job(event_type, obj)
+        if event_type == "DELETED" and plural in ("pods", "jobs"):
+            self.events.forget(str(obj["metadata"].get("uid")))
 
     # ------------------------------------------------------------------ images
 
@@ -132,7 +141,24 @@ class Cluster:
                 return behaviour
         return None
 
-    # ------------------------------------------------------------------ faults
+    # ------------------------------------------------------------------ faults (callable from any thread)
+
+    def _on_loop(self, action: Callable[[], T]) -> T:
+        """Run ``action`` on the emulator loop: the kubelet's tasks live there, tests usually do not."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the cluster is not running; start the KubeEmulator first")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return action()
+
+        async def call() -> T:
+            return action()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=30)
 
     def evict_pod(
         self,
@@ -141,36 +167,46 @@ class Cluster:
         message: str = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 0Ki. ",
         grace_seconds: float = 0,
     ) -> bool:
-        """Kubelet-side eviction: containers stopped, pod ``Failed`` with reason ``Evicted``; False when the
-        pod is not running on the node. Call on the emulator loop (``kube.run(...)``)."""
+        """Kubelet-side eviction: containers stopped, pod ``Failed`` with reason ``Evicted`` and a
+        ``DisruptionTarget`` condition. False when the pod is not running on the node."""
         disruption = condition(
             "DisruptionTarget", True, "TerminationByKubelet", "The node was low on resource: memory."
         )
-        return self.kubelet.fail_pod((namespace, name), "Evicted", message, grace_seconds, disruption)
+        return self._on_loop(
+            lambda: self.kubelet.fail_pod((namespace, name), "Evicted", message, grace_seconds, disruption)
+        )
 
     def set_node_pressure(self, resource: str | None, evict: bool = True) -> None:
         """Put the node under ``memory``/``disk``/``pid`` pressure (None lifts it): the pressure taint keeps
         new pods Pending and, with ``evict``, every running pod is evicted."""
         if resource is not None and resource not in PRESSURE_TAINTS:
-            raise ValueError(f"set_node_pressure: resource must be one of {sorted(PRESSURE_TAINTS)} or None")
+            raise ValueError(
+                f"set_node_pressure: resource must be one of {sorted(PRESSURE_TAINTS)} or None, "
+                f"not {resource!r}"
+            )
+        self._on_loop(lambda: self._apply_pressure(resource, evict))
+
+    def _apply_pressure(self, resource: str | None, evict: bool) -> None:
         self.node.taints = [taint for taint in self.node.taints if taint not in PRESSURE_TAINTS.values()]
         if resource is None:
             self.scheduler.retry_unschedulable()
             return
         self.node.taints.append(PRESSURE_TAINTS[resource])
-        if evict:
-            message = f"The node was low on resource: {resource}. "
-            for key in list(self.kubelet.workers):
-                disruption = condition(
-                    "DisruptionTarget",
-                    True,
-                    "TerminationByKubelet",
-                    f"The node was low on resource: {resource}.",
-                )
-                self.kubelet.fail_pod(key, "Evicted", message, 0, disruption)
+        if not evict:
+            return
+        for key in list(self.kubelet.workers):
+            disruption = condition(
+                "DisruptionTarget", True, "TerminationByKubelet", f"The node was low on resource: {resource}."
+            )
+            self.kubelet.fail_pod(
+                key, "Evicted", f"The node was low on resource: {resource}. ", 0, disruption
+            )
 
     def set_node_unschedulable(self, unschedulable: bool = True) -> None:
         """Cordon (or uncordon) the node: running pods carry on, new pods stay Pending."""
+        self._on_loop(lambda: self._cordon(unschedulable))
+
+    def _cordon(self, unschedulable: bool) -> None:
         self.node.unschedulable = unschedulable
         if not unschedulable:
             self.scheduler.retry_unschedulable()
@@ -179,6 +215,9 @@ class Cluster:
         """The node stops responding: its containers die, its pods are marked ``Failed`` with reason
         ``NodeLost`` (or, with ``delete_pods``, force-deleted as the pod GC does), and nothing new schedules
         until ``restore_node()``."""
+        self._on_loop(lambda: self._lose_node(delete_pods))
+
+    def _lose_node(self, delete_pods: bool) -> None:
         self.node.ready = False
         for key, worker in list(self.kubelet.workers.items()):
             message = f"Node {self.node.name} which was running pod {key[1]} is unresponsive"
@@ -192,5 +231,8 @@ class Cluster:
 
     def restore_node(self) -> None:
         """The node is back: pending pods schedule again."""
+        self._on_loop(self._restore_node)
+
+    def _restore_node(self) -> None:
         self.node.ready = True
         self.scheduler.retry_unschedulable()

@@ -271,7 +271,7 @@ class PodWorker:
 
     async def _run_pod(self) -> None:
         has_init = any(status.init for status in self.statuses.values())
-        self._condition("PodReadyToStartContainers", False)
+        self._condition("PodReadyToStartContainers", True)  # the sandbox: nothing to wait for here
         if has_init:
             pending = [status.name for status in self.statuses.values() if status.init and not status.sidecar]
             self._condition(
@@ -282,9 +282,6 @@ class PodWorker:
             )
         else:
             self._condition("Initialized", True)
-        self.changed()
-        await asyncio.sleep(0)  # the sandbox is "created" on the next loop iteration
-        self._condition("PodReadyToStartContainers", True)
         self.changed()
         for status in [status for status in self.statuses.values() if status.init]:
             if status.sidecar:

@@ -116,7 +116,7 @@ def test_evicted_pod_fails_with_reason_evicted_and_the_job_replaces_it(
         return [item for item in pods if item.status.phase == "Running"]
 
     (victim,) = wait_for(running_pods)
-    assert kube.run(lambda: kube.cluster.evict_pod(NS, victim.metadata.name))
+    assert kube.cluster.evict_pod(NS, victim.metadata.name)
 
     evicted = wait_for(lambda: phase_in(core, victim.metadata.name, "Failed"))
     assert evicted.status.reason == "Evicted"
@@ -131,12 +131,12 @@ def test_evicted_pod_fails_with_reason_evicted_and_the_job_replaces_it(
 def test_cordoned_node_keeps_new_pods_pending_until_uncordoned(
     kube: KubeEmulator, core: client.CoreV1Api
 ) -> None:
-    kube.run(lambda: kube.cluster.set_node_unschedulable(True))
+    kube.cluster.set_node_unschedulable(True)
     core.create_namespaced_pod(NS, pod("waiting", "quick:1"))
 
     scheduled = wait_for(lambda: unschedulable(core, "waiting"))
     assert scheduled.message.startswith("0/1 nodes are available: 1 node(s) were unschedulable.")
-    kube.run(lambda: kube.cluster.set_node_unschedulable(False))
+    kube.cluster.set_node_unschedulable(False)
     wait_for(lambda: phase_in(core, "waiting", "Running", "Succeeded"))
 
 
@@ -146,14 +146,14 @@ def test_memory_pressure_evicts_running_pods_and_taints_the_node(
     core.create_namespaced_pod(NS, pod("resident", "server:1"))
     wait_for(lambda: phase_in(core, "resident", "Running"))
 
-    kube.run(lambda: kube.cluster.set_node_pressure("memory"))
+    kube.cluster.set_node_pressure("memory")
     evicted = wait_for(lambda: phase_in(core, "resident", "Failed"))
     assert evicted.status.reason == "Evicted"
     core.create_namespaced_pod(NS, pod("newcomer", "quick:1"))
     scheduled = wait_for(lambda: unschedulable(core, "newcomer"))
     assert "untolerated taint {node.kubernetes.io/memory-pressure: }" in scheduled.message
 
-    kube.run(lambda: kube.cluster.set_node_pressure(None))
+    kube.cluster.set_node_pressure(None)
     wait_for(lambda: phase_in(core, "newcomer", "Running", "Succeeded"))
 
 
@@ -163,7 +163,7 @@ def test_lost_node_fails_its_pods_with_node_lost_and_schedules_nothing(
     core.create_namespaced_pod(NS, pod("on-node", "server:1"))
     wait_for(lambda: phase_in(core, "on-node", "Running"))
 
-    kube.run(lambda: kube.cluster.lose_node())
+    kube.cluster.lose_node()
     lost = wait_for(lambda: phase_in(core, "on-node", "Failed"))
     assert lost.status.reason == "NodeLost"
     assert lost.status.message == "Node emulator-node which was running pod on-node is unresponsive"
@@ -171,7 +171,7 @@ def test_lost_node_fails_its_pods_with_node_lost_and_schedules_nothing(
     scheduled = wait_for(lambda: unschedulable(core, "later"))
     assert "node.kubernetes.io/unreachable" in scheduled.message
 
-    kube.run(lambda: kube.cluster.restore_node())
+    kube.cluster.restore_node()
     wait_for(lambda: phase_in(core, "later", "Running", "Succeeded"))
 
 
@@ -179,5 +179,5 @@ def test_lost_node_can_delete_its_pods_instead(kube: KubeEmulator, core: client.
     core.create_namespaced_pod(NS, pod("doomed", "server:1"))
     wait_for(lambda: phase_in(core, "doomed", "Running"))
 
-    kube.run(lambda: kube.cluster.lose_node(delete_pods=True))
+    kube.cluster.lose_node(delete_pods=True)
     wait_for(lambda: not core.list_namespaced_pod(NS, field_selector="metadata.name=doomed").items or None)

@@ -269,6 +269,11 @@ class EventRecorder:
         except Exception:  # an event is best effort, exactly as in client-go
             log.warning("could not record event %s for %s/%s", reason, namespace, meta["name"], exc_info=True)
 
+    def forget(self, involved_uid: str) -> None:
+        """The object is gone: its next events (a new object) start fresh instead of bumping old counts."""
+        for key in [key for key in self._seen if key[0] == involved_uid]:
+            del self._seen[key]
+
     def _bump(self, event_key: Key, timestamp: str) -> bool:
         def increment(event: Obj) -> None:
             event["count"] = int(event.get("count") or 1) + 1
