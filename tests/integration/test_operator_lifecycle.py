@@ -264,3 +264,43 @@ def test_triggerer_restart_mid_run_gives_the_same_outcome(kube: KubeEmulator, dr
     assert result["status"] == "SUCCESS"
     assert kube.metrics.creates("jobs") == 1
     assert kube.metrics.count("delete", "jobs") == 1  # only the cleanup after success
+
+
+SIDECAR_IMAGE = "example/log-shipper:2.0"
+
+
+def sidecar(**fields: Any) -> dict[str, Any]:
+    return {"name": "log-shipper", "image": SIDECAR_IMAGE, **fields}
+
+
+@pytest.mark.parametrize("termination", ["kubexit", "native"], ids=["kubexit-sidecar", "native-sidecar"])
+def test_a_peon_with_a_sidecar_that_never_exits_still_completes(
+    kube: KubeEmulator, druid: Druid, termination: str
+) -> None:
+    kube.register_image("example/log-shipper*", never_exits(["shipping logs"]))
+    druid.start(
+        exits(0, PEON_LINES, after=0.2),
+        sidecars=[sidecar(command=["/bin/shipper"], args=["--to", "s3://logs"])],
+    )
+    properties = {
+        "druid.indexer.runner.k8s.adapter.type": "overlordMultiContainer",
+        "druid.indexer.runner.sidecarTermination": termination,
+    }
+    ti = FakeTaskInstance()
+    with capture_logs() as logs:
+        result = run(operator(properties=properties), ti)
+    assert result["status"] == "SUCCESS"
+    assert [line for line in logged(logs) if line in PEON_LINES] == PEON_LINES
+    assert "shipping logs" not in logged(logs)  # only the main container's log goes to the task log
+    assert jobs_left(kube) == []
+
+
+def test_a_sidecar_without_command_is_refused_before_any_api_write(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(exits(0), sidecars=[sidecar(args=["--to", "s3://logs"])])
+    kube.register_image("example/log-shipper*", never_exits())
+    properties = {"druid.indexer.runner.k8s.adapter.type": "overlordMultiContainer"}
+    with pytest.raises(DruidK8sConfigError) as raised:
+        run(operator(properties=properties), FakeTaskInstance())
+    assert "log-shipper" in str(raised.value)
+    assert kube.metrics.count("create") == 0
+    assert jobs_left(kube) == []
