@@ -181,3 +181,13 @@ def test_lost_node_can_delete_its_pods_instead(kube: KubeEmulator, core: client.
 
     kube.cluster.lose_node(delete_pods=True)
     wait_for(lambda: not core.list_namespaced_pod(NS, field_selector="metadata.name=doomed").items or None)
+
+
+def test_full_node_reports_too_many_pods(kube: KubeEmulator, core: client.CoreV1Api) -> None:
+    kube.cluster.node.max_pods = 1
+    core.create_namespaced_pod(NS, pod("only", "server:1"))
+    wait_for(lambda: phase_in(core, "only", "Running"))
+    core.create_namespaced_pod(NS, pod("extra", "quick:1"))
+
+    scheduled = wait_for(lambda: unschedulable(core, "extra"))
+    assert scheduled.message.startswith("0/1 nodes are available: 1 Too many pods.")

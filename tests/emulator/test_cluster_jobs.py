@@ -246,3 +246,58 @@ def test_registered_behaviour_wins_and_writes_the_pod_log(kube: KubeEmulator, ap
     assert "Complete" in wait_for(lambda: finished(batch, "druid"))
     (pod,) = job_pods(core, "druid")
     assert pod_log(core, pod.metadata.name) == "task SUCCESS\n"
+
+
+def test_completions_and_parallelism_run_pods_side_by_side_until_enough_succeed(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    kube.register_image("worker:*", exits(0, after=0.3))
+    manifest = job("batch-of-3", [{"name": "main", "image": "worker:1"}], completions=3, parallelism=2)
+    batch.create_namespaced_job(NS, manifest)
+
+    wait_for(lambda: batch.read_namespaced_job("batch-of-3", NS).status.active == 2, what="two pods at once")
+    assert "Complete" in wait_for(lambda: finished(batch, "batch-of-3"))
+    assert batch.read_namespaced_job("batch-of-3", NS).status.succeeded == 3
+    assert len(job_pods(core, "batch-of-3")) == 3
+
+
+def test_suspended_job_creates_no_pod_until_resumed(kube: KubeEmulator, api: client.ApiClient) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    batch.create_namespaced_job(NS, job("paused", [shell("true")], suspend=True))
+
+    suspended = wait_for(lambda: "Suspended" in condition_types(batch, "paused"))
+    assert suspended and not job_pods(core, "paused")
+    assert batch.read_namespaced_job("paused", NS).status.start_time is None
+    batch.patch_namespaced_job("paused", NS, {"spec": {"suspend": False}})
+    assert "Complete" in wait_for(lambda: finished(batch, "paused"))
+    resumed = next(
+        c for c in batch.read_namespaced_job("paused", NS).status.conditions if c.type == "Suspended"
+    )
+    assert (resumed.status, resumed.reason) == ("False", "JobResumed")
+
+
+def test_deleting_a_running_pod_counts_as_a_failure_and_is_replaced(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    kube.register_image("forever:*", never_exits())
+    batch.create_namespaced_job(NS, job("replaced", [{"name": "main", "image": "forever:1"}], backoffLimit=2))
+
+    def running() -> list[client.V1Pod]:
+        return [pod for pod in job_pods(core, "replaced") if pod.status.phase == "Running"]
+
+    (first,) = wait_for(running)
+    core.delete_namespaced_pod(first.metadata.name, NS)
+    (second,) = wait_for(lambda: [pod for pod in running() if pod.metadata.name != first.metadata.name])
+    assert batch.read_namespaced_job("replaced", NS).status.failed == 1
+    assert second.metadata.labels["job-name"] == "replaced"
+
+
+def test_kubectl_logs_job_prints_the_pods_output(api: client.ApiClient, kubectl: Any) -> None:
+    batch = client.BatchV1Api(api)
+    batch.create_namespaced_job(NS, job("greeter", [shell("echo hello; sleep 1")]))
+
+    assert "Complete" in wait_for(lambda: finished(batch, "greeter"))
+    result = kubectl("logs", "job/greeter")
+    assert (result.returncode, result.stdout) == (0, "hello\n"), result.stderr

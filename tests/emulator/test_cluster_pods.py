@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from kubernetes import client, config, watch
 
 from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.testing.behaviours import image_pull_fails
+from druid_k8s_provider.testing.behaviours import ContainerContext, image_pull_fails
 from druid_k8s_provider.testing.controllers.common import Timings
 
 T = TypeVar("T")
@@ -259,3 +260,49 @@ def test_container_ignoring_sigterm_is_killed_after_the_grace_period(core: clien
     assert final.phase == "Failed"
     assert final.container_statuses[0].state.terminated.exit_code == 137
     assert ("Killing", "Normal", "Stopping container main") in pod_events(core, "stubborn")
+
+
+def test_behaviour_that_raises_exits_1_with_the_traceback_in_the_log(
+    kube: KubeEmulator, core: client.CoreV1Api
+) -> None:
+    async def broken(ctx: ContainerContext) -> int:
+        raise RuntimeError("behaviour bug")
+
+    kube.register_image("broken:*", broken)
+    core.create_namespaced_pod(NS, pod("raiser", [{"name": "main", "image": "broken:1"}]))
+
+    done = wait_for(lambda: phase_in(core, "raiser", "Failed"))
+    assert done.status.container_statuses[0].state.terminated.exit_code == 1
+    assert "RuntimeError: behaviour bug" in pod_log(core, "raiser")
+
+
+def test_second_pod_with_a_tagged_image_finds_it_already_present(core: client.CoreV1Api) -> None:
+    for name in ("first", "second"):
+        core.create_namespaced_pod(NS, pod(name, [shell("true")]))
+        wait_for(lambda name=name: phase_in(core, name, "Succeeded"))
+
+    assert ("Pulling", "Normal", 'Pulling image "busybox:1.36"') in pod_events(core, "first")
+    second = pod_events(core, "second")
+    assert ("Pulled", "Normal", 'Container image "busybox:1.36" already present on machine') in second
+    assert not any(reason == "Pulling" for reason, _, _ in second)
+
+
+def test_stopping_the_emulator_kills_local_processes(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with KubeEmulator() as kube:
+        api_client = config.new_client_from_config(config_file=kube.kubeconfig_path)
+        core = client.CoreV1Api(api_client)
+        script = f"echo $$$$ > {pid_file}; exec sleep 1000"  # Kubernetes turns $$ into $
+        core.create_namespaced_pod(NS, pod("lingering", [shell(script)]))
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        pid = int(pid_file.read_text())
+        api_client.close()
+
+    def exited() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(exited, timeout=5, what=f"process {pid} to be killed")
