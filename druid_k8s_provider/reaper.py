@@ -277,7 +277,9 @@ def resolve_runner_config(
     properties: dict[str, Any] = {}
     properties_file = runtime_properties_file or conf.get("druid_k8s", "runtime_properties_file", fallback="")
     if properties_file:
-        properties.update(read_runtime_properties(properties_file))
+        # Only Druid's own properties: an Overlord file may carry JVM or logging settings too.
+        file_properties = read_runtime_properties(properties_file)
+        properties.update({key: value for key, value in file_properties.items() if key.startswith("druid.")})
     configured = conf.get("druid_k8s", "runner_properties", fallback="")
     if configured:
         try:

@@ -161,8 +161,8 @@ async def standin_peon(ctx: ContainerContext) -> int:
     peon_log = _PeonLog(ctx)
     peon_log(
         "org.apache.druid.cli.CliPeon",
-        f"Stand-in peon of druid-k8s-provider (an emulator test double, not Apache Druid) in pod "
-        f"[{ctx.env.get('HOSTNAME', ctx.pod.get('metadata', {}).get('name', '?'))}], image [{ctx.image}]",
+        f"Stand-in peon (druid-k8s-provider's emulator test double, not Apache Druid), image [{ctx.image}], "
+        f"pod [{ctx.env.get('HOSTNAME', ctx.pod.get('metadata', {}).get('name', '?'))}]",
     )
     try:
         task = DruidTask.from_spec(decode_task_payload(task_payload(ctx)))
