@@ -9,6 +9,7 @@ Used as ``async with KubeEmulator() as kube:`` it runs on the caller's loop. Eit
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import importlib
 import shutil
@@ -25,7 +26,7 @@ from druid_k8s_provider.testing.faults import FaultInjector
 from druid_k8s_provider.testing.logs import LogStore
 from druid_k8s_provider.testing.metrics import RequestMetrics
 from druid_k8s_provider.testing.rbac import Authorizer
-from druid_k8s_provider.testing.server import ApiServer
+from druid_k8s_provider.testing.server import ApiServer, self_signed_certificate
 from druid_k8s_provider.testing.store import ObjectStore
 
 T = TypeVar("T")
@@ -33,12 +34,17 @@ T = TypeVar("T")
 CLUSTER_MODULE = "druid_k8s_provider.testing.cluster"
 
 
-def kubeconfig_document(server_url: str, token: str, namespace: str = "default") -> dict[str, Any]:
+def kubeconfig_document(
+    server_url: str, token: str, namespace: str = "default", ca_pem: bytes | None = None
+) -> dict[str, Any]:
     """A kubeconfig with one cluster, one token user and a current context pointing at them."""
+    cluster: dict[str, Any] = {"server": server_url}
+    if ca_pem is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "druid-k8s-emulator", "cluster": {"server": server_url}}],
+        "clusters": [{"name": "druid-k8s-emulator", "cluster": cluster}],
         "users": [{"name": "druid-k8s-emulator-user", "user": {"token": token}}],
         "contexts": [
             {
@@ -68,6 +74,8 @@ class KubeEmulator:
         fault_seed: seed of the fault injector's random draws, for reproducible fault runs.
         bookmark_interval: seconds between BOOKMARK events on watches that allow them.
         kubeconfig_path: where to write the kubeconfig (default: a fresh temporary directory).
+        tls: serve HTTPS with a throwaway certificate (the kubeconfig trusts it). Default: on when
+            ``tokens`` are given, because kubectl never sends a bearer token over plain HTTP.
     """
 
     def __init__(
@@ -84,6 +92,7 @@ class KubeEmulator:
         fault_seed: int = 0,
         bookmark_interval: float = 5.0,
         kubeconfig_path: str | Path | None = None,
+        tls: bool | None = None,
     ) -> None:
         if tokens is not None and token_rules is not None:
             raise ValueError("KubeEmulator: give tokens= or token_rules= (the same thing), not both")
@@ -92,6 +101,7 @@ class KubeEmulator:
         self.metrics = RequestMetrics()
         self.faults = FaultInjector(seed=fault_seed)
         self.authorizer = Authorizer(tokens if tokens is not None else token_rules)
+        self.tls = self.authorizer.enabled if tls is None else tls
         self.server = ApiServer(
             self.store,
             self.logs,
@@ -117,13 +127,18 @@ class KubeEmulator:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
+        """``http://127.0.0.1:<port>`` (``https://`` with TLS)."""
         return self.server.url
 
     @property
     def token(self) -> str:
         """The bearer token the written kubeconfig carries."""
         return self.authorizer.default_token
+
+    @property
+    def ca_certificate(self) -> bytes | None:
+        """PEM certificate clients must trust when the emulator serves TLS (None over plain HTTP)."""
+        return self_signed_certificate()[0] if self.tls else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -136,7 +151,7 @@ class KubeEmulator:
 
     async def _start(self) -> None:
         self.store.bind_loop(asyncio.get_running_loop())
-        await self.server.start(self._host, self._port)
+        await self.server.start(self._host, self._port, tls=self.tls)
         if self._want_cluster:
             self.cluster = self._make_cluster()
             await self.cluster.start()
@@ -171,7 +186,7 @@ class KubeEmulator:
             path = self._temp_dir / name
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        document = kubeconfig_document(self.url, token or self.token)
+        document = kubeconfig_document(self.url, token or self.token, ca_pem=self.ca_certificate)
         temporary = target.with_name(target.name + ".tmp")
         temporary.write_text(yaml.safe_dump(document, sort_keys=False))
         temporary.replace(target)  # readers never see a half-written file

@@ -77,14 +77,17 @@ class RequestMetrics:
             return self._peak_watches
 
     def count(self, verb: str | None = None, resource: str | None = None, status: int | None = None) -> int:
-        """Requests matching every given criterion (``resource`` may be ``pods/log``)."""
+        """Requests matching every given criterion (``resource``: ``pods``, or ``pods/log``)."""
         with self._lock:
             records = list(self._records)
         return sum(
             1
             for r in records
             if (verb is None or r.verb == verb)
-            and (resource is None or resource in (r.resource, f"{r.resource}/{r.subresource}"))
+            and (
+                resource is None
+                or resource == (f"{r.resource}/{r.subresource}" if r.subresource else r.resource)
+            )
             and (status is None or r.status == status)
         )
 

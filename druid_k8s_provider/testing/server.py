@@ -11,15 +11,22 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import datetime
+import functools
+import ipaddress
 import json
 import logging
+import ssl
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pendulum
+import yaml
 from aiohttp import web
 
 from druid_k8s_provider.testing import openapi
@@ -49,6 +56,7 @@ from druid_k8s_provider.testing.validation import prune_unknown_fields
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 UNKNOWN_FORMAT = (
     "the body of the request was in an unknown format - accepted media types include: application/json"
 )
@@ -104,7 +112,9 @@ class ApiServer:
         self.bookmark_interval = bookmark_interval
         self.host = "127.0.0.1"
         self.port = 0
+        self.tls = False
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: dict[str, set[_Watcher]] = {}
         self._watch_responses: set[web.StreamResponse] = set()
         store.add_event_listener(self._fan_out)
@@ -112,19 +122,34 @@ class ApiServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port`` (0: an ephemeral port, remembered for restarts)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool | None = None) -> None:
+        """Listen on ``host:port`` (0: an ephemeral port, remembered for restarts), over TLS if asked."""
+        if tls is not None:
+            self.tls = tls
+        self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=self._ssl_context())
         await site.start()
         server = site._server
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
         self.host = host
         self.port = sockets[0].getsockname()[1] if sockets else port
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        certificate, key = self_signed_certificate()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.TemporaryDirectory(prefix="druid-k8s-emulator-tls-") as directory:
+            certificate_file, key_file = Path(directory, "tls.crt"), Path(directory, "tls.key")
+            certificate_file.write_bytes(certificate)
+            key_file.write_bytes(key)
+            context.load_cert_chain(certificate_file, key_file)
+        return context
 
     async def stop(self) -> None:
         """Close the listener and every open connection (watch streams end abruptly, as on a restart)."""
@@ -141,21 +166,33 @@ class ApiServer:
     @property
     def url(self) -> str:
         """Base URL clients use."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def drop_watches(self) -> int:
-        """Abort every open watch connection; returns how many were cut."""
-        dropped = 0
+        """Abort every open watch connection (from any thread); returns how many were cut."""
+        count = len(self._watch_responses)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return 0
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._abort_watches()
+        else:
+            loop.call_soon_threadsafe(self._abort_watches)
+        return count
+
+    def _abort_watches(self) -> None:
         for response in list(self._watch_responses):
             request = getattr(response, "_req", None)
             transport = request.transport if request is not None else None
             if transport is not None:
                 transport.abort()
-                dropped += 1
         for watchers in self._watchers.values():
             for watcher in watchers:
                 watcher.queue.put_nowait(None)
-        return dropped
 
     # ------------------------------------------------------------------ request pipeline
 
@@ -224,6 +261,8 @@ class ApiServer:
 
     def _authorize(self, user: User, parsed: ResourceRequest) -> None:
         rt = parsed.rt
+        if rt.plural == "selfsubjectaccessreviews":
+            return  # every authenticated user may ask what it may do (the system:basic-user role)
         if self.authorizer.allows(user, parsed.verb, rt.group, rt.plural, parsed.subresource, parsed.name):
             return
         message = forbidden_message(
@@ -346,18 +385,21 @@ class ApiServer:
         }
         return await handlers[parsed.verb](request, parsed, user)
 
-    async def _body(self, request: web.Request) -> Any:
+    async def _body(self, request: web.Request, rt: ResourceType | None = None) -> Any:
         raw = await request.read()
         if not raw:
             raise bad_request(UNKNOWN_FORMAT)
+        if request.headers.get("Content-Type", "").startswith(PROTOBUF):
+            # kubectl's typed clients (e.g. ``auth can-i``) send protobuf; only those bodies are understood.
+            if rt is not None and rt.plural == "selfsubjectaccessreviews":
+                return decode_protobuf_access_review(raw)
+            raise ApiError(415, "UnsupportedMediaType", UNKNOWN_FORMAT)
         try:
             return json.loads(raw)
         except ValueError as error:
             try:
-                import yaml
-
                 loaded = yaml.safe_load(raw)
-            except Exception:
+            except yaml.YAMLError:
                 raise bad_request(f"couldn't get version/kind; json parse error: {error}") from None
             if not isinstance(loaded, (dict, list)):
                 raise bad_request(f"couldn't get version/kind; json parse error: {error}") from None
@@ -464,7 +506,7 @@ class ApiServer:
 
     async def _create(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
         rt = parsed.rt
-        body = await self._body(request)
+        body = await self._body(request, rt)
         self._check_type(rt, body)
         headers = self._validate_fields(request, rt, body)
         if rt.plural == "selfsubjectaccessreviews":
@@ -851,6 +893,44 @@ class ApiServer:
         raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
 
 
+@functools.cache
+def self_signed_certificate() -> tuple[bytes, bytes]:
+    """A throwaway certificate for 127.0.0.1/localhost (PEM certificate, PEM key), made once per process.
+
+    It is its own CA, so a kubeconfig can carry it as ``certificate-authority-data``.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "druid-k8s-emulator")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
 def _optional_int(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
@@ -868,3 +948,67 @@ def _list_key(item: dict[str, Any]) -> str:
 def _object_key(obj: dict[str, Any]) -> tuple[str, str]:
     metadata = obj["metadata"]
     return metadata.get("namespace", ""), metadata["name"]
+
+
+def _protobuf_fields(data: bytes) -> dict[int, list[Any]]:
+    """Split one protobuf message into its fields (varints as int, length-delimited as bytes)."""
+    fields: dict[int, list[Any]] = {}
+    position = 0
+
+    def varint() -> int:
+        nonlocal position
+        value, shift = 0, 0
+        while True:
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+
+    while position < len(data):
+        key = varint()
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            fields.setdefault(number, []).append(varint())
+        elif wire_type == 2:
+            length = varint()
+            fields.setdefault(number, []).append(data[position : position + length])
+            position += length
+        elif wire_type in (1, 5):
+            size = 8 if wire_type == 1 else 4
+            fields.setdefault(number, []).append(data[position : position + size])
+            position += size
+        else:
+            raise bad_request("unable to decode the protobuf request body")
+    return fields
+
+
+def decode_protobuf_access_review(raw: bytes) -> dict[str, Any]:
+    """A protobuf SelfSubjectAccessReview (the ``k8s\\0`` envelope around runtime.Unknown) as JSON form."""
+    if not raw.startswith(b"k8s\x00"):
+        raise bad_request("the protobuf request body lacks the Kubernetes envelope")
+    try:
+        unknown = _protobuf_fields(raw[4:])
+        review = _protobuf_fields(unknown[2][0])
+        spec = _protobuf_fields(review[2][0]) if 2 in review else {}
+    except (IndexError, KeyError):
+        raise bad_request("unable to decode the protobuf request body") from None
+
+    def text(fields: dict[int, list[Any]], number: int) -> str:
+        values = fields.get(number) or [b""]
+        return bytes(values[0]).decode()
+
+    body_spec: dict[str, Any] = {}
+    if 1 in spec:
+        attributes = _protobuf_fields(spec[1][0])
+        names = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
+        body_spec["resourceAttributes"] = {
+            name: text(attributes, number)
+            for number, name in enumerate(names, start=1)
+            if number in attributes
+        }
+    if 2 in spec:
+        attributes = _protobuf_fields(spec[2][0])
+        body_spec["nonResourceAttributes"] = {"path": text(attributes, 1), "verb": text(attributes, 2)}
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": body_spec}
