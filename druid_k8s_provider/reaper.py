@@ -203,9 +203,8 @@ def reap(
     if page_size < 1:
         raise DruidK8sConfigError("page_size", f"must be at least 1, got {page_size}", "pass e.g. 500")
     sweep_time = now or dt.datetime.now(dt.UTC)
-    counts: Counter[str] = Counter({verdict.value: 0 for verdict in Verdict})
-    counts["examined"] = 0
-    counts["already_gone"] = 0
+    counts: Counter[str] = Counter(dict.fromkeys(("examined", Verdict.DELETE.value, "already_gone"), 0))
+    counts.update(dict.fromkeys((verdict.value for verdict in Verdict), 0))
     log.info(
         "Reaping peon Jobs in namespace %r finished more than %s ago (as of %s)",
         namespace,
@@ -347,7 +346,7 @@ def create_reaper_dag(
         doc_md=__doc__,
     ) as dag:
 
-        @task(task_id="reap_finished_peon_jobs")
+        @task(task_id="reap_finished_peon_jobs", multiple_outputs=False)
         def reap_finished_peon_jobs() -> dict[str, Any]:
             from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 

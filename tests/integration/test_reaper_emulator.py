@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -221,4 +222,22 @@ def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest
     assert job_names(kube) == {"still-running", "finished-an-hour-ago", "not-a-peon"}
     assert "Deleted Job old-complete (task.id=task_old-complete)" in output
     assert "Keeping Job still-running (task.id=task_still-running): still running" in output
-    assert '"deleted": 2' in output
+    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
+        xcom = db.execute(
+            "SELECT key, value FROM xcom WHERE dag_id = ? AND task_id = ?",
+            ("druid_k8s_reaper", "reap_finished_peon_jobs"),
+        ).fetchall()
+    [(key, value)] = xcom
+    assert key == "return_value"
+    assert json.loads(value) == {
+        "namespace": NAMESPACE,
+        "cleanup_delay_seconds": 172800,
+        "examined": 4,
+        "deleted": 2,
+        "already_gone": 0,
+        "kept_running": 1,
+        "kept_young": 1,
+        "kept_unlabelled": 0,
+        "kept_being_deleted": 0,
+        "kept_no_finish_time": 0,
+    }
