@@ -1,0 +1,192 @@
+"""Credentials in a Druid task spec never reach the Airflow task log, XCom, the rendered template fields or an
+error message: the operator registers them with Airflow's secrets masker before anything is logged.
+
+Each case runs one try of the operator in a worker subprocess (tests/chaos/worker.py) that logs through
+Airflow's structlog configuration with the masker, as a real task log is written, against an emulated
+cluster whose peon prints the credential (Druid peons log their task spec), then greps everything the try
+left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.behaviours import ContainerContext
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+NAMESPACE = "druid"
+WORKER = Path(__file__).resolve().parents[1] / "chaos" / "worker.py"
+S3_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
+JDBC_PASSWORD = "pg-Pa55w0rd-never-log-me"
+PROVIDER_PASSWORD = "hunter2-via-password-provider"
+SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD)
+MASK = "***"
+
+
+def s3_task() -> dict[str, Any]:
+    return {
+        "type": "index_parallel",
+        "id": "secret_s3_ingest",
+        "spec": {
+            "dataSchema": {"dataSource": "wikipedia"},
+            "ioConfig": {
+                "type": "index_parallel",
+                "inputSource": {
+                    "type": "s3",
+                    "uris": ["s3://bucket/wikipedia.json.gz"],
+                    "properties": {"accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": S3_SECRET},
+                },
+            },
+        },
+    }
+
+
+def jdbc_task() -> dict[str, Any]:
+    return {
+        "type": "index_parallel",
+        "id": "secret_jdbc_ingest",
+        "spec": {
+            "dataSchema": {"dataSource": "orders"},
+            "ioConfig": {
+                "type": "index_parallel",
+                "inputSource": {
+                    "type": "sql",
+                    "database": {
+                        "type": "postgresql",
+                        "connectorConfig": {
+                            "connectURI": "jdbc:postgresql://db:5432/shop",
+                            "user": "druid",
+                            "password": JDBC_PASSWORD,
+                        },
+                    },
+                    "sqls": ["SELECT * FROM orders"],
+                },
+            },
+            "tuningConfig": {
+                "type": "index_parallel",
+                "metadataStorage": {"password": {"type": "default", "password": PROVIDER_PASSWORD}},
+            },
+        },
+    }
+
+
+async def peon_that_prints_its_spec(ctx: ContainerContext) -> int:
+    """Like a Druid peon: decodes TASK_JSON and logs the task, credentials included; a task whose id says
+    so then fails quoting its database password, as a JDBC driver's error does."""
+    task = json.loads(gzip.decompress(base64.b64decode(ctx.env["TASK_JSON"])))
+    ctx.log(f"Running task[{task['id']}]: {json.dumps(task)}")
+    if "fail" in task["id"]:
+        ctx.log(f"Exception: cannot connect as druid:{JDBC_PASSWORD}@db:5432")
+        return 1
+    return 0
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
+    with KubeEmulator() as kube:
+        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+        kube.register_image("druid-peon:*", peon_that_prints_its_spec)
+        kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+        kube.store.create(
+            "pods",
+            NAMESPACE,
+            {
+                "metadata": {"name": "druid-overlord-0"},
+                "spec": {"containers": [{"name": "druid", "image": "druid-peon:33"}]},
+            },
+        )
+        yield kube
+
+
+def run_worker(tmp_path: Path, operator: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """One try of the operator in a worker process: (task log, report, the process' own output)."""
+    spec = {
+        "operator": {
+            "runner_properties": {"druid.indexer.runner.namespace": NAMESPACE},
+            "overlord_pod_name": "druid-overlord-0",
+            "poll_interval": 1.0,
+            **operator,
+        },
+        "log_file": str(tmp_path / "task.log"),
+        "report_file": str(tmp_path / "report.json"),
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    environment = {**os.environ, "AIRFLOW__CORE__UNIT_TEST_MODE": "True"}
+    completed = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path / "spec.json")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    return (tmp_path / "task.log").read_text(), report, completed.stdout + completed.stderr
+
+
+def assert_no_secret(where: str, text: str) -> None:
+    leaked = [secret for secret in SECRETS if secret in text]
+    assert not leaked, f"{where} shows the credential(s) {leaked}:\n{text[-2000:]}"
+
+
+@pytest.mark.parametrize(
+    ("druid_task", "deferrable"),
+    [(s3_task(), False), (json.dumps(jdbc_task()), True)],
+    ids=["s3-dict-worker", "jdbc-json-string-deferred"],
+)
+def test_credentials_of_a_successful_task_are_masked_everywhere(
+    cluster: KubeEmulator, tmp_path: Path, druid_task: Any, deferrable: bool
+) -> None:
+    log, report, output = run_worker(tmp_path, {"druid_task": druid_task, "deferrable": deferrable})
+    assert report.get("error") is None, report.get("traceback")
+    assert report["return_value"]["status"] == "SUCCESS"
+    assert "Running task[" in log and MASK in log, "the peon's log must reach the task log, masked"
+    assert_no_secret("the task log", log)
+    assert_no_secret("the worker's output", output)
+    assert_no_secret("XCom", json.dumps(report["xcom"]))
+    assert_no_secret("the rendered template fields", json.dumps(report["rendered"]))
+    assert MASK in json.dumps(report["rendered"]["druid_task"])
+
+
+def test_credentials_of_a_failing_task_stay_out_of_the_error_and_its_xcom(
+    cluster: KubeEmulator, tmp_path: Path
+) -> None:
+    task = jdbc_task()
+    task["id"] = "secret_jdbc_fail"
+    started = time.monotonic()
+    log, report, output = run_worker(tmp_path, {"druid_task": task})
+    assert time.monotonic() - started < 60
+    assert report["error_type"] == "JobFailed", report.get("traceback")
+    assert "secret_jdbc_fail" in report["error"]
+    assert_no_secret("the error message", report["error"])
+    assert_no_secret("the traceback", report["traceback"])
+    assert_no_secret("XCom", json.dumps(report["xcom"]))
+    assert_no_secret("the task log", log)
+    assert_no_secret("the worker's output", output)
+    assert "cannot connect as druid:***@db:5432" in log
+
+
+def test_bad_input_errors_do_not_quote_credentials(cluster: KubeEmulator, tmp_path: Path) -> None:
+    task = s3_task()
+    task["context"] = {"druid.indexer.runner.javaOpts": ["-Xmx1g"], "password": S3_SECRET}
+    log, report, output = run_worker(tmp_path, {"druid_task": task})
+    assert report["error_type"] == "DruidK8sConfigError", report.get("traceback")
+    assert "druid.indexer.runner.javaOpts" in report["error"]
+    for where, text in (("error", report["error"]), ("log", log), ("output", output)):
+        assert_no_secret(where, text)
+    assert cluster.metrics.creates("jobs") == 0
