@@ -156,6 +156,7 @@ class PodWorker:
         self._gone = False
         self._workdir: str | None = None
         self._lifecycle: asyncio.Task[None] | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ status
@@ -267,7 +268,26 @@ class PodWorker:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._lifecycle = asyncio.get_running_loop().create_task(self._run_pod())
+        loop = asyncio.get_running_loop()
+        self._lifecycle = loop.create_task(self._run_pod_guarded())
+        deadline = (self.pod.get("spec") or {}).get("activeDeadlineSeconds")
+        if deadline is not None:
+            self._deadline_timer = loop.call_later(int(deadline), self._pod_deadline_passed)
+
+    def _pod_deadline_passed(self) -> None:
+        """``spec.activeDeadlineSeconds`` of the pod itself, enforced by the kubelet."""
+        self.fail(
+            "DeadlineExceeded",
+            "Pod was active on the node longer than the specified deadline",
+            self.grace_seconds,
+        )
+
+    async def _run_pod_guarded(self) -> None:
+        try:
+            await self._run_pod()
+        except Exception as error:  # an emulator bug must not leave the pod silently stuck
+            log.exception("kubelet failed running pod %s/%s", self.namespace, self.name)
+            self._finish("Failed", "EmulatorError", f"the emulated kubelet failed: {error!r}")
 
     async def _run_pod(self) -> None:
         has_init = any(status.init for status in self.statuses.values())
@@ -588,6 +608,8 @@ class PodWorker:
             self.record_exit(status, run, await waiter)
 
     def _finish(self, phase: str, reason: str | None = None, message: str | None = None) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         self.phase = phase
         self.reason = reason or self.reason
         self.message = message or self.message
@@ -664,6 +686,8 @@ class PodWorker:
     def kill_now(self) -> None:
         """Emulator shutdown: SIGKILL everything at once, write nothing more."""
         self._gone = True
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         for task in (self._lifecycle, self._shutdown_task, *self.sidecar_keepers):
             if task is not None:
                 task.cancel()

@@ -306,3 +306,13 @@ def test_stopping_the_emulator_kills_local_processes(tmp_path: Path) -> None:
         return False
 
     wait_for(exited, timeout=5, what=f"process {pid} to be killed")
+
+
+def test_pod_active_deadline_fails_the_pod_with_deadline_exceeded(core: client.CoreV1Api) -> None:
+    long_running = shell("sleep 30")
+    core.create_namespaced_pod(NS, pod("bounded", [long_running], activeDeadlineSeconds=1))
+
+    done = wait_for(lambda: phase_in(core, "bounded", "Failed"))
+    assert done.status.reason == "DeadlineExceeded"
+    assert done.status.message == "Pod was active on the node longer than the specified deadline"
+    assert done.status.container_statuses[0].state.terminated.exit_code == 143
