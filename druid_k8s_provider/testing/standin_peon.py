@@ -27,16 +27,15 @@ short sleep per phase. Two task-context keys, which a real Druid ignores, steer 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as dt
-import gzip
 import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.job_builder import decompress_task
 from druid_k8s_provider.task import DruidTask
 
 if TYPE_CHECKING:
@@ -63,20 +62,12 @@ class TaskPayloadError(ValueError):
     """The peon could not get its task: no payload, or one that is not base64 of gzipped JSON."""
 
 
-def encode_task_payload(task_json: dict[str, Any]) -> str:
-    """Encode a task as the runner puts it in ``TASK_JSON``: base64 of the gzip of the JSON (for tests)."""
-    return base64.b64encode(gzip.compress(json.dumps(task_json).encode())).decode()
-
-
 def decode_task_payload(payload: str) -> dict[str, Any]:
-    """Decode ``TASK_JSON`` (or the ``task`` annotation): base64, then gunzip, then JSON."""
+    """Decode ``TASK_JSON`` (or the ``task`` annotation) as the peon does: base64, gunzip, JSON object."""
     try:
-        document = json.loads(gzip.decompress(base64.b64decode(payload, validate=True)))
+        return decompress_task(payload)
     except (binascii.Error, OSError, EOFError, ValueError) as error:
         raise TaskPayloadError(f"TASK_JSON is not base64 of gzipped JSON ({error})") from error
-    if not isinstance(document, dict):
-        raise TaskPayloadError(f"TASK_JSON decodes to a JSON {type(document).__name__}, not an object")
-    return document
 
 
 def task_payload(ctx: ContainerContext) -> str:
