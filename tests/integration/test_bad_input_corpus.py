@@ -1,0 +1,326 @@
+"""Bad input is refused before anything is created, with an error that names the field and the fix.
+
+A table of malformed inputs (task JSON, runner properties, templates, labels, annotations, durations,
+sizes, names, templated fields, pod template files, JVM options, sidecars) runs through
+``DruidK8sTaskOperator`` as a worker would run it, against an emulated cluster. For each, the error must
+name the offending field and say how to fix it, and the API server must have recorded no write at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+
+from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError
+from druid_k8s_provider.operators.task import DruidK8sTaskOperator
+from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.behaviours import exits
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+NAMESPACE = "druid"
+RUNNER = "druid.indexer.runner."
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+OVERLORD = "druid-overlord-0"
+WITH_SIDECAR = "druid-overlord-with-sidecar"
+TASK: dict[str, Any] = {"type": "index_parallel", "id": "bad_input_probe", "spec": {}}
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One malformed input: operator arguments (over sane defaults) and the field the error must name."""
+
+    case: str
+    field: str
+    task: Any = field(default_factory=lambda: dict(TASK))
+    properties: Any = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    refused_as: type[Exception] = DruidK8sConfigError
+
+
+def task(**changes: Any) -> dict[str, Any]:
+    return {**TASK, **changes}
+
+
+def pod_template(containers: str = "    containers:\n      - name: main\n        image: peon:ok\n") -> str:
+    return f"apiVersion: v1\nkind: PodTemplate\nmetadata:\n  name: peon\ntemplate:\n  spec:\n{containers}"
+
+
+CORPUS = (
+    # -- task JSON ---------------------------------------------------------------------------------
+    BadInput("task-not-json", "druid_task", task='{"type": "index_parallel", '),
+    BadInput("task-json-array", "druid_task", task='["index_parallel"]'),
+    BadInput("task-a-number", "druid_task", task=42),
+    BadInput("task-without-type", "task.type", task={"id": "no_type", "spec": {}}),
+    BadInput("task-type-not-a-string", "task.type", task=task(type=["index"])),
+    BadInput("task-id-with-slash", "task.id", task=task(id="wiki/2026")),
+    BadInput("task-id-empty", "task.id", task=task(id="")),
+    BadInput("task-id-with-tab", "task.id", task=task(id="wiki\t2026")),
+    BadInput("group-id-not-a-string", "task.groupId", task=task(groupId=7)),
+    BadInput("context-not-an-object", "task.context", task=task(context="fast")),
+    BadInput(
+        "context-java-opts-a-list",
+        "task.context.druid.indexer.runner.javaOpts",
+        task=task(context={"druid.indexer.runner.javaOpts": ["-Xmx1g"]}),
+    ),
+    BadInput(
+        "context-java-opts-bad-heap-size",
+        "javaOpts",
+        task=task(context={"druid.indexer.runner.javaOpts": "-Xmx12zz"}),
+    ),
+    BadInput(
+        "task-too-large-for-the-peon",
+        "task",
+        task=task(spec={"blob": os.urandom(150 * 1024).hex()}),
+    ),
+    # -- runner properties ---------------------------------------------------------------------------
+    BadInput("namespace-missing", RUNNER + "namespace", properties={RUNNER + "namespace": None}),
+    BadInput("namespace-invalid", RUNNER + "namespace", properties={RUNNER + "namespace": "Druid_Tasks"}),
+    BadInput(
+        "overlord-namespace-invalid",
+        RUNNER + "overlordNamespace",
+        properties={RUNNER + "overlordNamespace": "a b"},
+    ),
+    BadInput("properties-not-json", "runner_properties", properties="druid.indexer.runner.namespace=druid"),
+    BadInput("properties-json-array", "runner_properties", properties='["druid"]'),
+    BadInput(
+        "property-misspelt", RUNNER + "maxTaskDurations", properties={RUNNER + "maxTaskDurations": "PT1H"}
+    ),
+    BadInput("java-opts-string-form", RUNNER + "javaOpts", properties={RUNNER + "javaOpts": "-Xmx1g"}),
+    BadInput(
+        "java-opts-array-not-json", RUNNER + "javaOptsArray", properties={RUNNER + "javaOptsArray": "-Xmx1g"}
+    ),
+    BadInput(
+        "java-opts-array-of-numbers",
+        RUNNER + "javaOptsArray",
+        properties={RUNNER + "javaOptsArray": "[1, 2]"},
+    ),
+    BadInput(
+        "java-opts-array-bad-direct-memory",
+        "MaxDirectMemorySize",
+        properties={RUNNER + "javaOptsArray": '["-XX:MaxDirectMemorySize=lots"]'},
+    ),
+    BadInput(
+        "adapter-type-unknown",
+        RUNNER + "k8s.adapter.type",
+        properties={RUNNER + "k8s.adapter.type": "overlordSingle"},
+    ),
+    BadInput("debug-jobs-not-boolean", RUNNER + "debugJobs", properties={RUNNER + "debugJobs": "yes please"}),
+    BadInput("capacity-negative", RUNNER + "capacity", properties={RUNNER + "capacity": "-1"}),
+    BadInput("cpu-not-a-number", RUNNER + "cpuCoreInMicro", properties={RUNNER + "cpuCoreInMicro": "lots"}),
+    BadInput(
+        "grace-period-negative",
+        RUNNER + "graceTerminationPeriodSeconds",
+        properties={RUNNER + "graceTerminationPeriodSeconds": "-5"},
+    ),
+    # -- durations --------------------------------------------------------------------------------------
+    BadInput(
+        "duration-in-words", RUNNER + "maxTaskDuration", properties={RUNNER + "maxTaskDuration": "4 hours"}
+    ),
+    BadInput(
+        "duration-in-months", RUNNER + "maxTaskDuration", properties={RUNNER + "maxTaskDuration": "P1M"}
+    ),
+    BadInput(
+        "duration-zero", RUNNER + "K8sjobLaunchTimeout", properties={RUNNER + "K8sjobLaunchTimeout": "PT0S"}
+    ),
+    BadInput(
+        "duration-a-date", RUNNER + "taskCleanupDelay", properties={RUNNER + "taskCleanupDelay": "2026-01-01"}
+    ),
+    BadInput(
+        "launch-timeout-both-spellings",
+        "k8sjobLaunchTimeout",
+        properties={RUNNER + "K8sjobLaunchTimeout": "PT1H", RUNNER + "k8sjobLaunchTimeout": "PT2H"},
+    ),
+    # -- labels and annotations ---------------------------------------------------------------------------
+    BadInput("labels-not-json", RUNNER + "labels", properties={RUNNER + "labels": "team=druid"}),
+    BadInput("label-value-a-number", RUNNER + "labels", properties={RUNNER + "labels": '{"tier": 5}'}),
+    BadInput("label-key-invalid", RUNNER + "labels", properties={RUNNER + "labels": '{"bad key!": "x"}'}),
+    BadInput(
+        "label-value-too-long",
+        RUNNER + "labels",
+        properties={RUNNER + "labels": json.dumps({"team": "x" * 64})},
+    ),
+    BadInput(
+        "label-reserved", RUNNER + "labels", properties={RUNNER + "labels": '{"druid.k8s.peons": "false"}'}
+    ),
+    BadInput(
+        "annotation-reserved", RUNNER + "annotations", properties={RUNNER + "annotations": '{"task.id": "x"}'}
+    ),
+    BadInput("annotations-a-list", RUNNER + "annotations", properties={RUNNER + "annotations": '["x"]'}),
+    BadInput(
+        "peon-monitors-not-an-array",
+        RUNNER + "peonMonitors",
+        properties={RUNNER + "peonMonitors": '"JvmMonitor"'},
+    ),
+    # -- templates ---------------------------------------------------------------------------------------
+    BadInput(
+        "primary-container-unknown",
+        RUNNER + "primaryContainerName",
+        properties={RUNNER + "primaryContainerName": "druid-main"},
+    ),
+    BadInput(
+        "sidecar-support-contradicts-custom-template",
+        RUNNER + "sidecarSupport",
+        properties={RUNNER + "sidecarSupport": "true", RUNNER + "k8s.adapter.type": "customTemplateAdapter"},
+    ),
+    BadInput(
+        "sidecar-without-command",
+        "template.spec.containers[log-shipper].command",
+        properties={RUNNER + "k8s.adapter.type": "overlordMultiContainer"},
+        arguments={"overlord_pod_name": WITH_SIDECAR},
+    ),
+    BadInput(
+        "sidecar-commands-for-unknown-container",
+        RUNNER + "sidecarCommands",
+        properties={
+            RUNNER + "k8s.adapter.type": "overlordMultiContainer",
+            RUNNER + "sidecarCommands": '{"no-such-sidecar": ["/bin/ship"]}',
+        },
+        arguments={"overlord_pod_name": WITH_SIDECAR},
+    ),
+    BadInput(
+        "pod-template-type-misspelt",
+        RUNNER + "k8s.podTemplate.index_paralel",
+        properties={RUNNER + "k8s.podTemplate.index_paralel": "/templates/index.yaml"},
+    ),
+    BadInput(
+        "pod-template-file-missing",
+        RUNNER + "k8s.podTemplate.base",
+        arguments={"pod_template_file": "/nonexistent/peon-template.yaml"},
+    ),
+    BadInput(
+        "pod-template-not-yaml",
+        RUNNER + "k8s.podTemplate.base",
+        files={"template.yaml": "template: [unclosed"},
+    ),
+    BadInput(
+        "pod-template-a-pod", "kind", files={"template.yaml": pod_template().replace("PodTemplate", "Pod")}
+    ),
+    BadInput(
+        "pod-template-without-containers",
+        "containers",
+        files={"template.yaml": pod_template("    containers: []\n")},
+    ),
+    BadInput(
+        "pod-template-container-without-name",
+        "containers[0]",
+        files={"template.yaml": pod_template("    containers:\n      - image: peon:ok\n")},
+    ),
+    # -- other operator arguments and templated fields ----------------------------------------------------
+    BadInput("task-file-not-found-relative", "druid_task", task="tasks/missing_task.json"),
+    BadInput("task-file-not-found-absolute", "druid_task", task="/nonexistent/druid/task.json"),
+    BadInput(
+        "templated-task-id-renders-empty",
+        "task.id",
+        task='{"type": "index_parallel", "id": "{{ params.get(\'missing\', \'\') }}"}',
+    ),
+    BadInput("templated-task-jinja-syntax-error", "druid_task", task='{"type": "{{ params.type "}'),
+    BadInput(
+        "templated-properties-render-bad-duration",
+        RUNNER + "maxTaskDuration",
+        properties='{"druid.indexer.runner.namespace": "druid", '
+        '"druid.indexer.runner.maxTaskDuration": "{{ params.get(\'hours\', 4) }} hours"}',
+    ),
+    BadInput(
+        "runtime-properties-file-missing",
+        "runtime_properties_file",
+        arguments={"runtime_properties_file": "/nonexistent/overlord/runtime.properties"},
+    ),
+    BadInput(
+        "template-pod-not-found",
+        "overlord_pod_name",
+        arguments={"overlord_pod_name": "no-such-overlord"},
+        refused_as=DruidK8sTaskError,
+    ),
+    BadInput(
+        "no-template-pod-given",
+        "overlord_pod_selector",
+        arguments={"overlord_pod_name": None},
+        refused_as=DruidK8sTaskError,
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[KubeEmulator]:
+    with KubeEmulator() as emulator:
+        emulator.register_image("peon:*", exits(0))
+        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+        emulator.store.create(
+            "pods",
+            NAMESPACE,
+            {"metadata": {"name": OVERLORD}, "spec": {"containers": [{"name": "druid", "image": "peon:ok"}]}},
+        )
+        sidecar = {"name": "log-shipper", "image": "peon:ok", "args": ["--ship", "/logs"]}
+        emulator.store.create(
+            "pods",
+            NAMESPACE,
+            {
+                "metadata": {"name": WITH_SIDECAR},
+                "spec": {"containers": [{"name": "druid", "image": "peon:ok"}, sidecar]},
+            },
+        )
+        yield emulator
+
+
+def refuse(kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Exception:
+    """Run the operator on the bad input like a worker; return what it raised."""
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+    arguments: dict[str, Any] = {"overlord_pod_name": OVERLORD, "poll_interval": 0.5, **bad.arguments}
+    for name, text in bad.files.items():
+        (tmp_path / name).write_text(text)
+        arguments["pod_template_file"] = str(tmp_path / name)
+    properties = bad.properties
+    if isinstance(properties, dict):
+        properties = {
+            key: value
+            for key, value in {RUNNER + "namespace": NAMESPACE, **properties}.items()
+            if value is not None
+        }
+    elif properties is None:
+        properties = {RUNNER + "namespace": NAMESPACE}
+    ti = SimpleNamespace(dag_id="bad_input", task_id="druid", run_id="manual_1", map_index=-1, try_number=1,
+                         xcom_push=lambda key, value: None)  # fmt: skip
+    context: dict[str, Any] = {"ti": ti, "params": {}, "var": {}}
+
+    def run_like_a_worker() -> None:
+        with DAG("bad_input", schedule=None, template_searchpath=[str(tmp_path)]):
+            operator = DruidK8sTaskOperator(
+                task_id="druid", druid_task=bad.task, runner_properties=properties, **arguments
+            )
+        operator.render_template_fields(context)
+        operator.execute(context)
+
+    with pytest.raises(Exception) as raised:
+        run_like_a_worker()
+    return raised.value
+
+
+@pytest.mark.parametrize("bad", CORPUS, ids=lambda bad: bad.case)
+def test_bad_input_is_refused_naming_the_field_and_the_fix_before_any_write(
+    kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube.metrics.reset()
+    error = refuse(kube, bad, tmp_path, monkeypatch)
+    message = str(error)
+    assert isinstance(error, bad.refused_as), f"{type(error).__name__}: {message}"
+    assert bad.field in message, f"the error does not name {bad.field!r}: {message}"
+    assert "Fix:" in message or "Fix " in message or "fix:" in message, f"the error gives no fix: {message}"
+    writes = [f"{r.verb} {r.resource}" for r in kube.metrics.records() if r.verb in WRITE_VERBS]
+    assert writes == [], f"bad input {bad.case!r} reached the cluster: {writes}"
+    assert kube.store.list("jobs", NAMESPACE) == []
+
+
+def test_the_corpus_covers_every_kind_of_input() -> None:
+    assert len(CORPUS) >= 30
+    assert len({bad.case for bad in CORPUS}) == len(CORPUS)
