@@ -362,8 +362,26 @@ class DruidK8sTaskOperator(BaseOperator):
         finally:
             self._wait = None
 
-    def execute_complete(self, context: Context, event: dict[str, Any], details: dict[str, Any]) -> Any:
-        """Resume after the trigger fired: catch up the log, report the outcome, clean up."""
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], details: dict[str, Any] | None = None
+    ) -> Any:
+        """Resume after the trigger fired: catch up the log, report the outcome, clean up.
+
+        ``details`` come from the deferral; when a runner drops them (``dag.test()`` passes only the
+        event), the event and the operator's own configuration say the same.
+        """
+        if details is None:
+            details = {
+                key: event[key]
+                for key in (
+                    "druid_task_id",
+                    "job_name",
+                    "namespace",
+                    "kubernetes_conn_id",
+                    "disable_client_proxy",
+                )
+            }
+            details["debug_jobs"] = self.runner_config().debug_jobs
         return self._finish(context, event, details)
 
     # -- outcome -----------------------------------------------------------------------------------------

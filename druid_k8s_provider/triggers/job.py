@@ -341,6 +341,8 @@ class JobFollower:
             "job_name": self.job_name,
             "namespace": self.namespace,
             "druid_task_id": self.druid_task_id,
+            "kubernetes_conn_id": self.hook.kubernetes_conn_id,
+            "disable_client_proxy": self.hook.disable_client_proxy,
             "log_cursor": self.log_cursor.to_dict(),
             **details,
         }
@@ -493,6 +495,8 @@ class DruidK8sJobTrigger(BaseTrigger):
                 "job_name": self.job_name,
                 "namespace": self.namespace,
                 "druid_task_id": self.druid_task_id,
+                "kubernetes_conn_id": self.kubernetes_conn_id,
+                "disable_client_proxy": self.disable_client_proxy,
                 "log_cursor": follower.log_cursor.to_dict(),
                 "error": f"{type(exc).__name__}: {exc}",
             }

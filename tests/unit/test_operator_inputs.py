@@ -102,3 +102,13 @@ def test_credentials_anywhere_in_the_spec_are_found() -> None:
 def test_ordinary_fields_that_mention_key_are_not_treated_as_secrets() -> None:
     spec = {"keyColumn": "id", "accessKeyId": "AKIA", "partitionKey": "x", "key": "k1", "apiKey": "a1"}
     assert sorted(sensitive_values(spec)) == ["a1", "k1"]
+
+
+def test_rendering_registers_the_spec_credentials_with_the_secrets_masker() -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    op = operator(
+        druid_task={**TASK, "spec": {"ioConfig": {"inputSource": {"accessKey": "AKIA-UNIT-98765"}}}}
+    )
+    op.render_template_fields(context={})  # type: ignore[arg-type]
+    assert redact("peon says accessKey=AKIA-UNIT-98765") == "peon says accessKey=***"
