@@ -111,6 +111,11 @@ class Cluster:
         self.jobs.stop()
         await self.kubelet.stop()
 
+    @property
+    def running(self) -> bool:
+        """False once stopped: callbacks already queued on the loop then do nothing."""
+        return self._started
+
     def _on_change(self, event_type: str, plural: str, obj: Obj) -> None:
         if not self._started:
             return

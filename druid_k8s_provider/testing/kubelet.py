@@ -565,12 +565,13 @@ class PodWorker:
 
     def _process_env(self, env: dict[str, str]) -> dict[str, str]:
         """A container's env plus what its image would provide: PATH (this interpreter's bin first, so a
-        ``python`` command finds the project's virtualenv), HOME and HOSTNAME (the pod name)."""
+        ``python`` command finds the project's virtualenv), HOME, and HOSTNAME (``spec.hostname`` or the pod
+        name)."""
         host_path = os.environ.get("PATH", os.defpath)
         base = {
             "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{host_path}",
             "HOME": os.environ.get("HOME", "/root"),
-            "HOSTNAME": self.name,
+            "HOSTNAME": str((self.pod.get("spec") or {}).get("hostname") or self.name),
         }
         return {**base, **env}
 

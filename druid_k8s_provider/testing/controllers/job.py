@@ -162,6 +162,8 @@ class JobController:
 
     def _drain(self) -> None:
         self._drain_scheduled = False
+        if not self.cluster.running:
+            return
         keys = list(self._dirty)
         self._dirty.clear()
         for key in keys:

@@ -113,7 +113,7 @@ class Scheduler:
 
     def _schedule_pass(self) -> None:
         self._pass_scheduled = False
-        while self._active:
+        while self._active and self.cluster.running:
             key, pod = next(iter(self._active.items()))
             del self._active[key]
             problem = self._why_not(pod)
