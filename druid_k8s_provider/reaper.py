@@ -87,7 +87,14 @@ class PeonJobClient(Protocol):
 
     def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]: ...
 
-    def delete_job(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool: ...
+    def delete_job(
+        self,
+        name: str,
+        namespace: str,
+        grace_period_seconds: int | None = None,
+        *,
+        task_id: str | None = None,
+    ) -> bool: ...
 
 
 def parse_kubernetes_time(value: str) -> dt.datetime:
@@ -196,6 +203,8 @@ def reap(
     list and the delete (deleted by its operator, by the TTL controller, by a person) is counted as
     ``already_gone``, not as an error. ``now`` is fixed for the whole sweep (default: the time it starts),
     so one run makes consistent decisions. Every decision is logged with the Job name and its Druid task id.
+    Any other failure (a missing permission, an API error that retries did not cure) stops the sweep with the
+    hook's error, which names the Job and the task; the Jobs deleted so far stay deleted.
 
     The summary has ``examined``, ``deleted``, ``already_gone`` and one ``kept_<reason>`` count per reason to
     keep a Job (see :class:`Verdict`), plus the ``namespace`` and ``cleanup_delay_seconds`` used.
@@ -220,7 +229,7 @@ def reap(
                 log.info(
                     "Keeping Job %s (task.id=%s): %s", decision.name, decision.task_id, decision.explanation
                 )
-            elif hook.delete_job(decision.name, namespace):
+            elif hook.delete_job(decision.name, namespace, task_id=decision.task_id):
                 counts[Verdict.DELETE.value] += 1
                 log.info(
                     "Deleted Job %s (task.id=%s): %s", decision.name, decision.task_id, decision.explanation

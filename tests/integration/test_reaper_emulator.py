@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from druid_k8s_provider.errors import DruidK8sTaskError
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.reaper import reap
 from druid_k8s_provider.testing import KubeEmulator
@@ -135,8 +136,15 @@ def test_jobs_deleted_by_someone_else_during_the_sweep_count_as_already_gone(
                         kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
                 yield job
 
-        def delete_job(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool:
-            return hook.delete_job(name, namespace, grace_period_seconds)
+        def delete_job(
+            self,
+            name: str,
+            namespace: str,
+            grace_period_seconds: int | None = None,
+            *,
+            task_id: str | None = None,
+        ) -> bool:
+            return hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id)
 
     summary = reap(RacingHook(), NAMESPACE, TWO_DAYS, page_size=10)
 
@@ -161,8 +169,15 @@ def test_jobs_deleted_between_pages_neither_break_paging_nor_are_missed(
                         kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
                 yield job
 
-        def delete_job(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool:
-            return hook.delete_job(name, namespace, grace_period_seconds)
+        def delete_job(
+            self,
+            name: str,
+            namespace: str,
+            grace_period_seconds: int | None = None,
+            *,
+            task_id: str | None = None,
+        ) -> bool:
+            return hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id)
 
     summary = reap(DeletingBetweenPages(), NAMESPACE, TWO_DAYS, page_size=10)
 
@@ -184,6 +199,22 @@ def test_transient_api_errors_on_delete_are_retried_not_reported(
     assert summary["deleted"] == 5
     assert job_names(kube) == set()
     assert kube.metrics.count(verb="delete", resource="jobs", status=503) == 2
+
+
+def test_a_permission_error_stops_the_sweep_naming_the_job_and_the_task(
+    kube: KubeEmulator, hook: DruidK8sHook
+) -> None:
+    add_job(kube, "peon-forbidden", "Complete", age=dt.timedelta(days=3))
+    kube.faults.add(
+        verb="delete", resource="jobs", status=403, message='jobs.batch "peon-forbidden" is forbidden'
+    )
+
+    with pytest.raises(DruidK8sTaskError) as failure:
+        reap(hook, NAMESPACE, TWO_DAYS)
+
+    assert "task_peon-forbidden" in str(failure.value)
+    assert "peon-forbidden" in str(failure.value)
+    assert job_names(kube) == {"peon-forbidden"}
 
 
 def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest(

@@ -201,7 +201,14 @@ class FakeHook:
             self.pages_served += 1
             yield from self.jobs[start : start + page_size]
 
-    def delete_job(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool:
+    def delete_job(
+        self,
+        name: str,
+        namespace: str,
+        grace_period_seconds: int | None = None,
+        *,
+        task_id: str | None = None,
+    ) -> bool:
         if name in self.vanished:
             return False
         self.deleted.append(name)
@@ -252,7 +259,14 @@ def test_reap_pulls_one_page_at_a_time() -> None:
                 events.append(f"page {start // page_size}")
                 yield from self.jobs[start : start + page_size]
 
-        def delete_job(self, name: str, namespace: str, grace_period_seconds: int | None = None) -> bool:
+        def delete_job(
+            self,
+            name: str,
+            namespace: str,
+            grace_period_seconds: int | None = None,
+            *,
+            task_id: str | None = None,
+        ) -> bool:
             events.append(f"delete {name}")
             return True
 
