@@ -19,6 +19,7 @@ import logging
 import ssl
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from druid_k8s_provider.testing.store import (
     WatchEvent,
     bad_request,
     expired,
+    list_key,
 )
 from druid_k8s_provider.testing.validation import prune_unknown_fields
 
@@ -86,6 +88,7 @@ class _Watcher:
     namespace: str
     labels: LabelSelector
     fields: FieldSelector
+    name: str | None = None  # an exact metadata.name from the field selector: indexed for fan-out
     queue: asyncio.Queue[WatchEvent | None] = field(default_factory=asyncio.Queue)
     matched: set[tuple[str, str]] = field(default_factory=set)
     track_membership: bool = False
@@ -116,6 +119,8 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: dict[str, set[_Watcher]] = {}
+        self._named_watchers: dict[tuple[str, str], set[_Watcher]] = {}
+        self._encoded_lines: OrderedDict[tuple[int, str], bytes] = OrderedDict()
         self._watch_responses: set[web.StreamResponse] = set()
         store.add_event_listener(self._fan_out)
         faults.on_drop_watches(self.drop_watches)
@@ -190,8 +195,8 @@ class ApiServer:
             transport = request.transport if request is not None else None
             if transport is not None:
                 transport.abort()
-        for watchers in self._watchers.values():
-            for watcher in watchers:
+        for registry in (*self._watchers.values(), *self._named_watchers.values()):
+            for watcher in registry:
                 watcher.queue.put_nowait(None)
 
     # ------------------------------------------------------------------ request pipeline
@@ -440,56 +445,47 @@ class ApiServer:
             raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
 
     async def _get(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
-        obj = self.store.get(parsed.rt.plural, parsed.namespace, parsed.name)
-        if parsed.subresource == "status" or not parsed.subresource:
-            return self._json(obj)
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return self._json(self.store.get_shared(parsed.rt.plural, parsed.namespace, parsed.name))
 
     async def _list(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
         rt = parsed.rt
         query = request.query
-        items, version = self.store.list_with_version(
+        limit = _optional_int(query.get("limit"), "limit") or 0
+        after_key = ""
+        continued_version = ""
+        continue_token = query.get("continue", "")
+        if continue_token:
+            continued_version, after_key = self._decode_continue(continue_token)
+        items, version, remaining = self.store.shared_page(
             rt.plural,
             parsed.namespace or None,
             query.get("labelSelector", ""),
             query.get("fieldSelector", ""),
+            limit=limit,
+            after_key=after_key,
         )
-        metadata: dict[str, Any] = {"resourceVersion": version}
-        limit_text = query.get("limit", "")
-        continue_token = query.get("continue", "")
-        if continue_token:
-            list_version, start_after = self._decode_continue(continue_token)
-            metadata["resourceVersion"] = list_version
-            items = [item for item in items if _list_key(item) > start_after]
-        if limit_text:
-            try:
-                limit = int(limit_text)
-            except ValueError:
-                raise bad_request(f'limit: Invalid value: "{limit_text}": must be an integer') from None
-            if 0 < limit < len(items):
-                remaining = len(items) - limit
-                items = items[:limit]
-                metadata["continue"] = self._encode_continue(
-                    metadata["resourceVersion"], _list_key(items[-1])
-                )
-                metadata["remainingItemCount"] = remaining
-        for item in items:
-            item.pop("apiVersion", None)
-            item.pop("kind", None)
+        metadata: dict[str, Any] = {"resourceVersion": continued_version or version}
+        if remaining:
+            metadata["continue"] = self._encode_continue(metadata["resourceVersion"], list_key(items[-1]))
+            metadata["remainingItemCount"] = remaining
+        # List items carry no apiVersion/kind on the wire, as from a real server.
+        listed = [
+            {key: value for key, value in item.items() if key not in ("apiVersion", "kind")} for item in items
+        ]
         return self._json(
-            {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata, "items": items}
+            {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": metadata, "items": listed}
         )
 
     @staticmethod
     def _encode_continue(version: str, last_key: str) -> str:
-        raw = _dumps({"v": "meta.k8s.io/v1", "rv": int(version), "start": last_key + "\x00"})
+        raw = _dumps({"v": "meta.k8s.io/v1", "rv": int(version), "start": last_key})
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     def _decode_continue(self, token: str) -> tuple[str, str]:
         try:
             padded = token + "=" * (-len(token) % 4)
             decoded = json.loads(base64.urlsafe_b64decode(padded))
-            version, start = str(decoded["rv"]), str(decoded["start"]).rstrip("\x00")
+            version, start = str(decoded["rv"]), str(decoded["start"])
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise bad_request(f"continue key is not valid: {token!r}") from None
         try:
@@ -670,6 +666,37 @@ class ApiServer:
     def _fan_out(self, event: WatchEvent) -> None:
         for watcher in self._watchers.get(event.plural, ()):
             watcher.queue.put_nowait(event)
+        name_key = (event.plural, event.obj["metadata"]["name"])
+        for watcher in self._named_watchers.get(name_key, ()):
+            watcher.queue.put_nowait(event)
+
+    def _register(self, watcher: _Watcher) -> None:
+        if watcher.name is None:
+            self._watchers.setdefault(watcher.plural, set()).add(watcher)
+        else:
+            self._named_watchers.setdefault((watcher.plural, watcher.name), set()).add(watcher)
+
+    def _unregister(self, watcher: _Watcher) -> None:
+        if watcher.name is None:
+            registry = self._watchers.get(watcher.plural)
+        else:
+            registry = self._named_watchers.get((watcher.plural, watcher.name))
+        if registry is not None:
+            registry.discard(watcher)
+            if not registry:
+                key: Any = watcher.plural if watcher.name is None else (watcher.plural, watcher.name)
+                (self._watchers if watcher.name is None else self._named_watchers).pop(key, None)
+
+    def _encoded(self, event: WatchEvent, event_type: str) -> bytes:
+        """The JSON line of an event, encoded once however many watches send it."""
+        key = (event.resource_version, event_type)
+        line = self._encoded_lines.get(key)
+        if line is None:
+            line = _dumps({"type": event_type, "object": event.obj}) + b"\n"
+            self._encoded_lines[key] = line
+            if len(self._encoded_lines) > 4096:
+                self._encoded_lines.popitem(last=False)
+        return line
 
     async def _watch(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.StreamResponse:
         rt = parsed.rt
@@ -679,57 +706,61 @@ class ApiServer:
             fields = parse_field_selector(query.get("fieldSelector", ""), rt.plural)
         except SelectorError as error:
             raise bad_request(str(error)) from None
-        try:
-            timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_SECONDS)
-        except ValueError:
-            raise bad_request("timeoutSeconds must be an integer") from None
+        timeout = float(
+            _optional_int(query.get("timeoutSeconds"), "timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_SECONDS
+        )
         bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
         requested = query.get("resourceVersion", "")
-        watcher = _Watcher(rt.plural, parsed.namespace, labels, fields)
-        initial: list[tuple[str, dict[str, Any]]] = []
+        if requested not in ("", "0"):
+            _optional_int(requested, "resourceVersion")
+        watcher = _Watcher(rt.plural, parsed.namespace, labels, fields, fields.name())
+        initial: list[dict[str, Any]] = []
         error_event: dict[str, Any] | None = None
         since = 0
-        if self.faults.take_watch_expiry():
-            error_event = expired(f"too old resource version: {requested or 0} (injected)").to_status()
-        elif requested in ("", "0"):
-            items, version = self.store.list_with_version(rt.plural, parsed.namespace or None)
-            since = int(version)
-            watcher.track_membership = True
-            for item in items:
-                if labels.matches(item["metadata"].get("labels")) and fields.matches(item):
-                    initial.append(("ADDED", item))
-                    watcher.matched.add(_object_key(item))
-        else:
-            try:
-                since = int(requested)
-            except ValueError:
-                raise bad_request(
-                    f'resourceVersion: Invalid value: "{requested}": must be an integer'
-                ) from None
-            try:
-                replay = self.store.events_since(since, rt.plural)
-            except ApiError as error:
-                error_event = error.to_status()
+        # Registered before the snapshot, with no await in between: no event can fall in a gap.
+        self._register(watcher)
+        try:
+            if self.faults.take_watch_expiry():
+                error_event = expired(f"too old resource version: {requested or 0} (injected)").to_status()
+            elif requested in ("", "0"):
+                items, version, _ = self.store.shared_page(
+                    rt.plural,
+                    parsed.namespace or None,
+                    query.get("labelSelector", ""),
+                    query.get("fieldSelector", ""),
+                )
+                since = int(version)
+                watcher.track_membership = True
+                initial = items
+                watcher.matched.update(_object_key(item) for item in items)
             else:
-                for replayed in replay:
+                since = int(requested)
+                for replayed in self.store.events_since(since, rt.plural):
                     watcher.queue.put_nowait(replayed)
+        except ApiError as error:
+            error_event = error.to_status()
+        if error_event is not None:
+            self._unregister(watcher)
         response = web.StreamResponse(
             status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"}
         )
         response.enable_chunked_encoding()
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except BaseException:
+            self._unregister(watcher)
+            raise
         if error_event is not None:
             with contextlib.suppress(ConnectionError):
                 await response.write(_dumps({"type": "ERROR", "object": error_event}) + b"\n")
                 await response.write_eof()
             return response
-        self._watchers.setdefault(rt.plural, set()).add(watcher)
         self._watch_responses.add(response)
         self.metrics.watch_opened()
         last_sent = since
         try:
-            for event_type, item in initial:
-                await response.write(_dumps({"type": event_type, "object": item}) + b"\n")
+            for item in initial:
+                await response.write(_dumps({"type": "ADDED", "object": item}) + b"\n")
             deadline = time.monotonic() + timeout
             next_bookmark = time.monotonic() + self.bookmark_interval
             while True:
@@ -760,13 +791,13 @@ class ApiServer:
                 last_sent = event.resource_version
                 outgoing = self._filter(watcher, event)
                 if outgoing is not None:
-                    await response.write(_dumps({"type": outgoing, "object": event.obj}) + b"\n")
+                    await response.write(self._encoded(event, outgoing))
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._watchers.get(rt.plural, set()).discard(watcher)
+            self._unregister(watcher)
             self._watch_responses.discard(response)
             self.metrics.watch_closed()
         return response
@@ -938,11 +969,6 @@ def _optional_int(value: str | None, name: str) -> int | None:
         return int(value)
     except ValueError:
         raise bad_request(f'{name}: Invalid value: "{value}": must be an integer') from None
-
-
-def _list_key(item: dict[str, Any]) -> str:
-    metadata = item["metadata"]
-    return f"{metadata.get('namespace', '')}/{metadata['name']}"
 
 
 def _object_key(obj: dict[str, Any]) -> tuple[str, str]:

@@ -139,6 +139,12 @@ def resource_type(plural: str) -> ResourceType:
         raise ApiError(404, "NotFound", "the server could not find the requested resource") from None
 
 
+def list_key(obj: Obj) -> str:
+    """``namespace/name``: the order lists are returned in and what continue tokens point at."""
+    metadata = obj["metadata"]
+    return f"{metadata.get('namespace', '')}/{metadata['name']}"
+
+
 def now_timestamp() -> str:
     """The current time as Kubernetes serialises ``metav1.Time`` (seconds, UTC, ``Z``)."""
     return pendulum.now("UTC").format("YYYY-MM-DDTHH:mm:ss[Z]")
@@ -412,24 +418,67 @@ class ObjectStore:
         label_selector: str = "",
         field_selector: str = "",
     ) -> tuple[Objects, str]:
-        """Matching objects plus the resourceVersion the list is consistent with."""
+        """Matching objects (copies) plus the resourceVersion the list is consistent with."""
+        items, version, _ = self.shared_page(plural, namespace, label_selector, field_selector)
+        return copy.deepcopy(items), version
+
+    def shared_page(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        *,
+        limit: int = 0,
+        after_key: str = "",
+    ) -> tuple[Objects, str, int]:
+        """A page of matching objects, the list's resourceVersion and how many matches follow the page.
+
+        For the HTTP server, which only serialises: the objects are the stored ones, shared and read-only
+        (the store never changes a stored dict, it replaces it). ``after_key`` is ``namespace/name`` of the
+        last object of the previous page; ``limit`` 0 means everything.
+        """
         rt = resource_type(plural)
         try:
             labels = parse_label_selector(label_selector)
             fields = parse_field_selector(field_selector, plural)
         except SelectorError as error:
             raise bad_request(str(error)) from None
+        wanted_name = fields.name()
         with self._lock:
             objects = self._stored(rt)
+            if wanted_name is not None and (namespace or not rt.namespaced):
+                found = objects.get(self._key(rt, namespace, wanted_name))
+                candidates = [found] if found is not None else []
+            else:
+                candidates = [
+                    obj
+                    for (obj_namespace, _), obj in objects.items()
+                    if not namespace or not rt.namespaced or obj_namespace == namespace
+                ]
             items = [
                 obj
-                for (obj_namespace, _), obj in objects.items()
-                if (not namespace or not rt.namespaced or obj_namespace == namespace)
-                and labels.matches(obj["metadata"].get("labels"))
-                and fields.matches(obj)
+                for obj in candidates
+                if labels.matches(obj["metadata"].get("labels")) and fields.matches(obj)
             ]
-            items.sort(key=lambda obj: (obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
-            return copy.deepcopy(items), str(self._resource_version)
+            version = str(self._resource_version)
+        items.sort(key=list_key)
+        if after_key:
+            items = [obj for obj in items if list_key(obj) > after_key]
+        remaining = 0
+        if 0 < limit < len(items):
+            remaining = len(items) - limit
+            items = items[:limit]
+        return items, version, remaining
+
+    def get_shared(self, plural: str, namespace: str | None, name: str) -> Obj:
+        """The stored object itself, read-only (for serialising), or 404 NotFound."""
+        rt = resource_type(plural)
+        with self._lock:
+            obj = self._stored(rt).get(self._key(rt, namespace, name))
+        if obj is None:
+            raise not_found(rt, name)
+        return obj
 
     # ------------------------------------------------------------------ writes
 
