@@ -102,7 +102,7 @@ async def _watch(
             async for line in response.content:
                 if line.strip():
                     figures.watch_events += 1
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         figures.watch_failures += 1
 
 
