@@ -135,3 +135,41 @@ def test_version_and_api_resources(kubectl: Any) -> None:
     assert version["serverVersion"]["minor"] == "32"
     resources = kubectl("api-resources", "-o", "name").stdout.split()
     assert {"pods", "jobs.batch", "configmaps", "events", "namespaces"} <= set(resources)
+
+
+def test_get_prints_the_columns_users_know(kubectl: Any, kube: KubeEmulator, job_manifest: Any) -> None:
+    kube.store.create("jobs", "default", job_manifest("printed"))
+
+    def finish(job: dict[str, Any]) -> None:
+        job["status"] = {
+            "succeeded": 1,
+            "startTime": "2026-01-01T00:00:00Z",
+            "completionTime": "2026-01-01T00:03:20Z",
+            "conditions": [{"type": "Complete", "status": "True"}],
+        }
+
+    kube.store.mutate("jobs", "default", "printed", finish, subresource="status")
+    header, row = kubectl("get", "jobs").stdout.splitlines()
+    assert header.split() == ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    assert row.split()[:4] == ["printed", "Complete", "1/1", "3m20s"]
+
+    kube.store.create(
+        "pods",
+        "default",
+        {"metadata": {"name": "crashing"}, "spec": {"containers": [{"name": "main", "image": "x:1"}]}},
+    )
+
+    def crash(pod: dict[str, Any]) -> None:
+        pod["status"]["containerStatuses"] = [
+            {
+                "name": "main",
+                "ready": False,
+                "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            }
+        ]
+
+    kube.store.mutate("pods", "default", "crashing", crash, subresource="status")
+    header, row = kubectl("get", "pods").stdout.splitlines()
+    assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert row.split()[:4] == ["crashing", "0/1", "CrashLoopBackOff", "3"]
