@@ -398,7 +398,13 @@ class ApiServer:
             # kubectl's typed clients (e.g. ``auth can-i``) send protobuf; only those bodies are understood.
             if rt is not None and rt.plural == "selfsubjectaccessreviews":
                 return decode_protobuf_access_review(raw)
-            raise ApiError(415, "UnsupportedMediaType", UNKNOWN_FORMAT)
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the Kubernetes API emulator does not decode protobuf request bodies, which kubectl's "
+                "imperative commands send (kubectl create job/namespace/configmap, kubectl run): write the "
+                "object as YAML and use kubectl create -f or kubectl apply -f",
+            )
         try:
             return json.loads(raw)
         except ValueError as error:

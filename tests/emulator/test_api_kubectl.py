@@ -173,3 +173,18 @@ def test_get_prints_the_columns_users_know(kubectl: Any, kube: KubeEmulator, job
     header, row = kubectl("get", "pods").stdout.splitlines()
     assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert row.split()[:4] == ["crashing", "0/1", "CrashLoopBackOff", "3"]
+
+
+def test_imperative_create_explains_the_protobuf_limitation(kubectl: Any) -> None:
+    result = kubectl("create", "namespace", "imperative")
+    assert result.returncode == 1
+    assert "use kubectl create -f or kubectl apply -f" in result.stderr
+    assert (
+        kubectl(
+            "create",
+            "-f",
+            "-",
+            stdin=_yaml({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "imperative"}}),
+        ).returncode
+        == 0
+    )
