@@ -85,6 +85,14 @@ def test_pod_larger_than_the_node_stays_pending_with_an_unschedulable_condition(
     assert current.status.phase == "Pending" and current.spec.node_name is None
     (message,) = failed_scheduling(core, "huge")
     assert message == scheduled.message
+    (event,) = [item for item in core.list_namespaced_event(NS).items if item.reason == "FailedScheduling"]
+    # the scheduler writes events.k8s.io/v1 events: eventTime set, the legacy timestamps null
+    assert event.event_time is not None and event.last_timestamp is None and event.first_timestamp is None
+    assert (event.type, event.reporting_component, event.action) == (
+        "Warning",
+        "default-scheduler",
+        "Scheduling",
+    )
 
 
 def test_pending_pod_is_scheduled_once_capacity_frees_up(core: client.CoreV1Api) -> None:

@@ -69,6 +69,11 @@ def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def now_micro_rfc3339() -> str:
+    """``MicroTime`` as the API writes ``eventTime``: microseconds, UTC, ``Z``."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def parse_rfc3339(value: str) -> float:
     """Epoch seconds of an API timestamp."""
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
@@ -221,15 +226,22 @@ class EventRecorder:
         host: str | None = None,
         warning: bool = False,
         field_path: str | None = None,
+        action: str | None = None,
     ) -> None:
-        """Record one occurrence; never raises (a lost event must not break a controller)."""
+        """Record one occurrence; never raises (a lost event must not break a controller).
+
+        With ``action`` the event is written as components on the ``events.k8s.io/v1`` API (the scheduler)
+        show through ``v1``: ``eventTime`` and ``series`` instead of ``firstTimestamp``/``lastTimestamp``/
+        ``count``, empty ``source``. Clients that sort by ``lastTimestamp`` meet the same nulls as on a real
+        cluster.
+        """
         meta = involved["metadata"]
         namespace = meta.get("namespace") or "default"
         event_type = "Warning" if warning else "Normal"
         key = (str(meta.get("uid")), field_path or "", reason, message, component, event_type)
         timestamp = now_rfc3339()
         try:
-            if key in self._seen and self._bump(self._seen[key], timestamp):
+            if key in self._seen and self._bump(self._seen[key], timestamp, series=action is not None):
                 return
             name = f"{meta['name']}.{self._unique_suffix():x}"
             involved_ref: Obj = {
@@ -242,29 +254,36 @@ class EventRecorder:
             }
             if field_path:
                 involved_ref["fieldPath"] = field_path
-            source: Obj = {"component": component}
-            if host:
-                source["host"] = host
-            self._store.create(
-                "events",
-                namespace,
-                {
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "involvedObject": involved_ref,
-                    "reason": reason,
-                    "message": message,
-                    "type": event_type,
-                    "source": source,
-                    "reportingComponent": component,
-                    "reportingInstance": host or "",
-                    "count": 1,
-                    "firstTimestamp": timestamp,
-                    "lastTimestamp": timestamp,
-                    "eventTime": None,
-                },
-            )
+            event: Obj = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": involved_ref,
+                "reason": reason,
+                "message": message,
+                "type": event_type,
+            }
+            if action is None:
+                event.update(
+                    source={"component": component, **({"host": host} if host else {})},
+                    reportingComponent=component,
+                    reportingInstance=host or "",
+                    count=1,
+                    firstTimestamp=timestamp,
+                    lastTimestamp=timestamp,
+                    eventTime=None,
+                )
+            else:
+                event.update(
+                    source={},
+                    reportingComponent=component,
+                    reportingInstance=f"{component}-{host}" if host else component,
+                    action=action,
+                    firstTimestamp=None,
+                    lastTimestamp=None,
+                    eventTime=now_micro_rfc3339(),
+                )
+            self._store.create("events", namespace, event)
             self._seen[key] = (namespace, name)
         except Exception:  # an event is best effort, exactly as in client-go
             log.warning("could not record event %s for %s/%s", reason, namespace, meta["name"], exc_info=True)
@@ -274,10 +293,14 @@ class EventRecorder:
         for key in [key for key in self._seen if key[0] == involved_uid]:
             del self._seen[key]
 
-    def _bump(self, event_key: Key, timestamp: str) -> bool:
+    def _bump(self, event_key: Key, timestamp: str, series: bool) -> bool:
         def increment(event: Obj) -> None:
-            event["count"] = int(event.get("count") or 1) + 1
-            event["lastTimestamp"] = timestamp
+            if series:
+                count = int((event.get("series") or {}).get("count") or 1) + 1
+                event["series"] = {"count": count, "lastObservedTime": now_micro_rfc3339()}
+            else:
+                event["count"] = int(event.get("count") or 1) + 1
+                event["lastTimestamp"] = timestamp
 
         try:
             self._store.mutate("events", event_key[0], event_key[1], increment)

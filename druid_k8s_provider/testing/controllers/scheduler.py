@@ -178,6 +178,8 @@ class Scheduler:
             "Scheduled",
             f"Successfully assigned {key[0]}/{key[1]} to {node_name}",
             component="default-scheduler",
+            host=node_name,
+            action="Binding",
         )
 
     def _report_unschedulable(self, pod: Obj, message: str) -> None:
@@ -195,5 +197,11 @@ class Scheduler:
                 log.exception("scheduler could not update pod %s/%s", namespace, name)
             return
         self.cluster.events.record(
-            current, "FailedScheduling", message, component="default-scheduler", warning=True
+            current,
+            "FailedScheduling",
+            message,
+            component="default-scheduler",
+            host=self.cluster.node.name,
+            warning=True,
+            action="Scheduling",
         )
