@@ -160,7 +160,7 @@ def test_native_sidecar_job_completes_and_the_sidecar_is_stopped(api: client.Api
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
 
 
-def test_plain_sidecar_keeps_the_pod_running_and_the_job_unfinished(
+def test_plain_sidecar_keeps_the_job_running_until_its_deadline(
     kube: KubeEmulator, api: client.ApiClient
 ) -> None:
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
@@ -176,7 +176,7 @@ def test_plain_sidecar_keeps_the_pod_running_and_the_job_unfinished(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": "stuck"},
-        "spec": {"backoffLimit": 0, "template": {"spec": spec}},
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 2, "template": {"spec": spec}},
     }
     batch.create_namespaced_job(NS, manifest)
 
@@ -188,10 +188,16 @@ def test_plain_sidecar_keeps_the_pod_running_and_the_job_unfinished(
         return pods[0] if states.get("main") and states["main"].terminated else None
 
     wait_for(main_done, what="main to finish")
-    time.sleep(1.0)  # bounded: a real cluster would leave it like this forever
+    time.sleep(0.5)
     pod = only_pod(core, "stuck")
     states = {status.name: status.state for status in pod.status.container_statuses}
     assert pod.status.phase == "Running"
     assert states["main"].terminated.exit_code == 0 and states["log-shipper"].running is not None
     status = batch.read_namespaced_job("stuck", NS).status
     assert status.active == 1 and not finished(batch, "stuck")
+    # only the deadline ends it, as on a real cluster
+    assert wait_for(lambda: finished(batch, "stuck")) == ["FailureTarget", "Failed"]
+    failed = next(
+        cond for cond in batch.read_namespaced_job("stuck", NS).status.conditions if cond.type == "Failed"
+    )
+    assert failed.reason == "DeadlineExceeded"
