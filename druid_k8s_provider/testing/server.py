@@ -246,7 +246,7 @@ class ApiServer:
             log.exception("emulator request %s %s failed", request.method, request.path_qs)
             response = self._error(ApiError(500, "InternalError", f"Internal error occurred: {error}"))
         body = getattr(response, "body", None)
-        sent = len(body) if isinstance(body, bytes) else 0
+        sent = len(body) if isinstance(body, bytes) else response.body_length
         self.metrics.record(
             RequestRecord(
                 verb=verb,
@@ -772,8 +772,14 @@ class ApiServer:
         self.metrics.watch_opened()
         last_sent = since
         try:
+            as_table = _wants_table(request)  # kubectl get -w prints each event as a table row
+
+            def encode(event_type: str, obj: dict[str, Any]) -> bytes:
+                printed = table(rt, [obj], obj["metadata"]["resourceVersion"]) if as_table else obj
+                return _dumps({"type": event_type, "object": printed}) + b"\n"
+
             for item in initial:
-                await response.write(_dumps({"type": "ADDED", "object": item}) + b"\n")
+                await response.write(encode("ADDED", item))
             deadline = time.monotonic() + timeout
             next_bookmark = time.monotonic() + self.bookmark_interval
             while True:
@@ -804,7 +810,8 @@ class ApiServer:
                 last_sent = event.resource_version
                 outgoing = self._filter(watcher, event)
                 if outgoing is not None:
-                    await response.write(self._encoded(event, outgoing))
+                    line = encode(outgoing, event.obj) if as_table else self._encoded(event, outgoing)
+                    await response.write(line)
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):

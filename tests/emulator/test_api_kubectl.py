@@ -188,3 +188,15 @@ def test_imperative_create_explains_the_protobuf_limitation(kubectl: Any) -> Non
         ).returncode
         == 0
     )
+
+
+def test_get_watch_prints_rows_as_objects_change(kubectl: Any, kube: KubeEmulator, pod_manifest: Any) -> None:
+    def add_pod_later() -> None:
+        time.sleep(0.5)
+        kube.store.create("pods", "default", pod_manifest("watched"))
+
+    threading.Thread(target=add_pod_later).start()
+    watched = kubectl("get", "pods", "--watch", "--request-timeout=2s")
+    header, row = watched.stdout.splitlines()
+    assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert row.split()[:4] == ["watched", "0/1", "Pending", "0"]
