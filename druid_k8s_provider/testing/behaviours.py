@@ -1,10 +1,13 @@
 """What an emulated container does when its image is not run as a local process.
 
-The emulator's kubelet runs most containers as real local processes, but tests need containers that exit with
-a chosen code, get OOM-killed, never exit or fail to pull: cheaply, a thousand at a time. A *behaviour* is an
-``async def behaviour(ctx: ContainerContext) -> int`` returning the container's exit code; it runs as an
-asyncio task, so sleeping behaviours cost no thread or process. Register one per image pattern with
-``kube.register_image("apache/druid:*", exits(0, lines=["task done"]))``.
+The emulator's kubelet can run containers as real local processes, but tests need containers that exit
+with a chosen code, get OOM-killed, never exit or fail to pull: cheaply, a thousand at a time. A
+*behaviour* is an ``async def behaviour(ctx: ContainerContext) -> int`` returning the container's exit
+code (a plain function returning an int works too); it runs as an asyncio task, so sleeping behaviours
+cost no thread or process. Register one per image pattern with
+``kube.register_image("apache/druid:*", exits(0, lines=["task done"]))``. A container whose image matches
+a registration runs the behaviour even when its command exists on this host; the latest matching
+registration wins.
 
 A behaviour may also define ``async def pull(ctx)``: the kubelet awaits it before "pulling" succeeds, and a
 ``ImagePullFailed`` raised there puts the container into ``ErrImagePull`` then ``ImagePullBackOff``, retried
@@ -68,7 +71,9 @@ class ContainerContext:
         return self.stopping.is_set()
 
 
-Behaviour = Callable[[ContainerContext], Awaitable[int]]
+AsyncBehaviour = Callable[[ContainerContext], Awaitable[int]]
+#: What ``register_image`` accepts: an async behaviour, or a plain function returning the exit code.
+Behaviour = Callable[[ContainerContext], Awaitable[int] | int]
 
 
 @runtime_checkable
@@ -80,7 +85,7 @@ class PullingBehaviour(Protocol):
     async def __call__(self, ctx: ContainerContext) -> int: ...
 
 
-def exits(code: int = 0, lines: Iterable[str] = (), after: float = 0.0) -> Behaviour:
+def exits(code: int = 0, lines: Iterable[str] = (), after: float = 0.0) -> AsyncBehaviour:
     """Write ``lines``, run for ``after`` seconds, exit with ``code`` (143 if SIGTERM came first)."""
     log_lines = tuple(lines)
 
@@ -94,12 +99,12 @@ def exits(code: int = 0, lines: Iterable[str] = (), after: float = 0.0) -> Behav
     return behaviour
 
 
-def sleeps(seconds: float, code: int = 0) -> Behaviour:
+def sleeps(seconds: float, code: int = 0) -> AsyncBehaviour:
     """Run for ``seconds`` then exit with ``code``; SIGTERM ends it early with 143."""
     return exits(code, after=seconds)
 
 
-def oom_killed(after: float = 0.0, lines: Iterable[str] = ()) -> Behaviour:
+def oom_killed(after: float = 0.0, lines: Iterable[str] = ()) -> AsyncBehaviour:
     """Write ``lines``, then after ``after`` seconds exceed the memory limit (reason ``OOMKilled``)."""
     log_lines = tuple(lines)
 
@@ -113,7 +118,7 @@ def oom_killed(after: float = 0.0, lines: Iterable[str] = ()) -> Behaviour:
     return behaviour
 
 
-def never_exits(lines: Iterable[str] = (), ignores_sigterm: bool = False) -> Behaviour:
+def never_exits(lines: Iterable[str] = (), ignores_sigterm: bool = False) -> AsyncBehaviour:
     """A server or sidecar: runs until stopped. With ``ignores_sigterm`` only SIGKILL ends it (exit 137)."""
     log_lines = tuple(lines)
 
@@ -135,7 +140,7 @@ class _PullFails:
 
     message: str
     failures: int | None
-    then: Behaviour
+    then: AsyncBehaviour
     attempts: int = 0
 
     async def pull(self, ctx: ContainerContext) -> None:
@@ -151,7 +156,7 @@ def image_pull_fails(
     message: str = 'failed to pull and unpack image "{image}": failed to resolve reference "{image}": '
     "pull access denied, repository does not exist or may require authorization",
     failures: int | None = None,
-    then: Behaviour | None = None,
+    then: AsyncBehaviour | None = None,
 ) -> PullingBehaviour:
     """Pulls fail (``ErrImagePull``, then ``ImagePullBackOff``); after ``failures`` attempts run ``then``.
 

@@ -316,3 +316,16 @@ def test_pod_active_deadline_fails_the_pod_with_deadline_exceeded(core: client.C
     assert done.status.reason == "DeadlineExceeded"
     assert done.status.message == "Pod was active on the node longer than the specified deadline"
     assert done.status.container_statuses[0].state.terminated.exit_code == 143
+
+
+def test_plain_function_behaviour_returns_the_exit_code(kube: KubeEmulator, core: client.CoreV1Api) -> None:
+    def instant(ctx: ContainerContext) -> int:
+        ctx.log(f"{ctx.container_name} in {ctx.pod['metadata']['name']}")
+        return 5
+
+    kube.register_image("instant:*", instant)
+    core.create_namespaced_pod(NS, pod("sync", [{"name": "main", "image": "instant:1"}]))
+
+    done = wait_for(lambda: phase_in(core, "sync", "Failed"))
+    assert done.status.container_statuses[0].state.terminated.exit_code == 5
+    assert pod_log(core, "sync") == "main in sync\n"

@@ -11,6 +11,7 @@ import abc
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ import signal
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from druid_k8s_provider.testing.behaviours import (
     SIGKILL_EXIT_CODE,
@@ -88,7 +90,7 @@ class BehaviourRun(ContainerRun):
     async def _main(self) -> Exit:
         if self._killed:
             return Exit(SIGKILL_EXIT_CODE, "Error")
-        self._inner = asyncio.ensure_future(self.behaviour(self.ctx))
+        self._inner = asyncio.ensure_future(self._invoke())
         await asyncio.wait({self._inner})
         if self._inner.cancelled():
             return Exit(SIGKILL_EXIT_CODE, "Error")
@@ -108,6 +110,13 @@ class BehaviourRun(ContainerRun):
             )
             return Exit(1, "Error")
         return Exit.from_code(code)
+
+    async def _invoke(self) -> int:
+        """Await the behaviour; a plain function returning an exit code is accepted too."""
+        outcome: Any = self.behaviour(self.ctx)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        return cast(int, outcome)
 
     def sigterm(self) -> None:
         self.ctx.stopping.set()
