@@ -520,7 +520,7 @@ class ApiServer:
         headers = self._validate_fields(request, rt, body)
         if rt.plural == "selfsubjectaccessreviews":
             return self._json(self._access_review(user, body), status=201, headers=headers)
-        if request.query.get("dryRun") == "All":
+        if _dry_run(request):
             return self._json(self._dry_run_create(rt, parsed.namespace, body), status=201, headers=headers)
         created = self.store.create(rt.plural, parsed.namespace or None, body)
         return self._json(created, status=201, headers=headers)
@@ -571,7 +571,12 @@ class ApiServer:
         self._check_type(rt, body)
         headers = self._validate_fields(request, rt, body)
         updated = self.store.replace(
-            rt.plural, parsed.namespace or None, parsed.name, body, subresource=parsed.subresource or None
+            rt.plural,
+            parsed.namespace or None,
+            parsed.name,
+            body,
+            subresource=parsed.subresource or None,
+            dry_run=_dry_run(request),
         )
         return self._json(updated, headers=headers)
 
@@ -597,6 +602,7 @@ class ApiServer:
                     parsed.name,
                     patched,
                     subresource=parsed.subresource or None,
+                    dry_run=_dry_run(request),
                 )
             except ApiError as error:
                 if error.reason == "Conflict" and not pinned_version:
@@ -631,6 +637,9 @@ class ApiServer:
 
     async def _delete(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
         options = await self._delete_options(request)
+        if _dry_run(request) or options.get("dryRun") == ["All"]:
+            # A dry run checks the object exists and shows it; nothing is deleted.
+            return self._json(self.store.get_shared(parsed.rt.plural, parsed.namespace or None, parsed.name))
         preconditions = options.get("preconditions") or {}
         result = self.store.delete(
             parsed.rt.plural,
@@ -980,6 +989,11 @@ def self_signed_certificate() -> tuple[bytes, bytes]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _dry_run(request: web.Request) -> bool:
+    """``?dryRun=All``: validate and answer, store nothing (kubectl ``--dry-run=server``)."""
+    return request.query.get("dryRun") == "All"
 
 
 def _wants_table(request: web.Request) -> bool:

@@ -564,9 +564,19 @@ class ObjectStore:
             )
 
     def replace(
-        self, plural: str, namespace: str | None, name: str, obj: Obj, subresource: str | None = None
+        self,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        obj: Obj,
+        subresource: str | None = None,
+        *,
+        dry_run: bool = False,
     ) -> Obj:
-        """PUT semantics: 409 Conflict on a stale resourceVersion; status and spec updated separately."""
+        """PUT semantics: 409 Conflict on a stale resourceVersion; status and spec updated separately.
+
+        ``dry_run`` validates and returns the would-be object without storing it (``?dryRun=All``).
+        """
         rt = resource_type(plural)
         new = copy.deepcopy(obj)
         metadata = new.setdefault("metadata", {})
@@ -587,7 +597,7 @@ class ObjectStore:
             wanted_version = metadata.get("resourceVersion")
             if wanted_version and wanted_version != old["metadata"]["resourceVersion"]:
                 raise conflict(rt, name)
-            result = self._update_locked(rt, key, old, new, subresource, api_update=True)
+            result = self._update_locked(rt, key, old, new, subresource, api_update=True, dry_run=dry_run)
         self._schedule_dispatch()
         return result
 
@@ -626,6 +636,7 @@ class ObjectStore:
         subresource: str | None,
         *,
         api_update: bool,
+        dry_run: bool = False,
     ) -> Obj:
         old_metadata = old["metadata"]
         name = old_metadata["name"]
@@ -670,8 +681,9 @@ class ObjectStore:
             if rt.tracks_generation and result.get("spec") != old.get("spec"):
                 metadata["generation"] = int(old_metadata.get("generation", 1)) + 1
         result["metadata"]["resourceVersion"] = old_metadata["resourceVersion"]
-        if result == old:
-            return copy.deepcopy(old)  # a no-op write changes nothing, not even the resourceVersion
+        if result == old or dry_run:
+            # A no-op write changes nothing, not even the resourceVersion; a dry run only shows the result.
+            return copy.deepcopy(result)
         result["metadata"]["resourceVersion"] = self._next_version()
         if (
             result["metadata"].get("deletionTimestamp")

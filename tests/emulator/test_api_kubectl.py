@@ -200,3 +200,19 @@ def test_get_watch_prints_rows_as_objects_change(kubectl: Any, kube: KubeEmulato
     header, row = watched.stdout.splitlines()
     assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert row.split()[:4] == ["watched", "0/1", "Pending", "0"]
+
+
+def test_server_dry_run_changes_nothing(kubectl: Any, kube: KubeEmulator, job_manifest: Any) -> None:
+    manifest = job_manifest("dry")
+    created = kubectl("apply", "--dry-run=server", "-f", "-", stdin=_yaml(manifest))
+    assert created.stdout.strip() == "job.batch/dry created (server dry run)", created.stderr
+    assert kube.store.list("jobs") == []
+    kube.store.create("jobs", "default", manifest)
+    version = kube.store.get("jobs", "default", "dry")["metadata"]["resourceVersion"]
+    manifest["metadata"]["labels"] = {"new": "label"}
+    configured = kubectl("apply", "--dry-run=server", "-f", "-", stdin=_yaml(manifest))
+    assert configured.stdout.strip() == "job.batch/dry configured (server dry run)", configured.stderr
+    deleted = kubectl("delete", "job", "dry", "--dry-run=server")
+    assert deleted.stdout.strip() == 'job.batch "dry" deleted (server dry run)', deleted.stderr
+    job = kube.store.get("jobs", "default", "dry")
+    assert job["metadata"]["resourceVersion"] == version and job["metadata"]["labels"] == {}
