@@ -151,7 +151,7 @@ class PodWorker:
         self.terminating = False
         self.runs: dict[str, ContainerRun] = {}
         self.graveyard = Graveyard()
-        self.sidecar_keepers: list[asyncio.Task[Exit | None]] = []
+        self.sidecar_keepers: list[asyncio.Task[Exit]] = []
         self._flush_scheduled = False
         self._gone = False
         self._workdir: str | None = None
@@ -218,6 +218,7 @@ class PodWorker:
         asyncio.get_running_loop().call_soon(self.flush)
 
     def status(self) -> Obj:
+        """The pod status as this kubelet sees it now (conditions it owns, IPs, container statuses)."""
         self._refresh_readiness()
         if not self.finished and any(status.started for status in self.regular):
             self.phase = "Running"
@@ -242,6 +243,7 @@ class PodWorker:
         return status
 
     def flush(self) -> None:
+        """Write the status now, keeping conditions other components own (PodScheduled)."""
         self._flush_scheduled = False
         if self._gone:
             return
@@ -310,7 +312,7 @@ class PodWorker:
                 await started
                 continue
             result = await self._keep(status)
-            if result is None or result.code != 0:
+            if result.code != 0:
                 self._finish("Failed")
                 return
         if has_init:
@@ -320,12 +322,10 @@ class PodWorker:
             self.changed()
         results = await asyncio.gather(*(self._keep(status) for status in self.regular))
         await self._stop_sidecars()
-        succeeded = all(result is not None and result.code == 0 for result in results)
+        succeeded = all(result.code == 0 for result in results)
         self._finish("Succeeded" if succeeded else "Failed")
 
-    async def _keep(
-        self, status: ContainerStatus, started: asyncio.Future[None] | None = None
-    ) -> Exit | None:
+    async def _keep(self, status: ContainerStatus, started: asyncio.Future[None] | None = None) -> Exit:
         """Run a container until its restart policy says it is done; returns its last exit."""
         if status.sidecar:
             policy = "Always"
