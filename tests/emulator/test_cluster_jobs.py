@@ -275,6 +275,8 @@ def test_suspended_job_creates_no_pod_until_resumed(kube: KubeEmulator, api: cli
         c for c in batch.read_namespaced_job("paused", NS).status.conditions if c.type == "Suspended"
     )
     assert (resumed.status, resumed.reason) == ("False", "JobResumed")
+    reasons = [reason for reason, _, _ in events_for(core, "paused")]
+    assert reasons[:3] == ["Suspended", "Resumed", "SuccessfulCreate"]
 
 
 def test_deleting_a_running_pod_counts_as_a_failure_and_is_replaced(

@@ -197,7 +197,7 @@ class JobController:
         failed = tracking.base_failed + tracking.count("Failed")
 
         if spec.get("suspend"):
-            self._suspend(job, status, conditions, active)
+            self._suspend(job, status, conditions, active, tracking)
             self._write_status(job, status, conditions, active, terminating, succeeded, failed)
             return
         if not status.get("startTime"):
@@ -205,8 +205,9 @@ class JobController:
             tracking.started_at = time.time()
         elif tracking.started_at is None:
             tracking.started_at = parse_rfc3339(status["startTime"])
-        if find_condition(status, "Suspended"):
+        if (find_condition(status, "Suspended") or {}).get("status") == "True":
             set_condition(conditions, condition("Suspended", False, "JobResumed", "Job resumed"))
+            self.cluster.events.record(job, "Resumed", "Job resumed", component=_COMPONENT)
 
         interim = self._interim_condition(job, conditions, active, succeeded, failed, tracking)
         if interim is not None:
@@ -295,7 +296,13 @@ class JobController:
                 job, str(interim["reason"]), str(interim["message"]), component=_COMPONENT, warning=True
             )
 
-    def _suspend(self, job: Obj, status: Obj, conditions: list[Obj], active: list[Obj]) -> None:
+    def _suspend(
+        self, job: Obj, status: Obj, conditions: list[Obj], active: list[Obj], tracking: _Tracking
+    ) -> None:
+        """Suspended: no pods, and the deadline clock stops (it restarts from zero on resume)."""
+        tracking.cancel_timers()
+        tracking.deadline_timer = tracking.backoff_timer = None
+        tracking.started_at = None
         for pod in active:
             self._delete_pod(job, pod)
         active.clear()
