@@ -16,7 +16,6 @@ going away, the Job keeps running and the next try re-attaches to it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -65,8 +64,6 @@ COMPLETION_SLACK_SECONDS = 60.0
 SENSITIVE_KEY = re.compile(
     r"password|passwd|secret|token|credential|api_?key|private_?key|access_?key$|(^|_)key$", re.IGNORECASE
 )
-#: How long ``on_kill`` waits for the API server to say whether the task instance is still running.
-STATE_QUERY_TIMEOUT_SECONDS = 5.0
 
 
 def sensitive_values(document: Any) -> list[str]:
@@ -158,6 +155,7 @@ class DruidK8sTaskOperator(BaseOperator):
         self._running: dict[str, Any] | None = None
         self._wait: tuple[asyncio.AbstractEventLoop, asyncio.Task[dict[str, Any]]] | None = None
         self._kill_verdict: str | None = None
+        self._stop_requested = False
 
     @staticmethod
     def _read_task_file(path: str) -> str:
@@ -341,11 +339,16 @@ class DruidK8sTaskOperator(BaseOperator):
             task = asyncio.current_task()
             assert task is not None
             self._wait = (asyncio.get_running_loop(), task)
+            if self._stop_requested:  # on_kill came between the create and this wait
+                raise asyncio.CancelledError
             return await follower.run()
 
         try:
             return asyncio.run(wait())
         except asyncio.CancelledError:
+            self._wait = None
+            if self._kill_verdict is None:
+                self._decide_on_stop()
             running = self._running or {}
             if self._kill_verdict == "deleted":
                 raise JobFailed(
@@ -496,7 +499,22 @@ class DruidK8sTaskOperator(BaseOperator):
     # -- stopping ----------------------------------------------------------------------------------------
 
     def on_kill(self) -> None:
-        """Delete the Job if a person stopped the task; leave it running if the worker is going away."""
+        """Delete the Job if a person stopped the task; leave it running if the worker is going away.
+
+        Airflow calls this from its SIGTERM handler, where starting threads or taking locks the interrupted
+        code may hold can deadlock. So while the operator waits in the worker, this only cancels the wait;
+        ``execute`` then decides, in ordinary context, before the supervisor's SIGKILL escalation.
+        """
+        self._stop_requested = True
+        if self._wait is not None:
+            loop, task = self._wait
+            loop.call_soon_threadsafe(task.cancel)
+            return
+        if self._running is not None and self._kill_verdict is None:
+            self._decide_on_stop()
+
+    def _decide_on_stop(self) -> None:
+        """Ask the API server whether the task instance still runs; delete the Job only if it does not."""
         running = self._running
         if running is None:
             return
@@ -519,35 +537,21 @@ class DruidK8sTaskOperator(BaseOperator):
                 running["job_name"],
             )
             self._kill_verdict = "kept"
-        if self._wait is not None:
-            loop, task = self._wait
-            loop.call_soon_threadsafe(task.cancel)
 
     def _state_on_server(self, context: Context) -> str | None:
-        """The task instance's state as the API server sees it, or None when it cannot be learned.
-
-        Asked from a helper thread with a timeout: ``on_kill`` runs in a signal handler, and the
-        supervisor channel may be held by the interrupted code.
-        """
+        """The task instance's state as the API server sees it, or None when it cannot be learned."""
         ti = context["ti"]
-
-        def ask() -> str | None:
-            map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None
+        map_index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else None
+        try:
             states = ti.get_task_states(
                 dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
             )
-            key = ti.task_id if map_index is None else f"{ti.task_id}_{map_index}"
-            value = (states.get(ti.run_id) or {}).get(key)
-            return str(getattr(value, "value", value)) if value is not None else "none"
-
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="druid-k8s-state")
-        try:
-            return pool.submit(ask).result(timeout=STATE_QUERY_TIMEOUT_SECONDS)
         except Exception as exc:
             self.log.warning("Could not learn the task instance's state from the API server: %s", exc)
             return None
-        finally:
-            pool.shutdown(wait=False)
+        key = ti.task_id if map_index is None else f"{ti.task_id}_{map_index}"
+        value = (states.get(ti.run_id) or {}).get(key)
+        return str(getattr(value, "value", value)) if value is not None else "none"
 
 
 def _json_object(field: str, value: Any) -> dict[str, Any]:
