@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 
 #: ``startedAt`` of a container that never started, as the runtime reports it.
 _NEVER = "1970-01-01T00:00:00Z"
+#: Limits of a ``FallbackToLogsOnError`` termination message, as the kubelet applies them.
+_FALLBACK_LINES = 80
+_FALLBACK_BYTES = 2048
 #: Order in which a 1.32 kubelet lists the pod conditions it owns.
 _KUBELET_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady")
 
@@ -418,10 +421,22 @@ class PodWorker:
         if self.runs.get(status.name) is not run:
             return
         del self.runs[status.name]
+        if (
+            result.code != 0
+            and not result.message
+            and status.spec.get("terminationMessagePolicy") == ("FallbackToLogsOnError")
+        ):
+            result = Exit(result.code, result.reason, self._log_tail(status.name))
         status.state = {"terminated": self._terminated(result, status.started_at, status)}
         status.ready = False
         self.cluster.logs.close(self.namespace, self.name, status.name)
         self.changed()
+
+    def _log_tail(self, container: str) -> str | None:
+        """What ``FallbackToLogsOnError`` puts in the message: the last 80 lines, at most 2048 bytes."""
+        lines = self.cluster.logs.text(self.namespace, self.name, container).splitlines(keepends=True)
+        tail = "".join(lines[-_FALLBACK_LINES:]).encode()[-_FALLBACK_BYTES:]
+        return tail.decode(errors="ignore") or None
 
     async def _pull(
         self, status: ContainerStatus, image: str, normalized: str, behaviour: Behaviour | None

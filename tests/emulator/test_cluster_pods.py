@@ -329,3 +329,15 @@ def test_plain_function_behaviour_returns_the_exit_code(kube: KubeEmulator, core
     done = wait_for(lambda: phase_in(core, "sync", "Failed"))
     assert done.status.container_statuses[0].state.terminated.exit_code == 5
     assert pod_log(core, "sync") == "main in sync\n"
+
+
+def test_fallback_to_logs_on_error_puts_the_log_tail_in_the_termination_message(
+    core: client.CoreV1Api,
+) -> None:
+    script = "for i in $(seq 1 100); do echo line $i; done; exit 1"
+    failing = shell(script, terminationMessagePolicy="FallbackToLogsOnError")
+    core.create_namespaced_pod(NS, pod("tail", [failing]))
+
+    done = wait_for(lambda: phase_in(core, "tail", "Failed"))
+    message = done.status.container_statuses[0].state.terminated.message
+    assert message.splitlines() == [f"line {i}" for i in range(21, 101)]

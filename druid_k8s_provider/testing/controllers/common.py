@@ -63,6 +63,8 @@ class LogSink(Protocol):
 
     def forget_pod(self, namespace: str, pod: str) -> None: ...
 
+    def text(self, namespace: str, pod: str, container: str) -> str: ...
+
 
 def now_rfc3339() -> str:
     """Current time as the API server writes timestamps (second precision, UTC, ``Z``)."""
