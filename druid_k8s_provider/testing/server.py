@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import ssl
+import struct
 import tempfile
 import time
 from collections import OrderedDict
@@ -395,16 +396,10 @@ class ApiServer:
         if not raw:
             raise bad_request(UNKNOWN_FORMAT)
         if request.headers.get("Content-Type", "").startswith(PROTOBUF):
-            # kubectl's typed clients (e.g. ``auth can-i``) send protobuf; only those bodies are understood.
-            if rt is not None and rt.plural == "selfsubjectaccessreviews":
-                return decode_protobuf_access_review(raw)
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                "the Kubernetes API emulator does not decode protobuf request bodies, which kubectl's "
-                "imperative commands send (kubectl create job/namespace/configmap, kubectl run): write the "
-                "object as YAML and use kubectl create -f or kubectl apply -f",
-            )
+            # kubectl's typed clients (create job/namespace/configmap, run, auth can-i) send protobuf.
+            if rt is None:
+                raise ApiError(415, "UnsupportedMediaType", UNKNOWN_FORMAT)
+            return decode_protobuf_object(raw, rt)
         try:
             return json.loads(raw)
         except ValueError as error:
@@ -567,7 +562,7 @@ class ApiServer:
 
     async def _update(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
         rt = parsed.rt
-        body = await self._body(request)
+        body = await self._body(request, rt)
         self._check_type(rt, body)
         headers = self._validate_fields(request, rt, body)
         updated = self.store.replace(
@@ -1282,31 +1277,135 @@ def _protobuf_fields(data: bytes) -> dict[int, list[Any]]:
     return fields
 
 
-def decode_protobuf_access_review(raw: bytes) -> dict[str, Any]:
-    """A protobuf SelfSubjectAccessReview (the ``k8s\\0`` envelope around runtime.Unknown) as JSON form."""
+@functools.cache
+def _protobuf_schema() -> dict[str, dict[str, list[str]]]:
+    """Field numbers of the Kubernetes protobuf encoding for the kinds the emulator serves.
+
+    Generated from the k8s.io/api ``generated.proto`` descriptors (as embedded in kubectl 1.32): message
+    name -> field number -> [json name, type, (message name | map value type), ("repeated")].
+    """
+    document = json.loads(Path(__file__).with_name("protobuf_schema.json").read_text())
+    messages: dict[str, dict[str, list[str]]] = document["messages"]
+    return messages
+
+
+_PROTOBUF_PACKAGES = {"": "k8s.io.api.core.v1", "batch": "k8s.io.api.batch.v1"}
+_MAP_SCALARS = ("string", "bytes", "bool", "int", "quantity", "time", "intorstring", "raw")
+
+
+def _signed(value: Any) -> int:
+    number = int(value) if not isinstance(value, bytes) else int.from_bytes(value, "little", signed=True)
+    return number - (1 << 64) if number >= 1 << 63 else number
+
+
+def _protobuf_timestamp(fields: dict[int, list[Any]], micro: bool) -> str | None:
+    seconds = _signed(fields.get(1, [0])[-1])
+    nanos = _signed(fields.get(2, [0])[-1])
+    if not seconds and not nanos:
+        return None
+    text = datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{nanos // 1000:06d}Z" if micro else f"{text}Z"
+
+
+def _protobuf_value(kind: str, target: str | None, value: Any) -> Any:
+    """One decoded field value (``value`` is an int for varints, bytes otherwise)."""
+    if kind == "string":
+        return bytes(value).decode()
+    if kind == "bytes":
+        return base64.b64encode(bytes(value)).decode()
+    if kind == "bool":
+        return bool(value)
+    if kind == "int":
+        return _signed(value)
+    if kind in ("double", "float"):
+        return struct.unpack("<d" if len(value) == 8 else "<f", bytes(value))[0]
+    if kind == "message":
+        return _protobuf_message(str(target), bytes(value))
+    nested = _protobuf_fields(bytes(value))
+    if kind in ("time", "microtime"):
+        return _protobuf_timestamp(nested, micro=kind == "microtime")
+    if kind == "quantity":
+        return bytes(nested.get(1, [b""])[-1]).decode()
+    if kind == "intorstring":
+        if _signed(nested.get(1, [0])[-1]) == 1:
+            return bytes(nested.get(3, [b""])[-1]).decode()
+        return _signed(nested.get(2, [0])[-1])
+    if kind == "raw":
+        raw = bytes(nested.get(1, [b""])[-1])
+        return json.loads(raw) if raw else None
+    if kind == "duration":
+        return f"{_signed(nested.get(1, [0])[-1]) / 1e9:g}s"
+    raise bad_request(f"unable to decode a protobuf field of type {kind}")
+
+
+def _is_zero(value: Any) -> bool:
+    return value is None or (not isinstance(value, bool) and value in ("", 0, {})) or value is False
+
+
+def _protobuf_message(name: str, data: bytes) -> dict[str, Any]:
+    """A protobuf message in its JSON form; zero values are left out, as Go's omitempty does."""
+    schema = _protobuf_schema().get(name)
+    if schema is None:
+        raise bad_request(f"unable to decode a protobuf {name}")
+    decoded: dict[str, Any] = {}
+    for number, values in _protobuf_fields(data).items():
+        field_schema = schema.get(str(number))
+        if field_schema is None:
+            continue  # a field newer than the schema: dropped, as an older server does
+        json_name, kind = field_schema[0], field_schema[1]
+        if kind == "map":
+            value_kind = field_schema[2]
+            entries: dict[str, Any] = {}
+            for entry in values:
+                pair = _protobuf_fields(bytes(entry))
+                key = bytes(pair.get(1, [b""])[-1]).decode()
+                default: Any = 0 if value_kind in ("bool", "int") else b""
+                raw_value = pair.get(2, [default])[-1]
+                if value_kind in _MAP_SCALARS:
+                    entries[key] = _protobuf_value(value_kind, None, raw_value)
+                else:
+                    entries[key] = _protobuf_value("message", value_kind.lstrip("."), raw_value)
+            if entries:
+                decoded[json_name] = entries
+            continue
+        target = field_schema[2] if kind == "message" else None
+        if field_schema[-1] == "repeated":
+            if kind in ("int", "bool") and values and isinstance(values[0], bytes):
+                values = _packed_varints(b"".join(values))
+            decoded[json_name] = [_protobuf_value(kind, target, value) for value in values]
+            continue
+        converted = _protobuf_value(kind, target, values[-1])
+        if not _is_zero(converted):
+            decoded[json_name] = converted
+    return decoded
+
+
+def _packed_varints(data: bytes) -> list[int]:
+    values: list[int] = []
+    value, shift = 0, 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(value)
+            value, shift = 0, 0
+    return values
+
+
+def decode_protobuf_object(raw: bytes, rt: ResourceType) -> dict[str, Any]:
+    """A protobuf request body (the ``k8s\\0`` envelope around runtime.Unknown) in its JSON form.
+
+    kubectl's typed clients send protobuf: ``kubectl create job/namespace/configmap``, ``kubectl run``,
+    ``kubectl auth can-i``.
+    """
     if not raw.startswith(b"k8s\x00"):
         raise bad_request("the protobuf request body lacks the Kubernetes envelope")
     try:
         unknown = _protobuf_fields(raw[4:])
-        review = _protobuf_fields(unknown[2][0])
-        spec = _protobuf_fields(review[2][0]) if 2 in review else {}
-    except (IndexError, KeyError):
+        type_meta = _protobuf_fields(bytes(unknown[1][0])) if 1 in unknown else {}
+        kind = bytes(type_meta.get(2, [b""])[-1]).decode() or rt.kind
+        package = _PROTOBUF_PACKAGES.get(rt.group, f"k8s.io.api.{rt.group.split('.')[0]}.{rt.version}")
+        body = _protobuf_message(f"{package}.{kind}", bytes(unknown[2][0]))
+    except (IndexError, KeyError, UnicodeDecodeError, struct.error):
         raise bad_request("unable to decode the protobuf request body") from None
-
-    def text(fields: dict[int, list[Any]], number: int) -> str:
-        values = fields.get(number) or [b""]
-        return bytes(values[0]).decode()
-
-    body_spec: dict[str, Any] = {}
-    if 1 in spec:
-        attributes = _protobuf_fields(spec[1][0])
-        names = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
-        body_spec["resourceAttributes"] = {
-            name: text(attributes, number)
-            for number, name in enumerate(names, start=1)
-            if number in attributes
-        }
-    if 2 in spec:
-        attributes = _protobuf_fields(spec[2][0])
-        body_spec["nonResourceAttributes"] = {"path": text(attributes, 1), "verb": text(attributes, 2)}
-    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": body_spec}
+    return {"apiVersion": rt.api_version, "kind": kind, **body}

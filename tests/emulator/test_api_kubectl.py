@@ -175,19 +175,21 @@ def test_get_prints_the_columns_users_know(kubectl: Any, kube: KubeEmulator, job
     assert row.split()[:4] == ["crashing", "0/1", "CrashLoopBackOff", "3"]
 
 
-def test_imperative_create_explains_the_protobuf_limitation(kubectl: Any) -> None:
-    result = kubectl("create", "namespace", "imperative")
-    assert result.returncode == 1
-    assert "use kubectl create -f or kubectl apply -f" in result.stderr
-    assert (
-        kubectl(
-            "create",
-            "-f",
-            "-",
-            stdin=_yaml({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "imperative"}}),
-        ).returncode
-        == 0
+def test_imperative_creates_send_protobuf_and_work(kubectl: Any, kube: KubeEmulator) -> None:
+    assert kubectl("create", "namespace", "imperative").stdout.strip() == "namespace/imperative created"
+    created = kubectl(
+        "create", "configmap", "cfg", "-n", "imperative", "--from-literal=a=1", "--from-literal=b="
     )
+    assert created.returncode == 0, created.stderr
+    assert kube.store.get("configmaps", "imperative", "cfg")["data"] == {"a": "1", "b": ""}
+    job = kubectl("create", "job", "hello", "--image=busybox:1.36", "--", "sh", "-c", "echo hello")
+    assert job.stdout.strip() == "job.batch/hello created", job.stderr
+    spec = kube.store.get("jobs", "default", "hello")["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    assert (container["name"], container["image"]) == ("hello", "busybox:1.36")
+    assert container["command"] == ["sh", "-c", "echo hello"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["selector"]["matchLabels"]  # defaulted by the server, as for a YAML create
 
 
 def test_get_watch_prints_rows_as_objects_change(kubectl: Any, kube: KubeEmulator, pod_manifest: Any) -> None:
