@@ -49,6 +49,8 @@ class ContainerContext:
     log_sink: Callable[[str], None]
     #: Set when the kubelet sends SIGTERM (pod deleted, evicted, kubexit death dependency, sidecar stop).
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What the container wrote to ``/dev/termination-log``: becomes ``state.terminated.message``.
+    termination_message: str | None = None
 
     def log(self, line: str) -> None:
         """Append one line to this container's log, as if written to stdout."""

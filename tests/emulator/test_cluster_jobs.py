@@ -218,6 +218,7 @@ def test_restart_policy_on_failure_restarts_the_container_in_place(
     async def flaky(ctx: ContainerContext) -> int:
         attempts.append(1)
         ctx.log(f"attempt {len(attempts)}")
+        ctx.termination_message = f"attempt {len(attempts)} ended"
         return 0 if len(attempts) > 1 else 2
 
     kube.register_image("flaky:*", flaky)
@@ -231,6 +232,7 @@ def test_restart_policy_on_failure_restarts_the_container_in_place(
     status = pod.status.container_statuses[0]
     assert status.restart_count == 1
     assert status.last_state.terminated.exit_code == 2
+    assert status.last_state.terminated.message == "attempt 1 ended"
     assert pod_log(core, pod.metadata.name, previous=True) == "attempt 1\n"
     assert pod_log(core, pod.metadata.name) == "attempt 2\n"
     assert any(reason == "BackOff" for reason, _, _ in events_for(core, pod.metadata.name))

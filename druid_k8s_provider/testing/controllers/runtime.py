@@ -96,7 +96,7 @@ class BehaviourRun(ContainerRun):
             return Exit(SIGKILL_EXIT_CODE, "Error")
         error = self._inner.exception()
         if isinstance(error, ContainerOOMKilled):
-            return Exit(SIGKILL_EXIT_CODE, "OOMKilled")
+            return Exit(SIGKILL_EXIT_CODE, "OOMKilled", self.ctx.termination_message)
         if error is not None:
             for line in traceback.format_exception(error):
                 for part in line.rstrip("\n").splitlines():
@@ -109,7 +109,7 @@ class BehaviourRun(ContainerRun):
                 f"emulator: behaviour for image {self.ctx.image!r} returned {code!r}, not an exit code"
             )
             return Exit(1, "Error")
-        return Exit.from_code(code)
+        return Exit(code, "Completed" if code == 0 else "Error", self.ctx.termination_message)
 
     async def _invoke(self) -> int:
         """Await the behaviour; a plain function returning an exit code is accepted too."""
