@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: StreamReader limit for process output: a longer line is split rather than lost.
 _MAX_LINE = 1 << 20
+#: How long output is still read after the main process exited.
+_DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,9 @@ class ProcessRun(ContainerRun):
             pump = asyncio.ensure_future(self._pump(process.stdout))
             returncode = await process.wait()
             self._signal_group(signal.SIGKILL)  # PID 1 gone: the rest of the container goes with it
-            await pump
+            # a daemon that left the process group may still hold the pipe: stop reading after a moment
+            await asyncio.wait({pump}, timeout=_DRAIN_SECONDS)
+            pump.cancel()
         finally:
             if process.returncode is None:  # cancelled: never leave a stray process behind
                 self._signal_group(signal.SIGKILL)
