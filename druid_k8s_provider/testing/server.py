@@ -329,7 +329,7 @@ class ApiServer:
         method = request.method
         watching = watch_path or request.query.get("watch", "").lower() in ("true", "1")
         if method == "GET":
-            verb = "get" if name else ("watch" if watching else "list")
+            verb = "watch" if watch_path or (watching and not name) else ("get" if name else "list")
         elif method == "POST":
             verb = "create"
         elif method == "PUT":
@@ -718,9 +718,12 @@ class ApiServer:
     async def _watch(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.StreamResponse:
         rt = parsed.rt
         query = request.query
+        field_selector = query.get("fieldSelector", "")
+        if parsed.name:  # the legacy /watch/.../NAME path watches one object
+            field_selector = ",".join(filter(None, (field_selector, f"metadata.name={parsed.name}")))
         try:
             labels = parse_label_selector(query.get("labelSelector", ""))
-            fields = parse_field_selector(query.get("fieldSelector", ""), rt.plural)
+            fields = parse_field_selector(field_selector, rt.plural)
         except SelectorError as error:
             raise bad_request(str(error)) from None
         timeout = float(
@@ -744,7 +747,7 @@ class ApiServer:
                     rt.plural,
                     parsed.namespace or None,
                     query.get("labelSelector", ""),
-                    query.get("fieldSelector", ""),
+                    field_selector,
                 )
                 since = int(version)
                 watcher.track_membership = True

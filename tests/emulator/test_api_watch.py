@@ -162,3 +162,22 @@ async def test_asyncio_client_watch_resumes_from_version() -> None:
                 if len(seen) == 2:
                     stream.stop()
             assert seen == [("ADDED", "first"), ("DELETED", "first")]
+
+
+def test_legacy_watch_path_for_one_object(kube: KubeEmulator) -> None:
+    kube.store.create("configmaps", "default", {"metadata": {"name": "one"}})
+    kube.store.create("configmaps", "default", {"metadata": {"name": "two"}})
+    events = _stream_lines(kube, "/api/v1/watch/namespaces/default/configmaps/two?timeoutSeconds=1")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "two")]
+
+
+def test_run_bridges_test_code_onto_the_emulator_loop(kube: KubeEmulator) -> None:
+    import asyncio
+
+    async def on_loop() -> bool:
+        return asyncio.get_running_loop() is kube.loop
+
+    assert kube.run(on_loop()) is True
+    assert kube.run(lambda: kube.store.create("configmaps", "default", {"metadata": {"name": "x"}}))[
+        "kind"
+    ] == ("ConfigMap")
