@@ -121,6 +121,27 @@ def parse_time(value: str | None) -> pendulum.DateTime | None:
     return parsed
 
 
+def summary(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A Job or pod reduced to what outcome decisions read: name, times, deadline and status.
+
+    Event payloads carry this instead of the whole object, because the pod spec holds ``TASK_JSON`` (the
+    task, credentials included) and the triggerer logs every event it fires.
+    """
+    if obj is None:
+        return None
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    reduced: dict[str, Any] = {
+        "metadata": {
+            key: metadata[key] for key in ("name", "namespace", "uid", "creationTimestamp") if key in metadata
+        },
+        "status": obj.get("status") or {},
+    }
+    if "activeDeadlineSeconds" in spec:
+        reduced["spec"] = {"activeDeadlineSeconds": spec["activeDeadlineSeconds"]}
+    return reduced
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The result of a finished Druid task as the operator reports it (XCom ``status`` and ``error``)."""

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 WATCH_TIMEOUT_SECONDS = 300
 #: Longest pause between relist attempts while the API server keeps failing.
 MAX_RELIST_BACKOFF_SECONDS = 30.0
+#: How long a new waiter waits for the shared watches' first list before reading directly.
+SYNC_WAIT_SECONDS = 5.0
 #: How long a finished Job waits for the log stream to drain before the event fires anyway.
 LOG_DRAIN_SECONDS = 2.0
 
@@ -80,6 +82,7 @@ class SharedWatch:
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     users: int = 0
     relists: int = 0
+    last_heard: float = 0.0  # time.monotonic() of the last list, event or bookmark
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -139,6 +142,7 @@ class SharedWatch:
     async def _list_and_watch(self, session: AsyncKubeSession) -> None:
         items, resource_version = await session.list_objects(self.path, PEON_SELECTOR)
         self.relists += 1
+        self.last_heard = time.monotonic()
         self.objects = {obj["metadata"]["name"]: obj for obj in items}
         self.synced.set()
         self._notify_all()
@@ -147,6 +151,7 @@ class SharedWatch:
                 self.path, PEON_SELECTOR, resource_version, WATCH_TIMEOUT_SECONDS
             ):
                 kind, obj = event.get("type"), event.get("object") or {}
+                self.last_heard = time.monotonic()
                 if kind == "ERROR":
                     raise _Expired(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
                 resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
@@ -268,13 +273,19 @@ class JobFollower:
         pods: SharedWatch,
         wake: asyncio.Event,
     ) -> dict[str, Any]:
-        next_poll = 0.0  # first look is a direct read: the watch may not have synced yet
+        # Many waiters start at once after a triggerer restart: let the shared list answer them all.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(jobs.synced.wait(), pods.synced.wait()), SYNC_WAIT_SECONDS)
+        next_poll = time.time() + self.poll_interval
         while True:
             wake.clear()
             now = time.time()
-            poll = now >= next_poll
-            if poll:
+            poll = False
+            if now >= next_poll:
                 next_poll = now + self.poll_interval
+                # The fallback poll is for a watch that went quiet (events and bookmarks stopped).
+                heard = min(jobs.last_heard, pods.last_heard)
+                poll = time.monotonic() - heard > 2 * self.poll_interval
             job, pod = await self._read_state(session, jobs, pods, poll)
             if job is None and not poll:
                 job, pod = await self._read_state(session, jobs, pods, True)
@@ -336,6 +347,9 @@ class JobFollower:
         return None
 
     def _payload(self, status: str, **details: Any) -> dict[str, Any]:
+        for kind in ("job", "pod"):
+            if kind in details:
+                details[kind] = job_state.summary(details[kind])
         return {
             "status": status,
             "job_name": self.job_name,

@@ -18,6 +18,8 @@ import pytest
 from druid_k8s_provider.testing import KubeEmulator
 
 NAMESPACE = "druid"
+#: What a peon's TASK_JSON looks like (base64 of gzipped task JSON): must never travel in events or logs.
+SECRET_ENV = [{"name": "TASK_JSON", "value": "H4sIAAAAAAAA_compressed_task_with_credentials"}]
 
 
 def connect(kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +63,10 @@ class ScriptedJob:
                     "activeDeadlineSeconds": 600,
                     "template": {
                         "metadata": {"labels": labels},
-                        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "peon"}]},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "main", "image": "peon", "env": SECRET_ENV}],
+                        },
                     },
                 },
             },
@@ -73,7 +78,10 @@ class ScriptedJob:
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {"name": self.pod, "labels": {**labels, "job-name": name}},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "peon"}]},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "peon", "env": SECRET_ENV}],
+                },
             },
         )
 

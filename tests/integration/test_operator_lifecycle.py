@@ -304,3 +304,33 @@ def test_a_sidecar_without_command_is_refused_before_any_api_write(kube: KubeEmu
     assert "log-shipper" in str(raised.value)
     assert kube.metrics.count("create") == 0
     assert jobs_left(kube) == []
+
+
+def test_an_evicted_peon_fails_the_task_saying_so(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(never_exits(["working"]))
+    outcome: dict[str, BaseException] = {}
+
+    def work() -> None:
+        try:
+            run(operator(), FakeTaskInstance())
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while True:
+        peons = [
+            pod
+            for pod in kube.store.list("pods", NAMESPACE, label_selector="druid.k8s.peons=true")
+            if (pod.get("status") or {}).get("phase") == "Running"
+        ]
+        if peons:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    kube.run(lambda: kube.cluster.evict_pod(NAMESPACE, peons[0]["metadata"]["name"]))
+    worker.join(30)
+    assert isinstance(outcome["error"], JobFailed)
+    assert "evicted" in str(outcome["error"]) and "low on resource" in str(outcome["error"])
+    assert jobs_left(kube) == []

@@ -8,6 +8,7 @@ waiting tasks do not mean a thousand watches.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +69,7 @@ async def test_finished_job_fires_fast_with_every_log_line_once_in_order(
     assert event["job"]["status"]["conditions"][0]["type"] == "Complete"
     assert event["pod"]["metadata"]["name"] == job.pod
     assert lines == ["starting", "ingesting", *[f"row {i}" for i in range(50)], "done"]
+    assert "TASK_JSON" not in json.dumps(event)  # the triggerer logs events: no task payload in them
 
 
 async def test_waiters_in_one_process_share_one_watch_per_kind(
@@ -179,3 +181,24 @@ async def test_trigger_round_trips_through_serialize_and_resumes_the_log_cursor(
     event = await asyncio.wait_for(anext(rebuilt.run()), 10)
     assert event.payload["status"] == FINISHED
     assert resumed == ["after"]
+
+
+async def test_a_healthy_watch_means_no_polling_and_a_silent_one_falls_back_to_polls(
+    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
+) -> None:
+    job = scripted("peon-quiet", "task-quiet")
+    job.running()
+    waiting = asyncio.create_task(follower("peon-quiet", [], poll_interval=0.5, stream_logs=False).run())
+    await until(lambda: api.metrics.open_watches >= 2)
+    gets_before = api.metrics.count("get", "jobs")
+    await asyncio.sleep(2.0)  # bookmarks every 0.5 s keep the watch demonstrably alive
+    assert api.metrics.count("get", "jobs") == gets_before
+
+    api.faults.add(verb="watch", latency=30)  # reconnecting watches now hang without a word
+    api.faults.drop_watches()
+    await asyncio.sleep(1.5)
+    job.exits(0)  # no watch sees this; the fallback poll must
+    event = await asyncio.wait_for(waiting, 10)
+    assert event["status"] == FINISHED
+    assert api.metrics.count("get", "jobs") > gets_before
+    api.faults.clear()
