@@ -115,12 +115,6 @@ class LogStore:
         """The current instance's output as one string (one ``\\n`` after each line)."""
         return "".join(line.text + "\n" for line in self.lines(namespace, pod, container))
 
-    def is_closed(self, namespace: str, pod: str, container: str) -> bool:
-        """Whether the current instance has ended (or the pod's logs were forgotten)."""
-        with self._lock:
-            state = self._containers.get((namespace, pod, container))
-            return state is None or state.current.closed
-
     async def follow(
         self, namespace: str, pod: str, container: str, start: int = 0
     ) -> AsyncIterator[LogLine]:

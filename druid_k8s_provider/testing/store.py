@@ -287,11 +287,6 @@ class ObjectStore:
         """Internal fan-out hook (the watch server): gets the shared WatchEvent; must not mutate it."""
         self._event_listeners.append(listener)
 
-    def remove_event_listener(self, listener: Callable[[WatchEvent], None]) -> None:
-        """Undo add_event_listener."""
-        if listener in self._event_listeners:
-            self._event_listeners.remove(listener)
-
     def _schedule_dispatch(self) -> None:
         loop = self.loop
         if loop is None or loop.is_closed():
@@ -839,15 +834,6 @@ class ObjectStore:
         if requested is not None:
             return requested
         return int(spec.get("terminationGracePeriodSeconds", 30))
-
-    # ------------------------------------------------------------------ helpers for tests and controllers
-
-    def snapshot(self) -> dict[str, Objects]:
-        """Copies of every stored object, by resource (for debugging failed tests)."""
-        with self._lock:
-            return {
-                plural: copy.deepcopy(list(objects.values())) for plural, objects in self._objects.items()
-            }
 
 
 def _pod_update_causes(old: Obj, new: Obj) -> list[Cause]:

@@ -181,3 +181,23 @@ def test_run_bridges_test_code_onto_the_emulator_loop(kube: KubeEmulator) -> Non
     assert kube.run(lambda: kube.store.create("configmaps", "default", {"metadata": {"name": "x"}}))[
         "kind"
     ] == ("ConfigMap")
+
+
+def test_compaction_expires_every_older_version(kube: KubeEmulator) -> None:
+    version = kube.store.resource_version
+    kube.store.create("configmaps", "default", {"metadata": {"name": "before"}})
+    kube.store.compact()
+    events = _stream_lines(kube, f"/api/v1/configmaps?watch=1&resourceVersion={version}")
+    assert [(e["type"], e["object"]["reason"]) for e in events] == [("ERROR", "Expired")]
+
+
+async def test_async_mode_restart_keeps_objects() -> None:
+    async with KubeEmulator(cluster=False) as kube:
+        kube.store.create("configmaps", "default", {"metadata": {"name": "kept"}})
+        port = kube.server.port
+        await kube.restart_server_async()
+        assert kube.server.port == port
+        api = await async_config.new_client_from_config(config_file=kube.kubeconfig_path)
+        async with api:
+            kept = await async_client.CoreV1Api(api).read_namespaced_config_map("kept", "default")
+        assert kept.metadata.name == "kept"
