@@ -1,0 +1,1 @@
+"""Benchmarks against the Kubernetes API emulator (``make bench``); figures in docs/performance.md."""

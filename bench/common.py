@@ -1,0 +1,161 @@
+"""What every benchmark shares: a private Airflow home, the emulator connection, peon Jobs, result files.
+
+Benchmarks talk only to an emulator on 127.0.0.1 and write their figures as JSON under ``bench/results``
+(or ``--results-dir``), one file per benchmark, which ``bench.report`` turns into docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+#: Namespace of the runner in every benchmark.
+NAMESPACE = "druid"
+#: Image of the peons the benchmarks start; the emulator gives it a sleeping behaviour.
+PEON_IMAGE = "apache/druid:33.0.0"
+
+
+def private_airflow_home() -> None:
+    """Point Airflow at a throwaway home (unless the caller chose one) before anything imports it."""
+    if "AIRFLOW_HOME" not in os.environ:
+        os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="druid-k8s-bench-airflow-")
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+def connection_env(kubeconfig_path: str, conn_id: str = "kubernetes_default") -> dict[str, str]:
+    """The environment variable that defines the Airflow connection to the emulator."""
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": kubeconfig_path}}
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
+
+
+def overlord_pod(namespace: str = NAMESPACE) -> dict[str, Any]:
+    """A minimal Running Overlord pod: the template the overlordSingleContainer adapter copies."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "druid-overlord-0", "namespace": namespace, "labels": {"app": "druid-overlord"}},
+        "spec": {
+            "serviceAccountName": "default",
+            "containers": [
+                {
+                    "name": "druid",
+                    "image": PEON_IMAGE,
+                    "args": ["overlord"],
+                    "env": [{"name": "DRUID_XMX", "value": "1g"}],
+                }
+            ],
+        },
+    }
+
+
+def runner_properties(namespace: str = NAMESPACE, **extra: str) -> dict[str, str]:
+    """Druid runner properties of the benchmarks: defaults, the given namespace, small peons."""
+    return {
+        "druid.indexer.runner.namespace": namespace,
+        "druid.indexer.runner.cpuCoreInMicro": "10",
+        **extra,
+    }
+
+
+def index_task(number: int) -> dict[str, Any]:
+    """A Druid task spec of realistic size (an index_parallel task with an inline input)."""
+    return {
+        "type": "index_parallel",
+        "id": f"index_parallel_bench_{number:05d}",
+        "spec": {
+            "dataSchema": {
+                "dataSource": "bench",
+                "timestampSpec": {"column": "ts", "format": "iso"},
+                "dimensionsSpec": {"dimensions": ["page", "user", "country"]},
+                "granularitySpec": {"segmentGranularity": "day", "queryGranularity": "none"},
+            },
+            "ioConfig": {
+                "type": "index_parallel",
+                "inputSource": {"type": "inline", "data": '{"ts":"2026-01-01T00:00:00Z","page":"a"}'},
+                "inputFormat": {"type": "json"},
+            },
+            "tuningConfig": {"type": "index_parallel", "maxNumConcurrentSubTasks": 1},
+        },
+        "context": {"priority": 50},
+    }
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (``fraction`` in 0..1) of unsorted values; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def machine() -> dict[str, Any]:
+    """The machine and software the figures were measured on."""
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib: float | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "versions": package_versions(
+            [
+                "apache-airflow",
+                "apache-airflow-providers-cncf-kubernetes",
+                "kubernetes",
+                "kubernetes_asyncio",
+                "aiohttp",
+                "druid-k8s-provider",
+            ]
+        ),
+    }
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of the named distributions (``missing`` for an absent one)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def write_result(results_dir: Path, name: str, figures: Mapping[str, Any]) -> Path:
+    """Write ``<results_dir>/<name>.json`` with the figures, the machine and the time of the run."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    document = {
+        "benchmark": name,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **figures,
+    }
+    path = results_dir / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    return path

@@ -1,0 +1,426 @@
+"""Triggerer benchmark: N running peon Jobs watched by our trigger vs the cncf ``KubernetesJobTrigger``.
+
+For each N and each side, in a phase of its own (so every request the emulator counts belongs to that side):
+
+1. a fresh emulator (with cluster) runs in this process; a *stand-in triggerer* subprocess starts and
+   imports everything, then waits;
+2. N peon Jobs (``build_job`` output, image behaviour ``sleeps(T)``) are written straight into the store;
+3. the stand-in triggerer builds N triggers exactly as the operators would defer (ours as
+   ``DruidK8sTaskOperator(deferrable=True)`` builds ``DruidK8sJobTrigger``; the peer as
+   ``KubernetesJobOperator(deferrable=True, wait_until_job_complete=True)`` builds ``KubernetesJobTrigger``,
+   default settings: 10 s poll, a new API client per poll), round-trips them through ``serialize()`` as the
+   triggerer does, and runs them all as tasks of one asyncio loop until each has fired;
+4. this process samples the emulator's request counter and open watches, and the subprocess's CPU and RSS,
+   every half second, and records when each Job's terminal condition was written (a store listener), which
+   the trigger event times are compared with.
+
+Figures per phase: API requests per task, requests/s in steady state (all pods running, none finished yet),
+peak open watch streams, CPU seconds and peak RSS of the stand-in triggerer, detection latency p50/p95.
+Run ``python -m bench.triggerer --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    NAMESPACE,
+    PEON_IMAGE,
+    REPO,
+    RESULTS_DIR,
+    connection_env,
+    index_task,
+    overlord_pod,
+    percentile,
+    private_airflow_home,
+    runner_properties,
+    write_result,
+)
+
+OURS = "ours"
+PEER = "peer"
+SIDES = (OURS, PEER)
+#: ``KubernetesJobOperator``'s default ``job_poll_interval``, which it hands to the trigger.
+PEER_DEFAULT_POLL_SECONDS = 10.0
+SAMPLE_SECONDS = 0.5
+#: Seconds after the last pod started before the steady-state window opens (initial lists and polls done).
+SETTLE_SECONDS = 3.0
+
+
+# ---------------------------------------------------------------------------------------------------- worker
+
+
+def build_triggers(side: str, jobs: list[dict[str, Any]], peer_poll_interval: float) -> list[Any]:
+    """The triggers the operators would defer with, rebuilt from ``serialize()`` like the triggerer does."""
+    from airflow.providers.cncf.kubernetes.triggers.job import KubernetesJobTrigger
+
+    from druid_k8s_provider.config import RunnerConfig
+    from druid_k8s_provider.operators.task import COMPLETION_SLACK_SECONDS
+    from druid_k8s_provider.triggers.job import DruidK8sJobTrigger
+
+    config = RunnerConfig.from_properties(runner_properties())
+    built: list[Any] = []
+    for job in jobs:
+        if side == OURS:
+            # DruidK8sTaskOperator.execute: deadlines from the Job's creation, operator defaults otherwise.
+            launch_deadline = job["created"] + config.k8s_job_launch_timeout.total_seconds()
+            trigger: Any = DruidK8sJobTrigger(
+                job_name=job["name"],
+                namespace=job["namespace"],
+                druid_task_id=job["task_id"],
+                kubernetes_conn_id="kubernetes_default",
+                launch_deadline=launch_deadline,
+                completion_deadline=launch_deadline
+                + config.max_task_duration.total_seconds()
+                + COMPLETION_SLACK_SECONDS,
+                image_pull_grace_seconds=60.0,
+                poll_interval=60.0,
+                disable_client_proxy=config.disable_client_proxy,
+            )
+        else:
+            # KubernetesJobOperator.execute_deferrable with the operator's defaults.
+            trigger = KubernetesJobTrigger(
+                job_name=job["name"],
+                job_namespace=job["namespace"],
+                pod_names=[job["pod"]],
+                pod_namespace=job["namespace"],
+                base_container_name="base",
+                kubernetes_conn_id="kubernetes_default",
+                cluster_context=None,
+                config_file=None,
+                in_cluster=None,
+                poll_interval=peer_poll_interval,
+                get_logs=True,
+                do_xcom_push=False,
+            )
+        classpath, kwargs = trigger.serialize()
+        module_name, _, class_name = classpath.rpartition(".")
+        built.append(getattr(importlib.import_module(module_name), class_name)(**kwargs))
+    return built
+
+
+async def run_triggers(triggers: list[Any]) -> dict[str, dict[str, Any]]:
+    """Run every trigger as its own task on this loop, as the triggerer does; record each first event."""
+    fired: dict[str, dict[str, Any]] = {}
+
+    async def run_one(trigger: Any) -> None:
+        async for event in trigger.run():
+            fired[trigger.job_name] = {"at": time.time(), "status": event.payload.get("status")}
+            break
+
+    await asyncio.gather(*(run_one(trigger) for trigger in triggers))
+    return fired
+
+
+def worker_main(side: str, peer_poll_interval: float, result_path: Path, log_path: Path) -> None:
+    """The stand-in triggerer: import, say READY, read the connection and Jobs from stdin, run the triggers,
+    report."""
+    import psutil
+
+    build_triggers(side, [], peer_poll_interval)  # import everything before the clock starts
+    logging.basicConfig(level=logging.INFO, filename=str(log_path), force=True)
+    print("READY", flush=True)
+    order = json.loads(sys.stdin.readline())
+    os.environ.update(order["environment"])
+    me = psutil.Process()
+    cpu_at_go = sum(me.cpu_times()[:2])
+    started = time.time()
+    fired = asyncio.run(run_triggers(build_triggers(side, order["jobs"], peer_poll_interval)))
+    cpu_at_end = sum(me.cpu_times()[:2])
+    result_path.write_text(
+        json.dumps(
+            {
+                "fired": fired,
+                "started": started,
+                "cpu_seconds": cpu_at_end - cpu_at_go,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- parent
+
+
+@dataclass
+class Clock:
+    """When things happened in the emulated cluster, from the store's change listener."""
+
+    pod_started: dict[str, float] = field(default_factory=dict)  # job name -> main container running
+    finished: dict[str, float] = field(default_factory=dict)  # job name -> Complete/Failed written
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_change(self, event_type: str, plural: str, obj: dict[str, Any]) -> None:
+        now = time.time()
+        if plural == "jobs" and event_type == "MODIFIED":
+            name = obj["metadata"]["name"]
+            for condition in (obj.get("status") or {}).get("conditions") or ():
+                if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+                    with self.lock:
+                        self.finished.setdefault(name, now)
+        elif plural == "pods" and event_type == "MODIFIED":
+            job = str((obj["metadata"].get("labels") or {}).get("job-name"))
+            for status in (obj.get("status") or {}).get("containerStatuses") or ():
+                if status.get("name") == "main" and "running" in (status.get("state") or {}):
+                    with self.lock:
+                        self.pod_started.setdefault(job, now)
+
+
+@dataclass
+class Sample:
+    """One look at the emulator and the stand-in triggerer, ``at`` seconds after GO."""
+
+    at: float
+    requests: int
+    open_watches: int
+    cpu_seconds: float
+    rss_bytes: int
+
+
+def sample_until(stop: threading.Event, kube: Any, pid: int, go: float, samples: list[Sample]) -> None:
+    """Append a :class:`Sample` every half second until ``stop`` is set or the process ends."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        while not stop.is_set():
+            times = process.cpu_times()
+            snapshot = kube.metrics.snapshot()
+            samples.append(
+                Sample(
+                    at=time.time() - go,
+                    requests=int(snapshot["requests_total"]),
+                    open_watches=int(snapshot["open_watches"]),
+                    cpu_seconds=times.user + times.system,
+                    rss_bytes=process.memory_info().rss,
+                )
+            )
+            stop.wait(SAMPLE_SECONDS)
+    except psutil.NoSuchProcess:
+        return
+
+
+def rate_between(samples: list[Sample], start: float, end: float, attribute: str) -> float | None:
+    """Average growth per second of a sampled counter between two moments (None if the window is empty)."""
+    inside = [s for s in samples if start <= s.at <= end]
+    if len(inside) < 2 or inside[-1].at - inside[0].at <= 0:
+        return None
+    first, last = inside[0], inside[-1]
+    return float(getattr(last, attribute) - getattr(first, attribute)) / (last.at - first.at)
+
+
+def run_phase(side: str, n: int, seconds: float, peer_poll_interval: float) -> dict[str, Any]:
+    """One side watching N Jobs of ``seconds`` each; returns the phase's figures."""
+    from druid_k8s_provider.config import RunnerConfig
+    from druid_k8s_provider.job_builder import build_job
+    from druid_k8s_provider.testing import KubeEmulator
+    from druid_k8s_provider.testing.behaviours import sleeps
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory(prefix="druid-k8s-bench-") as scratch:
+        result_path, log_path = Path(scratch) / "result.json", Path(scratch) / "triggerer.log"
+        # Started first: it imports Airflow while the emulator starts and the Jobs are built.
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.triggerer",
+                "--worker",
+                side,
+                "--peer-poll-interval",
+                str(peer_poll_interval),
+                "--worker-result",
+                str(result_path),
+                "--worker-log",
+                str(log_path),
+            ],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert worker.stdin is not None and worker.stdout is not None
+        try:
+            config = RunnerConfig.from_properties(runner_properties())
+            manifests = [build_job(index_task(i), overlord_pod(), config) for i in range(n)]
+            with KubeEmulator(node_cpu="100000", node_memory="1000Ti", history_window=50_000) as kube:
+                kube.register_image(PEON_IMAGE, sleeps(seconds))
+                kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+                kube.store.add_listener(clock.on_change)
+                wait_until_ready(worker.stdout, side)
+                jobs = create_jobs(kube, manifests)
+                kube.metrics.reset()
+                go = time.time()
+                order = {"environment": connection_env(kube.kubeconfig_path), "jobs": jobs}
+                worker.stdin.write(json.dumps(order) + "\n")
+                worker.stdin.flush()
+                samples: list[Sample] = []
+                stop = threading.Event()
+                sampler = threading.Thread(target=sample_until, args=(stop, kube, worker.pid, go, samples))
+                sampler.start()
+                try:
+                    code = worker.wait(timeout=seconds + peer_poll_interval + 120 + n * 0.1)
+                finally:
+                    stop.set()
+                    sampler.join()
+                if code != 0:
+                    raise RuntimeError(f"the {side} stand-in triggerer failed with exit code {code}")
+                ended = time.time()
+                snapshot = kube.metrics.snapshot()
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        report = json.loads(result_path.read_text())
+    return figures(side, n, seconds, peer_poll_interval, go, ended, clock, samples, snapshot, report)
+
+
+def wait_until_ready(stdout: Any, side: str) -> None:
+    """Read the stand-in triggerer's output up to its READY line (imports may print warnings first)."""
+    for line in stdout:
+        if line.strip() == "READY":
+            return
+    raise RuntimeError(f"the {side} stand-in triggerer ended before it was ready")
+
+
+def create_jobs(kube: Any, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store the Jobs, wait for their pods; what a trigger needs to know about each (as the operator knew)."""
+    jobs = []
+    for manifest in manifests:
+        created = kube.store.create("jobs", NAMESPACE, manifest)
+        jobs.append(
+            {
+                "name": created["metadata"]["name"],
+                "namespace": NAMESPACE,
+                "task_id": created["metadata"]["annotations"]["task.id"],
+                "created": time.time(),
+            }
+        )
+    pods = wait_for_pods(kube, len(jobs))
+    for job in jobs:
+        job["pod"] = pods[job["name"]]
+    return jobs
+
+
+def wait_for_pods(kube: Any, n: int, timeout: float = 120.0) -> dict[str, str]:
+    """Job name -> pod name, once the Job controller made a pod for each of the N Jobs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = {
+            (pod["metadata"].get("labels") or {}).get("job-name"): pod["metadata"]["name"]
+            for pod in kube.store.list("pods", NAMESPACE)
+        }
+        if len(pods) >= n:
+            return {str(job): pod for job, pod in pods.items()}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(pods)} of {n} peon pods were created within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def figures(
+    side: str,
+    n: int,
+    seconds: float,
+    peer_poll_interval: float,
+    go: float,
+    ended: float,
+    clock: Clock,
+    samples: list[Sample],
+    snapshot: dict[str, Any],
+    report: dict[str, Any],
+) -> dict[str, Any]:
+    """The phase's figures from the samples, the store clock and the stand-in triggerer's report."""
+    fired: dict[str, dict[str, Any]] = report["fired"]
+    latencies = [
+        event["at"] - clock.finished[name] for name, event in fired.items() if name in clock.finished
+    ]
+    last_start = max(clock.pod_started.values(), default=go) - go
+    first_finish = min(clock.finished.values(), default=ended) - go
+    window = (max(last_start, 0.0) + SETTLE_SECONDS, first_finish - SAMPLE_SECONDS)
+    requests = int(snapshot["requests_total"])
+    return {
+        "side": side,
+        "n": n,
+        "job_seconds": seconds,
+        "poll_interval_seconds": peer_poll_interval if side == PEER else 60.0,
+        "fired": len(fired),
+        "statuses": sorted({str(event["status"]) for event in fired.values()}),
+        "wall_seconds": round(ended - go, 2),
+        "requests_total": requests,
+        "requests_per_task": round(requests / n, 2),
+        "requests_by_kind": snapshot["by_verb_resource"],
+        "steady_window_seconds": [round(window[0], 1), round(window[1], 1)],
+        "steady_requests_per_second": _rounded(rate_between(samples, *window, "requests")),
+        "steady_cpu_cores": _rounded(rate_between(samples, *window, "cpu_seconds"), 4),
+        "peak_watches": int(snapshot["peak_watches"]),
+        "cpu_seconds": round(float(report["cpu_seconds"]), 2),
+        "peak_rss_mib": round(report["peak_rss_bytes"] / 2**20, 1),
+        "latency_p50_seconds": _rounded(percentile(latencies, 0.50), 3),
+        "latency_p95_seconds": _rounded(percentile(latencies, 0.95), 3),
+        "latency_max_seconds": _rounded(max(latencies, default=None), 3),
+        "timeline": [
+            {"at": round(s.at, 2), "requests": s.requests, "watches": s.open_watches, "cpu": s.cpu_seconds}
+            for s in samples
+        ],
+    }
+
+
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="concurrent Jobs")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long each Job runs (T)")
+    parser.add_argument("--quick", action="store_true", help="N = 10, 100 and T = 20 s")
+    parser.add_argument(
+        "--peer-poll-interval",
+        type=float,
+        default=PEER_DEFAULT_POLL_SECONDS,
+        help="the cncf trigger's poll interval (its default, 10 s, unless smoke-testing)",
+    )
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-log", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    private_airflow_home()
+    if args.worker:
+        worker_main(args.worker, args.peer_poll_interval, args.worker_result, args.worker_log)
+        return 0
+    sizes, seconds = ([10, 100], 20.0) if args.quick else (args.n, args.seconds)
+    phases = []
+    for n in sizes:
+        for side in args.sides:
+            phase = run_phase(side, n, seconds, args.peer_poll_interval)
+            phases.append(phase)
+            print(
+                f"triggerer {side:>4} N={n:<5} T={seconds:g}s: {phase['requests_per_task']} req/task, "
+                f"steady {phase['steady_requests_per_second']} req/s, {phase['peak_watches']} watches, "
+                f"CPU {phase['cpu_seconds']}s (steady {phase['steady_cpu_cores']} cores), "
+                f"RSS {phase['peak_rss_mib']} MiB, latency p50 {phase['latency_p50_seconds']}s "
+                f"p95 {phase['latency_p95_seconds']}s, fired {phase['fired']}/{n} {phase['statuses']}",
+                flush=True,
+            )
+    write_result(args.results_dir, "triggerer", {"quick": args.quick, "phases": phases})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
