@@ -8,12 +8,16 @@ would, from its serialized form) and resumes with the named method. It writes th
 ``log_file`` and a JSON report (return value, XCom, error, rendered template fields as Airflow stores them)
 to ``report_file``.
 
-At each lifecycle point it prints ``PHASE <name>`` and flushes; at the point named by ``freeze_at`` it stops
-and waits for the parent to kill it, so a SIGKILL lands exactly there:
+At each lifecycle point it writes ``PHASE <spec path> <name>`` to stdout; at the point named by
+``freeze_at`` it stops and waits for the parent to kill it, so a SIGKILL lands exactly there:
 ``before_create``, ``after_create``, ``waiting`` (the wait began; not frozen, the parent kills it a moment
 later while the peon runs) and ``reading_logs`` (after the ``freeze_after_lines``-th peon log line).
 
-Usage: ``python worker.py SPEC.json`` (``SPEC.json`` as written by the chaos suite).
+Usage: ``python worker.py SPEC.json`` runs one try. ``python worker.py --serve`` is a fork server: it imports
+Airflow and the provider once, then for every spec path read from stdin forks a worker process for that try
+and prints ``STARTED <spec path> <pid>`` and, when it ends, ``EXITED <spec path> <returncode>`` (negative: the
+signal that killed it), so the parent can SIGKILL each try by pid without paying Airflow's import time
+twenty times.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import sys
 import threading
 import traceback
@@ -29,14 +34,31 @@ from types import SimpleNamespace
 from typing import Any
 
 
-def phase(name: str, freeze_at: str | None) -> None:
+def report_line(line: str) -> None:
+    """One line to stdout in one write: workers forked by the fork server share that pipe, and a single
+    write of less than PIPE_BUF bytes is never interleaved with another process' output."""
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
+
+
+def phase(spec_path: str, name: str, freeze_at: str | None) -> None:
     """Announce a lifecycle point; freeze there (until SIGKILL) when it is the chosen one."""
-    print(f"PHASE {name}", flush=True)
+    report_line(f"PHASE {spec_path} {name}")
     if name == freeze_at:
         threading.Event().wait()
 
 
-def main(spec_path: str) -> int:
+def import_airflow_and_the_provider() -> None:
+    """The imports that make a worker slow to start; the fork server pays them once."""
+    for module in (
+        "airflow.sdk.log",
+        "airflow.sdk.execution_time.task_runner",
+        "druid_k8s_provider.operators.task",
+        "druid_k8s_provider.triggers.job",
+    ):
+        importlib.import_module(module)
+
+
+def run_try(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     freeze_at = spec.get("freeze_at")
 
@@ -55,15 +77,15 @@ def main(spec_path: str) -> int:
     create_or_join = DruidK8sHook.create_or_join_job
 
     def instrumented_create(self: DruidK8sHook, manifest: Any) -> Any:
-        phase("before_create", freeze_at)
+        phase(spec_path, "before_create", freeze_at)
         result = create_or_join(self, manifest)
-        phase("after_create", freeze_at)
+        phase(spec_path, "after_create", freeze_at)
         return result
 
     follow = JobFollower.run
 
     async def instrumented_run(self: JobFollower) -> dict[str, Any]:
-        phase("waiting", freeze_at)
+        phase(spec_path, "waiting", freeze_at)
         emit = self.emit_line
         shown = 0
 
@@ -72,7 +94,7 @@ def main(spec_path: str) -> int:
             emit(line)
             shown += 1
             if shown == spec.get("freeze_after_lines"):
-                phase("reading_logs", freeze_at)
+                phase(spec_path, "reading_logs", freeze_at)
 
         self.emit_line = counting_emit
         return await follow(self)
@@ -116,5 +138,38 @@ def main(spec_path: str) -> int:
     return 0
 
 
+def serve() -> int:
+    """The fork server: one forked worker per spec path on stdin; reports pids and exit codes."""
+    import_airflow_and_the_provider()
+
+    def reap_child(spec_path: str, pid: int) -> None:
+        _, status = os.waitpid(pid, 0)
+        report_line(f"EXITED {spec_path} {os.waitstatus_to_exitcode(status)}")
+
+    for line in sys.stdin:
+        spec_path = line.strip()
+        if not spec_path:
+            continue
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = run_try(spec_path)
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        report_line(f"STARTED {spec_path} {pid}")
+        threading.Thread(target=reap_child, args=(spec_path, pid), daemon=True).start()
+    return 0
+
+
+def main(arguments: list[str]) -> int:
+    if arguments == ["--serve"]:
+        return serve()
+    (spec_path,) = arguments
+    return run_try(spec_path)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

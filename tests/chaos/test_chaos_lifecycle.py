@@ -1,0 +1,458 @@
+"""Chaos: 50 Druid tasks through the operator while the API server and the workers misbehave.
+
+The promise under test: no Druid task is ever lost, duplicated or left running unseen, whatever fails.
+While the tasks run, the emulated API server answers about one request in ten with a 5xx or a 429, every
+watch stream is cut every second, watches are forced into ``410 Expired``, and the API server
+itself restarts twice. Forty tasks run in this process (half waiting in the worker, half deferred to a shared
+"triggerer" loop); ten run in worker subprocesses that are SIGKILLed at a chosen point (before the create,
+after it, while waiting, while the log streams) and then retried, as Airflow retries a task whose worker
+died. Afterwards the reaper sweeps the Jobs kept by ``debugJobs``.
+
+Checked for every task: the outcome is the peon's (SUCCESS or a failure naming its exit code), exactly one
+Job was ever created for it (the emulator's store events), every line of the peon's log appears exactly once
+and in order in the log of the try that finished, and nothing is left in the namespace after the reaper.
+Faults are seeded, so a failing run replays the same faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import queue
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import structlog.testing
+from airflow.sdk.exceptions import TaskDeferred
+
+from druid_k8s_provider.errors import JobFailed
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.naming import PEON_LABEL
+from druid_k8s_provider.operators.task import DruidK8sTaskOperator
+from druid_k8s_provider.reaper import reap
+from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.behaviours import ContainerContext
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+SEED = 20261126
+NAMESPACE = "druid"
+OVERLORD = "druid-overlord-0"
+WORKER = Path(__file__).resolve().parent / "worker.py"
+TASKS = 50
+KILLED_TASKS = 10
+LOG_LINES = 15
+LINE_INTERVAL_SECONDS = 0.05
+KILL_POINTS = ("before_create", "after_create", "waiting", "reading_logs")
+FAULT_RATE_5XX = 0.05
+FAULT_RATE_429 = 0.05
+WATCH_DROP_EVERY_SECONDS = 1.0
+WATCH_EXPIRY_EVERY_SECONDS = 1.5
+SERVER_RESTARTS_AT_SECONDS = (2.5, 5.0)
+PEON_LINE = re.compile(r"(chaos-\d{2}-(?:ok|fail)) line (\d{3})")
+
+
+@dataclass
+class ChaosTask:
+    """One Druid task of the run and how it is executed."""
+
+    index: int
+    fails: bool
+    deferrable: bool
+    debug_jobs: bool
+    kill_at: str | None = None
+
+    @property
+    def druid_id(self) -> str:
+        return f"chaos-{self.index:02d}-{'fail' if self.fails else 'ok'}"
+
+    def expected_lines(self) -> list[str]:
+        return [f"{self.druid_id} line {number:03d}" for number in range(LOG_LINES)]
+
+    def operator_arguments(self) -> dict[str, Any]:
+        properties = {
+            "druid.indexer.runner.namespace": NAMESPACE,
+            "druid.indexer.runner.K8sjobLaunchTimeout": "PT90S",
+            "druid.indexer.runner.maxTaskDuration": "PT5M",
+            "druid.indexer.runner.debugJobs": str(self.debug_jobs).lower(),
+        }
+        return {
+            "druid_task": {"type": "index_parallel", "id": self.druid_id, "spec": {}},
+            "runner_properties": properties,
+            "overlord_pod_name": OVERLORD,
+            "deferrable": self.deferrable,
+            "poll_interval": 2.0,
+        }
+
+
+@dataclass
+class TaskResult:
+    """What the try that finished reported, and the peon lines its log showed."""
+
+    status: str
+    detail: str
+    lines: list[str] = field(default_factory=list)
+    tries: int = 1
+    killed_with: int | None = None
+
+
+def plan() -> list[ChaosTask]:
+    """50 tasks: one in five fails, one in seven keeps its Job (debugJobs), half defer, ten get killed."""
+    rng = random.Random(SEED)
+    tasks = [
+        ChaosTask(index, fails=index % 5 == 3, deferrable=index % 2 == 1, debug_jobs=index % 7 == 2)
+        for index in range(TASKS)
+    ]
+    killed = rng.sample(tasks, KILLED_TASKS)
+    for number, task in enumerate(killed):
+        task.kill_at = KILL_POINTS[number % len(KILL_POINTS)]
+    return tasks
+
+
+async def chaos_peon(ctx: ContainerContext) -> int:
+    """A peon that logs numbered lines over a second, then exits 1 when its task id says so."""
+    task_id = ctx.env["TASK_ID"]
+    for number in range(LOG_LINES):
+        ctx.log(f"{task_id} line {number:03d}")
+        if await ctx.wait_or_stop(LINE_INTERVAL_SECONDS):
+            return 143
+    return 1 if task_id.endswith("-fail") else 0
+
+
+class ChaosMonkey:
+    """Drops watches, forces 410s and restarts the API server on a schedule until stopped."""
+
+    def __init__(self, kube: KubeEmulator) -> None:
+        self.kube = kube
+        self.stop = threading.Event()
+        self.watch_drops = 0
+        self.streams_cut = 0
+        self.forced_expiries = 0
+        self.restarts = 0
+        self._thread = threading.Thread(target=self._run, name="chaos-monkey", daemon=True)
+
+    def __enter__(self) -> ChaosMonkey:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        next_drop, next_expiry = WATCH_DROP_EVERY_SECONDS, WATCH_EXPIRY_EVERY_SECONDS
+        restarts = list(SERVER_RESTARTS_AT_SECONDS)
+        while not self.stop.wait(0.1):
+            elapsed = time.monotonic() - started
+            if elapsed >= next_drop:
+                self.streams_cut += self.kube.faults.drop_watches()
+                self.watch_drops += 1
+                next_drop += WATCH_DROP_EVERY_SECONDS
+            if elapsed >= next_expiry:
+                self.kube.faults.expire_next_watch(2)
+                self.forced_expiries += 2
+                next_expiry += WATCH_EXPIRY_EVERY_SECONDS
+            if restarts and elapsed >= restarts[0]:
+                restarts.pop(0)
+                self.kube.restart_server()
+                self.restarts += 1
+
+
+class Triggerer:
+    """One event loop running every deferred task's trigger, as Airflow's triggerer does."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="triggerer", daemon=True)
+
+    def __enter__(self) -> Triggerer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+    def run_trigger(self, deferred: TaskDeferred) -> dict[str, Any]:
+        """Rebuild the trigger from its serialized form and wait for its event."""
+        classpath, kwargs = deferred.trigger.serialize()
+        assert classpath.endswith(".DruidK8sJobTrigger")
+        trigger = type(deferred.trigger)(**kwargs)
+
+        async def first_event() -> dict[str, Any]:
+            event = await anext(trigger.run())
+            return dict(event.payload)
+
+        return asyncio.run_coroutine_threadsafe(first_event(), self.loop).result(timeout=240)
+
+
+def context(task: ChaosTask) -> dict[str, Any]:
+    ti = SimpleNamespace(
+        dag_id="chaos", task_id="druid", run_id="manual_1", map_index=-1, try_number=1,
+        xcom_push=lambda key, value: None,
+    )  # fmt: skip
+    return {"ti": ti}
+
+
+def run_in_process(task: ChaosTask, triggerer: Triggerer) -> TaskResult:
+    operator = DruidK8sTaskOperator(task_id="druid", **task.operator_arguments())
+    ctx = context(task)
+    try:
+        try:
+            result = operator.execute(ctx)
+        except TaskDeferred as deferred:
+            payload = triggerer.run_trigger(deferred)
+            result = getattr(operator, deferred.method_name)(ctx, payload, **(deferred.kwargs or {}))
+    except JobFailed as failure:
+        return TaskResult("FAILED", str(failure))
+    except Exception as error:
+        return TaskResult("ERROR", f"{type(error).__name__}: {error}")
+    return TaskResult(str(result["status"]), json.dumps(result))
+
+
+class ForkServer:
+    """``worker.py --serve``: forks a worker process per try (Airflow imported once); routes its reports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._stderr = open(workdir / "fork-server.stderr", "w")  # noqa: SIM115 (closed in __exit__)
+        self._transcript = open(workdir / "fork-server.stdout", "w")  # noqa: SIM115 (closed in __exit__)
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env={**os.environ, "AIRFLOW__CORE__UNIT_TEST_MODE": "True"},
+        )
+        self._lock = threading.Lock()
+        self._events: dict[str, queue.Queue[tuple[str, str]]] = {}
+        self._pids: dict[str, queue.Queue[tuple[str, str]]] = {}
+        self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
+
+    def __enter__(self) -> ForkServer:
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        self._stderr.close()
+        self._transcript.close()
+
+    def _queue(self, spec_path: str, kind: str = "PHASE") -> queue.Queue[tuple[str, str]]:
+        """Where reports of a try go: its pid apart (a forked worker may report a PHASE before the fork
+        server reports STARTED), its PHASE and EXITED reports in order."""
+        queues = self._pids if kind == "STARTED" else self._events
+        with self._lock:
+            return queues.setdefault(spec_path, queue.Queue())
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._transcript.write(line)
+            parts = line.split()
+            if len(parts) == 3 and parts[0] in ("STARTED", "PHASE", "EXITED"):
+                self._queue(parts[1], parts[0]).put((parts[0], parts[2]))
+
+    def start(self, spec_path: Path) -> tuple[int, queue.Queue[tuple[str, str]]]:
+        """Fork a worker for one try: (its pid, the stream of its PHASE and EXITED reports)."""
+        assert self.process.stdin is not None
+        with self._lock:
+            self.process.stdin.write(f"{spec_path}\n")
+            self.process.stdin.flush()
+        _, pid = self._queue(str(spec_path), "STARTED").get(timeout=30)
+        return int(pid), self._queue(str(spec_path))
+
+
+def wait_for(events: queue.Queue[tuple[str, str]], wanted: str, timeout: float) -> str:
+    """The value of the next report of kind ``wanted`` (PHASE reports before it are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kind, value = events.get(timeout=max(0.1, deadline - time.monotonic()))
+        if kind == wanted:
+            return value
+        if kind == "EXITED":
+            raise AssertionError(f"the worker exited ({value}) before reporting {wanted}")
+
+
+def run_in_worker_process(
+    task: ChaosTask, server: ForkServer, workdir: Path, rng: random.Random
+) -> TaskResult:
+    """Try 1 is SIGKILLed at ``task.kill_at``; try 2 (the retry) runs to the end."""
+    killed_with = None
+    for try_number in (1, 2):
+        attempt = workdir / f"{task.druid_id}-try{try_number}"
+        attempt.mkdir()
+        spec = {
+            "operator": task.operator_arguments(),
+            "log_file": str(attempt / "task.log"),
+            "report_file": str(attempt / "report.json"),
+            "run_id": "manual_1",
+            "try_number": try_number,
+            "freeze_at": task.kill_at if try_number == 1 else None,
+            "freeze_after_lines": 3,
+        }
+        (attempt / "spec.json").write_text(json.dumps(spec))
+        pid, events = server.start(attempt / "spec.json")
+        if try_number == 1:
+            while wait_for(events, "PHASE", 120) != task.kill_at:
+                pass
+            if task.kill_at == "waiting":
+                time.sleep(rng.uniform(0.1, 0.5))  # the peon is running: kill in the middle of the wait
+            os.kill(pid, signal.SIGKILL)
+            killed_with = int(wait_for(events, "EXITED", 30))
+            continue
+        assert wait_for(events, "EXITED", 240) == "0"
+        report = json.loads((attempt / "report.json").read_text())
+        lines = [match.group(0) for match in PEON_LINE.finditer((attempt / "task.log").read_text())]
+        if "error" in report:
+            status = "FAILED" if report["error_type"] == "JobFailed" else "ERROR"
+            return TaskResult(status, report["error"], lines, 2, killed_with)
+        return TaskResult(
+            report["return_value"]["status"], json.dumps(report["return_value"]), lines, 2, killed_with
+        )
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
+    with KubeEmulator(fault_seed=SEED, bookmark_interval=1.0) as emulator:
+        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+        emulator.register_image("chaos-peon:*", chaos_peon)
+        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+        emulator.store.create(
+            "pods",
+            NAMESPACE,
+            {
+                "metadata": {"name": OVERLORD},
+                "spec": {"containers": [{"name": "druid", "image": "chaos-peon:1"}]},
+            },
+        )
+        yield emulator
+
+
+def test_fifty_tasks_survive_api_faults_watch_drops_restarts_and_killed_workers(
+    kube: KubeEmulator, tmp_path: Path
+) -> None:
+    tasks = plan()
+    jobs_created: Counter[str] = Counter()
+
+    def count_creates(event_type: str, plural: str, obj: dict[str, Any]) -> None:
+        if plural == "jobs" and event_type == "ADDED":
+            jobs_created[obj["metadata"]["name"]] += 1
+
+    kube.store.add_listener(count_creates)
+    kube.faults.add(status=500, rate=FAULT_RATE_5XX)
+    kube.faults.add(status=429, rate=FAULT_RATE_429, retry_after=1)
+    rng = random.Random(SEED)
+    results: dict[str, TaskResult] = {}
+    started = time.monotonic()
+    with structlog.testing.capture_logs() as captured, Triggerer() as triggerer, ChaosMonkey(kube) as monkey:
+        with (
+            ForkServer(tmp_path) as server,
+            ThreadPoolExecutor(16) as in_process,
+            ThreadPoolExecutor(5) as workers,
+        ):
+            futures = {
+                task.druid_id: (
+                    workers.submit(run_in_worker_process, task, server, tmp_path, random.Random(rng.random()))
+                    if task.kill_at
+                    else in_process.submit(run_in_process, task, triggerer)
+                )
+                for task in tasks
+            }
+            results = {druid_id: future.result(timeout=280) for druid_id, future in futures.items()}
+        faults_fired = sum(fault.fired for fault in kube.faults.faults)
+        kube.faults.clear()
+    elapsed = time.monotonic() - started
+
+    shown: dict[str, list[str]] = defaultdict(list)
+    for entry in captured:
+        match = PEON_LINE.fullmatch(str(entry.get("event", "")))
+        if match:
+            shown[match.group(1)].append(match.group(0))
+    for task in tasks:
+        if not task.kill_at:
+            results[task.druid_id].lines = shown[task.druid_id]
+
+    kept = sorted(job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE))
+    summary = reap(DruidK8sHook(namespace=NAMESPACE), NAMESPACE, dt.timedelta(0))
+    deadline = time.monotonic() + 15
+    while (
+        kube.store.list("pods", NAMESPACE, label_selector=f"{PEON_LABEL}=true")
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    orphans = [obj["metadata"]["name"] for obj in kube.store.list("jobs", NAMESPACE)] + [
+        pod["metadata"]["name"]
+        for pod in kube.store.list("pods", NAMESPACE, label_selector=f"{PEON_LABEL}=true")
+    ]
+
+    wrong_outcome = {
+        task.druid_id: (results[task.druid_id].status, results[task.druid_id].detail[:300])
+        for task in tasks
+        if results[task.druid_id].status != ("FAILED" if task.fails else "SUCCESS")
+        or (task.fails and "exited with code 1" not in results[task.druid_id].detail)
+    }
+    duplicates = {name: count for name, count in jobs_created.items() if count != 1}
+    log_problems = {
+        task.druid_id: _log_difference(task.expected_lines(), results[task.druid_id].lines)
+        for task in tasks
+        if results[task.druid_id].lines != task.expected_lines()
+    }
+    not_killed = {
+        t.druid_id: results[t.druid_id].killed_with
+        for t in tasks
+        if t.kill_at and results[t.druid_id].killed_with != -signal.SIGKILL
+    }
+    figures = {
+        "tasks": len(tasks),
+        "seconds": round(elapsed, 1),
+        "faults_injected": faults_fired,
+        "watch_drops": monkey.watch_drops,
+        "streams_cut": monkey.streams_cut,
+        "forced_410": monkey.forced_expiries,
+        "server_restarts": monkey.restarts,
+        "workers_sigkilled": sum(1 for t in tasks if t.kill_at) - len(not_killed),
+        "jobs_created": sum(jobs_created.values()),
+        "duplicates": len(duplicates),
+        "wrong_outcomes": len(wrong_outcome),
+        "lost_or_repeated_log_lines": len(log_problems),
+        "kept_for_reaper": len(kept),
+        "reaped": summary["deleted"],
+        "orphans": len(orphans),
+    }
+    print("CHAOS FIGURES " + json.dumps(figures))
+    assert faults_fired > 50 and monkey.restarts == len(SERVER_RESTARTS_AT_SECONDS), figures
+    assert not_killed == {}, f"workers that were not SIGKILLed: {not_killed}"
+    assert wrong_outcome == {}, f"tasks with the wrong outcome: {wrong_outcome}"
+    assert len(jobs_created) == TASKS and duplicates == {}, f"Jobs created more than once: {duplicates}"
+    assert log_problems == {}, f"peon log lines lost or repeated: {log_problems}"
+    assert orphans == [], f"left in namespace {NAMESPACE!r} after the reaper: {orphans}"
+
+
+def _log_difference(expected: list[str], shown: list[str]) -> str:
+    counts = Counter(shown)
+    lost = [line for line in expected if counts[line] == 0]
+    repeated = [line for line, count in counts.items() if count > 1]
+    order = "" if lost or repeated else " (out of order)"
+    return f"lost {lost[:5]}{'...' if len(lost) > 5 else ''}, repeated {repeated[:5]}{order}"
