@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jinja2
 from airflow.sdk import BaseOperator, ObjectStoragePath, conf
 from airflow.sdk.log import mask_secret
 
@@ -168,9 +169,42 @@ class DruidK8sTaskOperator(BaseOperator):
 
     # -- inputs ------------------------------------------------------------------------------------------
 
-    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Render, then register the task's credentials with the secrets masker before anything logs."""
-        super().render_template_fields(context, jinja_env)
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """Render each templated argument, then register the task's credentials with the secrets masker.
+
+        Rendered one field at a time so a Jinja error (a missing ``.json`` file, a syntax error, an undefined
+        value) is reported as bad input naming the argument, not as a bare Jinja exception.
+        """
+        environment = jinja_env or self.get_template_env()
+        for field in self.template_fields:
+            value = getattr(self, field, None)
+            if not value:
+                continue
+            try:
+                if callable(value):
+                    rendered = value(context=context, jinja_env=environment)
+                else:
+                    rendered = self.render_template(value, context, environment, set())
+            except jinja2.TemplateNotFound as exc:
+                raise DruidK8sConfigError(
+                    field,
+                    f"the file {exc.name!r} was not found in the template search path "
+                    f"({', '.join(getattr(environment.loader, 'searchpath', []) or ['none'])})",
+                    "put the file in the DAG folder or in template_searchpath, or pass an absolute path",
+                ) from None
+            except jinja2.TemplateSyntaxError as exc:
+                raise DruidK8sConfigError(
+                    field,
+                    f"the Jinja template does not parse: {exc.message} (line {exc.lineno})",
+                    "correct the template (unclosed '{{', a stray quote), or escape literal braces",
+                ) from None
+            except jinja2.TemplateError as exc:
+                raise DruidK8sConfigError(
+                    field,
+                    f"the Jinja template cannot be rendered: {exc.message}",
+                    "define the value it uses (params, macros) or give a default with |default(...)",
+                ) from None
+            setattr(self, field, rendered)
         self._mask_task_secrets()
 
     def _mask_task_secrets(self) -> None:
@@ -341,7 +375,7 @@ class DruidK8sTaskOperator(BaseOperator):
             self._wait = (asyncio.get_running_loop(), task)
             if self._stop_requested:  # on_kill came between the create and this wait
                 raise asyncio.CancelledError
-            return await follower.run()
+            return await follower.outcome()
 
         try:
             return asyncio.run(wait())

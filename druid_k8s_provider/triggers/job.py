@@ -248,6 +248,14 @@ class JobFollower:
     def __post_init__(self) -> None:
         self._log_tasks: list[asyncio.Task[None]] = []
 
+    async def outcome(self) -> dict[str, Any]:
+        """:meth:`run`, with a failure to wait turned into an ``error`` payload (the Job is left as it is)."""
+        try:
+            return await self.run()
+        except Exception as exc:
+            log.exception("Waiting for Job %s failed", self.job_name)
+            return self._payload(ERROR, error=f"{type(exc).__name__}: {exc}")
+
     def _start_logs(self, session: AsyncKubeSession, pod_name: str) -> None:
         if self.stream_logs and not self._log_tasks:
             self._log_tasks.append(
@@ -379,19 +387,20 @@ class JobFollower:
                     timestamp, text = split_line(raw)
                     if self.log_cursor.admit(timestamp):
                         self.emit_line(text)
+                    backoff = 0.2
+                pod = await session.get(pods_path(self.namespace, pod_name))
+                main = job_state.main_container_status(pod or {}) or {}
+                if pod is None or "terminated" in (main.get("state") or {}):
+                    # The stream ended because the container did: it delivered everything. (The operator
+                    # reads from the cursor once more when it resumes, in case a stream dropped at the end.)
+                    return
             except ApiCallFailed as exc:
                 if exc.status == 404:
                     return  # pod gone: nothing more to read
                 if exc.status != 400 and not is_transient(exc):
                     raise
             except CONNECTION_ERRORS:
-                pass
-            pod = await session.get(pods_path(self.namespace, pod_name))
-            main = job_state.main_container_status(pod or {}) or {}
-            if pod is None or "terminated" in (main.get("state") or {}):
-                # The stream ended because the container did: it delivered everything. (The operator
-                # reads from the cursor once more when it resumes, in case a stream dropped at the end.)
-                return
+                pass  # dropped stream or API server restart: resume from the cursor
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -499,19 +508,4 @@ class DruidK8sJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait, then yield exactly one event describing what happened."""
-        follower = self.follower()
-        try:
-            payload = await follower.run()
-        except Exception as exc:  # the operator turns this into a clear task failure
-            self.log.exception("Waiting for Job %s failed", self.job_name)
-            payload = {
-                "status": ERROR,
-                "job_name": self.job_name,
-                "namespace": self.namespace,
-                "druid_task_id": self.druid_task_id,
-                "kubernetes_conn_id": self.kubernetes_conn_id,
-                "disable_client_proxy": self.disable_client_proxy,
-                "log_cursor": follower.log_cursor.to_dict(),
-                "error": f"{type(exc).__name__}: {exc}",
-            }
-        yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
+        yield TriggerEvent(await self.follower().outcome())  # type: ignore[no-untyped-call]

@@ -112,3 +112,22 @@ def test_rendering_registers_the_spec_credentials_with_the_secrets_masker() -> N
     )
     op.render_template_fields(context={})  # type: ignore[arg-type]
     assert redact("peon says accessKey=AKIA-UNIT-98765") == "peon says accessKey=***"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("tasks/missing.json", "was not found in the template search path"),
+        ('{"type": "{{ params.type "}', "does not parse"),
+        ('{"type": "{{ missing.attribute }}"}', "cannot be rendered"),
+    ],
+)
+def test_jinja_errors_in_the_task_name_the_argument_and_the_fix(template: str, problem: str) -> None:
+    from airflow.sdk import DAG
+
+    with DAG("jinja_errors", schedule=None):
+        op = operator(druid_task=template)
+    with pytest.raises(DruidK8sConfigError) as raised:
+        op.render_template_fields(context={"params": {}})  # type: ignore[arg-type]
+    assert raised.value.field == "druid_task"
+    assert problem in raised.value.problem and raised.value.fix
