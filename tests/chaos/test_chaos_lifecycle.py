@@ -19,13 +19,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
-import queue
 import random
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -39,6 +35,7 @@ from typing import Any
 import pytest
 import structlog.testing
 from airflow.sdk.exceptions import TaskDeferred
+from chaos_workers import ForkServer, wait_for
 
 from druid_k8s_provider.errors import JobFailed
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
@@ -53,7 +50,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 SEED = 20261126
 NAMESPACE = "druid"
 OVERLORD = "druid-overlord-0"
-WORKER = Path(__file__).resolve().parent / "worker.py"
 TASKS = 50
 KILLED_TASKS = 10
 LOG_LINES = 15
@@ -226,73 +222,6 @@ def run_in_process(task: ChaosTask, triggerer: Triggerer) -> TaskResult:
     return TaskResult(str(result["status"]), json.dumps(result))
 
 
-class ForkServer:
-    """``worker.py --serve``: forks a worker process per try (Airflow imported once); routes its reports."""
-
-    def __init__(self, workdir: Path) -> None:
-        self._stderr = open(workdir / "fork-server.stderr", "w")  # noqa: SIM115 (closed in __exit__)
-        self._transcript = open(workdir / "fork-server.stdout", "w")  # noqa: SIM115 (closed in __exit__)
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env={**os.environ, "AIRFLOW__CORE__UNIT_TEST_MODE": "True"},
-        )
-        self._lock = threading.Lock()
-        self._events: dict[str, queue.Queue[tuple[str, str]]] = {}
-        self._pids: dict[str, queue.Queue[tuple[str, str]]] = {}
-        self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
-
-    def __enter__(self) -> ForkServer:
-        self._reader.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
-        self._reader.join(timeout=10)
-        self._stderr.close()
-        self._transcript.close()
-
-    def _queue(self, spec_path: str, kind: str = "PHASE") -> queue.Queue[tuple[str, str]]:
-        """Where reports of a try go: its pid apart (a forked worker may report a PHASE before the fork
-        server reports STARTED), its PHASE and EXITED reports in order."""
-        queues = self._pids if kind == "STARTED" else self._events
-        with self._lock:
-            return queues.setdefault(spec_path, queue.Queue())
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._transcript.write(line)
-            parts = line.split()
-            if len(parts) == 3 and parts[0] in ("STARTED", "PHASE", "EXITED"):
-                self._queue(parts[1], parts[0]).put((parts[0], parts[2]))
-
-    def start(self, spec_path: Path) -> tuple[int, queue.Queue[tuple[str, str]]]:
-        """Fork a worker for one try: (its pid, the stream of its PHASE and EXITED reports)."""
-        assert self.process.stdin is not None
-        with self._lock:
-            self.process.stdin.write(f"{spec_path}\n")
-            self.process.stdin.flush()
-        _, pid = self._queue(str(spec_path), "STARTED").get(timeout=30)
-        return int(pid), self._queue(str(spec_path))
-
-
-def wait_for(events: queue.Queue[tuple[str, str]], wanted: str, timeout: float) -> str:
-    """The value of the next report of kind ``wanted`` (PHASE reports before it are skipped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        kind, value = events.get(timeout=max(0.1, deadline - time.monotonic()))
-        if kind == wanted:
-            return value
-        if kind == "EXITED":
-            raise AssertionError(f"the worker exited ({value}) before reporting {wanted}")
-
-
 def run_in_worker_process(
     task: ChaosTask, server: ForkServer, workdir: Path, rng: random.Random
 ) -> TaskResult:
@@ -317,7 +246,7 @@ def run_in_worker_process(
                 pass
             if task.kill_at == "waiting":
                 time.sleep(rng.uniform(0.1, 0.5))  # the peon is running: kill in the middle of the wait
-            os.kill(pid, signal.SIGKILL)
+            server.kill(pid)
             killed_with = int(wait_for(events, "EXITED", 30))
             continue
         assert wait_for(events, "EXITED", 240) == "0"
