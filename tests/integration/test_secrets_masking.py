@@ -32,7 +32,8 @@ WORKER = Path(__file__).resolve().parents[1] / "chaos" / "worker.py"
 S3_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
 JDBC_PASSWORD = "pg-Pa55w0rd-never-log-me"
 PROVIDER_PASSWORD = "hunter2-via-password-provider"
-SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD)
+AZURE_KEY = "azure-account-key-Zm9vYmFyYmF6cXV4"
+SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD, AZURE_KEY)
 MASK = "***"
 
 
@@ -188,5 +189,34 @@ def test_bad_input_errors_do_not_quote_credentials(cluster: KubeEmulator, tmp_pa
     assert report["error_type"] == "DruidK8sConfigError", report.get("traceback")
     assert "druid.indexer.runner.javaOpts" in report["error"]
     for where, text in (("error", report["error"]), ("log", log), ("output", output)):
+        assert_no_secret(where, text)
+    assert cluster.metrics.creates("jobs") == 0
+
+
+def test_a_template_that_fails_to_render_does_not_log_the_credentials_of_the_task(
+    cluster: KubeEmulator, tmp_path: Path
+) -> None:
+    """A Jinja error must not quote the field: Airflow's own renderer logs the whole field on failure and
+    hides only values under keys it knows (like "password"), while Druid's Azure input source calls its
+    account key just "key"."""
+    task = {
+        "type": "index_parallel",
+        "id": "secret_azure_ingest",
+        "spec": {
+            "dataSchema": {"dataSource": "{{ params.datasource "},
+            "ioConfig": {
+                "type": "index_parallel",
+                "inputSource": {
+                    "type": "azureStorage",
+                    "objectGlob": "**.json",
+                    "properties": {"account": "shop", "key": AZURE_KEY},
+                },
+            },
+        },
+    }
+    log, report, output = run_worker(tmp_path, {"druid_task": task})
+    assert report["error_type"] == "DruidK8sConfigError", report.get("traceback")
+    assert report["error"].startswith("druid_task: ")
+    for where, text in (("task log", log), ("worker output", output), ("error", report["error"])):
         assert_no_secret(where, text)
     assert cluster.metrics.creates("jobs") == 0
