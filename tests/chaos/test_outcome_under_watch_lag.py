@@ -1,0 +1,133 @@
+"""A failed task must say why it failed even when the pods watch lags behind the Jobs watch.
+
+The waiter follows Jobs and pods on two separate watch streams. Under load, or while the pods watch is
+reconnecting, the Job's ``Failed`` condition can arrive before the pod's terminated state. The chaos suite
+saw it (two failed tasks reported only "the Job failed (BackoffLimitExceeded)"); here it is made
+deterministic on an API server without controllers: the Job is marked Failed first, the pod's
+``exit code 1`` lands a moment later, as the lagging watch would deliver it. The error must still name the
+peon's exit code, the one fact a person needs to start looking.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from druid_k8s_provider.errors import JobFailed
+from druid_k8s_provider.naming import job_name
+from druid_k8s_provider.operators.task import DruidK8sTaskOperator
+from druid_k8s_provider.testing import KubeEmulator
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
+
+NAMESPACE = "druid"
+TASK_ID = "lagging_pods_watch"
+JOB = job_name(TASK_ID)
+POD = f"{JOB}-x7k2p"
+LABELS = {"druid.k8s.peons": "true"}
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
+    with KubeEmulator(cluster=False) as emulator:
+        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+        spec = {"restartPolicy": "Never", "containers": [{"name": "main", "image": "peon"}]}
+        emulator.store.create(
+            "jobs",
+            NAMESPACE,
+            {
+                "metadata": {"name": JOB, "labels": LABELS, "annotations": {"task.id": TASK_ID}},
+                "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": LABELS}, "spec": spec}},
+            },
+        )
+        emulator.store.create(
+            "pods",
+            NAMESPACE,
+            {"metadata": {"name": POD, "labels": {**LABELS, "job-name": JOB}}, "spec": spec},
+        )
+        emulator.logs.mark_started(NAMESPACE, POD, "main")
+        emulator.logs.append(NAMESPACE, POD, "main", "Exception: segment push failed")
+        set_pod_status(emulator, {"running": {"startedAt": "2026-01-01T00:00:00Z"}}, "Running")
+        yield emulator
+
+
+def set_pod_status(kube: KubeEmulator, state: dict[str, Any], phase: str) -> None:
+    def change(pod: dict[str, Any]) -> None:
+        pod["status"] = {
+            "phase": phase,
+            "containerStatuses": [
+                {
+                    "name": "main",
+                    "ready": phase == "Running",
+                    "restartCount": 0,
+                    "image": "peon",
+                    "imageID": "",
+                    "state": state,
+                }
+            ],
+        }
+
+    kube.store.mutate("pods", NAMESPACE, POD, change, subresource="status")
+
+
+def fail_job(job: dict[str, Any]) -> None:
+    job["status"] = {
+        "startTime": "2026-01-01T00:00:00Z",
+        "failed": 1,
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+        ],
+    }
+
+
+def test_the_error_names_the_exit_code_when_the_pod_update_arrives_after_the_job_update(
+    api: KubeEmulator,
+) -> None:
+    operator = DruidK8sTaskOperator(
+        task_id="druid",
+        druid_task={"type": "index_parallel", "id": TASK_ID, "spec": {}},
+        runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
+        overlord_pod_name="unused: the Job already exists and is joined",
+        poll_interval=30.0,
+    )
+    ti = SimpleNamespace(dag_id="chaos", task_id="druid", run_id="r", map_index=-1, try_number=1,
+                         xcom_push=lambda key, value: None)  # fmt: skip
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            operator.execute({"ti": ti})
+        except BaseException as error:
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(1.0)  # the operator joined the Job and waits on its watches
+    api.store.mutate("jobs", NAMESPACE, JOB, fail_job, subresource="status")
+    time.sleep(0.3)  # the pods watch lags: the pod's end arrives after the Job's
+    api.logs.close(NAMESPACE, POD, "main")
+    terminated = {
+        "exitCode": 1,
+        "reason": "Error",
+        "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:09Z",
+    }
+    set_pod_status(api, {"terminated": terminated}, "Failed")
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, JobFailed), repr(error)
+    assert "exited with code 1" in str(error), f"the failure reason was lost: {error}"
