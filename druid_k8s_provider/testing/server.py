@@ -208,6 +208,7 @@ class ApiServer:
         parsed: ResourceRequest | None = None
         response: web.StreamResponse
         try:
+            user = self._authenticate(request)
             parsed = self._parse(request)
             if parsed is not None:
                 verb, resource, subresource, namespace = (
@@ -216,7 +217,6 @@ class ApiServer:
                     parsed.subresource,
                     parsed.namespace,
                 )
-            user = self._authenticate(request)
             decision = self.faults.decide(
                 verb, f"{resource}/{subresource}" if subresource else resource, namespace
             )
