@@ -42,6 +42,7 @@ from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, 
 from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.naming import job_name as job_name_for
+from druid_k8s_provider.preflight import check_permissions, operator_requirements
 from druid_k8s_provider.task import DruidTask, derive_task_id
 from druid_k8s_provider.triggers.job import (
     ERROR,
@@ -303,7 +304,20 @@ class DruidK8sTaskOperator(BaseOperator):
             mask_secret(value)
         hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
         name = job_name_for(task.id)
+        # A Role that is too narrow fails here, naming every missing permission, before any read or write.
+        check_permissions(hook, operator_requirements(config), task_id=task.id, job_name=name)
         job = hook.get_job(name, config.namespace, task_id=task.id)
+        details = {
+            "druid_task_id": task.id,
+            "job_name": name,
+            "namespace": config.namespace,
+            "debug_jobs": config.debug_jobs,
+            "disable_client_proxy": config.disable_client_proxy,
+            "kubernetes_conn_id": self._conn_id(),
+        }
+        recorded = self._recorded_outcome(context, job, task.id)
+        if recorded is not None:
+            return self._report(context, recorded, details, None)
         if job is not None and task_id_of(job) == task.id:
             self.log.info("Joining the existing Job %s of Druid task %s (created earlier)", name, task.id)
         else:
@@ -321,14 +335,6 @@ class DruidK8sTaskOperator(BaseOperator):
         completion_deadline = (
             launch_deadline + config.max_task_duration.total_seconds() + COMPLETION_SLACK_SECONDS
         )
-        details = {
-            "druid_task_id": task.id,
-            "job_name": name,
-            "namespace": config.namespace,
-            "debug_jobs": config.debug_jobs,
-            "disable_client_proxy": config.disable_client_proxy,
-            "kubernetes_conn_id": self._conn_id(),
-        }
         trigger = DruidK8sJobTrigger(
             job_name=name,
             namespace=config.namespace,
@@ -352,6 +358,30 @@ class DruidK8sTaskOperator(BaseOperator):
         follower.emit_line = self._emit_peon_line
         event = self._wait_in_process(follower)
         return self._finish(context, event, details)
+
+    def _recorded_outcome(
+        self, context: Context, job: dict[str, Any] | None, task_id: str
+    ) -> job_state.Outcome | None:
+        """On a retry whose Job is gone, the outcome the peon pushed to task logs, if it finished.
+
+        A worker may die after the Job finished and was deleted but before Airflow recorded the result;
+        launching the task again would, for an append ingestion, load its data twice. Only ``status.json``
+        remembers a finished-and-deleted task, so this needs ``task_logs_location`` (or ``debugJobs``, which
+        leaves deleting to the reaper). A first try always launches, even when an explicit id was used before.
+        """
+        location = self._logs_location()
+        if job is not None or not location or int(getattr(context["ti"], "try_number", 1) or 1) <= 1:
+            return None
+        report = self._read_status_report(location, task_id)
+        if report is None:
+            return None
+        self.log.info(
+            "Druid task %s already finished (status.json found under %s and its Job was cleaned up): "
+            "reporting that outcome instead of launching the task again",
+            task_id,
+            location,
+        )
+        return self._outcome_from_report(report, None, None)
 
     def _build(self, hook: DruidK8sHook, task: DruidTask, config: RunnerConfig) -> dict[str, Any]:
         """The Job manifest; every input problem surfaces here, before anything is created."""
@@ -469,19 +499,29 @@ class DruidK8sTaskOperator(BaseOperator):
                 )
             else:
                 hook.delete_job(name, namespace, task_id=task_id)
+        return self._report(context, outcome, details, pod["metadata"]["name"] if pod else None)
+
+    def _report(
+        self, context: Context, outcome: job_state.Outcome, details: dict[str, Any], pod_name: str | None
+    ) -> dict[str, Any]:
+        """The XCom summary; a FAILED outcome is pushed too, then fails the Airflow task saying why."""
         result = {
-            "druid_task_id": task_id,
-            "job_name": name,
-            "namespace": namespace,
-            "pod_name": pod["metadata"]["name"] if pod else None,
+            "druid_task_id": details["druid_task_id"],
+            "job_name": details["job_name"],
+            "namespace": details["namespace"],
+            "pod_name": pod_name,
             "status": outcome.status,
             "duration_ms": outcome.duration_ms,
             "error": outcome.error,
         }
         if outcome.status != job_state.SUCCESS:
             context["ti"].xcom_push(key="return_value", value=result)
-            raise JobFailed(outcome.error or "the Druid task failed", task_id=task_id, job_name=name)
-        self.log.info("Druid task %s succeeded in %s ms", task_id, outcome.duration_ms)
+            raise JobFailed(
+                outcome.error or "the Druid task failed",
+                task_id=details["druid_task_id"],
+                job_name=details["job_name"],
+            )
+        self.log.info("Druid task %s succeeded in %s ms", details["druid_task_id"], outcome.duration_ms)
         return result
 
     def _outcome(self, job: dict[str, Any], pod: dict[str, Any] | None, task_id: str) -> job_state.Outcome:
@@ -497,13 +537,19 @@ class DruidK8sTaskOperator(BaseOperator):
                 + (state.error or "the peon exited without error"),
                 state.duration_ms,
             )
+        return self._outcome_from_report(report, job, pod)
+
+    @staticmethod
+    def _outcome_from_report(
+        report: dict[str, Any], job: dict[str, Any] | None, pod: dict[str, Any] | None
+    ) -> job_state.Outcome:
+        """Druid's TaskStatus decides; the Job and pod (when still there) explain a FAILED without message."""
         status = str(report.get("status") or report.get("statusCode") or job_state.FAILED).upper()
         duration = report.get("duration")
         error = report.get("errorMsg")
         if status != job_state.SUCCESS and not error:
-            error = (
-                job_state.outcome_from_state(job, pod).error or "the peon reported FAILED without a message"
-            )
+            explained = job_state.outcome_from_state(job, pod).error if job is not None else None
+            error = explained or "the peon reported FAILED without a message"
         return job_state.Outcome(
             job_state.SUCCESS if status == job_state.SUCCESS else job_state.FAILED,
             None if status == job_state.SUCCESS else str(error),

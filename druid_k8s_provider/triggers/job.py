@@ -66,6 +66,11 @@ def job_name_of_pod(pod: dict[str, Any]) -> str | None:
     return labels.get(JOB_NAME_LABEL) or labels.get("batch.kubernetes.io/job-name")
 
 
+def _main_terminated(pod: dict[str, Any] | None) -> bool:
+    state = (job_state.main_container_status(pod or {}) or {}).get("state") or {}
+    return "terminated" in state
+
+
 @dataclass(eq=False)
 class SharedWatch:
     """A cache of one kind of peon object in a namespace, kept current by a list+watch.
@@ -124,12 +129,15 @@ class SharedWatch:
     async def _run(self) -> None:
         backoff = 0.5
         while True:
+            relists_before = self.relists
             try:
                 async with self.hook.session() as session:
                     await self._list_and_watch(session)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self.relists > relists_before:  # it was healthy since the last failure: a new outage
+                    backoff = 0.5
                 if not (isinstance(exc, ApiCallFailed | _Expired) or is_transient(exc)):
                     log.exception("Watch of %s failed unexpectedly; relisting", self.path)
                 else:
@@ -304,6 +312,12 @@ class JobFollower:
                 self._start_logs(session, pod["metadata"]["name"])
             if job_state.is_finished(job):
                 await self._drain_logs()
+                if not _main_terminated(pod):
+                    # The pods watch may lag behind the Jobs watch: read the pod itself for its exit code.
+                    items, _ = await session.list_objects(
+                        pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
+                    )
+                    pod = newest(items) or pod
                 return self._payload(FINISHED, job=job, pod=pod)
             if started and self.wait_for == STARTED:
                 return self._payload(STARTED, job=job, pod=pod)

@@ -302,7 +302,7 @@ def test_a_sidecar_without_command_is_refused_before_any_api_write(kube: KubeEmu
     with pytest.raises(DruidK8sConfigError) as raised:
         run(operator(properties=properties), FakeTaskInstance())
     assert "log-shipper" in str(raised.value)
-    assert kube.metrics.count("create") == 0
+    assert kube.metrics.count("create", "jobs") == 0
     assert jobs_left(kube) == []
 
 
