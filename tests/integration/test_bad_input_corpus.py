@@ -161,6 +161,26 @@ CORPUS = (
         RUNNER + "peonMonitors",
         properties={RUNNER + "peonMonitors": '"JvmMonitor"'},
     ),
+    BadInput(
+        "annotation-key-invalid",
+        RUNNER + "annotations",
+        properties={RUNNER + "annotations": '{"bad key!": "x"}'},
+    ),
+    BadInput(
+        "label-value-with-spaces", RUNNER + "labels", properties={RUNNER + "labels": '{"team": "data eng"}'}
+    ),
+    BadInput(
+        "duration-negative",
+        RUNNER + "taskCleanupInterval",
+        properties={RUNNER + "taskCleanupInterval": "-PT1H"},
+    ),
+    BadInput("kubexit-image-empty", RUNNER + "kubexitImage", properties={RUNNER + "kubexitImage": ""}),
+    BadInput(
+        "sidecar-termination-unknown",
+        RUNNER + "sidecarTermination",
+        properties={RUNNER + "sidecarTermination": "sigkill"},
+    ),
+    BadInput("cpu-zero", RUNNER + "cpuCoreInMicro", properties={RUNNER + "cpuCoreInMicro": "0"}),
     # -- templates ---------------------------------------------------------------------------------------
     BadInput(
         "primary-container-unknown",
@@ -215,6 +235,16 @@ CORPUS = (
         "containers[0]",
         files={"template.yaml": pod_template("    containers:\n      - image: peon:ok\n")},
     ),
+    BadInput(
+        "pod-template-api-version",
+        "apiVersion",
+        files={"template.yaml": pod_template().replace("apiVersion: v1", "apiVersion: v2")},
+    ),
+    BadInput(
+        "pod-template-snake-case",
+        "snake_case",
+        files={"template.yaml": pod_template() + "    restart_policy: Never\n"},
+    ),
     # -- other operator arguments and templated fields ----------------------------------------------------
     BadInput("task-file-not-found-relative", "druid_task", task="tasks/missing_task.json"),
     BadInput("task-file-not-found-absolute", "druid_task", task="/nonexistent/druid/task.json"),
@@ -234,6 +264,11 @@ CORPUS = (
         "runtime-properties-file-missing",
         "runtime_properties_file",
         arguments={"runtime_properties_file": "/nonexistent/overlord/runtime.properties"},
+    ),
+    BadInput(
+        "connection-not-defined",
+        "kubernetes_conn_id",
+        arguments={"kubernetes_conn_id": "kubernetes_typo"},
     ),
     BadInput(
         "template-pod-not-found",
