@@ -5,8 +5,8 @@ test greps what it leaves behind. It does what a task runner does that matters h
 fields, logs through Airflow's own structlog configuration *with* the secrets masker (as the supervisor
 writes the task log), runs ``execute``, and when the operator defers, runs the trigger (as a triggerer
 would, from its serialized form) and resumes with the named method. It writes the task log to
-``log_file`` and a JSON report (return value, XCom, error, rendered template fields as Airflow stores them)
-to ``report_file``.
+``log_file`` and a JSON report (return value, XCom, error, rendered template fields as Airflow stores them,
+and on deferral what Airflow stores for the triggerer) to ``report_file``.
 
 At each lifecycle point it writes ``PHASE <spec path> <name>`` to stdout; at the point named by
 ``freeze_at`` it stops and waits for the parent to kill it, so a SIGKILL lands exactly there:
@@ -130,6 +130,7 @@ def run_try(spec_path: str) -> int:
             report["return_value"] = operator.execute(context)
         except TaskDeferred as deferred:
             classpath, kwargs = deferred.trigger.serialize()
+            report["deferral"] = {"trigger": [classpath, kwargs], "method_kwargs": deferred.kwargs}
             module, _, name = classpath.rpartition(".")
             trigger = getattr(importlib.import_module(module), name)(**kwargs)
             event = asyncio.run(anext(trigger.run()))

@@ -161,6 +161,10 @@ def test_credentials_of_a_successful_task_are_masked_everywhere(
     assert_no_secret("the worker's output", output)
     assert_no_secret("XCom", json.dumps(report["xcom"]))
     assert_no_secret("the rendered template fields", json.dumps(report["rendered"]))
+    assert_no_secret(
+        "the trigger and resume kwargs stored for the triggerer", json.dumps(report.get("deferral"))
+    )
+    assert ("deferral" in report) == deferrable
     assert MASK in json.dumps(report["rendered"]["druid_task"])
 
 
