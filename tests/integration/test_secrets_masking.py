@@ -33,7 +33,8 @@ S3_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
 JDBC_PASSWORD = "pg-Pa55w0rd-never-log-me"
 PROVIDER_PASSWORD = "hunter2-via-password-provider"
 AZURE_KEY = "azure-account-key-Zm9vYmFyYmF6cXV4"
-SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD, AZURE_KEY)
+URI_PASSWORD = "uri-embedded-Passw0rd"
+SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD, AZURE_KEY, URI_PASSWORD)
 MASK = "***"
 
 
@@ -224,3 +225,28 @@ def test_a_template_that_fails_to_render_does_not_log_the_credentials_of_the_tas
     for where, text in (("task log", log), ("worker output", output), ("error", report["error"])):
         assert_no_secret(where, text)
     assert cluster.metrics.creates("jobs") == 0
+
+
+@pytest.mark.parametrize(
+    "connect_uri",
+    [
+        f"jdbc:mysql://db:3306/shop?user=druid&password={URI_PASSWORD}&useSSL=true",
+        f"jdbc:postgresql://druid:{URI_PASSWORD}@db:5432/shop",
+    ],
+    ids=["query-parameter", "userinfo"],
+)
+def test_a_password_inside_a_jdbc_connect_uri_is_masked_too(
+    cluster: KubeEmulator, tmp_path: Path, connect_uri: str
+) -> None:
+    """Druid's SQL input source takes the password in ``connectURI`` as readily as in ``password``."""
+    task = jdbc_task()
+    task["id"] = "secret_jdbc_uri"
+    connector = task["spec"]["ioConfig"]["inputSource"]["database"]["connectorConfig"]
+    connector.pop("password")
+    connector["connectURI"] = connect_uri
+    log, report, output = run_worker(tmp_path, {"druid_task": task})
+    assert report.get("error") is None, report.get("traceback")
+    assert "Running task[secret_jdbc_uri]" in log
+    assert_no_secret("the task log", log)
+    assert_no_secret("the worker's output", output)
+    assert_no_secret("the rendered template fields", json.dumps(report["rendered"]))
