@@ -2,8 +2,8 @@
 it is used, and without any one of its permissions preflight stops a task before it creates anything.
 
 The emulator enforces Role rules per bearer token (``KubeEmulator(tokens=...)``), answering 403 and
-``SelfSubjectAccessReview`` as a real API server does. Besides the Role, each token holds the one permission
-every cluster grants all authenticated users (ClusterRole ``system:basic-user``): creating access reviews.
+``SelfSubjectAccessReview`` as a real API server does (access reviews are open to every authenticated user,
+as ClusterRole ``system:basic-user`` makes them on a cluster), so each token holds exactly the Role.
 """
 
 from __future__ import annotations
@@ -44,11 +44,6 @@ NAMESPACE = "druid"
 REPO = Path(__file__).resolve().parents[2]
 RBAC_YAML = REPO / "docs" / "rbac.yaml"
 SERVICE_ACCOUNT = "system:serviceaccount:druid:airflow-druid-k8s"
-BASIC_USER_RULE = {
-    "apiGroups": ["authorization.k8s.io"],
-    "resources": ["selfsubjectaccessreviews"],
-    "verbs": ["create"],
-}
 GROUP_OF = {"jobs": "batch"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 FULL_ROLE_TOKEN = "full-role"
@@ -81,13 +76,11 @@ def connection_id(token: str) -> str:
 @pytest.fixture(scope="module")
 def kube() -> Iterator[KubeEmulator]:
     """One emulated cluster; a token for the full Role and one per Role minus a single permission."""
-    tokens: dict[str, Any] = {
-        FULL_ROLE_TOKEN: {"user": SERVICE_ACCOUNT, "rules": [*role_rules(), BASIC_USER_RULE]}
-    }
+    tokens: dict[str, Any] = {FULL_ROLE_TOKEN: {"user": SERVICE_ACCOUNT, "rules": role_rules()}}
     for permission in LIFECYCLE_PERMISSIONS:
         tokens[token_for(permission)] = {
             "user": SERVICE_ACCOUNT,
-            "rules": [*rules_without(permission), BASIC_USER_RULE],
+            "rules": rules_without(permission),
         }
     with KubeEmulator(tokens=tokens) as emulator:
         emulator.register_image("peon:ok", exits(0, lines=["peon started", "peon done"], after=0.1))
@@ -230,6 +223,29 @@ def test_lifecycle_and_reaper_pass_with_exactly_the_role_and_use_every_rule_of_i
         f"unused: {sorted(set(LIFECYCLE_PERMISSIONS) - used_permissions(kube))}, "
         f"missing: {sorted(used_permissions(kube) - set(LIFECYCLE_PERMISSIONS))}"
     )
+
+
+def test_preflight_rides_out_transient_api_failures(kube: KubeEmulator, connect: Any) -> None:
+    hook = DruidK8sHook(connect(FULL_ROLE_TOKEN), NAMESPACE)
+    kube.faults.add(resource="selfsubjectaccessreviews", status=503, count=2)
+    kube.faults.add(resource="selfsubjectaccessreviews", status=429, retry_after=0, count=2)
+    try:
+        check_permissions(hook, reaper_requirements(NAMESPACE))
+    finally:
+        kube.faults.clear()
+
+
+def test_a_cluster_that_refuses_access_reviews_gets_a_clear_error(kube: KubeEmulator, connect: Any) -> None:
+    hook = DruidK8sHook(connect(FULL_ROLE_TOKEN), NAMESPACE)
+    kube.faults.add(resource="selfsubjectaccessreviews", status=403, count=1)
+    try:
+        with pytest.raises(MissingPermission) as raised:
+            check_permissions(hook, reaper_requirements(NAMESPACE))
+    finally:
+        kube.faults.clear()
+    message = str(raised.value)
+    assert "SelfSubjectAccessReview" in message and "system:basic-user" in message
+    assert "HTTP 403" in message and hook.kubernetes_conn_id in message
 
 
 # -- one permission less ------------------------------------------------------------------------------------
