@@ -262,6 +262,9 @@ class ObjectStore:
         self._listeners: list[Listener] = []
         self._event_listeners: list[Callable[[WatchEvent], None]] = []
         self._dispatch_lock = threading.Lock()
+        self._by_uid: dict[str, tuple[str, tuple[str, str]]] = {}
+        self._dependents_of: dict[str, set[tuple[str, tuple[str, str]]]] = {}
+        self._owner_uids: dict[tuple[str, tuple[str, str]], tuple[str, ...]] = {}
         self._dispatching = False
         self._collector = _GarbageCollector(self)
         self._event_listeners.append(self._collector.on_event)
@@ -333,8 +336,48 @@ class ObjectStore:
         if leftover:
             self._schedule_dispatch()
 
+    def _index(self, event_type: str, plural: str, obj: Obj) -> None:
+        """Keep the uid and owner indexes the garbage collector looks dependents up in."""
+        metadata = obj["metadata"]
+        location = (plural, (metadata.get("namespace", ""), metadata["name"]))
+        for owner_uid in self._owner_uids.pop(location, ()):
+            dependents = self._dependents_of.get(owner_uid)
+            if dependents is not None:
+                dependents.discard(location)
+                if not dependents:
+                    del self._dependents_of[owner_uid]
+        if event_type == "DELETED":
+            self._by_uid.pop(metadata["uid"], None)
+            return
+        self._by_uid[metadata["uid"]] = location
+        owners = tuple(ref["uid"] for ref in metadata.get("ownerReferences") or [] if ref.get("uid"))
+        if owners:
+            self._owner_uids[location] = owners
+            for owner_uid in owners:
+                self._dependents_of.setdefault(owner_uid, set()).add(location)
+
+    def dependents(self, owner_uid: str) -> list[tuple[str, Obj]]:
+        """(plural, object) of every stored object naming ``owner_uid`` in its ownerReferences (shared)."""
+        with self._lock:
+            found = []
+            for plural, key in self._dependents_of.get(owner_uid, ()):
+                obj = self._objects[plural].get(key)
+                if obj is not None:
+                    found.append((plural, obj))
+            return found
+
+    def find_uid(self, uid: str) -> tuple[str, Obj] | None:
+        """(plural, object) of the stored object with ``uid`` (shared), if it exists."""
+        with self._lock:
+            location = self._by_uid.get(uid)
+            if location is None:
+                return None
+            obj = self._objects[location[0]].get(location[1])
+            return (location[0], obj) if obj is not None else None
+
     def _record(self, event_type: str, plural: str, obj: Obj) -> None:
         """Append an event (caller holds the lock and has already bumped the resourceVersion)."""
+        self._index(event_type, plural, obj)
         event = WatchEvent(int(obj["metadata"]["resourceVersion"]), event_type, plural, obj)
         self._history.append(event)
         while len(self._history) > self.history_window:
@@ -882,18 +925,11 @@ class _GarbageCollector:
             ]
 
     def _dependents(self, owner_uid: str) -> list[tuple[str, Obj]]:
-        return [
-            (plural, obj)
-            for plural, obj in self._all_objects()
-            if any(ref.get("uid") == owner_uid for ref in obj["metadata"].get("ownerReferences") or [])
-        ]
+        return self._store.dependents(owner_uid)
 
     def has_dependents(self, owner_uid: str) -> bool:
         """Whether any stored object names ``owner_uid`` as an owner."""
         return bool(self._dependents(owner_uid))
-
-    def _live_uids(self) -> set[str]:
-        return {obj["metadata"]["uid"] for _, obj in self._all_objects()}
 
     def on_event(self, event: WatchEvent) -> None:
         """React to one change; runs inside the store's dispatch, so its own writes queue behind it."""
@@ -928,20 +964,13 @@ class _GarbageCollector:
                 raise
 
     def _collect_orphaned_dependents(self, owner_uid: str) -> None:
-        live = self._live_uids()
         for plural, dependent in self._dependents(owner_uid):
             owners = dependent["metadata"].get("ownerReferences") or []
-            if not any(ref.get("uid") in live for ref in owners):
+            if not any(self._store.find_uid(ref.get("uid", "")) for ref in owners):
                 self._delete_quietly(plural, dependent, "Background")
 
-    def _find_by_uid(self, uid: str) -> tuple[str, Obj] | None:
-        for plural, obj in self._all_objects():
-            if obj["metadata"]["uid"] == uid:
-                return plural, obj
-        return None
-
     def _maybe_finish_foreground(self, owner_uid: str) -> None:
-        found = self._find_by_uid(owner_uid)
+        found = self._store.find_uid(owner_uid)
         if found is None:
             return
         plural, owner = found
