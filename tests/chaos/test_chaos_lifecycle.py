@@ -8,9 +8,10 @@ itself restarts twice. Forty tasks run in this process (half waiting in the work
 after it, while waiting, while the log streams) and then retried, as Airflow retries a task whose worker
 died. Afterwards the reaper sweeps the Jobs kept by ``debugJobs``, still under the API faults.
 
-Checked for every task: the outcome is the peon's (SUCCESS or a failure naming its exit code), exactly one
-Job was ever created for it (the emulator's store events), every line of the peon's log appears exactly once
-and in order in the log of the try that finished, and nothing is left in the namespace after the reaper.
+Checked for every task: the outcome is the right one (SUCCESS; FAILED for a peon that exits 1; a launch
+failure naming the image pull for a peon whose image never pulls, its Job deleted), exactly one Job was ever
+created for it (the emulator's store events), every line of the peon's log appears exactly once and in
+order in the log of the try that finished, and nothing is left in the namespace after the reaper.
 Faults are seeded, so a failing run replays the same faults.
 """
 
@@ -37,13 +38,13 @@ import structlog.testing
 from airflow.sdk.exceptions import TaskDeferred
 from chaos_workers import ForkServer, wait_for
 
-from druid_k8s_provider.errors import JobFailed
+from druid_k8s_provider.errors import JobFailed, JobLaunchTimeout
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.naming import PEON_LABEL
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.reaper import reap
 from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.testing.behaviours import ContainerContext
+from druid_k8s_provider.testing.behaviours import ContainerContext, image_pull_fails
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -61,6 +62,9 @@ WATCH_DROP_EVERY_SECONDS = 1.0
 WATCH_EXPIRY_EVERY_SECONDS = 1.5
 SERVER_RESTARTS_AT_SECONDS = (2.5, 5.0)
 PEON_LINE = re.compile(r"(chaos-\d{2}-(?:ok|fail)) line (\d{3})")
+UNPULLABLE_OVERLORD = "druid-overlord-unpullable"
+#: What each kind of task must end with: the operator's return status, or the error it raises.
+EXPECTED_STATUS = {"ok": "SUCCESS", "fail": "FAILED", "unpullable": "LAUNCH_FAILED"}
 
 
 @dataclass
@@ -68,17 +72,18 @@ class ChaosTask:
     """One Druid task of the run and how it is executed."""
 
     index: int
-    fails: bool
+    kind: str  # "ok", "fail" (the peon exits 1) or "unpullable" (its image never pulls)
     deferrable: bool
     debug_jobs: bool
     kill_at: str | None = None
 
     @property
     def druid_id(self) -> str:
-        return f"chaos-{self.index:02d}-{'fail' if self.fails else 'ok'}"
+        return f"chaos-{self.index:02d}-{self.kind}"
 
     def expected_lines(self) -> list[str]:
-        return [f"{self.druid_id} line {number:03d}" for number in range(LOG_LINES)]
+        lines = LOG_LINES if self.kind != "unpullable" else 0
+        return [f"{self.druid_id} line {number:03d}" for number in range(lines)]
 
     def operator_arguments(self) -> dict[str, Any]:
         properties = {
@@ -90,9 +95,10 @@ class ChaosTask:
         return {
             "druid_task": {"type": "index_parallel", "id": self.druid_id, "spec": {}},
             "runner_properties": properties,
-            "overlord_pod_name": OVERLORD,
+            "overlord_pod_name": UNPULLABLE_OVERLORD if self.kind == "unpullable" else OVERLORD,
             "deferrable": self.deferrable,
             "poll_interval": 2.0,
+            "image_pull_grace_seconds": 0.5,
         }
 
 
@@ -108,13 +114,19 @@ class TaskResult:
 
 
 def plan() -> list[ChaosTask]:
-    """50 tasks: one in five fails, one in seven keeps its Job (debugJobs), half defer, ten get killed."""
+    """50 tasks: one in five fails, one in ten cannot pull its image, one in seven keeps its Job
+    (debugJobs), half defer, ten of those that run get killed."""
     rng = random.Random(SEED)
     tasks = [
-        ChaosTask(index, fails=index % 5 == 3, deferrable=index % 2 == 1, debug_jobs=index % 7 == 2)
+        ChaosTask(
+            index,
+            kind="fail" if index % 5 == 3 else "unpullable" if index % 10 == 9 else "ok",
+            deferrable=index % 2 == 1,
+            debug_jobs=index % 7 == 2,
+        )
         for index in range(TASKS)
     ]
-    killed = rng.sample(tasks, KILLED_TASKS)
+    killed = rng.sample([task for task in tasks if task.kind != "unpullable"], KILLED_TASKS)
     for number, task in enumerate(killed):
         task.kill_at = KILL_POINTS[number % len(KILL_POINTS)]
     return tasks
@@ -217,6 +229,8 @@ def run_in_process(task: ChaosTask, triggerer: Triggerer) -> TaskResult:
             result = getattr(operator, deferred.method_name)(ctx, payload, **(deferred.kwargs or {}))
     except JobFailed as failure:
         return TaskResult("FAILED", str(failure))
+    except JobLaunchTimeout as failure:
+        return TaskResult("LAUNCH_FAILED", str(failure))
     except Exception as error:
         return TaskResult("ERROR", f"{type(error).__name__}: {error}")
     return TaskResult(str(result["status"]), json.dumps(result))
@@ -253,7 +267,9 @@ def run_in_worker_process(
         report = json.loads((attempt / "report.json").read_text())
         lines = [match.group(0) for match in PEON_LINE.finditer((attempt / "task.log").read_text())]
         if "error" in report:
-            status = "FAILED" if report["error_type"] == "JobFailed" else "ERROR"
+            status = {"JobFailed": "FAILED", "JobLaunchTimeout": "LAUNCH_FAILED"}.get(
+                report["error_type"], "ERROR"
+            )
             return TaskResult(status, report["error"], lines, 2, killed_with)
         return TaskResult(
             report["return_value"]["status"], json.dumps(report["return_value"]), lines, 2, killed_with
@@ -267,15 +283,14 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
         connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
         monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
         emulator.register_image("chaos-peon:*", chaos_peon)
+        emulator.register_image("chaos-unpullable:*", image_pull_fails())
         emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        emulator.store.create(
-            "pods",
-            NAMESPACE,
-            {
-                "metadata": {"name": OVERLORD},
-                "spec": {"containers": [{"name": "druid", "image": "chaos-peon:1"}]},
-            },
-        )
+        for name, image in ((OVERLORD, "chaos-peon:1"), (UNPULLABLE_OVERLORD, "chaos-unpullable:1")):
+            emulator.store.create(
+                "pods",
+                NAMESPACE,
+                {"metadata": {"name": name}, "spec": {"containers": [{"name": "druid", "image": image}]}},
+            )
         yield emulator
 
 
@@ -341,14 +356,19 @@ def test_fifty_tasks_survive_api_faults_watch_drops_restarts_and_killed_workers(
     wrong_outcome = {
         task.druid_id: (results[task.druid_id].status, results[task.druid_id].detail[:300])
         for task in tasks
-        if results[task.druid_id].status != ("FAILED" if task.fails else "SUCCESS")
+        if results[task.druid_id].status != EXPECTED_STATUS[task.kind]
+        or (
+            task.kind == "unpullable"
+            and "ImagePullBackOff" not in results[task.druid_id].detail
+            and "ErrImagePull" not in results[task.druid_id].detail
+        )
     }
     # The exit code in a failure's message can be lost when the pods watch lags (a race, proven
     # deterministically by test_outcome_under_watch_lag.py); counted here, asserted there.
     reason_lost = [
         task.druid_id
         for task in tasks
-        if task.fails and "exited with code 1" not in results[task.druid_id].detail
+        if task.kind == "fail" and "exited with code 1" not in results[task.druid_id].detail
     ]
     duplicates = {name: count for name, count in jobs_created.items() if count != 1}
     log_problems = {
