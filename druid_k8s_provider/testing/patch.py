@@ -211,18 +211,29 @@ def _put(document: Any, parts: list[str], value: Any, *, insert: bool, must_exis
     return document
 
 
-def apply_patch(content_type: str, target: Any, patch: Any) -> Any:
-    """Apply ``patch`` of the given Content-Type; 415 for types the emulator does not speak."""
+def check_media_type(content_type: str) -> str:
+    """The patch media type of a Content-Type header; 415 for types the emulator does not speak."""
     media = content_type.split(";")[0].strip().lower()
+    if media in (MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH):
+        return media
+    accepted = f"accepted media types include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_MERGE_PATCH}"
+    if media == APPLY_PATCH:
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the Kubernetes API emulator does not implement server-side apply; use client-side apply "
+            f"(kubectl apply without --server-side) or another patch type - {accepted}",
+        )
+    raise ApiError(
+        415, "UnsupportedMediaType", f"the body of the request was in an unknown format - {accepted}"
+    )
+
+
+def apply_patch(content_type: str, target: Any, patch: Any) -> Any:
+    """Apply ``patch`` of the given Content-Type to ``target``."""
+    media = check_media_type(content_type)
     if media == MERGE_PATCH:
         return json_merge_patch(target, patch)
     if media == STRATEGIC_MERGE_PATCH:
         return strategic_merge_patch(target, patch)
-    if media == JSON_PATCH:
-        return json_patch(target, patch)
-    raise ApiError(
-        415,
-        "UnsupportedMediaType",
-        f"the body of the request was in an unknown format - accepted media types include: {JSON_PATCH}, "
-        f"{MERGE_PATCH}, {STRATEGIC_MERGE_PATCH}",
-    )
+    return json_patch(target, patch)

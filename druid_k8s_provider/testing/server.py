@@ -35,7 +35,7 @@ from druid_k8s_provider.testing import openapi
 from druid_k8s_provider.testing.faults import FaultInjector
 from druid_k8s_provider.testing.logs import LogLine, LogStore
 from druid_k8s_provider.testing.metrics import RequestMetrics, RequestRecord
-from druid_k8s_provider.testing.patch import apply_patch
+from druid_k8s_provider.testing.patch import apply_patch, check_media_type
 from druid_k8s_provider.testing.rbac import Authorizer, Unauthorized, User, forbidden_message
 from druid_k8s_provider.testing.selectors import (
     FieldSelector,
@@ -577,8 +577,9 @@ class ApiServer:
 
     async def _patch(self, request: web.Request, parsed: ResourceRequest, user: User) -> web.Response:
         rt = parsed.rt
-        patch_body = await self._body(request)
         content_type = request.headers.get("Content-Type", "")
+        check_media_type(content_type)
+        patch_body = await self._body(request)
         pinned_version = isinstance(patch_body, dict) and bool(
             (patch_body.get("metadata") or {}).get("resourceVersion")
         )

@@ -218,3 +218,32 @@ def test_server_dry_run_changes_nothing(kubectl: Any, kube: KubeEmulator, job_ma
     assert deleted.stdout.strip() == 'job.batch "dry" deleted (server dry run)', deleted.stderr
     job = kube.store.get("jobs", "default", "dry")
     assert job["metadata"]["resourceVersion"] == version and job["metadata"]["labels"] == {}
+
+
+def test_kubectl_run_sends_a_protobuf_pod(kubectl: Any, kube: KubeEmulator) -> None:
+    result = kubectl(
+        "run",
+        "runner",
+        "--image=busybox:1.36",
+        "--restart=Never",
+        "--labels=team=a",
+        "--env=GREETING=hi",
+        "--",
+        "true",
+    )
+    assert result.stdout.strip() == "pod/runner created", result.stderr
+    pod = kube.store.get("pods", "default", "runner")
+    assert pod["metadata"]["labels"] == {"team": "a"}
+    container = pod["spec"]["containers"][0]
+    assert (container["image"], container["args"], container["env"]) == (
+        "busybox:1.36",
+        ["true"],
+        [{"name": "GREETING", "value": "hi"}],
+    )
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_server_side_apply_is_refused_with_a_way_out(kubectl: Any, job_manifest: Any) -> None:
+    result = kubectl("apply", "--server-side", "-f", "-", stdin=_yaml(job_manifest("ssa")))
+    assert result.returncode == 1
+    assert "does not implement server-side apply" in result.stderr
