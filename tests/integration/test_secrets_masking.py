@@ -167,6 +167,8 @@ def test_credentials_of_a_successful_task_are_masked_everywhere(
     )
     assert ("deferral" in report) == deferrable
     assert MASK in json.dumps(report["rendered"]["druid_task"])
+    everything = log + output + json.dumps(report)
+    assert cluster.token not in everything, "the connection's bearer token reached the task's output"
 
 
 def test_credentials_of_a_failing_task_stay_out_of_the_error_and_its_xcom(
