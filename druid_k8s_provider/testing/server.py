@@ -824,6 +824,10 @@ class ApiServer:
                 await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:  # headers are sent: the only honest signal left is cutting the stream
+            log.exception("emulator watch stream %s failed", request.path_qs)
+            if request.transport is not None:
+                request.transport.abort()
         finally:
             self._unregister(watcher)
             self._watch_responses.discard(response)
@@ -921,6 +925,10 @@ class ApiServer:
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:  # headers are sent: the only honest signal left is cutting the stream
+            log.exception("emulator log stream %s failed", request.path_qs)
+            if request.transport is not None:
+                request.transport.abort()
         return response
 
     @staticmethod
