@@ -37,6 +37,7 @@ import pytest
 import structlog.testing
 from airflow.sdk.exceptions import TaskDeferred
 from chaos_workers import ForkServer, wait_for
+from emulated_cluster import NAMESPACE, OVERLORD, connected_emulator
 
 from druid_k8s_provider.errors import JobFailed, JobLaunchTimeout
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
@@ -49,8 +50,6 @@ from druid_k8s_provider.testing.behaviours import ContainerContext, image_pull_f
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
 SEED = 20261126
-NAMESPACE = "druid"
-OVERLORD = "druid-overlord-0"
 TASKS = 50
 KILLED_TASKS = 10
 LOG_LINES = 15
@@ -279,18 +278,11 @@ def run_in_worker_process(
 
 @pytest.fixture
 def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
-    with KubeEmulator(fault_seed=SEED, bookmark_interval=1.0) as emulator:
-        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        emulator.register_image("chaos-peon:*", chaos_peon)
-        emulator.register_image("chaos-unpullable:*", image_pull_fails())
-        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        for name, image in ((OVERLORD, "chaos-peon:1"), (UNPULLABLE_OVERLORD, "chaos-unpullable:1")):
-            emulator.store.create(
-                "pods",
-                NAMESPACE,
-                {"metadata": {"name": name}, "spec": {"containers": [{"name": "druid", "image": image}]}},
-            )
+    images = {"chaos-peon:*": chaos_peon, "chaos-unpullable:*": image_pull_fails()}
+    overlords = {OVERLORD: "chaos-peon:1", UNPULLABLE_OVERLORD: "chaos-unpullable:1"}
+    with connected_emulator(
+        monkeypatch, images=images, overlords=overlords, fault_seed=SEED, bookmark_interval=1.0
+    ) as emulator:
         yield emulator
 
 

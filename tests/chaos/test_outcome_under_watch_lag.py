@@ -10,7 +10,6 @@ peon's exit code, the one fact a person needs to start looking.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from emulated_cluster import NAMESPACE, PEON_LABELS, connected_emulator, peon_like_job
 
 from druid_k8s_provider.errors import JobFailed
 from druid_k8s_provider.naming import job_name
@@ -26,33 +26,19 @@ from druid_k8s_provider.testing import KubeEmulator
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
-NAMESPACE = "druid"
 TASK_ID = "lagging_pods_watch"
 JOB = job_name(TASK_ID)
 POD = f"{JOB}-x7k2p"
-LABELS = {"druid.k8s.peons": "true"}
 
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
-    with KubeEmulator(cluster=False) as emulator:
-        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        spec = {"restartPolicy": "Never", "containers": [{"name": "main", "image": "peon"}]}
-        emulator.store.create(
-            "jobs",
-            NAMESPACE,
-            {
-                "metadata": {"name": JOB, "labels": LABELS, "annotations": {"task.id": TASK_ID}},
-                "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": LABELS}, "spec": spec}},
-            },
-        )
-        emulator.store.create(
-            "pods",
-            NAMESPACE,
-            {"metadata": {"name": POD, "labels": {**LABELS, "job-name": JOB}}, "spec": spec},
-        )
+    with connected_emulator(monkeypatch, cluster=False) as emulator:
+        job = peon_like_job(JOB, TASK_ID)
+        emulator.store.create("jobs", NAMESPACE, job)
+        pod_labels = {**PEON_LABELS, "job-name": JOB}
+        pod = {"metadata": {"name": POD, "labels": pod_labels}, "spec": job["spec"]["template"]["spec"]}
+        emulator.store.create("pods", NAMESPACE, pod)
         emulator.logs.mark_started(NAMESPACE, POD, "main")
         emulator.logs.append(NAMESPACE, POD, "main", "Exception: segment push failed")
         set_pod_status(emulator, {"running": {"startedAt": "2026-01-01T00:00:00Z"}}, "Running")

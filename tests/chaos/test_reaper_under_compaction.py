@@ -10,11 +10,11 @@ past its continue token after a few pages: every finished Job must still be dele
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from emulated_cluster import NAMESPACE, connected_emulator, peon_like_job
 
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.reaper import reap
@@ -22,10 +22,8 @@ from druid_k8s_provider.testing import KubeEmulator
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
-NAMESPACE = "druid"
 FINISHED_JOBS = 40
 PAGE_SIZE = 5
-LABELS = {"druid.k8s.peons": "true"}
 LONG_AGO = "2020-01-01T00:00:00Z"
 
 
@@ -39,28 +37,10 @@ def finished_long_ago(job: dict[str, Any]) -> None:
 
 @pytest.fixture
 def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
-    with KubeEmulator(cluster=False, history_window=20) as emulator:
-        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+    with connected_emulator(monkeypatch, cluster=False, history_window=20) as emulator:
         for number in range(FINISHED_JOBS):
             name = f"peon-{number:03d}"
-            emulator.store.create(
-                "jobs",
-                NAMESPACE,
-                {
-                    "metadata": {"name": name, "labels": LABELS, "annotations": {"task.id": name}},
-                    "spec": {
-                        "template": {
-                            "metadata": {"labels": LABELS},
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [{"name": "main", "image": "peon"}],
-                            },
-                        }
-                    },
-                },
-            )
+            emulator.store.create("jobs", NAMESPACE, peon_like_job(name, name))
             emulator.store.mutate("jobs", NAMESPACE, name, finished_long_ago, subresource="status")
         yield emulator
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from chaos_workers import ForkServer, wait_for
+from emulated_cluster import NAMESPACE, OVERLORD, connected_emulator
 
 from druid_k8s_provider.testing import KubeEmulator
 from druid_k8s_provider.testing.behaviours import ContainerContext
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
-NAMESPACE = "druid"
 TASK_ID = "append_orders_2026-01-01"
 
 
@@ -44,19 +44,8 @@ def kube(monkeypatch: pytest.MonkeyPatch, task_logs: Path) -> Iterator[KubeEmula
         (task_logs / f"{ctx.env['TASK_ID']}.status.json").write_text(json.dumps(status))
         return 0
 
-    with KubeEmulator() as emulator:
-        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        emulator.register_image("peon:*", peon_pushing_its_status)
-        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        emulator.store.create(
-            "pods",
-            NAMESPACE,
-            {
-                "metadata": {"name": "druid-overlord-0"},
-                "spec": {"containers": [{"name": "druid", "image": "peon:1"}]},
-            },
-        )
+    images = {"peon:*": peon_pushing_its_status}
+    with connected_emulator(monkeypatch, images=images, overlords={OVERLORD: "peon:1"}) as emulator:
         yield emulator
 
 
@@ -73,7 +62,7 @@ def test_a_retry_after_the_job_was_cleaned_up_reports_the_recorded_outcome_witho
     operator = {
         "druid_task": {"type": "index_parallel", "id": TASK_ID, "spec": {}},
         "runner_properties": {"druid.indexer.runner.namespace": NAMESPACE},
-        "overlord_pod_name": "druid-overlord-0",
+        "overlord_pod_name": OVERLORD,
         "task_logs_location": task_logs.as_uri(),
         "poll_interval": 2.0,
     }

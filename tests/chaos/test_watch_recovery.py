@@ -11,7 +11,6 @@ takes.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from emulated_cluster import NAMESPACE, OVERLORD, connected_emulator
 
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
@@ -27,7 +27,6 @@ from druid_k8s_provider.testing.behaviours import sleeps
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
-NAMESPACE = "druid"
 INTERRUPTIONS = 5
 #: A reconnect slower than this, after a watch that was healthy, is the backoff of an earlier outage.
 PROMPT_RECONNECT_SECONDS = 2.0
@@ -35,19 +34,8 @@ PROMPT_RECONNECT_SECONDS = 2.0
 
 @pytest.fixture
 def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
-    with KubeEmulator() as emulator:
-        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        emulator.register_image("peon:*", sleeps(120))
-        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        emulator.store.create(
-            "pods",
-            NAMESPACE,
-            {
-                "metadata": {"name": "druid-overlord-0"},
-                "spec": {"containers": [{"name": "druid", "image": "peon:1"}]},
-            },
-        )
+    images = {"peon:*": sleeps(120)}
+    with connected_emulator(monkeypatch, images=images, overlords={OVERLORD: "peon:1"}) as emulator:
         yield emulator
 
 
@@ -68,7 +56,7 @@ def test_the_shared_watch_reconnects_promptly_after_each_of_repeated_interruptio
         task_id="druid",
         druid_task={"type": "index_parallel", "id": "watch-recovery", "spec": {}},
         runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
-        overlord_pod_name="druid-overlord-0",
+        overlord_pod_name=OVERLORD,
         deferrable=True,
     )
     ti = SimpleNamespace(dag_id="chaos", task_id="druid", run_id="r", map_index=-1, try_number=1)
