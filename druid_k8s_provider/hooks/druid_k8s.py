@@ -30,11 +30,13 @@ import aiohttp
 import tenacity
 import urllib3
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook, KubernetesHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from kubernetes.client import ApiClient as SyncApiClient
 from kubernetes.client.exceptions import ApiException as SyncApiException
 from kubernetes_asyncio.client import ApiClient as AsyncApiClient
 
 from druid_k8s_provider.errors import (
+    DruidK8sConfigError,
     DruidK8sTaskError,
     KubernetesApiError,
     MissingPermission,
@@ -184,6 +186,13 @@ def translate_failure(
                 task_id=task_id,
                 job_name=job_name,
             )
+        if exc.status == 410:
+            return KubernetesApiError(
+                f"{said}. The resourceVersion or continue token expired (etcd compaction). Fix: retry the "
+                "task; a running Job is re-attached, not duplicated",
+                task_id=task_id,
+                job_name=job_name,
+            )
         if is_transient(exc):
             return KubernetesApiError(
                 f"{said} (still failing after retries). Fix: check the API server's health and load, "
@@ -202,6 +211,16 @@ def translate_failure(
         f"the server address of connection {conn_id!r} and the network; the task retries re-attach",
         task_id=task_id,
         job_name=job_name,
+    )
+
+
+def undefined_connection(conn_id: str) -> DruidK8sConfigError:
+    """The error for a connection id that names no Airflow connection."""
+    return DruidK8sConfigError(
+        "kubernetes_conn_id",
+        f"the Airflow connection {conn_id!r} is not defined",
+        "create it (Admin > Connections, or an AIRFLOW_CONN_<ID> environment variable), or point "
+        "kubernetes_conn_id / [druid_k8s] kubernetes_conn_id at an existing kubernetes connection",
     )
 
 
@@ -259,7 +278,10 @@ class DruidK8sHook(KubernetesHook):
 
     def get_conn(self) -> SyncApiClient:
         """The cncf client, rebuilt without a proxy when ``disable_client_proxy`` is set."""
-        api = super().get_conn()
+        try:
+            api = super().get_conn()
+        except AirflowNotFoundException:
+            raise undefined_connection(self.kubernetes_conn_id) from None
         if self.disable_client_proxy and api.configuration.proxy:
             configuration = api.configuration
             configuration.proxy = None
@@ -399,13 +421,27 @@ class DruidK8sHook(KubernetesHook):
         """Every Job labelled ``druid.k8s.peons=true`` in the namespace, fetched a page at a time."""
         namespace = self.resolve_namespace(namespace)
         continue_token: str | None = None
+        seen: set[str] = set()
         while True:
             query: dict[str, Any] = {"labelSelector": PEON_SELECTOR, "limit": page_size}
             if continue_token:
                 query["continue"] = continue_token
             with self._explained(f"listing peon Jobs in namespace {namespace!r}"):
-                page = self.request("GET", jobs_path(namespace), query=query)
-            yield from page.get("items") or ()
+                try:
+                    page = self.request("GET", jobs_path(namespace), query=query)
+                except ApiCallFailed as exc:
+                    if exc.status != 410 or not continue_token:
+                        raise
+                    # etcd compacted past the continue token (every few minutes on a real cluster): list
+                    # again from the start; Jobs already handed out are not handed out twice.
+                    log.info("The paged list of peon Jobs expired (410); listing again from the start")
+                    continue_token = None
+                    continue
+            for job in page.get("items") or ():
+                uid = job["metadata"].get("uid") or job["metadata"]["name"]
+                if uid not in seen:
+                    seen.add(uid)
+                    yield job
             continue_token = (page.get("metadata") or {}).get("continue")
             if not continue_token:
                 return
@@ -528,6 +564,10 @@ class DruidK8sAsyncHook(AsyncKubernetesHook):
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncKubeSession]:
         """An open client for a series of calls, closed on exit."""
+        try:
+            await self.get_conn_extras()
+        except AirflowNotFoundException:
+            raise undefined_connection(self.kubernetes_conn_id) from None
         async with self.get_conn() as api:
             if self.disable_client_proxy:
                 api.rest_client.proxy = None  # type: ignore[assignment]

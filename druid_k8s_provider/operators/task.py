@@ -66,10 +66,13 @@ COMPLETION_SLACK_SECONDS = 60.0
 SENSITIVE_KEY = re.compile(
     r"password|passwd|secret|token|credential|api_?key|private_?key|access_?key$|(^|_)key$", re.IGNORECASE
 )
+#: A password in a URI: a ``password=`` query parameter, or the ``user:password@`` of the authority.
+URI_PASSWORD = re.compile(r"[?&;]password=([^&;#\s]+)|://[^/:@\s]+:([^/@\s]+)@", re.IGNORECASE)
 
 
 def sensitive_values(document: Any) -> list[str]:
-    """Every string stored under a credential-like key, anywhere in a task spec."""
+    """Every credential in a task spec: strings under credential-like keys, and passwords inside URIs
+    (Druid's SQL input source takes ``connectURI``s such as ``jdbc:mysql://db/shop?password=...``)."""
     found: list[str] = []
     if isinstance(document, Mapping):
         for key, value in document.items():
@@ -80,6 +83,8 @@ def sensitive_values(document: Any) -> list[str]:
     elif isinstance(document, list):
         for item in document:
             found.extend(sensitive_values(item))
+    elif isinstance(document, str):
+        found.extend(group for match in URI_PASSWORD.finditer(document) for group in match.groups() if group)
     return found
 
 
@@ -206,6 +211,10 @@ class DruidK8sTaskOperator(BaseOperator):
                     "define the value it uses (params, macros) or give a default with |default(...)",
                 ) from None
             setattr(self, field, rendered)
+        if isinstance(self.druid_task, Mapping):
+            # Kept as JSON text from here on: Airflow redacts rendered fields only a few levels deep, and a
+            # task's credentials sit deeper (spec.ioConfig.inputSource.database.connectorConfig...).
+            self.druid_task = json.dumps(self.druid_task)
         self._mask_task_secrets()
 
     def _mask_task_secrets(self) -> None:

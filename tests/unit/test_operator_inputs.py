@@ -131,3 +131,17 @@ def test_jinja_errors_in_the_task_name_the_argument_and_the_fix(template: str, p
         op.render_template_fields(context={"params": {}})  # type: ignore[arg-type]
     assert raised.value.field == "druid_task"
     assert problem in raised.value.problem and raised.value.fix
+
+
+def test_passwords_inside_connect_uris_are_found() -> None:
+    spec = {
+        "inputSource": {
+            "type": "sql",
+            "database": {
+                "connectorConfig": {"connectURI": "jdbc:mysql://db:3306/shop?user=druid&password=Xy9-secret"}
+            },
+        },
+        "other": "jdbc:postgresql://druid:pg-Secret1@db/shop",
+        "plain": "https://example.com/path",
+    }
+    assert sorted(sensitive_values(spec)) == ["Xy9-secret", "pg-Secret1"]
