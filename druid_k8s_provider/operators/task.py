@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from druid_k8s_provider.errors import (
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, task_id_of
 from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
+from druid_k8s_provider.hooks.secrets import sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.naming import job_name as job_name_for
 from druid_k8s_provider.preflight import check_permissions, operator_requirements
@@ -62,30 +62,6 @@ POD_TEMPLATE_BASE_PROPERTY = "druid.indexer.runner.k8s.podTemplate.base"
 ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
 #: Waiting beyond maxTaskDuration, so Kubernetes' own DeadlineExceeded is what the task reports.
 COMPLETION_SLACK_SECONDS = 60.0
-#: Keys whose string values in a task spec are credentials (S3 keys, JDBC passwords, tokens ...).
-SENSITIVE_KEY = re.compile(
-    r"password|passwd|secret|token|credential|api_?key|private_?key|access_?key$|(^|_)key$", re.IGNORECASE
-)
-#: A password in a URI: a ``password=`` query parameter, or the ``user:password@`` of the authority.
-URI_PASSWORD = re.compile(r"[?&;]password=([^&;#\s]+)|://[^/:@\s]+:([^/@\s]+)@", re.IGNORECASE)
-
-
-def sensitive_values(document: Any) -> list[str]:
-    """Every credential in a task spec: strings under credential-like keys, and passwords inside URIs
-    (Druid's SQL input source takes ``connectURI``s such as ``jdbc:mysql://db/shop?password=...``)."""
-    found: list[str] = []
-    if isinstance(document, Mapping):
-        for key, value in document.items():
-            if isinstance(value, str) and value and SENSITIVE_KEY.search(str(key)):
-                found.append(value)
-            else:
-                found.extend(sensitive_values(value))
-    elif isinstance(document, list):
-        for item in document:
-            found.extend(sensitive_values(item))
-    elif isinstance(document, str):
-        found.extend(group for match in URI_PASSWORD.finditer(document) for group in match.groups() if group)
-    return found
 
 
 def _epoch(timestamp: str | None) -> float:

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow.sdk.log import mask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from druid_k8s_provider.hooks import job_state
@@ -39,6 +40,7 @@ from druid_k8s_provider.hooks.druid_k8s import (
     pods_path,
 )
 from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
+from druid_k8s_provider.hooks.secrets import job_task_secrets
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +266,12 @@ class JobFollower:
             log.exception("Waiting for Job %s failed", self.job_name)
             return self._payload(ERROR, error=f"{type(exc).__name__}: {exc}")
 
-    def _start_logs(self, session: AsyncKubeSession, pod_name: str) -> None:
+    def _start_logs(self, session: AsyncKubeSession, pod_name: str, job: dict[str, Any]) -> None:
         if self.stream_logs and not self._log_tasks:
+            # This may be a triggerer that never saw the task spec: teach its masker the task's credentials
+            # before the first peon line is logged.
+            for secret in job_task_secrets(job):
+                mask_secret(secret)
             self._log_tasks.append(
                 asyncio.get_running_loop().create_task(self._stream_log(session, pod_name))
             )
@@ -309,7 +315,7 @@ class JobFollower:
                 return self._payload(MISSING, pod=pod)
             started = pod is not None and job_state.has_started(pod)
             if pod is not None and started:
-                self._start_logs(session, pod["metadata"]["name"])
+                self._start_logs(session, pod["metadata"]["name"], job)
             if job_state.is_finished(job):
                 await self._drain_logs()
                 if not _main_terminated(pod):
