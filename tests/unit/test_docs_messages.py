@@ -25,8 +25,8 @@ QUOTED_BLOCK = re.compile(re.escape(MARKER) + r"\s*\n(?:\s*\n)*```[^\n]*\n(?P<bo
 PLACEHOLDER = re.compile(r"<[^<>\n]+>")
 # A stretch may be stitched from several literals (messages are built from parts: a property name, a
 # problem, ". Fix: ", a fix), but each part must be at least MIN_PIECE characters of one literal, or a whole
-# literal with a word in it, or punctuation between them; short common literals ("s", "id") cannot make up
-# a message that is not in the code.
+# literal (without its edge spaces) with a word in it, or punctuation between them; short common literals
+# ("s", "id") cannot make up a message that is not in the code.
 MIN_PIECE = 8
 
 
@@ -76,7 +76,9 @@ def _longest_literal_prefix(text: str) -> int:
 
 def covered_by_source(stretch: str) -> bool:
     """True when ``stretch`` can be read off the package's literals (see MIN_PIECE)."""
-    whole_literals = {literal for literal in source_literals() if len(re.sub(r"\W", "", literal)) >= 3}
+    whole_literals = {
+        literal.strip() for literal in source_literals() if len(re.sub(r"\W", "", literal)) >= 3
+    }
     position = 0
     while position < len(stretch):
         rest = stretch[position:]
