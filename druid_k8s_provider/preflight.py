@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 
 ACCESS_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-RBAC_MANIFEST_HINT = "docs/rbac.yaml"
 CUSTOM_TEMPLATE_ADAPTER = "customTemplateAdapter"
 
 #: The rules of the Role in docs/rbac.yaml (spec section 6): what the operator, trigger, sensor and reaper
@@ -151,11 +150,20 @@ def check_permissions(
         f"{permission}: {permission.as_rule()} in the Role of namespace {namespace}"
         for permission, namespace in missing
     )
-    plural = "s" if len(missing) > 1 else ""
+    # Whole phrases as literals: the docs quote this message and a test finds it in the source.
+    if len(missing) == 1:
+        summary, pointer = (
+            f"missing permission: {listed} — add it to the Role",
+            "(see docs/rbac.yaml); rule to add:",
+        )
+    else:
+        summary, pointer = (
+            f"missing permissions: {listed} — add them to the Role",
+            "(see docs/rbac.yaml); rules to add:",
+        )
+    identity = f"bound to the identity of Airflow connection {hook.kubernetes_conn_id!r}"
     raise MissingPermission(
-        f"missing permission{plural}: {listed} — add {'them' if plural else 'it'} to the Role bound to the "
-        f"identity of Airflow connection {hook.kubernetes_conn_id!r} (see {RBAC_MANIFEST_HINT}); "
-        f"rule{plural} to add: {rules}",
+        f"{summary} {identity} {pointer} {rules}",
         task_id=task_id,
         job_name=job_name,
     )
