@@ -247,6 +247,7 @@ SUPPORTED_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     "namespaces": ("metadata.name", "status.phase"),
     "configmaps": ("metadata.name", "metadata.namespace"),
+    "secrets": ("metadata.name", "metadata.namespace", "type"),
 }
 
 

@@ -1164,6 +1164,7 @@ _TABLE_COLUMNS: dict[str, tuple[_Column, ...]] = {
     ),
     "namespaces": (("Name", "string", 0), ("Status", "string", 0), ("Age", "string", 0)),
     "configmaps": (("Name", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)),
+    "secrets": (("Name", "string", 0), ("Type", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)),
     "events": (
         ("Last Seen", "string", 0),
         ("Type", "string", 0),
@@ -1197,6 +1198,8 @@ def _cells(rt: ResourceType, obj: dict[str, Any]) -> list[Any]:
         return [metadata["name"], (obj.get("status") or {}).get("phase", "Active"), age]
     if rt.plural == "configmaps":
         return [metadata["name"], len(obj.get("data") or {}) + len(obj.get("binaryData") or {}), age]
+    if rt.plural == "secrets":
+        return [metadata["name"], obj.get("type", "Opaque"), len(obj.get("data") or {}), age]
     if rt.plural == "events":
         involved = obj.get("involvedObject") or {}
         seen = obj.get("lastTimestamp") or obj.get("eventTime") or metadata.get("creationTimestamp")

@@ -114,6 +114,7 @@ RESOURCES: dict[str, ResourceType] = {
         ResourceType("pods", "Pod", "", "v1", True, ("po",), ("status", "log"), returns_deleted_object=True),
         ResourceType("events", "Event", "", "v1", True, ("ev",)),
         ResourceType("configmaps", "ConfigMap", "", "v1", True, ("cm",)),
+        ResourceType("secrets", "Secret", "", "v1", True),
         ResourceType("jobs", "Job", "batch", "v1", True, (), ("status",), tracks_generation=True),
         ResourceType(
             "selfsubjectaccessreviews",

@@ -8,6 +8,7 @@ Strict field validation (unknown fields) uses the JSON schemas shipped with kube
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import re
@@ -311,6 +312,14 @@ def apply_create_defaults(plural: str, obj: dict[str, Any]) -> None:
         metadata.setdefault("labels", {})["kubernetes.io/metadata.name"] = metadata["name"]
     elif plural == "events":
         obj.setdefault("count", 1)
+    elif plural == "secrets":
+        obj.setdefault("type", "Opaque")
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict):
+            # The API server folds stringData into data (base64) and never stores or returns it.
+            data = obj.setdefault("data", {})
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -320,6 +329,7 @@ _SCHEMA_FILES = {
     "pods": "pod-v1.json",
     "jobs": "job-batch-v1.json",
     "configmaps": "configmap-v1.json",
+    "secrets": "secret-v1.json",
     "namespaces": "namespace-v1.json",
     "events": "event-v1.json",
     "selfsubjectaccessreviews": "selfsubjectaccessreview-authorization-v1.json",

@@ -341,3 +341,24 @@ def test_fallback_to_logs_on_error_puts_the_log_tail_in_the_termination_message(
     done = wait_for(lambda: phase_in(core, "tail", "Failed"))
     message = done.status.container_statuses[0].state.terminated.message
     assert message.splitlines() == [f"line {i}" for i in range(21, 101)]
+
+
+def test_secret_env_reaches_the_container_and_string_data_is_stored_as_base64(
+    core: client.CoreV1Api,
+) -> None:
+    # Overlord pods commonly read the metadata-store password from a Secret; the peon clone must start.
+    core.create_namespaced_secret(
+        NS, {"metadata": {"name": "metadata-store"}, "stringData": {"password": "s3cr3t"}}
+    )
+    stored = core.read_namespaced_secret("metadata-store", NS)
+    assert stored.type == "Opaque"
+    assert stored.data == {"password": "czNjcjN0"}
+    assert getattr(stored, "string_data", None) is None
+    env = [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "metadata-store", "key": "password"}}}]
+    core.create_namespaced_pod(NS, pod("secret-env", [shell('echo "len=${#PASSWORD}"', env=env)]))
+
+    wait_for(lambda: phase_in(core, "secret-env", "Succeeded"))
+    assert pod_log(core, "secret-env") == "len=6\n"
+    assert [s.metadata.name for s in core.list_namespaced_secret(NS, field_selector="type=Opaque").items] == [
+        "metadata-store"
+    ]
