@@ -307,10 +307,31 @@ def kube() -> Iterator[KubeEmulator]:
         yield emulator
 
 
-def refuse(kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Exception:
-    """Run the operator on the bad input like a worker; return what it raised."""
+def connect(kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+
+
+def worker_context(run_id: str = "manual_1", try_number: int = 1) -> dict[str, Any]:
+    """The context a worker gives ``execute`` for one try of the task in one DAG run."""
+    ti = SimpleNamespace(
+        dag_id="bad_input", task_id="druid", run_id=run_id, map_index=-1, try_number=try_number,
+        xcom_push=lambda key, value: None,
+    )  # fmt: skip
+    return {"ti": ti, "params": {}, "var": {}}
+
+
+def writes_recorded(kube: KubeEmulator) -> list[str]:
+    return [
+        f"{r.verb} {r.resource}"
+        for r in kube.metrics.records()
+        if r.verb in WRITE_VERBS and r.resource != "selfsubjectaccessreviews"  # a question, not a write
+    ]
+
+
+def refuse(kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Exception:
+    """Run the operator on the bad input like a worker; return what it raised."""
+    connect(kube, monkeypatch)
     arguments: dict[str, Any] = {"overlord_pod_name": OVERLORD, "poll_interval": 0.5, **bad.arguments}
     for name, text in bad.files.items():
         (tmp_path / name).write_text(text)
@@ -324,9 +345,7 @@ def refuse(kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytes
         }
     elif properties is None:
         properties = {RUNNER + "namespace": NAMESPACE}
-    ti = SimpleNamespace(dag_id="bad_input", task_id="druid", run_id="manual_1", map_index=-1, try_number=1,
-                         xcom_push=lambda key, value: None)  # fmt: skip
-    context: dict[str, Any] = {"ti": ti, "params": {}, "var": {}}
+    context = worker_context()
 
     def run_like_a_worker() -> None:
         with DAG("bad_input", schedule=None, template_searchpath=[str(tmp_path)]):
@@ -351,11 +370,7 @@ def test_bad_input_is_refused_naming_the_field_and_the_fix_before_any_write(
     assert isinstance(error, bad.refused_as), f"{type(error).__name__}: {message}"
     assert bad.field in message, f"the error does not name {bad.field!r}: {message}"
     assert "Fix:" in message or "Fix " in message or "fix:" in message, f"the error gives no fix: {message}"
-    writes = [
-        f"{r.verb} {r.resource}"
-        for r in kube.metrics.records()
-        if r.verb in WRITE_VERBS and r.resource != "selfsubjectaccessreviews"  # a question, not a write
-    ]
+    writes = writes_recorded(kube)
     assert writes == [], f"bad input {bad.case!r} reached the cluster: {writes}"
     assert kube.store.list("jobs", NAMESPACE) == []
 
@@ -363,3 +378,33 @@ def test_bad_input_is_refused_naming_the_field_and_the_fix_before_any_write(
 def test_the_corpus_covers_every_kind_of_input() -> None:
     assert len(CORPUS) >= 30
     assert len({bad.case for bad in CORPUS}) == len(CORPUS)
+
+
+def test_a_task_id_already_run_by_another_dag_run_is_refused_not_joined(
+    kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Druid refuses a second task with an id it has seen; joining the old Job instead would report the
+    earlier run's outcome for a task that never ran. A retry of the same run must still re-attach."""
+    connect(kube, monkeypatch)
+    daily = {"type": "compact", "id": "compact_wiki_daily", "dataSource": "wiki"}
+    properties = {RUNNER + "namespace": NAMESPACE, RUNNER + "debugJobs": "true"}
+
+    def run(run_id: str, try_number: int) -> Any:
+        operator = DruidK8sTaskOperator(
+            task_id="druid", druid_task=daily, runner_properties=properties, overlord_pod_name=OVERLORD
+        )
+        return operator.execute(worker_context(run_id, try_number))
+
+    try:
+        first = run("scheduled__2026-01-01T00:00:00+00:00", 1)
+        retry = run("scheduled__2026-01-01T00:00:00+00:00", 2)
+        assert first["status"] == retry["status"] == "SUCCESS" and retry["pod_name"] == first["pod_name"]
+        kube.metrics.reset()
+        with pytest.raises(DruidK8sConfigError) as raised:
+            run("scheduled__2026-01-02T00:00:00+00:00", 1)
+        message = str(raised.value)
+        assert "task.id" in message and "compact_wiki_daily" in message and "Fix:" in message, message
+        assert writes_recorded(kube) == []
+    finally:
+        for job in kube.store.list("jobs", NAMESPACE):
+            kube.store.delete("jobs", NAMESPACE, job["metadata"]["name"])
