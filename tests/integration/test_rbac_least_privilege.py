@@ -35,6 +35,7 @@ from druid_k8s_provider.preflight import (
     reaper_requirements,
 )
 from druid_k8s_provider.reaper import reap
+from druid_k8s_provider.sensors.task import DruidK8sTaskSensor
 from druid_k8s_provider.testing import KubeEmulator
 from druid_k8s_provider.testing.behaviours import exits, image_pull_fails
 
@@ -188,7 +189,7 @@ def test_the_role_in_docs_rbac_yaml_is_the_one_preflight_checks() -> None:
 # -- the lifecycle with exactly that Role ------------------------------------------------------------------
 
 
-def test_lifecycle_and_reaper_pass_with_exactly_the_role_and_use_every_rule_of_it(
+def test_lifecycle_sensor_and_reaper_pass_with_exactly_the_role_and_use_every_rule_of_it(
     kube: KubeEmulator, connect: Any
 ) -> None:
     conn_id = connect(FULL_ROLE_TOKEN)
@@ -213,6 +214,12 @@ def test_lifecycle_and_reaper_pass_with_exactly_the_role_and_use_every_rule_of_i
         )
     )
     assert jobs_of(kube) == [kept["job_name"]]
+    sensor = DruidK8sTaskSensor(
+        task_id="wait", druid_task_id="rbac-debug", namespace=NAMESPACE, kubernetes_conn_id=conn_id,
+        poke_interval=0.1, timeout=20,
+    )  # fmt: skip
+    ti = SimpleNamespace(**vars(context()["ti"]), get_first_reschedule_date=lambda _context: None)
+    assert sensor.execute({"ti": ti})["status"] == "SUCCESS"
     summary = reap(hook, NAMESPACE, cleanup_delay=dt.timedelta(0))
     assert summary["deleted"] == 1 and jobs_of(kube) == []
 
