@@ -296,8 +296,12 @@ class JobFollower:
         wake: asyncio.Event,
     ) -> dict[str, Any]:
         # Many waiters start at once after a triggerer restart: let the shared list answer them all.
+        async def both_synced() -> None:
+            await jobs.synced.wait()
+            await pods.synced.wait()
+
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(jobs.synced.wait(), pods.synced.wait()), SYNC_WAIT_SECONDS)
+            await asyncio.wait_for(both_synced(), SYNC_WAIT_SECONDS)
         next_poll = time.time() + self.poll_interval
         while True:
             wake.clear()

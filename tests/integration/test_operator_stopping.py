@@ -156,7 +156,7 @@ def test_worker_sigterm_leaves_the_job_running_and_the_retry_reattaches(
     wait_for(lambda: peon_running(kube))
     worker.send_signal(signal.SIGTERM)
     stdout, _ = worker.communicate(timeout=30)
-    report = json.loads(stdout.strip().splitlines()[-1])
+    report = json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
     assert "worker is shutting down; the Job keeps running" in report["error"]
     assert len(jobs_left(kube)) == 1 and peon_running(kube)
 
