@@ -36,6 +36,8 @@ AZURE_KEY = "azure-account-key-Zm9vYmFyYmF6cXV4"
 URI_PASSWORD = "uri-embedded-Passw0rd"
 SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD, AZURE_KEY, URI_PASSWORD)
 MASK = "***"
+#: An Overlord whose container reports its last log lines as termination message when it fails.
+FALLBACK_OVERLORD = "druid-overlord-fallback"
 
 
 def s3_task() -> dict[str, Any]:
@@ -103,14 +105,11 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
         monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
         kube.register_image("druid-peon:*", peon_that_prints_its_spec)
         kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        kube.store.create(
-            "pods",
-            NAMESPACE,
-            {
-                "metadata": {"name": "druid-overlord-0"},
-                "spec": {"containers": [{"name": "druid", "image": "druid-peon:33"}]},
-            },
-        )
+        for name, policy in (("druid-overlord-0", "File"), (FALLBACK_OVERLORD, "FallbackToLogsOnError")):
+            container = {"name": "druid", "image": "druid-peon:33", "terminationMessagePolicy": policy}
+            kube.store.create(
+                "pods", NAMESPACE, {"metadata": {"name": name}, "spec": {"containers": [container]}}
+            )
         yield kube
 
 
@@ -252,3 +251,21 @@ def test_a_password_inside_a_jdbc_connect_uri_is_masked_too(
     assert_no_secret("the task log", log)
     assert_no_secret("the worker's output", output)
     assert_no_secret("the rendered template fields", json.dumps(report["rendered"]))
+
+
+def test_a_termination_message_made_of_the_peon_log_does_not_carry_credentials_into_xcom(
+    cluster: KubeEmulator, tmp_path: Path
+) -> None:
+    """With ``terminationMessagePolicy: FallbackToLogsOnError`` (common in Overlord pods), Kubernetes reports
+    the failed peon's last log lines as its termination message, and the operator quotes that message in the
+    error it raises and pushes to XCom. XCom is stored and shown as pushed, not masked."""
+    task = jdbc_task()
+    task["id"] = "secret_jdbc_fail_fallback"
+    log, report, output = run_worker(tmp_path, {"druid_task": task, "overlord_pod_name": FALLBACK_OVERLORD})
+    assert_no_secret("the worker's output", output)
+    assert report["error_type"] == "JobFailed", report.get("traceback")
+    assert "exited with code 1" in report["error"]
+    assert report["xcom"]["return_value"]["status"] == "FAILED"
+    assert_no_secret("XCom", json.dumps(report["xcom"]))
+    assert_no_secret("the error message", report["error"])
+    assert_no_secret("the task log", log)
