@@ -58,10 +58,58 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 CONFIG_SECTION = "druid_k8s"
+DAG_ID_ANNOTATION = "airflow.apache.org/dag-id"
+TASK_ID_ANNOTATION = "airflow.apache.org/task-id"
+RUN_ID_ANNOTATION = "airflow.apache.org/run-id"
+MAP_INDEX_ANNOTATION = "airflow.apache.org/map-index"
 POD_TEMPLATE_BASE_PROPERTY = "druid.indexer.runner.k8s.podTemplate.base"
 ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
 #: Waiting beyond maxTaskDuration, so Kubernetes' own DeadlineExceeded is what the task reports.
 COMPLETION_SLACK_SECONDS = 60.0
+
+
+def airflow_identity(context: Context) -> dict[str, str]:
+    """The task instance a Job is launched for, as annotations (a retry has the same identity)."""
+    ti = context["ti"]
+    map_index = ti.map_index if ti.map_index is not None else -1
+    return {
+        DAG_ID_ANNOTATION: str(ti.dag_id),
+        TASK_ID_ANNOTATION: str(ti.task_id),
+        RUN_ID_ANNOTATION: str(ti.run_id),
+        MAP_INDEX_ANNOTATION: str(map_index),
+    }
+
+
+def annotate(manifest: dict[str, Any], identity: Mapping[str, str]) -> None:
+    """Put the Airflow identity on the Job and its pod template (keys the builder set are kept)."""
+    for metadata in (manifest["metadata"], manifest["spec"]["template"].setdefault("metadata", {})):
+        annotations = metadata.setdefault("annotations", {})
+        for key, value in identity.items():
+            annotations.setdefault(key, value)
+
+
+def refuse_foreign_run(
+    job: Mapping[str, Any], identity: Mapping[str, str], task_id: str, namespace: str
+) -> None:
+    """Refuse to join a Job launched for another task instance under the same Druid task id.
+
+    Druid refuses a second submission of a task id; joining would report the earlier run's outcome for a
+    task that never ran. Jobs without the annotations (made by Druid, or by older versions) are joined.
+    """
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    recorded = {key: annotations[key] for key in identity if key in annotations}
+    if not recorded or all(recorded[key] == identity[key] for key in recorded):
+        return
+    other = "/".join(
+        recorded.get(key, "?") for key in (DAG_ID_ANNOTATION, RUN_ID_ANNOTATION, TASK_ID_ANNOTATION)
+    )
+    raise DruidK8sConfigError(
+        "task.id",
+        f"Druid task id {task_id!r} was already run by {other} (its Job {job['metadata']['name']} is "
+        f"still in namespace {namespace}); Druid task ids are unique per submission",
+        "remove 'id' from the task JSON so the operator derives one per run, or template it with the run, "
+        'e.g. "id": "compact_wiki_{{ ds_nodash }}"',
+    )
 
 
 def _epoch(timestamp: str | None) -> float:
@@ -303,11 +351,16 @@ class DruidK8sTaskOperator(BaseOperator):
         recorded = self._recorded_outcome(context, job, task.id)
         if recorded is not None:
             return self._report(context, recorded, details, None)
+        identity = airflow_identity(context)
         if job is not None and task_id_of(job) == task.id:
+            refuse_foreign_run(job, identity, task.id, config.namespace)
             self.log.info("Joining the existing Job %s of Druid task %s (created earlier)", name, task.id)
         else:
             manifest = self._build(hook, task, config)
+            annotate(manifest, identity)
             job, created = hook.create_or_join_job(manifest)
+            if not created:
+                refuse_foreign_run(job, identity, task.id, config.namespace)
             self.log.info(
                 "%s Job %s in namespace %s for Druid task %s",
                 "Created" if created else "Joined the existing",

@@ -334,3 +334,18 @@ def test_an_evicted_peon_fails_the_task_saying_so(kube: KubeEmulator, druid: Dru
     assert isinstance(outcome["error"], JobFailed)
     assert "evicted" in str(outcome["error"]) and "low on resource" in str(outcome["error"])
     assert jobs_left(kube) == []
+
+
+def test_a_fixed_task_id_reused_by_another_run_is_refused_while_the_same_run_reattaches(
+    kube: KubeEmulator, druid: Druid
+) -> None:
+    druid.start(exits(0, PEON_LINES))
+    daily = {**TASK, "id": "compact_wiki_daily"}
+    keep = {"druid.indexer.runner.debugJobs": "true"}
+    first = run(operator(druid_task=daily, properties=keep), FakeTaskInstance(run_id="scheduled__1"))
+    again = run(operator(druid_task=daily, properties=keep), FakeTaskInstance(run_id="scheduled__1"))
+    assert first["pod_name"] == again["pod_name"]  # a retry of the same run takes the Job's outcome
+    with pytest.raises(DruidK8sConfigError) as raised:
+        run(operator(druid_task=daily, properties=keep), FakeTaskInstance(run_id="scheduled__2"))
+    assert raised.value.field == "task.id" and "scheduled__1" in str(raised.value)
+    assert kube.metrics.creates("jobs") == 1
