@@ -1,12 +1,13 @@
 """Chaos: 50 Druid tasks through the operator while the API server and the workers misbehave.
 
 The promise under test: no Druid task is ever lost, duplicated or left running unseen, whatever fails.
-While the tasks run, the emulated API server answers about one request in ten with a 5xx or a 429, every
-watch stream is cut every second, watches are forced into ``410 Expired``, and the API server
-itself restarts twice. Forty tasks run in this process (half waiting in the worker, half deferred to a shared
-"triggerer" loop); ten run in worker subprocesses that are SIGKILLed at a chosen point (before the create,
-after it, while waiting, while the log streams) and then retried, as Airflow retries a task whose worker
-died. Afterwards the reaper sweeps the Jobs kept by ``debugJobs``, still under the API faults.
+While the tasks run, the emulated API server answers about one request in ten with a 5xx or a 429 and
+resets the connection of one in fifty, every watch stream is cut every second, watches are forced into
+``410 Expired``, and the API server itself restarts twice. Forty tasks run in this process (half waiting in
+the worker, half deferred to a shared "triggerer" loop); ten run in worker subprocesses that are SIGKILLed at
+a chosen point (before the create, after it, while waiting, while the log streams) and then retried, as
+Airflow retries a task whose worker died. Afterwards the reaper sweeps the Jobs kept by ``debugJobs``, still
+under the API faults.
 
 Checked for every task: the outcome is the right one (SUCCESS; FAILED for a peon that exits 1; a launch
 failure naming the image pull for a peon whose image never pulls, its Job deleted), exactly one Job was ever
@@ -57,6 +58,7 @@ LINE_INTERVAL_SECONDS = 0.05
 KILL_POINTS = ("before_create", "after_create", "waiting", "reading_logs")
 FAULT_RATE_5XX = 0.05
 FAULT_RATE_429 = 0.05
+FAULT_RATE_RESET = 0.02
 WATCH_DROP_EVERY_SECONDS = 1.0
 WATCH_EXPIRY_EVERY_SECONDS = 1.5
 SERVER_RESTARTS_AT_SECONDS = (2.5, 5.0)
@@ -299,6 +301,7 @@ def test_fifty_tasks_survive_api_faults_watch_drops_restarts_and_killed_workers(
     kube.store.add_listener(count_creates)
     kube.faults.add(status=500, rate=FAULT_RATE_5XX)
     kube.faults.add(status=429, rate=FAULT_RATE_429, retry_after=1)
+    kube.faults.add(reset_connection=True, rate=FAULT_RATE_RESET)
     rng = random.Random(SEED)
     results: dict[str, TaskResult] = {}
     started = time.monotonic()
