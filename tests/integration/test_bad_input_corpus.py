@@ -8,6 +8,7 @@ name the offending field and say how to fix it, and the API server must have rec
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterator
@@ -76,6 +77,14 @@ CORPUS = (
         "context-java-opts-bad-heap-size",
         "javaOpts",
         task=task(context={"druid.indexer.runner.javaOpts": "-Xmx12zz"}),
+    ),
+    BadInput(
+        "task-value-not-json",
+        "druid_task",
+        task=task(spec={"ioConfig": {"appendToExisting": True, "since": dt.datetime(2026, 1, 1)}}),
+    ),
+    BadInput(
+        "task-value-nan", "druid_task", task=task(spec={"tuningConfig": {"maxBytesInMemory": float("nan")}})
     ),
     BadInput(
         "task-too-large-for-the-peon",
