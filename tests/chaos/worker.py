@@ -60,6 +60,11 @@ def import_airflow_and_the_provider() -> None:
 
 
 def run_try(spec_path: str) -> int:
+    """One try of the task described by the spec file; the report is written even when the task fails.
+
+    The lifecycle points are found by wrapping the hook's create and delete and the waiter's ``run`` in this
+    process only: the operator under test is the real one.
+    """
     spec = json.loads(Path(spec_path).read_text())
     freeze_at = spec.get("freeze_at")
 
