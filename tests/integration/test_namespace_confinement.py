@@ -181,3 +181,24 @@ def test_with_an_overlord_namespace_only_the_template_pod_is_read_there(kube: Ku
     assert set(seen) == {RUNNER_NAMESPACE, OVERLORD_NAMESPACE}, seen
     assert seen[OVERLORD_NAMESPACE] <= {"get pods", "list pods"}, seen[OVERLORD_NAMESPACE]
     assert FOREIGN_NAMESPACE not in seen
+
+
+def test_the_sensor_without_a_namespace_looks_in_the_configured_runner_namespace(
+    kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner namespace configured for the provider ([druid_k8s] runner_properties) is where the
+    operator puts Jobs; a sensor given no namespace must look there, not in the connection's default."""
+    runner = json.dumps({"druid.indexer.runner.namespace": RUNNER_NAMESPACE})
+    monkeypatch.setenv("AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES", runner)
+    kept = run(operator("confined-sensed", properties={"druid.indexer.runner.debugJobs": "true"}))
+    kube.metrics.reset()
+    sensed = DruidK8sTaskSensor(
+        task_id="wait", druid_task_id="confined-sensed", poke_interval=0.1, timeout=20
+    )
+    try:
+        assert sensed.execute(context())["namespace"] == RUNNER_NAMESPACE
+        seen = requests_by_namespace(kube)
+        seen.pop("", None)
+        assert set(seen) == {RUNNER_NAMESPACE}, seen
+    finally:
+        DruidK8sHook(namespace=RUNNER_NAMESPACE).delete_job(kept["job_name"], RUNNER_NAMESPACE)
