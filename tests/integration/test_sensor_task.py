@@ -26,7 +26,11 @@ TASK_ID = "index_parallel_wikipedia_2026-01-01T00:00:00.000Z"
 
 def context() -> dict[str, Any]:
     ti = SimpleNamespace(
-        dag_id="d", task_id="wait", run_id="r", map_index=-1, try_number=1,
+        dag_id="d",
+        task_id="wait",
+        run_id="r",
+        map_index=-1,
+        try_number=1,
         get_first_reschedule_date=lambda _context: None,
     )
     return {"ti": ti}
