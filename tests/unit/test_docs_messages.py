@@ -75,22 +75,29 @@ def _longest_literal_prefix(text: str) -> int:
 
 
 def covered_by_source(stretch: str) -> bool:
-    """True when ``stretch`` can be read off the package's literals (see MIN_PIECE)."""
+    """True when ``stretch`` can be read off the package's literals (see MIN_PIECE).
+
+    Dynamic programming over positions: from a reachable position, a piece may end anywhere from MIN_PIECE
+    characters on up to the longest literal prefix there (every shorter prefix of a match matches too), at
+    the end of a whole literal, or one punctuation character further.
+    """
     whole_literals = {
         literal.strip() for literal in source_literals() if len(re.sub(r"\W", "", literal)) >= 3
     }
-    position = 0
-    while position < len(stretch):
+    reachable = [False] * (len(stretch) + 1)
+    reachable[0] = True
+    for position in range(len(stretch)):
+        if not reachable[position]:
+            continue
         rest = stretch[position:]
-        step = _longest_literal_prefix(rest)
-        if step < MIN_PIECE:
-            step = max((len(literal) for literal in whole_literals if rest.startswith(literal)), default=0)
-        if step == 0 and not re.match(r"\w", rest):
-            step = 1  # punctuation or space joining two parts
-        if step == 0:
-            return False
-        position += step
-    return True
+        for length in range(MIN_PIECE, _longest_literal_prefix(rest) + 1):
+            reachable[position + length] = True
+        for literal in whole_literals:
+            if rest.startswith(literal):
+                reachable[position + len(literal)] = True
+        if not re.match(r"\w", rest):
+            reachable[position + 1] = True  # punctuation or space joining two parts
+    return reachable[len(stretch)]
 
 
 def test_the_docs_quote_messages_at_all() -> None:
