@@ -61,3 +61,15 @@ def job_task_secrets(job: Mapping[str, Any]) -> list[str]:
     with contextlib.suppress(ValueError, OSError, EOFError):
         return sensitive_values(decompress_task(payload))
     return []
+
+
+def scrub(text: str | None, secrets: list[str]) -> str | None:
+    """``text`` with every credential replaced by ``***``, for values Airflow stores unmasked (XCom).
+
+    Longest first, so a secret that contains another is replaced whole.
+    """
+    if not text:
+        return text
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

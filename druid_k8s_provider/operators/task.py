@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -39,7 +40,7 @@ from druid_k8s_provider.errors import (
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, task_id_of
 from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
-from druid_k8s_provider.hooks.secrets import sensitive_values
+from druid_k8s_provider.hooks.secrets import scrub, sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.naming import job_name as job_name_for
 from druid_k8s_provider.preflight import check_permissions, operator_requirements
@@ -542,7 +543,15 @@ class DruidK8sTaskOperator(BaseOperator):
     def _report(
         self, context: Context, outcome: job_state.Outcome, details: dict[str, Any], pod_name: str | None
     ) -> dict[str, Any]:
-        """The XCom summary; a FAILED outcome is pushed too, then fails the Airflow task saying why."""
+        """The XCom summary; a FAILED outcome is pushed too, then fails the Airflow task saying why.
+
+        The error may quote the peon's last log lines (``FallbackToLogsOnError`` termination messages), and
+        XCom is stored and shown unmasked: the task's credentials are scrubbed from it first.
+        """
+        secrets: list[str] = []
+        with contextlib.suppress(DruidK8sConfigError):
+            secrets = sensitive_values(self._task_document())
+        outcome = dataclasses.replace(outcome, error=scrub(outcome.error, secrets))
         result = {
             "druid_task_id": details["druid_task_id"],
             "job_name": details["job_name"],

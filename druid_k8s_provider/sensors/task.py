@@ -7,14 +7,16 @@ with no Job fails at once with a message saying so, rather than waiting out the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from druid_k8s_provider.errors import DruidK8sTaskError
+from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook, task_id_of
+from druid_k8s_provider.hooks.secrets import job_task_secrets, scrub
 from druid_k8s_provider.naming import job_name as job_name_for
 from druid_k8s_provider.triggers.job import FINISHED, DruidK8sJobTrigger
 
@@ -24,11 +26,22 @@ if TYPE_CHECKING:
 CONFIG_SECTION = "druid_k8s"
 
 
+def configured_runner_namespace() -> str | None:
+    """The runner namespace from ``[druid_k8s]`` (and its runtime.properties file), where the operator
+    puts Jobs; None when none is configured (then the connection's namespace is used)."""
+    from druid_k8s_provider.reaper import resolve_runner_config
+
+    with contextlib.suppress(DruidK8sConfigError):
+        return resolve_runner_config().namespace
+    return None
+
+
 class DruidK8sTaskSensor(BaseSensorOperator):
     """Succeed when the Job of ``druid_task_id`` has finished; its outcome goes to XCom.
 
     :param druid_task_id: the Druid task id (templated).
-    :param namespace: the Job's namespace (templated); default: the connection's namespace.
+    :param namespace: the Job's namespace (templated); default: the runner namespace configured in
+        ``[druid_k8s]``, else the connection's namespace.
     :param kubernetes_conn_id: the Airflow connection to Kubernetes (default ``[druid_k8s]``'s).
     :param deferrable: wait in the triggerer instead of poking.
     """
@@ -59,9 +72,11 @@ class DruidK8sTaskSensor(BaseSensorOperator):
         return job_name_for(self.druid_task_id)
 
     def _hook(self) -> DruidK8sHook:
-        return DruidK8sHook(self.kubernetes_conn_id, self.namespace)
+        return DruidK8sHook(self.kubernetes_conn_id, self.namespace or configured_runner_namespace())
 
-    def _summary(self, job: dict[str, Any], pod: dict[str, Any] | None, namespace: str) -> dict[str, Any]:
+    def _summary(
+        self, job: dict[str, Any], pod: dict[str, Any] | None, namespace: str, secrets: list[str]
+    ) -> dict[str, Any]:
         outcome = job_state.outcome_from_state(job, pod)
         return {
             "druid_task_id": self.druid_task_id,
@@ -70,7 +85,7 @@ class DruidK8sTaskSensor(BaseSensorOperator):
             "pod_name": pod["metadata"]["name"] if pod else None,
             "status": outcome.status,
             "duration_ms": outcome.duration_ms,
-            "error": outcome.error,
+            "error": scrub(outcome.error, secrets),  # XCom is stored unmasked
         }
 
     def _existing_job(self, hook: DruidK8sHook, namespace: str) -> dict[str, Any]:
@@ -95,7 +110,7 @@ class DruidK8sTaskSensor(BaseSensorOperator):
             self.log.info("Job %s of Druid task %s is still running", self.job_name, self.druid_task_id)
             return PokeReturnValue(False)
         pod = hook.find_job_pod(self.job_name, namespace)
-        return PokeReturnValue(True, self._summary(job, pod, namespace))
+        return PokeReturnValue(True, self._summary(job, pod, namespace, job_task_secrets(job)))
 
     def execute(self, context: Context) -> Any:
         """Poke or reschedule as configured; deferrable mode hands the wait to the shared watch."""
@@ -105,7 +120,8 @@ class DruidK8sTaskSensor(BaseSensorOperator):
         namespace = hook.resolve_namespace(self.namespace)
         job = self._existing_job(hook, namespace)
         if job_state.is_finished(job):
-            return self._summary(job, hook.find_job_pod(self.job_name, namespace), namespace)
+            pod = hook.find_job_pod(self.job_name, namespace)
+            return self._summary(job, pod, namespace, job_task_secrets(job))
         self.defer(
             trigger=DruidK8sJobTrigger(
                 job_name=self.job_name,
@@ -129,4 +145,6 @@ class DruidK8sTaskSensor(BaseSensorOperator):
                 task_id=self.druid_task_id,
                 job_name=self.job_name,
             )
-        return self._summary(event["job"], event.get("pod"), event["namespace"])
+        full_job = self._hook().get_job(self.job_name, event["namespace"], task_id=self.druid_task_id)
+        secrets = job_task_secrets(full_job) if full_job else []
+        return self._summary(event["job"], event.get("pod"), event["namespace"], secrets)
