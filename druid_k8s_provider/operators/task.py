@@ -334,8 +334,6 @@ class DruidK8sTaskOperator(BaseOperator):
         self._mask_task_secrets()
         config = self.runner_config()
         task = self.druid_task_for(context)
-        for value in sensitive_values(task.spec):
-            mask_secret(value)
         hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
         name = job_name_for(task.id)
         # A Role that is too narrow fails here, naming every missing permission, before any read or write.
