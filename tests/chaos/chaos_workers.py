@@ -6,6 +6,7 @@ point (the worker reports ``PHASE`` lines and freezes where told) and then run t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -35,6 +36,9 @@ class ForkServer:
         self._lock = threading.Lock()
         self._events: dict[str, queue.Queue[tuple[str, str]]] = {}
         self._pids: dict[str, queue.Queue[tuple[str, str]]] = {}
+        #: Workers started and not reported EXITED: the fork server has not reaped them, so their pids
+        #: cannot have been reused, and killing them on the way out is safe.
+        self._running: dict[str, int] = {}
         self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
 
     def __enter__(self) -> ForkServer:
@@ -42,6 +46,12 @@ class ForkServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Kill the workers a failed test left frozen, then stop the fork server."""
+        with self._lock:
+            leftovers = list(self._running.values())
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                self.kill(pid)
         assert self.process.stdin is not None
         self.process.stdin.close()
         self.process.wait(timeout=30)
@@ -62,7 +72,13 @@ class ForkServer:
             self._transcript.write(line)
             parts = line.split()
             if len(parts) == 3 and parts[0] in ("STARTED", "PHASE", "EXITED"):
-                self._queue(parts[1], parts[0]).put((parts[0], parts[2]))
+                kind, spec_path, value = parts
+                with self._lock:
+                    if kind == "STARTED":
+                        self._running[spec_path] = int(value)
+                    elif kind == "EXITED":
+                        self._running.pop(spec_path, None)
+                self._queue(spec_path, kind).put((kind, value))
 
     def start(self, spec_path: Path) -> tuple[int, queue.Queue[tuple[str, str]]]:
         """Fork a worker for one try: (its pid, the stream of its PHASE and EXITED reports)."""
