@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from druid_k8s_provider.config import CUSTOM_TEMPLATE_ADAPTER
 from druid_k8s_provider.errors import MissingPermission
 from druid_k8s_provider.hooks.druid_k8s import ApiCallFailed, translate_failure
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 
 ACCESS_REVIEW_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-CUSTOM_TEMPLATE_ADAPTER = "customTemplateAdapter"
 
 #: The rules of the Role in docs/rbac.yaml (spec section 6): what the operator, trigger, sensor and reaper
 #: actually call, and nothing more.
