@@ -34,7 +34,8 @@ JDBC_PASSWORD = "pg-Pa55w0rd-never-log-me"
 PROVIDER_PASSWORD = "hunter2-via-password-provider"
 AZURE_KEY = "azure-account-key-Zm9vYmFyYmF6cXV4"
 URI_PASSWORD = "uri-embedded-Passw0rd"
-SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD, AZURE_KEY, URI_PASSWORD)
+KAFKA_PASSWORD = "kafka-sasl-Passw0rd"
+SECRETS = (S3_SECRET, JDBC_PASSWORD, PROVIDER_PASSWORD, AZURE_KEY, URI_PASSWORD, KAFKA_PASSWORD)
 MASK = "***"
 #: An Overlord whose container reports its last log lines as termination message when it fails.
 FALLBACK_OVERLORD = "druid-overlord-fallback"
@@ -269,3 +270,36 @@ def test_a_termination_message_made_of_the_peon_log_does_not_carry_credentials_i
     assert_no_secret("XCom", json.dumps(report["xcom"]))
     assert_no_secret("the error message", report["error"])
     assert_no_secret("the task log", log)
+
+
+def test_kafka_sasl_credentials_in_consumer_properties_are_masked(
+    cluster: KubeEmulator, tmp_path: Path
+) -> None:
+    """Kafka ingestion tasks carry the consumer's SASL login as one JAAS string (Druid's documented form)."""
+    jaas = (
+        'org.apache.kafka.common.security.plain.PlainLoginModule required username="druid" '
+        f'password="{KAFKA_PASSWORD}";'
+    )
+    task = {
+        "type": "index_kafka",
+        "id": "secret_kafka_ingest",
+        "dataSource": "clicks",
+        "ioConfig": {
+            "topic": "clicks",
+            "consumerProperties": {
+                "bootstrap.servers": "kafka:9093",
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "PLAIN",
+                "sasl.jaas.config": jaas,
+            },
+        },
+    }
+    log, report, output = run_worker(tmp_path, {"druid_task": task})
+    assert report.get("error") is None, report.get("traceback")
+    assert "Running task[secret_kafka_ingest]" in log
+    for where, text in (
+        ("task log", log),
+        ("worker output", output),
+        ("rendered", json.dumps(report["rendered"])),
+    ):
+        assert_no_secret(where, text)
