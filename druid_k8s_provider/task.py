@@ -188,7 +188,7 @@ class DruidTask:
 
     def to_json(self) -> str:
         """The task JSON the peon receives, compact (it travels in an env var or an annotation)."""
-        return json.dumps(self.spec, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(self.spec, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _decode(spec: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -210,6 +210,17 @@ def _decode(spec: Mapping[str, Any] | str) -> dict[str, Any]:
             f"the task is a {type(decoded).__name__}, not a JSON object",
             "pass the task as a JSON object (dict) or its JSON text",
         )
+    try:
+        # Druid's parser rejects NaN/Infinity and Python objects cannot travel at all: refuse them here,
+        # not as an obscure peon start-up failure after the Job exists.
+        json.dumps(decoded, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise DruidK8sConfigError(
+            "druid_task",
+            f"the task holds a value JSON cannot carry ({error})",
+            "use only JSON values (strings, numbers, true/false, null, lists, objects); write dates as "
+            "ISO-8601 strings, and no NaN or Infinity",
+        ) from None
     return copy.deepcopy(dict(decoded))
 
 

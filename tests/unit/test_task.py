@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -150,3 +152,18 @@ def test_derived_id_is_always_a_valid_druid_id(
     derived = derive_task_id(dag_id, task_id, run_id, map_index, task_type)
     assert len(derived) <= 255
     assert DruidTask.from_spec({"type": task_type}, default_id=derived).id == derived
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "index_parallel", "id": "t1", "context": {"when": datetime.datetime(2024, 1, 1)}},
+        {"type": "index_parallel", "id": "t1", "context": {"ratio": float("nan")}},
+        '{"type": "index_parallel", "id": "t1", "context": {"ratio": Infinity}}',
+    ],
+)
+def test_values_json_cannot_carry_are_refused_naming_the_task(spec: Any) -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        DruidTask.from_spec(spec)
+    assert raised.value.field == "druid_task"
+    assert "ISO-8601" in raised.value.fix and "NaN" in raised.value.fix
