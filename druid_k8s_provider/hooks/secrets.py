@@ -20,11 +20,14 @@ SENSITIVE_KEY = re.compile(
 )
 #: A password in a URI: a ``password=`` query parameter, or the ``user:password@`` of the authority.
 URI_PASSWORD = re.compile(r"[?&;]password=([^&;#\s]+)|://[^/:@\s]+:([^/@\s]+)@", re.IGNORECASE)
+#: A quoted password option, as in Kafka's ``sasl.jaas.config`` (``... password="p";``).
+QUOTED_PASSWORD = re.compile(r"\bpassword\s*=\s*\"([^\"]+)\"", re.IGNORECASE)
 
 
 def sensitive_values(document: Any) -> list[str]:
-    """Every credential in a task spec: strings under credential-like keys, and passwords inside URIs
-    (Druid's SQL input source takes ``connectURI``s such as ``jdbc:mysql://db/shop?password=...``)."""
+    """Every credential in a task spec: strings under credential-like keys, passwords inside URIs (Druid's
+    SQL input source takes ``connectURI``s such as ``jdbc:mysql://db/shop?password=...``) and quoted
+    password options (Kafka's ``sasl.jaas.config``)."""
     found: list[str] = []
     if isinstance(document, Mapping):
         for key, value in document.items():
@@ -36,7 +39,8 @@ def sensitive_values(document: Any) -> list[str]:
         for item in document:
             found.extend(sensitive_values(item))
     elif isinstance(document, str):
-        found.extend(group for match in URI_PASSWORD.finditer(document) for group in match.groups() if group)
+        for pattern in (URI_PASSWORD, QUOTED_PASSWORD):
+            found.extend(group for match in pattern.finditer(document) for group in match.groups() if group)
     return found
 
 

@@ -303,6 +303,7 @@ class JobFollower:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(both_synced(), SYNC_WAIT_SECONDS)
         next_poll = time.time() + self.poll_interval
+        outage_backoff = 0.5
         while True:
             wake.clear()
             now = time.time()
@@ -312,41 +313,26 @@ class JobFollower:
                 # The fallback poll is for a watch that went quiet (events and bookmarks stopped).
                 heard = min(jobs.last_heard, pods.last_heard)
                 poll = time.monotonic() - heard > 2 * self.poll_interval
-            job, pod = await self._read_state(session, jobs, pods, poll)
-            if job is None and not poll:
-                job, pod = await self._read_state(session, jobs, pods, True)
-            if job is None:
-                return self._payload(MISSING, pod=pod)
-            started = pod is not None and job_state.has_started(pod)
-            if pod is not None and started:
-                self._start_logs(session, pod["metadata"]["name"], job)
-            if job_state.is_finished(job):
-                await self._drain_logs()
-                if not _main_terminated(pod):
-                    # The pods watch may lag behind the Jobs watch: read the pod itself for its exit code.
-                    items, _ = await session.list_objects(
-                        pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
-                    )
-                    pod = newest(items) or pod
-                return self._payload(FINISHED, job=job, pod=pod)
-            if started and self.wait_for == STARTED:
-                return self._payload(STARTED, job=job, pod=pod)
-            if not started:
-                failure = self._launch_failure(pod, now)
-                if failure is not None:
-                    events = await session.list_events(
-                        self.namespace, [self.job_name] + ([pod["metadata"]["name"]] if pod else [])
-                    )
-                    return self._payload(
-                        LAUNCH_FAILED,
-                        job=job,
-                        pod=pod,
-                        reason=failure,
-                        events=job_state.format_events(events),
-                    )
-            if self.completion_deadline is not None and now >= self.completion_deadline:
-                await self._drain_logs()
-                return self._payload(TIMED_OUT, job=job, pod=pod)
+            try:
+                payload, started = await self._look(session, jobs, pods, poll, now)
+            except Exception as exc:
+                # An API outage (control-plane upgrade, etcd election) changes nothing about the task: keep
+                # waiting until a deadline; the watches relist by themselves when the server is back.
+                past_deadline = self.completion_deadline is not None and now >= self.completion_deadline
+                if not is_transient(exc) or past_deadline:
+                    raise
+                log.warning(
+                    "Kubernetes API unavailable while waiting for Job %s (%s); still waiting",
+                    self.job_name,
+                    exc,
+                )
+                await asyncio.sleep(outage_backoff)
+                outage_backoff = min(outage_backoff * 2, MAX_RELIST_BACKOFF_SECONDS)
+                next_poll = 0.0  # look directly as soon as the server answers again
+                continue
+            outage_backoff = 0.5
+            if payload is not None:
+                return payload
             deadlines = [next_poll]
             if not started and self.launch_deadline is not None:
                 deadlines.append(self.launch_deadline)
@@ -356,6 +342,42 @@ class JobFollower:
                 deadlines.append(self.completion_deadline)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(0.05, min(deadlines) - time.time()))
+
+    async def _look(
+        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool, now: float
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """One look at the Job and its pod: (the event payload when waiting is over, whether it started)."""
+        job, pod = await self._read_state(session, jobs, pods, poll)
+        if job is None and not poll:
+            job, pod = await self._read_state(session, jobs, pods, True)
+        if job is None:
+            return self._payload(MISSING, pod=pod), False
+        started = pod is not None and job_state.has_started(pod)
+        if pod is not None and started:
+            self._start_logs(session, pod["metadata"]["name"], job)
+        if job_state.is_finished(job):
+            await self._drain_logs()
+            if not _main_terminated(pod):
+                # The pods watch may lag behind the Jobs watch: read the pod itself for its exit code.
+                items, _ = await session.list_objects(
+                    pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
+                )
+                pod = newest(items) or pod
+            return self._payload(FINISHED, job=job, pod=pod), started
+        if started and self.wait_for == STARTED:
+            return self._payload(STARTED, job=job, pod=pod), started
+        if not started:
+            failure = self._launch_failure(pod, now)
+            if failure is not None:
+                events = await session.list_events(
+                    self.namespace, [self.job_name] + ([pod["metadata"]["name"]] if pod else [])
+                )
+                reason, listed = failure, job_state.format_events(events)
+                return self._payload(LAUNCH_FAILED, job=job, pod=pod, reason=reason, events=listed), started
+        if self.completion_deadline is not None and now >= self.completion_deadline:
+            await self._drain_logs()
+            return self._payload(TIMED_OUT, job=job, pod=pod), started
+        return None, started
 
     def _launch_failure(self, pod: dict[str, Any] | None, now: float) -> str | None:
         problem = job_state.waiting_problem(pod) if pod is not None else None

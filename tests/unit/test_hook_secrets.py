@@ -37,3 +37,12 @@ def test_secrets_come_from_task_json_or_the_task_annotation() -> None:
 def test_scrub_replaces_every_secret_longest_first() -> None:
     assert scrub("user pw=abc123 and abc", ["abc", "abc123"]) == "user pw=*** and ***"
     assert scrub(None, ["x"]) is None
+
+
+def test_kafka_jaas_passwords_are_found() -> None:
+    from druid_k8s_provider.hooks.secrets import sensitive_values
+
+    jaas = (
+        'org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="kafka-Pw1";'
+    )
+    assert sensitive_values({"consumerProperties": {"sasl.jaas.config": jaas}}) == ["kafka-Pw1"]
