@@ -279,6 +279,10 @@ CORPUS = (
         "kubernetes_conn_id",
         arguments={"kubernetes_conn_id": "kubernetes_typo"},
     ),
+    BadInput("poll-interval-zero", "poll_interval", arguments={"poll_interval": 0}),
+    BadInput(
+        "image-pull-grace-negative", "image_pull_grace_seconds", arguments={"image_pull_grace_seconds": -5}
+    ),
     BadInput(
         "template-pod-not-found",
         "overlord_pod_name",
