@@ -170,6 +170,18 @@ class DruidK8sTaskOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not poll_interval > 0:
+            raise DruidK8sConfigError(
+                "poll_interval",
+                f"must be a positive number of seconds, got {poll_interval!r}",
+                "leave the default (60); the watch does the real work, this is only the fallback poll",
+            )
+        if not image_pull_grace_seconds >= 0:
+            raise DruidK8sConfigError(
+                "image_pull_grace_seconds",
+                f"must be zero or more seconds, got {image_pull_grace_seconds!r}",
+                "give how long ErrImagePull/ImagePullBackOff may last before the task fails (default 60)",
+            )
         if isinstance(druid_task, str) and druid_task.endswith(".json") and os.path.isabs(druid_task):
             # Jinja's loader only finds paths relative to the DAG folder; read absolute ones here.
             druid_task = self._read_task_file(druid_task)
@@ -239,7 +251,15 @@ class DruidK8sTaskOperator(BaseOperator):
         if isinstance(self.druid_task, Mapping):
             # Kept as JSON text from here on: Airflow redacts rendered fields only a few levels deep, and a
             # task's credentials sit deeper (spec.ioConfig.inputSource.database.connectorConfig...).
-            self.druid_task = json.dumps(self.druid_task)
+            try:
+                self.druid_task = json.dumps(self.druid_task, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise DruidK8sConfigError(
+                    "druid_task",
+                    f"the task holds a value JSON cannot carry ({exc})",
+                    "use only JSON values (strings, numbers, true/false, null, lists, objects); write "
+                    "dates as ISO-8601 strings, and no NaN or Infinity",
+                ) from None
         self._mask_task_secrets()
 
     def _mask_task_secrets(self) -> None:

@@ -130,7 +130,7 @@ class DruidK8sTaskSensor(BaseSensorOperator):
                 kubernetes_conn_id=self.kubernetes_conn_id,
                 wait_for=FINISHED,
                 stream_logs=False,
-                poll_interval=float(self.poke_interval),
+                poll_interval=max(float(self.poke_interval), 1.0),  # only the fallback of the watch
             ),
             method_name="execute_complete",
             timeout=self.timeout,
