@@ -26,6 +26,7 @@ from typing import Any
 from airflow.sdk.log import mask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import (
     CONNECTION_ERRORS,
@@ -489,6 +490,18 @@ class DruidK8sJobTrigger(BaseTrigger):
         disable_client_proxy: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        if not poll_interval > 0:
+            raise DruidK8sConfigError(
+                "poll_interval",
+                f"{poll_interval!r} would poll the API server in a tight loop",
+                "give seconds between fallback polls, e.g. 60 (the watch does the real work)",
+            )
+        if not image_pull_grace_seconds >= 0:
+            raise DruidK8sConfigError(
+                "image_pull_grace_seconds",
+                f"{image_pull_grace_seconds!r} is negative",
+                "give 0 (fail on the first pull error) or more seconds",
+            )
         self.job_name = job_name
         self.namespace = namespace
         self.druid_task_id = druid_task_id
