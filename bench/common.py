@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,6 +120,7 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "cpu_model": cpu_model,
         "memory_gib": memory_gib,
         "python": platform.python_version(),
@@ -134,6 +136,21 @@ def machine() -> dict[str, Any]:
             ]
         ),
     }
+
+
+def source_revision() -> dict[str, Any]:
+    """The commit measured, and the package files that differed from it (teammates' work in progress)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "druid_k8s_provider").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "uncommitted_files": changed}
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str]:
@@ -154,8 +171,19 @@ def write_result(results_dir: Path, name: str, figures: Mapping[str, Any]) -> Pa
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "source": source_revision(),
         **figures,
     }
     path = results_dir / f"{name}.json"
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def settled_metrics(kube: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """The emulator's metrics once it noticed the stand-in triggerer's streams closed (a stream is counted
+    when its handler ends, a moment after the client went away)."""
+    deadline = time.monotonic() + timeout
+    while kube.metrics.open_watches and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # log streams have no gauge; their handlers end at the same moment
+    return dict(kube.metrics.snapshot())

@@ -37,6 +37,7 @@ from bench.common import (
     overlord_pod,
     private_airflow_home,
     runner_properties,
+    settled_metrics,
     write_result,
 )
 
@@ -114,6 +115,7 @@ def run_mode(
 
     make = our_operator if side == "ours" else peer_operator
     kube.metrics.reset()
+    jobs_before = len(kube.store.list("jobs", NAMESPACE))
     started = time.monotonic()
     operators = [make(number, deferrable, peer_poll_interval) for number in range(tasks)]
     contexts = [task_context(op.task_id, run_number) for op in operators]
@@ -141,7 +143,7 @@ def run_mode(
         events = asyncio.run(triggerer())
         for operator, context, deferral, event in zip(operators, contexts, deferred, events, strict=True):
             getattr(operator, deferral.method_name)(context, event.payload, **(deferral.kwargs or {}))
-    snapshot = kube.metrics.snapshot()
+    snapshot = settled_metrics(kube)
     by_kind = Counter({kind: count for kind, count in snapshot["by_verb_resource"].items()})
     return {
         "side": side,
@@ -150,7 +152,7 @@ def run_mode(
         "wall_seconds": round(time.monotonic() - started, 2),
         "requests_per_task": round(snapshot["requests_total"] / tasks, 2),
         "requests_per_task_by_kind": {kind: round(n / tasks, 2) for kind, n in sorted(by_kind.items())},
-        "jobs_left": len(kube.store.list("jobs", NAMESPACE)),
+        "jobs_left": len(kube.store.list("jobs", NAMESPACE)) - jobs_before,
     }
 
 

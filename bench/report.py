@@ -17,6 +17,8 @@ from bench.common import REPO, RESULTS_DIR
 
 DOCS_PAGE = REPO / "docs" / "performance.md"
 PLOT = REPO / "docs" / "img" / "bench.png"
+#: Hand-written analysis of the figures (causes of missed targets, profiles), kept next to the scripts.
+FINDINGS = REPO / "bench" / "findings.md"
 
 INTRO = """\
 # Performance
@@ -38,15 +40,18 @@ METHOD = """\
   emulated cluster in the benchmark process). N peon Jobs built by `build_job` are written into the
   emulator's store; each peon's container sleeps T seconds. A *stand-in triggerer* (a subprocess with one
   asyncio loop, as Airflow's triggerer runs triggers) then builds one trigger per Job exactly as the operator
-  defers with it, round-trips it through `serialize()`, and runs all of them until each fired. Ours:
-  `DruidK8sJobTrigger` as `DruidK8sTaskOperator(deferrable=True)` builds it (shared watches, log streaming,
-  60 s fallback poll). Peer: `KubernetesJobTrigger` as `KubernetesJobOperator(deferrable=True,
+  defers with it, round-trips it through `serialize()`, and runs all of them until each fired, starting
+  them evenly over 10 s (as deferred tasks arrive over time; it spreads the peer's polls over every phase
+  relative to the Jobs' completions, as in real life). Ours: `DruidK8sJobTrigger` as
+  `DruidK8sTaskOperator(deferrable=True)` builds it (shared watches, log streaming, fallback poll only
+  when the watch goes quiet). Peer: `KubernetesJobTrigger` as `KubernetesJobOperator(deferrable=True,
   wait_until_job_complete=True)` builds it (a `GET jobs/{name}/status` every 10 s, through a new API client
   each time). Requests are counted by the emulator; CPU and RSS of the stand-in triggerer come from psutil
-  and `getrusage`, from the moment the triggers start (imports excluded). *Steady state* is the window from
-  3 s after the last pod started to the first Job finishing. *Detection latency* is the time from the moment
-  the emulator's Job controller wrote the Job's `Complete` condition (a store listener records it, so the
-  1 s resolution of `status.completionTime` does not blur it) to the trigger's event.
+  and `getrusage`, from the moment the triggers start (imports excluded). *Steady state* is the window
+  from 3 s after the last pod started and the last trigger was registered to the first Job finishing.
+  *Detection latency* is the time from the moment the emulator's Job controller wrote the Job's
+  `Complete` condition (a store listener records it, so the 1 s resolution of `status.completionTime`
+  does not blur it) to the trigger's event.
 - **Lifecycle.** Each operator's `execute` runs K short tasks (a peon that logs 4 lines and exits after 1 s)
   against one emulated cluster, non-deferrable (one after another) and deferrable (execute, then all
   triggers on one loop, then `execute_complete`, as Airflow calls them). Requests per task = all requests
@@ -91,7 +96,9 @@ def machine_section(documents: list[dict[str, Any]]) -> str:
         "## Machine\n\n"
         f"Measured {when} on {machine['cpus']} CPUs ({machine['cpu_model']}), "
         f"{machine['memory_gib']} GiB RAM, "
-        f"{machine['os']}, Python {machine['python']}; {versions}.\n"
+        f"{machine['os']}, Python {machine['python']}; {versions}. The machine was shared with other work "
+        f"(1-minute load average {machine.get('load_average_1m', 'n/a')} at the end of the first "
+        "benchmark), so CPU and wall times are upper bounds.\n"
     )
 
 
@@ -360,6 +367,8 @@ def render(results_dir: Path, page: Path, image: Path) -> str:
         body = section()
         if body:
             text += "\n" + body
+    if FINDINGS.exists():
+        text += "\n" + FINDINGS.read_text()
     text += "\n" + METHOD
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(text)

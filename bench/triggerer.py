@@ -9,7 +9,8 @@ For each N and each side, in a phase of its own (so every request the emulator c
    ``DruidK8sTaskOperator(deferrable=True)`` builds ``DruidK8sJobTrigger``; the peer as
    ``KubernetesJobOperator(deferrable=True, wait_until_job_complete=True)`` builds ``KubernetesJobTrigger``,
    default settings: 10 s poll, a new API client per poll), round-trips them through ``serialize()`` as the
-   triggerer does, and runs them all as tasks of one asyncio loop until each has fired;
+   triggerer does, and runs them all as tasks of one asyncio loop until each has fired, starting them
+   evenly over one poll interval of the peer (10 s), as deferred tasks arrive over time;
 4. this process samples the emulator's request counter and open watches, and the subprocess's CPU and RSS,
    every half second, and records when each Job's terminal condition was written (a store listener), which
    the trigger event times are compared with.
@@ -48,6 +49,7 @@ from bench.common import (
     percentile,
     private_airflow_home,
     runner_properties,
+    settled_metrics,
     write_result,
 )
 
@@ -57,6 +59,9 @@ SIDES = (OURS, PEER)
 #: ``KubernetesJobOperator``'s default ``job_poll_interval``, which it hands to the trigger.
 PEER_DEFAULT_POLL_SECONDS = 10.0
 SAMPLE_SECONDS = 0.5
+#: Extra wall-time budget per trigger: the peer builds an API client (an SSL context, ~50 ms of CPU) per
+#: poll, so on a small machine one round of 1,000 polls takes most of a minute.
+PER_TRIGGER_BUDGET = 0.5
 #: Seconds after the last pod started before the steady-state window opens (initial lists and polls done).
 SETTLE_SECONDS = 3.0
 
@@ -113,16 +118,21 @@ def build_triggers(side: str, jobs: list[dict[str, Any]], peer_poll_interval: fl
     return built
 
 
-async def run_triggers(triggers: list[Any]) -> dict[str, dict[str, Any]]:
-    """Run every trigger as its own task on this loop, as the triggerer does; record each first event."""
+async def run_triggers(triggers: list[Any], spread: float) -> dict[str, dict[str, Any]]:
+    """Run every trigger as its own task on this loop, as the triggerer does; record each first event.
+
+    The triggers start evenly over ``spread`` seconds, as deferred tasks arrive over time: a poller's
+    schedule then has every phase relative to the Jobs' completions, as in real life.
+    """
     fired: dict[str, dict[str, Any]] = {}
 
-    async def run_one(trigger: Any) -> None:
+    async def run_one(index: int, trigger: Any) -> None:
+        await asyncio.sleep(index * spread / len(triggers))
         async for event in trigger.run():
             fired[trigger.job_name] = {"at": time.time(), "status": event.payload.get("status")}
             break
 
-    await asyncio.gather(*(run_one(trigger) for trigger in triggers))
+    await asyncio.gather(*(run_one(index, trigger) for index, trigger in enumerate(triggers)))
     return fired
 
 
@@ -134,12 +144,18 @@ def worker_main(side: str, peer_poll_interval: float, result_path: Path, log_pat
     build_triggers(side, [], peer_poll_interval)  # import everything before the clock starts
     logging.basicConfig(level=logging.INFO, filename=str(log_path), force=True)
     print("READY", flush=True)
+    # From now on everything written goes to the log file, as a triggerer's task logs would: the parent
+    # stops reading the pipe, and a full pipe would block the loop.
+    with log_path.open("ab") as log_file:
+        os.dup2(log_file.fileno(), sys.stdout.fileno())
+        os.dup2(log_file.fileno(), sys.stderr.fileno())
     order = json.loads(sys.stdin.readline())
     os.environ.update(order["environment"])
     me = psutil.Process()
     cpu_at_go = sum(me.cpu_times()[:2])
     started = time.time()
-    fired = asyncio.run(run_triggers(build_triggers(side, order["jobs"], peer_poll_interval)))
+    triggers = build_triggers(side, order["jobs"], peer_poll_interval)
+    fired = asyncio.run(run_triggers(triggers, spread=peer_poll_interval))
     cpu_at_end = sum(me.cpu_times()[:2])
     result_path.write_text(
         json.dumps(
@@ -272,15 +288,24 @@ def run_phase(side: str, n: int, seconds: float, peer_poll_interval: float) -> d
                 stop = threading.Event()
                 sampler = threading.Thread(target=sample_until, args=(stop, kube, worker.pid, go, samples))
                 sampler.start()
+                budget = seconds + peer_poll_interval + 120 + n * PER_TRIGGER_BUDGET
                 try:
-                    code = worker.wait(timeout=seconds + peer_poll_interval + 120 + n * 0.1)
+                    code = worker.wait(timeout=budget)
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(
+                        f"the {side} stand-in triggerer did not finish within {budget:.0f}s; the end of its "
+                        "log:\n" + log_path.read_text(errors="replace")[-3000:]
+                    ) from None
                 finally:
                     stop.set()
                     sampler.join()
                 if code != 0:
-                    raise RuntimeError(f"the {side} stand-in triggerer failed with exit code {code}")
+                    raise RuntimeError(
+                        f"the {side} stand-in triggerer failed with exit code {code}; the end of its log:\n"
+                        + log_path.read_text(errors="replace")[-3000:]
+                    )
                 ended = time.time()
-                snapshot = kube.metrics.snapshot()
+                snapshot = settled_metrics(kube)
         finally:
             if worker.poll() is None:
                 worker.kill()
@@ -350,7 +375,8 @@ def figures(
     ]
     last_start = max(clock.pod_started.values(), default=go) - go
     first_finish = min(clock.finished.values(), default=ended) - go
-    window = (max(last_start, 0.0) + SETTLE_SECONDS, first_finish - SAMPLE_SECONDS)
+    all_running = max(last_start, peer_poll_interval)  # every pod started and every trigger registered
+    window = (all_running + SETTLE_SECONDS, first_finish - SAMPLE_SECONDS)
     requests = int(snapshot["requests_total"])
     return {
         "side": side,
