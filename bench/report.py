@@ -293,7 +293,7 @@ def targets(
     return rows
 
 
-def plot(triggerer: dict[str, Any] | None, lifecycle: dict[str, Any] | None, path: Path) -> bool:
+def plot(triggerer: dict[str, Any] | None, path: Path) -> bool:
     """Requests over time at the largest N, and CPU per side vs N; False when there is nothing to plot."""
     if triggerer is None:
         return False
@@ -360,7 +360,7 @@ def render(results_dir: Path, page: Path, image: Path) -> str:
         lambda: build_job_section(loaded["build_job"]),
     ]
     text = INTRO
-    if plot(loaded["triggerer"], loaded["lifecycle"], image):
+    if plot(loaded["triggerer"], image):
         link = image.relative_to(page.parent) if image.is_relative_to(page.parent) else image
         text += f"\n![Requests over time and triggerer CPU, ours vs the cncf provider]({link.as_posix()})\n"
     for section in sections:

@@ -153,7 +153,6 @@ def worker_main(side: str, peer_poll_interval: float, result_path: Path, log_pat
     os.environ.update(order["environment"])
     me = psutil.Process()
     cpu_at_go = sum(me.cpu_times()[:2])
-    started = time.time()
     triggers = build_triggers(side, order["jobs"], peer_poll_interval)
     fired = asyncio.run(run_triggers(triggers, spread=peer_poll_interval))
     cpu_at_end = sum(me.cpu_times()[:2])
@@ -161,7 +160,6 @@ def worker_main(side: str, peer_poll_interval: float, result_path: Path, log_pat
         json.dumps(
             {
                 "fired": fired,
-                "started": started,
                 "cpu_seconds": cpu_at_end - cpu_at_go,
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             }
