@@ -55,7 +55,10 @@ METHOD = """\
 - **Lifecycle.** Each operator's `execute` runs K short tasks (a peon that logs 4 lines and exits after 1 s)
   against one emulated cluster, non-deferrable (one after another) and deferrable (execute, then all
   triggers on one loop, then `execute_complete`, as Airflow calls them). Requests per task = all requests
-  of the mode / K. Ours reads the Overlord pod as its template (`overlordSingleContainer`).
+  of the mode / K. Ours reads the Overlord pod as its template (`overlordSingleContainer`). The peer
+  runs with `wait_until_job_complete=True` and its defaults otherwise: it deletes the pod but leaves the
+  Job (a TTL or a `KubernetesDeleteJobOperator` would add one request), and its count grows by one
+  `GET` per 10 s of run time.
 - **Reaper.** Finished peon Jobs (3 days old, past the default `taskCleanupDelay` of 2 days) and running
   ones are written into the store of an API-server-only emulator; `reaper.reap` then sweeps them through
   `DruidK8sHook` in a subprocess, as the reaper DAG does. Memory: how much the reaper process's peak RSS
