@@ -27,6 +27,7 @@ _SCHEMA_NAMES = {
     "secrets": "io.k8s.api.core.v1.Secret",
     "jobs": "io.k8s.api.batch.v1.Job",
     "selfsubjectaccessreviews": "io.k8s.api.authorization.v1.SelfSubjectAccessReview",
+    "selfsubjectrulesreviews": "io.k8s.api.authorization.v1.SelfSubjectRulesReview",
 }
 _COMMON_SCHEMAS = (
     "io.k8s.apimachinery.pkg.apis.meta.v1.Status",

@@ -87,6 +87,49 @@ class Authorizer:
         return False
 
 
+SELF_REVIEW_RESOURCES = ("selfsubjectaccessreviews", "selfsubjectrulesreviews")
+
+# What every authenticated user may do on a real cluster (ClusterRole system:basic-user): ask about itself.
+_BASIC_USER_RULE = {
+    "verbs": ["create"],
+    "apiGroups": ["authorization.k8s.io"],
+    "resources": list(SELF_REVIEW_RESOURCES),
+}
+
+
+def rules_review(user: User, body: Mapping[str, Any]) -> dict[str, Any]:
+    """A SelfSubjectRulesReview answer: every rule the caller holds in ``spec.namespace``.
+
+    Tokens carry namespace-wide Role rules, so the same rules apply in every namespace; with auth off the
+    caller may do anything, which a real server reports as wildcard rules.
+    """
+    spec = dict(body.get("spec") or {})
+    if user.rules is None:
+        resource_rules: list[dict[str, Any]] = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
+        non_resource_rules = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+    else:
+        resource_rules = [_BASIC_USER_RULE]
+        for rule in user.rules:
+            entry = {key: list(rule.get(key, ())) for key in ("verbs", "apiGroups", "resources")}
+            if rule.get("resourceNames"):
+                entry["resourceNames"] = list(rule["resourceNames"])
+            resource_rules.append(entry)
+        non_resource_rules = [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*"]}]
+    metadata = dict(body.get("metadata") or {})
+    metadata.setdefault("creationTimestamp", None)
+    return {
+        "kind": "SelfSubjectRulesReview",
+        "apiVersion": "authorization.k8s.io/v1",
+        "metadata": metadata,
+        "spec": spec,
+        "status": {
+            "resourceRules": resource_rules,
+            "nonResourceRules": non_resource_rules,
+            "incomplete": False,
+        },
+    }
+
+
 def forbidden_message(
     user: str, verb: str, group: str, resource: str, subresource: str, namespace: str, name: str
 ) -> str:

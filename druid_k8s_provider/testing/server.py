@@ -36,7 +36,14 @@ from druid_k8s_provider.testing.faults import FaultInjector
 from druid_k8s_provider.testing.logs import LogLine, LogStore
 from druid_k8s_provider.testing.metrics import RequestMetrics, RequestRecord
 from druid_k8s_provider.testing.patch import apply_patch, check_media_type
-from druid_k8s_provider.testing.rbac import Authorizer, Unauthorized, User, forbidden_message
+from druid_k8s_provider.testing.rbac import (
+    SELF_REVIEW_RESOURCES,
+    Authorizer,
+    Unauthorized,
+    User,
+    forbidden_message,
+    rules_review,
+)
 from druid_k8s_provider.testing.selectors import (
     FieldSelector,
     LabelSelector,
@@ -267,7 +274,7 @@ class ApiServer:
 
     def _authorize(self, user: User, parsed: ResourceRequest) -> None:
         rt = parsed.rt
-        if rt.plural == "selfsubjectaccessreviews":
+        if rt.plural in SELF_REVIEW_RESOURCES:
             return  # every authenticated user may ask what it may do (the system:basic-user role)
         if self.authorizer.allows(user, parsed.verb, rt.group, rt.plural, parsed.subresource, parsed.name):
             return
@@ -515,6 +522,8 @@ class ApiServer:
         headers = self._validate_fields(request, rt, body)
         if rt.plural == "selfsubjectaccessreviews":
             return self._json(self._access_review(user, body), status=201, headers=headers)
+        if rt.plural == "selfsubjectrulesreviews":
+            return self._json(rules_review(user, body), status=201, headers=headers)
         if _dry_run(request):
             return self._json(self._dry_run_create(rt, parsed.namespace, body), status=201, headers=headers)
         created = self.store.create(rt.plural, parsed.namespace or None, body)
@@ -1173,6 +1182,7 @@ _TABLE_COLUMNS: dict[str, tuple[_Column, ...]] = {
         ("Message", "string", 0),
     ),
     "selfsubjectaccessreviews": (("Name", "string", 0),),
+    "selfsubjectrulesreviews": (("Name", "string", 0),),
 }
 
 

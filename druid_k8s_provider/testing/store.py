@@ -125,6 +125,15 @@ RESOURCES: dict[str, ResourceType] = {
             create_only=True,
             verbs=("create",),
         ),
+        ResourceType(
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            "authorization.k8s.io",
+            "v1",
+            False,
+            create_only=True,
+            verbs=("create",),
+        ),
     )
 }
 

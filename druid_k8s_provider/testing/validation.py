@@ -333,6 +333,7 @@ _SCHEMA_FILES = {
     "namespaces": "namespace-v1.json",
     "events": "event-v1.json",
     "selfsubjectaccessreviews": "selfsubjectaccessreview-authorization-v1.json",
+    "selfsubjectrulesreviews": "selfsubjectrulesreview-authorization-v1.json",
 }
 
 

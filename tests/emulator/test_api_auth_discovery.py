@@ -96,6 +96,35 @@ def test_kubectl_auth_can_i_uses_the_same_rules(kubectl: Any) -> None:
         assert can_i("create", "jobs.batch") == "no"
 
 
+def test_rules_review_lists_the_token_rules_for_clients_and_kubectl(kubectl: Any) -> None:
+    # One SelfSubjectRulesReview answers "what may I do here" in a single request (kubectl auth can-i --list).
+    with KubeEmulator(cluster=False, tokens={"reader-token": READER_RULES}) as kube:
+        api = config.new_client_from_config(config_file=kube.kubeconfig_path)
+        try:
+            review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
+                {"spec": {"namespace": "default"}}
+            )
+        finally:
+            api.close()
+        granted = {(tuple(rule.api_groups), tuple(rule.resources)) for rule in review.status.resource_rules}
+        for rule in READER_RULES:
+            assert (tuple(rule["apiGroups"]), tuple(rule["resources"])) in granted
+        assert review.status.incomplete is False
+        command = [
+            "kubectl",
+            "--kubeconfig",
+            kube.kubeconfig_path,
+            "auth",
+            "can-i",
+            "--list",
+            "-n",
+            "default",
+        ]
+        listed = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        assert listed.returncode == 0, listed.stderr
+        assert "pods/log" in listed.stdout and "selfsubjectrulesreviews.authorization.k8s.io" in listed.stdout
+
+
 def test_discovery_documents(kube: KubeEmulator) -> None:
     groups = _fetch(kube.url + "/apis")[1]
     assert [group["name"] for group in groups["groups"]] == ["authorization.k8s.io", "batch"]
