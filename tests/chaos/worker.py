@@ -4,7 +4,8 @@ The chaos suite SIGKILLs it at chosen points of the lifecycle and runs it again 
 test greps what it leaves behind. It does what a task runner does that matters here: renders the template
 fields, logs through Airflow's own structlog configuration *with* the secrets masker (as the supervisor
 writes the task log), runs ``execute``, and when the operator defers, runs the trigger (as a triggerer
-would, from its serialized form) and resumes with the named method. It writes the task log to
+would: from its serialized form, knowing none of the worker's masks) and resumes with the named method on
+a fresh, re-rendered operator (as a new worker would). It writes the task log to
 ``log_file`` and a JSON report (return value, XCom, error, rendered template fields as Airflow stores them,
 and on deferral what Airflow stores for the triggerer) to ``report_file``.
 
@@ -73,6 +74,7 @@ def run_try(spec_path: str) -> int:
     log_stream = open(spec["log_file"], "a", encoding="utf-8")  # noqa: SIM115 (open for the process' life)
     configure_logging(output=log_stream, sending_to_supervisor=False, colored_console_log=False)
 
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
     from airflow.sdk.exceptions import TaskDeferred
     from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
 
@@ -136,9 +138,15 @@ def run_try(spec_path: str) -> int:
         except TaskDeferred as deferred:
             classpath, kwargs = deferred.trigger.serialize()
             report["deferral"] = {"trigger": [classpath, kwargs], "method_kwargs": deferred.kwargs}
+            # The triggerer is another process: it never saw the masks this worker registered.
+            _secrets_masker().reset_masker()
             module, _, name = classpath.rpartition(".")
             trigger = getattr(importlib.import_module(module), name)(**kwargs)
             event = asyncio.run(anext(trigger.run()))
+            # So is the worker that resumes the task: a fresh operator, rendered again, as Airflow does.
+            _secrets_masker().reset_masker()
+            operator = DruidK8sTaskOperator(task_id="druid", **spec["operator"])
+            operator.render_template_fields(context)
             method = getattr(operator, deferred.method_name)
             report["return_value"] = method(context, event.payload, **(deferred.kwargs or {}))
         if report["return_value"] is not None:
