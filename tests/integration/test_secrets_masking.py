@@ -254,15 +254,18 @@ def test_a_password_inside_a_jdbc_connect_uri_is_masked_too(
     assert_no_secret("the rendered template fields", json.dumps(report["rendered"]))
 
 
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferred"])
 def test_a_termination_message_made_of_the_peon_log_does_not_carry_credentials_into_xcom(
-    cluster: KubeEmulator, tmp_path: Path
+    cluster: KubeEmulator, tmp_path: Path, deferrable: bool
 ) -> None:
     """With ``terminationMessagePolicy: FallbackToLogsOnError`` (common in Overlord pods), Kubernetes reports
     the failed peon's last log lines as its termination message, and the operator quotes that message in the
     error it raises and pushes to XCom. XCom is stored and shown as pushed, not masked."""
     task = jdbc_task()
     task["id"] = "secret_jdbc_fail_fallback"
-    log, report, output = run_worker(tmp_path, {"druid_task": task, "overlord_pod_name": FALLBACK_OVERLORD})
+    log, report, output = run_worker(
+        tmp_path, {"druid_task": task, "overlord_pod_name": FALLBACK_OVERLORD, "deferrable": deferrable}
+    )
     assert_no_secret("the worker's output", output)
     assert report["error_type"] == "JobFailed", report.get("traceback")
     assert "exited with code 1" in report["error"]
