@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -563,18 +564,66 @@ class DruidK8sAsyncHook(AsyncKubernetesHook):
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncKubeSession]:
-        """An open client for a series of calls, closed on exit."""
+        """An open client for a series of calls (shared, see :meth:`_client`)."""
         try:
             await self.get_conn_extras()
         except AirflowNotFoundException:
             raise undefined_connection(self.kubernetes_conn_id) from None
-        async with self.get_conn() as api:
-            if self.disable_client_proxy:
-                api.rest_client.proxy = None  # type: ignore[assignment]
-                # kubernetes_asyncio always builds its aiohttp session with trust_env=True, which reads
-                # HTTP(S)_PROXY on every request; turning it off is the only way to ignore them.
-                api.rest_client.pool_manager._trust_env = False
+        async with self._client() as api:
             yield AsyncKubeSession(api, self.retry_policy, self.kubernetes_conn_id)
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[AsyncApiClient]:
+        """One client per (connection, proxy setting, event loop), shared by every waiter and watch.
+
+        Building a client loads the CA bundle into a new SSL context (tens of milliseconds of CPU on the
+        event loop); a triggerer with a thousand deferred tasks would spend most of a minute doing only that.
+        Its connection pool is unbounded: every waiter may hold a log stream open. With exec-plugin
+        credentials (EKS, GKE), whose tokens expire, each session gets a fresh client, as the cncf hook does.
+        """
+        key = (self.kubernetes_conn_id, self.disable_client_proxy)
+        clients = _SHARED_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+        shared = clients.get(key)
+        if shared is None:
+            await self._load_config()  # type: ignore[no-untyped-call]
+            if self._is_exec_auth:
+                async with self.get_conn() as fresh:
+                    self._ignore_proxy(fresh)
+                    yield fresh
+                return
+            shared = clients.get(key)  # another waiter may have built it while the config loaded
+            if shared is None:
+                assert self.client_configuration is not None
+                self.client_configuration.connection_pool_maxsize = 0  # aiohttp: no limit
+                shared = _SharedClient(AsyncApiClient(configuration=self.client_configuration))
+                clients[key] = shared
+                self._ignore_proxy(shared.api)
+        shared.users += 1
+        try:
+            yield shared.api
+        finally:
+            shared.users -= 1
+            if shared.users == 0 and clients.get(key) is shared:
+                del clients[key]
+                await shared.api.close()
+
+    def _ignore_proxy(self, api: AsyncApiClient) -> None:
+        if self.disable_client_proxy:
+            api.rest_client.proxy = None  # type: ignore[assignment]
+            # kubernetes_asyncio always builds its aiohttp session with trust_env=True, which reads
+            # HTTP(S)_PROXY on every request; turning it off is the only way to ignore them.
+            api.rest_client.pool_manager._trust_env = False
+
+
+@dataclass(eq=False)
+class _SharedClient:
+    api: AsyncApiClient
+    users: int = 0
+
+
+_SHARED_CLIENTS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, bool], _SharedClient]
+] = weakref.WeakKeyDictionary()
 
 
 class AsyncKubeSession:
