@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cluster_support import wait_for
 from kubernetes import client, config, watch
 
 from druid_k8s_provider.testing import KubeEmulator
@@ -31,17 +32,6 @@ def core(kube: KubeEmulator) -> Iterator[client.CoreV1Api]:
     api_client = config.new_client_from_config(config_file=kube.kubeconfig_path)
     yield client.CoreV1Api(api_client)
     api_client.close()
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
