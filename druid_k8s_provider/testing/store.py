@@ -442,12 +442,8 @@ class ObjectStore:
 
     def get(self, plural: str, namespace: str | None, name: str) -> Obj:
         """A copy of the object, or 404 NotFound."""
-        rt = resource_type(plural)
         with self._lock:
-            obj = self._stored(rt).get(self._key(rt, namespace, name))
-            if obj is None:
-                raise not_found(rt, name)
-            return copy.deepcopy(obj)
+            return copy.deepcopy(self.get_shared(plural, namespace, name))
 
     def list(
         self,
