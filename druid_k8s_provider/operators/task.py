@@ -21,9 +21,9 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
 from airflow.sdk import BaseOperator, ObjectStoragePath, conf
@@ -36,6 +36,7 @@ from druid_k8s_provider.errors import (
     JobFailed,
     JobLaunchTimeout,
     KubernetesApiError,
+    MissingPermission,
 )
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, task_id_of
@@ -43,7 +44,7 @@ from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
 from druid_k8s_provider.hooks.secrets import scrub, sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.naming import job_name as job_name_for
-from druid_k8s_provider.preflight import check_permissions, operator_requirements
+from druid_k8s_provider.preflight import Requirements, check_permissions, operator_requirements
 from druid_k8s_provider.task import DruidTask, derive_task_id
 from druid_k8s_provider.triggers.job import (
     ERROR,
@@ -67,6 +68,7 @@ POD_TEMPLATE_BASE_PROPERTY = "druid.indexer.runner.k8s.podTemplate.base"
 ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
 #: Waiting beyond maxTaskDuration, so Kubernetes' own DeadlineExceeded is what the task reports.
 COMPLETION_SLACK_SECONDS = 60.0
+T = TypeVar("T")
 
 
 def airflow_identity(context: Context) -> dict[str, str]:
@@ -356,9 +358,10 @@ class DruidK8sTaskOperator(BaseOperator):
         task = self.druid_task_for(context)
         hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
         name = job_name_for(task.id)
-        # A Role that is too narrow fails here, naming every missing permission, before any read or write.
-        check_permissions(hook, operator_requirements(config), task_id=task.id, job_name=name)
-        job = hook.get_job(name, config.namespace, task_id=task.id)
+        requirements = operator_requirements(config)
+        job = self._explaining_refusals(
+            hook, requirements, task.id, name, lambda: hook.get_job(name, config.namespace, task_id=task.id)
+        )
         details = {
             "druid_task_id": task.id,
             "job_name": name,
@@ -373,9 +376,16 @@ class DruidK8sTaskOperator(BaseOperator):
         identity = airflow_identity(context)
         if job is not None and task_id_of(job) == task.id:
             refuse_foreign_run(job, identity, task.id, config.namespace)
+            # A Role that is too narrow fails here, naming every missing permission, before any write.
+            check_permissions(hook, requirements, task_id=task.id, job_name=name)
             self.log.info("Joining the existing Job %s of Druid task %s (created earlier)", name, task.id)
         else:
-            manifest = self._build(hook, task, config)
+            # An existing Job is joined without the template pod (it may be gone by now); bad input is
+            # refused here, before any write.
+            manifest = self._explaining_refusals(
+                hook, requirements, task.id, name, lambda: self._build(hook, task, config)
+            )
+            check_permissions(hook, requirements, task_id=task.id, job_name=name)
             annotate(manifest, identity)
             job, created = hook.create_or_join_job(manifest)
             if not created:
@@ -439,6 +449,21 @@ class DruidK8sTaskOperator(BaseOperator):
             location,
         )
         return self._outcome_from_report(report, None, None)
+
+    @staticmethod
+    def _explaining_refusals(
+        hook: DruidK8sHook, requirements: Requirements, task_id: str, name: str, read: Callable[[], T]
+    ) -> T:
+        """``read()``; when it is refused for want of a permission, the preflight names every one missing.
+
+        The preflight (one rules review) runs once the reads that come before it succeeded, just before the
+        first write; a read refused earlier still fails with the whole list of what the Role lacks.
+        """
+        try:
+            return read()
+        except MissingPermission:
+            check_permissions(hook, requirements, task_id=task_id, job_name=name)
+            raise
 
     def _build(self, hook: DruidK8sHook, task: DruidTask, config: RunnerConfig) -> dict[str, Any]:
         """The Job manifest; every input problem surfaces here, before anything is created."""
@@ -517,7 +542,7 @@ class DruidK8sTaskOperator(BaseOperator):
         task_id, name, namespace = details["druid_task_id"], details["job_name"], details["namespace"]
         status = event.get("status")
         pod = event.get("pod")
-        if status == FINISHED and pod is not None:
+        if status == FINISHED and pod is not None and not event.get("log_complete"):
             self._catch_up_log(hook, pod["metadata"]["name"], namespace, event.get("log_cursor"))
         if status == LAUNCH_FAILED:
             hook.delete_job(name, namespace, task_id=task_id)

@@ -53,6 +53,9 @@ MAX_RELIST_BACKOFF_SECONDS = 30.0
 SYNC_WAIT_SECONDS = 5.0
 #: How long a finished Job waits for the log stream to drain before the event fires anyway.
 LOG_DRAIN_SECONDS = 2.0
+#: How long a log stream's end waits for the pods watch to report the container's termination before
+#: reading the pod itself.
+CACHE_SETTLE_SECONDS = 1.0
 
 # Event statuses (the ``status`` key of every event payload).
 FINISHED = "finished"
@@ -258,6 +261,9 @@ class JobFollower:
 
     def __post_init__(self) -> None:
         self._log_tasks: list[asyncio.Task[None]] = []
+        # Set when the log stream ended because the main container did: everything was shown, and the
+        # operator need not read the log again when it resumes.
+        self._log_complete = False
 
     async def outcome(self) -> dict[str, Any]:
         """:meth:`run`, with a failure to wait turned into an ``error`` payload (the Job is left as it is)."""
@@ -267,14 +273,16 @@ class JobFollower:
             log.exception("Waiting for Job %s failed", self.job_name)
             return self._payload(ERROR, error=f"{type(exc).__name__}: {exc}")
 
-    def _start_logs(self, session: AsyncKubeSession, pod_name: str, job: dict[str, Any]) -> None:
+    def _start_logs(
+        self, session: AsyncKubeSession, pods: SharedWatch, pod_name: str, job: dict[str, Any]
+    ) -> None:
         if self.stream_logs and not self._log_tasks:
             # This may be a triggerer that never saw the task spec: teach its masker the task's credentials
             # before the first peon line is logged.
             for secret in job_task_secrets(job):
                 mask_secret(secret)
             self._log_tasks.append(
-                asyncio.get_running_loop().create_task(self._stream_log(session, pod_name))
+                asyncio.get_running_loop().create_task(self._stream_log(session, pods, pod_name))
             )
 
     async def _read_state(
@@ -355,7 +363,7 @@ class JobFollower:
             return self._payload(MISSING, pod=pod), False
         started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
-            self._start_logs(session, pod["metadata"]["name"], job)
+            self._start_logs(session, pods, pod["metadata"]["name"], job)
         if job_state.is_finished(job):
             await self._drain_logs()
             if not _main_terminated(pod):
@@ -413,6 +421,7 @@ class JobFollower:
             "kubernetes_conn_id": self.hook.kubernetes_conn_id,
             "disable_client_proxy": self.hook.disable_client_proxy,
             "log_cursor": self.log_cursor.to_dict(),
+            "log_complete": self._log_complete,
             **details,
         }
 
@@ -422,7 +431,29 @@ class JobFollower:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), timeout=LOG_DRAIN_SECONDS)
 
-    async def _stream_log(self, session: AsyncKubeSession, pod_name: str) -> None:
+    async def _container_ended(self, session: AsyncKubeSession, pods: SharedWatch, pod_name: str) -> bool:
+        """Whether the main container terminated (or its pod is gone), after a log stream ended.
+
+        The pods watch usually reports the termination within milliseconds of the stream's end, so the
+        cache answers without a request; only when it stays silent for a moment is the pod read directly.
+        """
+        changed = asyncio.Event()
+        pods.subscribe(self.job_name, changed)
+        try:
+            give_up = time.monotonic() + CACHE_SETTLE_SECONDS
+            while pods.synced.is_set() and (remaining := give_up - time.monotonic()) > 0:
+                cached = pods.objects.get(pod_name)
+                if cached is not None and _main_terminated(cached):
+                    return True
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+        finally:
+            pods.unsubscribe(self.job_name, changed)
+        pod = await session.get(pods_path(self.namespace, pod_name))
+        return pod is None or _main_terminated(pod)
+
+    async def _stream_log(self, session: AsyncKubeSession, pods: SharedWatch, pod_name: str) -> None:
         """Follow the main container's log; reconnect from the cursor if the stream drops early."""
         backoff = 0.2
         while True:
@@ -435,11 +466,9 @@ class JobFollower:
                     if self.log_cursor.admit(timestamp):
                         self.emit_line(text)
                     backoff = 0.2
-                pod = await session.get(pods_path(self.namespace, pod_name))
-                main = job_state.main_container_status(pod or {}) or {}
-                if pod is None or "terminated" in (main.get("state") or {}):
-                    # The stream ended because the container did: it delivered everything. (The operator
-                    # reads from the cursor once more when it resumes, in case a stream dropped at the end.)
+                if await self._container_ended(session, pods, pod_name):
+                    # The stream ended because the container did: it delivered everything.
+                    self._log_complete = True
                     return
             except ApiCallFailed as exc:
                 if exc.status == 404:

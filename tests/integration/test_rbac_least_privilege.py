@@ -66,6 +66,10 @@ def rules_without(permission: Permission) -> list[dict[str, Any]]:
     return [granted.as_rule() for granted in permissions_of(role_rules()) if granted != permission]
 
 
+#: The questions preflight asks (created, but not writes to the cluster).
+REVIEWS = ("selfsubjectaccessreviews", "selfsubjectrulesreviews")
+
+
 def token_for(permission: Permission) -> str:
     return "without-" + re.sub(r"[^a-z0-9]+", "-", str(permission))
 
@@ -152,10 +156,10 @@ def run(task: DruidK8sTaskOperator) -> Any:
 
 
 def used_permissions(kube: KubeEmulator) -> set[Permission]:
-    """What the provider actually asked the API server for (access reviews aside), per the request log."""
+    """What the provider asked the API server for (access and rules reviews aside), per the request log."""
     used = set()
     for record in kube.metrics.records():
-        if record.resource.startswith("/") or record.resource == "selfsubjectaccessreviews":
+        if record.resource.startswith("/") or record.resource in REVIEWS:
             continue
         resource = f"{record.resource}/{record.subresource}" if record.subresource else record.resource
         used.add(Permission(record.verb, resource, GROUP_OF.get(record.resource, "")))
@@ -234,6 +238,8 @@ def test_lifecycle_sensor_and_reaper_pass_with_exactly_the_role_and_use_every_ru
 
 def test_preflight_rides_out_transient_api_failures(kube: KubeEmulator, connect: Any) -> None:
     hook = DruidK8sHook(connect(FULL_ROLE_TOKEN), NAMESPACE)
+    kube.faults.add(resource="selfsubjectrulesreviews", status=503, count=2)
+    kube.faults.add(resource="selfsubjectrulesreviews", status=429, retry_after=0, count=1)
     kube.faults.add(resource="selfsubjectaccessreviews", status=503, count=2)
     kube.faults.add(resource="selfsubjectaccessreviews", status=429, retry_after=0, count=2)
     try:
@@ -242,8 +248,34 @@ def test_preflight_rides_out_transient_api_failures(kube: KubeEmulator, connect:
         kube.faults.clear()
 
 
+def test_preflight_is_one_rules_review_per_namespace(kube: KubeEmulator, connect: Any) -> None:
+    hook = DruidK8sHook(connect(FULL_ROLE_TOKEN), NAMESPACE)
+    config = operator(hook.kubernetes_conn_id, "unused").runner_config()
+    kube.metrics.reset()
+    check_permissions(hook, operator_requirements(config))
+    asked = [(r.verb, r.resource) for r in kube.metrics.records()]
+    assert asked == [("create", "selfsubjectrulesreviews")]
+
+
+@pytest.mark.parametrize("refusal", [403, 404])
+def test_a_cluster_without_rules_reviews_is_asked_permission_by_permission(
+    kube: KubeEmulator, connect: Any, refusal: int
+) -> None:
+    hook = DruidK8sHook(connect(token_for(Permission("delete", "jobs", "batch"))), NAMESPACE)
+    kube.faults.add(resource="selfsubjectrulesreviews", status=refusal, count=1)
+    kube.metrics.reset()
+    try:
+        with pytest.raises(MissingPermission, match=r"missing permission: delete jobs.batch in namespace"):
+            check_permissions(hook, reaper_requirements(NAMESPACE))
+    finally:
+        kube.faults.clear()
+    reviews = [r.resource for r in kube.metrics.records() if r.resource == "selfsubjectaccessreviews"]
+    assert len(reviews) == len(reaper_requirements(NAMESPACE)[NAMESPACE])
+
+
 def test_a_cluster_that_refuses_access_reviews_gets_a_clear_error(kube: KubeEmulator, connect: Any) -> None:
     hook = DruidK8sHook(connect(FULL_ROLE_TOKEN), NAMESPACE)
+    kube.faults.add(resource="selfsubjectrulesreviews", status=404, count=1)
     kube.faults.add(resource="selfsubjectaccessreviews", status=403, count=1)
     try:
         with pytest.raises(MissingPermission) as raised:
@@ -287,11 +319,7 @@ def test_operator_fails_fast_at_preflight_without_any_one_permission(
     assert isinstance(raised.value, MissingPermission)
     assert f"missing permission: {permission} in namespace {NAMESPACE}" in str(raised.value)
     assert time.monotonic() - started < 5
-    writes = [
-        r
-        for r in kube.metrics.records()
-        if r.verb in WRITE_VERBS and r.resource != "selfsubjectaccessreviews"
-    ]
+    writes = [r for r in kube.metrics.records() if r.verb in WRITE_VERBS and r.resource not in REVIEWS]
     assert writes == [], "preflight must stop the task before anything is created"
 
 
