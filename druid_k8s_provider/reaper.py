@@ -189,6 +189,18 @@ def select_jobs_to_reap(
     return ReapPlan(tuple(decide(job, now, cleanup_delay) for job in jobs))
 
 
+def _check_reaper_permissions(hook: PeonJobClient, namespace: str) -> None:
+    """Fail before the first list when the identity cannot list or delete Jobs (one rules review).
+
+    Only a real Kubernetes hook can be asked; a test double of the list/delete calls has no API behind it.
+    """
+    from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+    from druid_k8s_provider.preflight import check_permissions, reaper_requirements
+
+    if isinstance(hook, DruidK8sHook):
+        check_permissions(hook, reaper_requirements(namespace))
+
+
 def reap(
     hook: PeonJobClient,
     namespace: str,
@@ -203,14 +215,16 @@ def reap(
     list and the delete (deleted by its operator, by the TTL controller, by a person) is counted as
     ``already_gone``, not as an error. ``now`` is fixed for the whole sweep (default: the time it starts),
     so one run makes consistent decisions. Every decision is logged with the Job name and its Druid task id.
-    Any other failure (a missing permission, an API error that retries did not cure) stops the sweep with the
-    hook's error, which names the Job and the task; the Jobs deleted so far stay deleted.
+    A missing permission is found before anything is listed (preflight). Any other failure (an API error
+    that retries did not cure) stops the sweep with the hook's error, which names the Job and the task; the
+    Jobs deleted so far stay deleted.
 
     The summary has ``examined``, ``deleted``, ``already_gone`` and one ``kept_<reason>`` count per reason to
     keep a Job (see :class:`Verdict`), plus the ``namespace`` and ``cleanup_delay_seconds`` used.
     """
     if page_size < 1:
         raise DruidK8sConfigError("page_size", f"must be at least 1, got {page_size}", "pass e.g. 500")
+    _check_reaper_permissions(hook, namespace)
     sweep_time = now or dt.datetime.now(dt.UTC)
     counts: Counter[str] = Counter(dict.fromkeys(("examined", Verdict.DELETE.value, "already_gone"), 0))
     counts.update(dict.fromkeys((verdict.value for verdict in Verdict), 0))

@@ -329,9 +329,6 @@ REAPER_MISSING: Sequence[Permission] = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="preflight is not yet called by reaper.reap (requested in /work/requests-H8.md)"
-)
 @pytest.mark.parametrize("permission", REAPER_MISSING, ids=str)
 def test_reaper_fails_fast_at_preflight_without_list_or_delete(
     kube: KubeEmulator, connect: Any, permission: Permission
