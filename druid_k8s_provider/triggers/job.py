@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,9 @@ MAX_RELIST_BACKOFF_SECONDS = 30.0
 SYNC_WAIT_SECONDS = 5.0
 #: How long a finished Job waits for the log stream to drain before the event fires anyway.
 LOG_DRAIN_SECONDS = 2.0
+#: How long a shared watch outlives its last user (a real API server's relist of every peon costs more than
+#: an idle stream).
+WATCH_KEEP_ALIVE_SECONDS = 30.0
 #: How long a log stream's end waits for the pods watch to report the container's termination before
 #: reading the pod itself.
 CACHE_SETTLE_SECONDS = 1.0
@@ -70,6 +73,11 @@ def job_name_of_pod(pod: dict[str, Any]) -> str | None:
     """The Job a pod belongs to, from the label the API server puts on Job pods."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get(JOB_NAME_LABEL) or labels.get("batch.kubernetes.io/job-name")
+
+
+def _live(watch: SharedWatch) -> bool:
+    """Whether a shared watch's cache is current: synced, and its loop still running."""
+    return watch.synced.is_set() and watch.task is not None and not watch.task.done()
 
 
 def _main_terminated(pod: dict[str, Any] | None) -> bool:
@@ -95,6 +103,7 @@ class SharedWatch:
     relists: int = 0
     last_heard: float = 0.0  # time.monotonic() of the last list, event or bookmark
     task: asyncio.Task[None] | None = None
+    retiring: asyncio.Task[None] | None = None  # the keep-alive countdown once the last user left
 
     def start(self) -> None:
         """Start the list+watch loop on the running loop."""
@@ -194,9 +203,24 @@ def shared_watches() -> dict[tuple[Any, ...], SharedWatch]:
     return _REGISTRY.setdefault(asyncio.get_running_loop(), {})
 
 
+async def _retire(
+    watches: dict[tuple[Any, ...], SharedWatch], key: tuple[Any, ...], watch: SharedWatch
+) -> None:
+    """Stop an unused watch after the keep-alive, unless a new user came in the meantime."""
+    await asyncio.sleep(WATCH_KEEP_ALIVE_SECONDS)
+    if watch.users == 0 and watches.get(key) is watch:
+        del watches[key]
+        await watch.stop()
+
+
 @contextlib.asynccontextmanager
 async def shared_watch(hook: DruidK8sAsyncHook, namespace: str, plural: str) -> AsyncIterator[SharedWatch]:
-    """Use the loop's watch of ``plural`` ("jobs" or "pods") of peons in ``namespace``; start it if needed."""
+    """Use the loop's watch of ``plural`` ("jobs" or "pods") of peons in ``namespace``; start it if needed.
+
+    The last user leaving does not stop it at once: it lingers :data:`WATCH_KEEP_ALIVE_SECONDS`, so a
+    steady trickle of tasks (and the pods watch, reopened whenever a new task waits for its pod to start)
+    reuses the synced cache instead of listing every peon in the namespace again.
+    """
     key = (hook.kubernetes_conn_id, hook.disable_client_proxy, namespace, plural)
     watches = shared_watches()
     watch = watches.get(key)
@@ -207,14 +231,20 @@ async def shared_watch(hook: DruidK8sAsyncHook, namespace: str, plural: str) -> 
             watch = SharedWatch(hook, pods_path(namespace), job_name_of_pod)
         watches[key] = watch
         watch.start()
+    if watch.retiring is not None:
+        watch.retiring.cancel()
+        watch.retiring = None
     watch.users += 1
     try:
         yield watch
     finally:
         watch.users -= 1
         if watch.users == 0 and watches.get(key) is watch:
-            del watches[key]
-            await watch.stop()
+            if WATCH_KEEP_ALIVE_SECONDS > 0:
+                watch.retiring = asyncio.get_running_loop().create_task(_retire(watches, key, watch))
+            else:
+                del watches[key]
+                await watch.stop()
 
 
 @dataclass
@@ -238,17 +268,26 @@ class JobFollower:
     log_cursor: LogCursor = field(default_factory=LogCursor)
     emit_line: Callable[[str], None] = print
     _pull_problem_since: float | None = field(default=None, init=False)
+    # Lets go of the pods watch (set by run(); see _let_go_of_pods).
+    _release_pods: Callable[[], Awaitable[None]] | None = field(default=None, init=False, repr=False)
 
     async def run(self) -> dict[str, Any]:
-        """Wait until the awaited state (or a failure) and describe it."""
+        """Wait until the awaited state (or a failure) and describe it.
+
+        The pods watch is held only until the pod started (launch failures, the pod to stream the log of);
+        after that the Jobs watch alone tells completion, so with every pod running a namespace needs one
+        watch stream. The pod's final state is read once, when its log stream ends.
+        """
         async with (
             self.hook.session() as session,
             shared_watch(self.hook, self.namespace, "jobs") as jobs,
-            shared_watch(self.hook, self.namespace, "pods") as pods,
+            contextlib.AsyncExitStack() as pods_lease,
         ):
+            pods = await pods_lease.enter_async_context(shared_watch(self.hook, self.namespace, "pods"))
             wake = asyncio.Event()
             jobs.subscribe(self.job_name, wake)
             pods.subscribe(self.job_name, wake)
+            self._release_pods = pods_lease.aclose
             try:
                 return await self._wait(session, jobs, pods, wake)
             finally:
@@ -264,6 +303,11 @@ class JobFollower:
         # Set when the log stream ended because the main container did: everything was shown, and the
         # operator need not read the log again when it resumes.
         self._log_complete = False
+        # The pod as last known once the pods watch was let go (after the start), and its end state as read
+        # when the log stream ended.
+        self._pods_released = False
+        self._known_pod: dict[str, Any] | None = None
+        self._final_pod: dict[str, Any] | None = None
 
     async def outcome(self) -> dict[str, Any]:
         """:meth:`run`, with a failure to wait turned into an ``error`` payload (the Job is left as it is)."""
@@ -288,13 +332,16 @@ class JobFollower:
     async def _read_state(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        if poll or not (jobs.synced.is_set() and pods.synced.is_set()):
+        pods_synced = self._pods_released or _live(pods)
+        if poll or not (jobs.synced.is_set() and pods_synced):
             job = await session.get(jobs_path(self.namespace, self.job_name))
             items, _ = await session.list_objects(
                 pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
             )
             return job, newest(items)
         cached = jobs.objects.get(self.job_name)
+        if self._pods_released and not _live(pods):
+            return cached, self._final_pod or self._known_pod
         return cached, newest(pods.by_job(self.job_name))
 
     async def _wait(
@@ -307,7 +354,8 @@ class JobFollower:
         # Many waiters start at once after a triggerer restart: let the shared list answer them all.
         async def both_synced() -> None:
             await jobs.synced.wait()
-            await pods.synced.wait()
+            if not self._pods_released:
+                await pods.synced.wait()
 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(both_synced(), SYNC_WAIT_SECONDS)
@@ -320,7 +368,7 @@ class JobFollower:
             if now >= next_poll:
                 next_poll = now + self.poll_interval
                 # The fallback poll is for a watch that went quiet (events and bookmarks stopped).
-                heard = min(jobs.last_heard, pods.last_heard)
+                heard = jobs.last_heard if self._pods_released else min(jobs.last_heard, pods.last_heard)
                 poll = time.monotonic() - heard > 2 * self.poll_interval
             try:
                 payload, started = await self._look(session, jobs, pods, poll, now)
@@ -364,8 +412,11 @@ class JobFollower:
         started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
             self._start_logs(session, pods, pod["metadata"]["name"], job)
+            await self._let_go_of_pods(pods, pod)
         if job_state.is_finished(job):
             await self._drain_logs()
+            if self._final_pod is not None and _main_terminated(self._final_pod):
+                pod = self._final_pod
             if not _main_terminated(pod):
                 # The pods watch may lag behind the Jobs watch: read the pod itself for its exit code.
                 items, _ = await session.list_objects(
@@ -387,6 +438,17 @@ class JobFollower:
             await self._drain_logs()
             return self._payload(TIMED_OUT, job=job, pod=pod), started
         return None, started
+
+    async def _let_go_of_pods(self, pods: SharedWatch, pod: dict[str, Any]) -> None:
+        """Once the pod started, stop holding the pods watch (the last holder leaves it to expire).
+
+        While it still runs (other waiters, or its keep-alive) its cache keeps answering for this pod.
+        """
+        self._known_pod = pod
+        if self._pods_released or self.wait_for == STARTED or self._release_pods is None:
+            return
+        self._pods_released = True
+        await self._release_pods()
 
     def _launch_failure(self, pod: dict[str, Any] | None, now: float) -> str | None:
         problem = job_state.waiting_problem(pod) if pod is not None else None
@@ -441,7 +503,7 @@ class JobFollower:
         pods.subscribe(self.job_name, changed)
         try:
             give_up = time.monotonic() + CACHE_SETTLE_SECONDS
-            while pods.synced.is_set() and (remaining := give_up - time.monotonic()) > 0:
+            while _live(pods) and (remaining := give_up - time.monotonic()) > 0:
                 cached = pods.objects.get(pod_name)
                 if cached is not None and _main_terminated(cached):
                     return True
@@ -451,6 +513,8 @@ class JobFollower:
         finally:
             pods.unsubscribe(self.job_name, changed)
         pod = await session.get(pods_path(self.namespace, pod_name))
+        if pod is not None:
+            self._final_pod = pod
         return pod is None or _main_terminated(pod)
 
     async def _stream_log(self, session: AsyncKubeSession, pods: SharedWatch, pod_name: str) -> None:

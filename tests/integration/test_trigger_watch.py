@@ -17,6 +17,7 @@ import pytest
 
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.triggers import job as job_trigger
 from druid_k8s_provider.triggers.job import (
     FINISHED,
     LAUNCH_FAILED,
@@ -73,20 +74,32 @@ async def test_finished_job_fires_fast_with_every_log_line_once_in_order(
 
 
 async def test_waiters_in_one_process_share_one_watch_per_kind(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
+    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(job_trigger, "WATCH_KEEP_ALIVE_SECONDS", 0.5)
     jobs = [scripted(f"peon-{i}", f"task-{i}") for i in range(20)]
     waits = [asyncio.create_task(follower(job.name, [], stream_logs=False).run()) for job in jobs]
     await until(lambda: api.metrics.open_watches >= 2)
     await asyncio.sleep(0.3)
     for job in jobs:
         job.running()
+    # Every pod runs: only the Jobs watch is still needed (the pods watch expires after its keep-alive).
+    await until(lambda: api.metrics.open_watches == 1)
+    assert not any(wait.done() for wait in waits)
+    for job in jobs:
         job.exits(0)
     events = await asyncio.gather(*waits)
     assert {event["status"] for event in events} == {FINISHED}
+    assert {event["pod"]["metadata"]["name"] for event in events} == {job.pod for job in jobs}
     assert api.metrics.peak_watches == 2  # one for the Jobs, one for the pods, whatever the number of waiters
     assert api.metrics.count("list", "jobs") == 1
-    assert shared_watches() == {}  # the last waiter stopped the shared watches
+    assert len(shared_watches()) == 1  # the Jobs watch outlives its last waiter for the keep-alive ...
+    again = scripted("peon-again", "task-again")
+    again.running()
+    again.exits(0)
+    assert (await follower(again.name, [], stream_logs=False).run())["status"] == FINISHED
+    assert api.metrics.count("list", "jobs") == 1  # ... so a task arriving then needs no relist
+    await until(lambda: shared_watches() == {} and api.metrics.open_watches == 0)
 
 
 async def test_dropped_and_expired_watches_are_resumed_by_relisting(
