@@ -338,7 +338,8 @@ def writes_recorded(kube: KubeEmulator) -> list[str]:
     return [
         f"{r.verb} {r.resource}"
         for r in kube.metrics.records()
-        if r.verb in WRITE_VERBS and r.resource != "selfsubjectaccessreviews"  # a question, not a write
+        # Access and rules reviews are questions about permissions, not writes.
+        if r.verb in WRITE_VERBS and r.resource not in ("selfsubjectaccessreviews", "selfsubjectrulesreviews")
     ]
 
 

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 RUNNER_NAMESPACE = "druid"
 OVERLORD_NAMESPACE = "druid-control"
 FOREIGN_NAMESPACE = "analytics"
-CLUSTER_SCOPED = {"selfsubjectaccessreviews", "namespaces"}
+CLUSTER_SCOPED = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "namespaces"}
 FINISHED_LONG_AGO = "2020-01-01T00:00:00Z"
 
 
