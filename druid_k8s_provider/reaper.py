@@ -292,34 +292,10 @@ def resolve_runner_config(
     ``[druid_k8s] runtime_properties_file``), the JSON object in ``[druid_k8s] runner_properties``, the
     ``runner_properties`` argument, and finally ``namespace`` when given.
     """
-    from airflow.configuration import conf
+    from druid_k8s_provider.config import RunnerConfig
+    from druid_k8s_provider.settings import layered_runner_properties
 
-    from druid_k8s_provider.config import RunnerConfig, read_runtime_properties
-
-    properties: dict[str, Any] = {}
-    properties_file = runtime_properties_file or conf.get("druid_k8s", "runtime_properties_file", fallback="")
-    if properties_file:
-        # Only Druid's own properties: an Overlord file may carry JVM or logging settings too.
-        file_properties = read_runtime_properties(properties_file)
-        properties.update({key: value for key, value in file_properties.items() if key.startswith("druid.")})
-    configured = conf.get("druid_k8s", "runner_properties", fallback="")
-    if configured:
-        try:
-            from_airflow_config = json.loads(configured)
-        except json.JSONDecodeError as error:
-            raise DruidK8sConfigError(
-                "[druid_k8s] runner_properties",
-                f"is not valid JSON ({error})",
-                'set it to a JSON object such as {"druid.indexer.runner.namespace": "druid"}',
-            ) from error
-        if not isinstance(from_airflow_config, dict):
-            raise DruidK8sConfigError(
-                "[druid_k8s] runner_properties",
-                f"is a JSON {type(from_airflow_config).__name__}, not an object",
-                'set it to a JSON object such as {"druid.indexer.runner.namespace": "druid"}',
-            )
-        properties.update(from_airflow_config)
-    properties.update(runner_properties or {})
+    properties = layered_runner_properties(runtime_properties_file, runner_properties)
     if namespace:
         properties[_NAMESPACE_PROPERTY] = namespace
     return RunnerConfig.from_properties(properties)

@@ -29,7 +29,7 @@ import jinja2
 from airflow.sdk import BaseOperator, ObjectStoragePath, conf
 from airflow.sdk.log import mask_secret
 
-from druid_k8s_provider.config import RunnerConfig, read_runtime_properties
+from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.errors import (
     DruidK8sConfigError,
     DruidK8sTaskError,
@@ -45,6 +45,7 @@ from druid_k8s_provider.hooks.secrets import scrub, sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.naming import job_name as job_name_for
 from druid_k8s_provider.preflight import Requirements, check_permissions, operator_requirements
+from druid_k8s_provider.settings import CONFIG_SECTION, layered_runner_properties
 from druid_k8s_provider.task import DruidTask, derive_task_id
 from druid_k8s_provider.triggers.job import (
     ERROR,
@@ -59,7 +60,6 @@ from druid_k8s_provider.triggers.job import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-CONFIG_SECTION = "druid_k8s"
 DAG_ID_ANNOTATION = "airflow.apache.org/dag-id"
 TASK_ID_ANNOTATION = "airflow.apache.org/task-id"
 RUN_ID_ANNOTATION = "airflow.apache.org/run-id"
@@ -291,25 +291,7 @@ class DruidK8sTaskOperator(BaseOperator):
 
     def _layered_properties(self) -> dict[str, Any]:
         """runtime.properties < [druid_k8s] runner_properties < operator arguments."""
-        properties: dict[str, Any] = {}
-        path = self.runtime_properties_file or conf.get(
-            CONFIG_SECTION, "runtime_properties_file", fallback=""
-        )
-        if path:
-            properties.update(
-                {
-                    key: value
-                    for key, value in read_runtime_properties(path).items()
-                    if key.startswith("druid.")
-                }
-            )
-        properties.update(
-            _json_object(
-                f"[{CONFIG_SECTION}] runner_properties",
-                conf.get(CONFIG_SECTION, "runner_properties", fallback="") or None,
-            )
-        )
-        properties.update(_json_object("runner_properties", self.runner_properties))
+        properties = layered_runner_properties(self.runtime_properties_file, self.runner_properties)
         if self.pod_template_file:
             properties[POD_TEMPLATE_BASE_PROPERTY] = self.pod_template_file
             properties.setdefault(ADAPTER_TYPE_PROPERTY, "customTemplateAdapter")
@@ -722,23 +704,3 @@ class DruidK8sTaskOperator(BaseOperator):
         key = ti.task_id if map_index is None else f"{ti.task_id}_{map_index}"
         value = (states.get(ti.run_id) or {}).get(key)
         return str(getattr(value, "value", value)) if value is not None else "none"
-
-
-def _json_object(field: str, value: Any) -> dict[str, Any]:
-    """A dict from a dict or a JSON object string (None gives {})."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, str):
-        try:
-            decoded = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise DruidK8sConfigError(field, f"not valid JSON ({exc.msg})", "give a JSON object") from None
-        if isinstance(decoded, dict):
-            return decoded
-    raise DruidK8sConfigError(
-        field,
-        f"expected an object of Druid property names to values, got {type(value).__name__}",
-        'give e.g. {"druid.indexer.runner.namespace": "druid"}',
-    )

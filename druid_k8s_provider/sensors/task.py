@@ -18,12 +18,11 @@ from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook, task_id_of
 from druid_k8s_provider.hooks.secrets import job_task_secrets, scrub
 from druid_k8s_provider.naming import job_name as job_name_for
+from druid_k8s_provider.settings import CONFIG_SECTION
 from druid_k8s_provider.triggers.job import FINISHED, DruidK8sJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-CONFIG_SECTION = "druid_k8s"
 
 
 def configured_runner_namespace() -> str | None:

@@ -59,7 +59,7 @@ def test_reaper_dag_without_a_namespace_is_a_broken_dag_naming_the_property(
 def test_reaper_dag_refuses_runner_properties_that_are_not_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES", "namespace=druid")
     [error] = load(DAGS / "druid_k8s_reaper.py").import_errors.values()
-    assert "[druid_k8s] runner_properties: is not valid JSON" in error
+    assert "[druid_k8s] runner_properties: not valid JSON" in error
 
 
 def test_every_shipped_dag_file_imports(runner_properties: dict[str, str]) -> None:
