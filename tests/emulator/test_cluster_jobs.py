@@ -283,7 +283,10 @@ def test_deleting_a_running_pod_counts_as_a_failure_and_is_replaced(
     (first,) = wait_for(running)
     core.delete_namespaced_pod(first.metadata.name, NS)
     (second,) = wait_for(lambda: [pod for pod in running() if pod.metadata.name != first.metadata.name])
-    assert batch.read_namespaced_job("replaced", NS).status.failed == 1
+    # As on a real cluster the status write trails the replacement pod's creation: wait for it, then check
+    # that it counts exactly the one deleted pod.
+    status = wait_for(lambda: (s := batch.read_namespaced_job("replaced", NS).status).failed and s)
+    assert status.failed == 1
     assert second.metadata.labels["job-name"] == "replaced"
 
 
