@@ -8,7 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,32 @@ def job_names(kube: KubeEmulator) -> set[str]:
     return {job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE)}
 
 
+class InterceptedListing:
+    """The real hook, with ``before_handing_over(position)`` run before each listed Job reaches the reaper.
+
+    Lets a test change the cluster in the middle of a sweep, as another actor would.
+    """
+
+    def __init__(self, hook: DruidK8sHook, before_handing_over: Callable[[int], None]) -> None:
+        self.hook = hook
+        self.before_handing_over = before_handing_over
+
+    def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        for position, job in enumerate(self.hook.list_peon_jobs(namespace, page_size=page_size)):
+            self.before_handing_over(position)
+            yield job
+
+    def delete_job(
+        self,
+        name: str,
+        namespace: str,
+        grace_period_seconds: int | None = None,
+        *,
+        task_id: str | None = None,
+    ) -> bool:
+        return self.hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id)
+
+
 def test_reaper_pages_through_2000_jobs_and_deletes_exactly_the_old_finished_ones(
     kube: KubeEmulator, hook: DruidK8sHook
 ) -> None:
@@ -126,27 +152,13 @@ def test_jobs_deleted_by_someone_else_during_the_sweep_count_as_already_gone(
     for index in range(30):
         add_job(kube, f"peon-{index:02d}", "Complete", age=dt.timedelta(days=3))
 
-    class RacingHook:
-        """Lists through the real hook; the TTL controller 'wins' the race for three Jobs of each page."""
+    def ttl_controller_wins(position: int) -> None:
+        """The TTL controller 'wins' the race for three Jobs of each page."""
+        if position % 10 == 9:
+            for victim in range(position - 2, position + 1):
+                kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
 
-        def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-            for position, job in enumerate(hook.list_peon_jobs(namespace, page_size=page_size)):
-                if position % 10 == 9:
-                    for victim in range(position - 2, position + 1):
-                        kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
-                yield job
-
-        def delete_job(
-            self,
-            name: str,
-            namespace: str,
-            grace_period_seconds: int | None = None,
-            *,
-            task_id: str | None = None,
-        ) -> bool:
-            return hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id)
-
-    summary = reap(RacingHook(), NAMESPACE, TWO_DAYS, page_size=10)
+    summary = reap(InterceptedListing(hook, ttl_controller_wins), NAMESPACE, TWO_DAYS, page_size=10)
 
     assert summary["examined"] == 30
     assert summary["deleted"] == 21
@@ -161,25 +173,12 @@ def test_jobs_deleted_between_pages_neither_break_paging_nor_are_missed(
     for index in range(40):
         add_job(kube, f"peon-{index:02d}", "Failed", age=dt.timedelta(days=3))
 
-    class DeletingBetweenPages:
-        def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-            for position, job in enumerate(hook.list_peon_jobs(namespace, page_size=page_size)):
-                if position == 0:
-                    for victim in range(30, 40):  # on later pages, not listed yet
-                        kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
-                yield job
+    def delete_later_pages(position: int) -> None:
+        if position == 0:
+            for victim in range(30, 40):  # on later pages, not listed yet
+                kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
 
-        def delete_job(
-            self,
-            name: str,
-            namespace: str,
-            grace_period_seconds: int | None = None,
-            *,
-            task_id: str | None = None,
-        ) -> bool:
-            return hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id)
-
-    summary = reap(DeletingBetweenPages(), NAMESPACE, TWO_DAYS, page_size=10)
+    summary = reap(InterceptedListing(hook, delete_later_pages), NAMESPACE, TWO_DAYS, page_size=10)
 
     assert summary["deleted"] + summary["already_gone"] == summary["examined"]
     assert summary["deleted"] == 30
