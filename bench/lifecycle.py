@@ -9,7 +9,11 @@ lines and exits after ``--seconds``), in the two modes users pick:
   triggerer), and ``execute_complete`` gets each event, as Airflow would call it.
 
 Every request the emulator answered in a mode, divided by K, is that mode's cost per task; the breakdown by
-verb and resource shows where it goes. The peer is configured as documented for waiting on a Job
+verb and resource shows where it goes. In the deferrable mode part of it is shared by every task of the
+triggerer (the watches), so the mode runs again with more tasks (K2): the growth from K to K2 tasks, per
+added task, is the fixed cost of one task's lifecycle. A last pair of runs has peons that outlive the
+shared watches' keep-alive (``--long-seconds``), to show what a task costs when nothing is cached.
+The peer is configured as documented for waiting on a Job
 (``wait_until_job_complete=True``, logs on, the rest default); by default it deletes the pod but not the Job
 (``ttl_seconds_after_finished`` or a ``KubernetesDeleteJobOperator`` would add that). Run
 ``python -m bench.lifecycle --help``.
@@ -108,12 +112,19 @@ def peer_operator(number: int, deferrable: bool, poll_interval: float) -> Any:
 
 
 def run_mode(
-    kube: Any, side: str, deferrable: bool, tasks: int, run_number: int, peer_poll_interval: float
+    kube: Any,
+    side: str,
+    deferrable: bool,
+    tasks: int,
+    job_seconds: float,
+    run_number: int,
+    peer_poll_interval: float,
 ) -> dict[str, Any]:
     """K tasks of one side in one mode; returns requests per task and their breakdown."""
     from airflow.sdk.exceptions import TaskDeferred
 
     make = our_operator if side == "ours" else peer_operator
+    kube.register_image(PEON_IMAGE, peon_behaviour(job_seconds))
     kube.metrics.reset()
     jobs_before = len(kube.store.list("jobs", NAMESPACE))
     started = time.monotonic()
@@ -149,7 +160,9 @@ def run_mode(
         "side": side,
         "mode": "deferrable" if deferrable else "non-deferrable",
         "tasks": tasks,
+        "job_seconds": job_seconds,
         "wall_seconds": round(time.monotonic() - started, 2),
+        "requests_total": snapshot["requests_total"],
         "requests_per_task": round(snapshot["requests_total"] / tasks, 2),
         "requests_per_task_by_kind": {kind: round(n / tasks, 2) for kind, n in sorted(by_kind.items())},
         "jobs_left": len(kube.store.list("jobs", NAMESPACE)) - jobs_before,
@@ -159,7 +172,16 @@ def run_mode(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--tasks", type=int, default=5, help="tasks per side and mode (K)")
+    parser.add_argument(
+        "--more-tasks", type=int, default=20, help="K2 > K: the deferrable runs again with this many tasks"
+    )
     parser.add_argument("--seconds", type=float, default=1.0, help="how long each peon runs")
+    parser.add_argument(
+        "--long-seconds",
+        type=float,
+        default=45.0,
+        help="peons of the last deferrable pair (longer than the 30 s watch keep-alive); 0 skips it",
+    )
     parser.add_argument(
         "--peer-poll-interval",
         type=float,
@@ -172,20 +194,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from druid_k8s_provider.testing import KubeEmulator
 
+    if args.more_tasks <= args.tasks:
+        parser.error("--more-tasks must be larger than --tasks")
+    runs: list[tuple[str, bool, int, float]] = []
+    for side in ("ours", "peer"):
+        runs += [
+            (side, False, args.tasks, args.seconds),
+            (side, True, args.tasks, args.seconds),
+            (side, True, args.more_tasks, args.seconds),
+        ]
+    if args.long_seconds > 0:
+        runs += [(side, True, args.tasks, args.long_seconds) for side in ("ours", "peer")]
     modes = []
     with KubeEmulator(node_cpu="1000", node_memory="100Ti") as kube:
         os.environ.update(connection_env(kube.kubeconfig_path))
-        kube.register_image(PEON_IMAGE, peon_behaviour(args.seconds))
         kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
         kube.store.create("pods", NAMESPACE, overlord_pod())
-        for run_number, (side, deferrable) in enumerate(
-            [("ours", False), ("ours", True), ("peer", False), ("peer", True)]
-        ):
-            mode = run_mode(kube, side, deferrable, args.tasks, run_number, args.peer_poll_interval)
+        for run_number, (side, deferrable, tasks, seconds) in enumerate(runs):
+            mode = run_mode(kube, side, deferrable, tasks, seconds, run_number, args.peer_poll_interval)
             modes.append(mode)
             print(
-                f"lifecycle {side:>4} {mode['mode']:>14}: {mode['requests_per_task']} requests/task "
-                f"{mode['requests_per_task_by_kind']}",
+                f"lifecycle {side:>4} {mode['mode']:>14} K={tasks} T={seconds:g}s: "
+                f"{mode['requests_per_task']} requests/task {mode['requests_per_task_by_kind']}",
                 flush=True,
             )
     write_result(
@@ -193,12 +223,37 @@ def main(argv: list[str] | None = None) -> int:
         "lifecycle",
         {
             "tasks": args.tasks,
+            "more_tasks": args.more_tasks,
             "job_seconds": args.seconds,
+            "long_job_seconds": args.long_seconds,
             "peer_poll_interval_seconds": args.peer_poll_interval,
             "modes": modes,
+            "fixed_cost": fixed_costs(modes, args.tasks, args.more_tasks, args.seconds),
         },
     )
     return 0
+
+
+def fixed_costs(
+    modes: list[dict[str, Any]], tasks: int, more_tasks: int, seconds: float
+) -> dict[str, dict[str, float]]:
+    """Per side, the deferrable requests per added task (fixed) and those shared by all tasks (shared).
+
+    Total requests grow linearly with the number of tasks: fixed per task, plus the triggerer's watches
+    (shared). Two runs with K and K2 tasks of the same length give both.
+    """
+    costs = {}
+    for side in ("ours", "peer"):
+        totals = {
+            mode["tasks"]: mode["requests_total"]
+            for mode in modes
+            if mode["side"] == side and mode["mode"] == "deferrable" and mode["job_seconds"] == seconds
+        }
+        if tasks in totals and more_tasks in totals:
+            fixed = (totals[more_tasks] - totals[tasks]) / (more_tasks - tasks)
+            shared = totals[tasks] - fixed * tasks
+            costs[side] = {"fixed_per_task": round(fixed, 2), "shared": round(shared, 2)}
+    return costs
 
 
 if __name__ == "__main__":

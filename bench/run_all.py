@@ -19,19 +19,30 @@ REPO = Path(__file__).resolve().parent.parent
 
 FULL = {
     "triggerer": ["--n", "10", "100", "1000", "--seconds", "60"],
-    "lifecycle": ["--tasks", "5", "--seconds", "1"],
+    "lifecycle": ["--tasks", "5", "--more-tasks", "20", "--seconds", "1", "--long-seconds", "45"],
     "reaper": ["--finished", "10000", "--running", "1000"],
     "build_job": ["--count", "2000"],
 }
 QUICK = {
     "triggerer": ["--quick"],
-    "lifecycle": ["--tasks", "3", "--seconds", "1"],
+    "lifecycle": ["--tasks", "3", "--more-tasks", "8", "--seconds", "1", "--long-seconds", "35"],
     "reaper": ["--finished", "2000", "--running", "200"],
     "build_job": ["--count", "500"],
 }
 TINY = {
     "triggerer": ["--n", "2", "--seconds", "0.5", "--peer-poll-interval", "0.3"],
-    "lifecycle": ["--tasks", "1", "--seconds", "0.1", "--peer-poll-interval", "0.3"],
+    "lifecycle": [
+        "--tasks",
+        "1",
+        "--more-tasks",
+        "2",
+        "--seconds",
+        "0.1",
+        "--long-seconds",
+        "0",
+        "--peer-poll-interval",
+        "0.3",
+    ],
     "reaper": ["--finished", "10", "--running", "2"],
     "build_job": ["--count", "20"],
 }

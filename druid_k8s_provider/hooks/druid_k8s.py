@@ -685,23 +685,35 @@ class AsyncKubeSession:
                 return None
             raise
 
-    async def list_objects(self, path: str, selector: str) -> tuple[list[dict[str, Any]], str]:
-        """(items, resourceVersion) of a collection filtered by a label selector."""
-        page = await self.request("GET", path, query={"labelSelector": selector})
+    async def list_objects(
+        self, path: str, selector: str, field_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """(items, resourceVersion) of a collection filtered by a label (and field) selector."""
+        query = {"labelSelector": selector}
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        page = await self.request("GET", path, query=query)
         return list(page.get("items") or ()), str((page.get("metadata") or {}).get("resourceVersion") or "")
 
     async def watch(
-        self, path: str, selector: str, resource_version: str, timeout_seconds: int
+        self,
+        path: str,
+        selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+        field_selector: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events (``{"type", "object"}``) from a resourceVersion, with bookmarks, until the server
         ends the stream. Not retried here: the caller resumes or relists."""
-        query = {
+        query: dict[str, Any] = {
             "labelSelector": selector,
             "watch": "true",
             "resourceVersion": resource_version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": timeout_seconds,
         }
+        if field_selector:
+            query["fieldSelector"] = field_selector
         timeout = aiohttp.ClientTimeout(total=timeout_seconds + 15, sock_connect=10)
         response = await self._open("GET", path, query, None, timeout)
         try:

@@ -38,6 +38,11 @@ def is_finished(job: Mapping[str, Any]) -> bool:
     return finished_condition(job) is not None
 
 
+def succeeded(job: Mapping[str, Any]) -> bool:
+    """True once the Job is ``Complete``: its pod exited 0, so the pod has nothing more to explain."""
+    return (finished_condition(job) or {}).get("type") == "Complete"
+
+
 def _container_statuses(pod: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     status = pod.get("status") or {}
     yield from status.get("initContainerStatuses") or ()

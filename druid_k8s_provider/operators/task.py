@@ -37,6 +37,7 @@ from druid_k8s_provider.errors import (
     JobLaunchTimeout,
     KubernetesApiError,
     MissingPermission,
+    TemplatePodNotFound,
 )
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, task_id_of
@@ -55,6 +56,7 @@ from druid_k8s_provider.triggers.job import (
     TIMED_OUT,
     DruidK8sJobTrigger,
     JobFollower,
+    OwnJob,
 )
 
 if TYPE_CHECKING:
@@ -341,9 +343,6 @@ class DruidK8sTaskOperator(BaseOperator):
         hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
         name = job_name_for(task.id)
         requirements = operator_requirements(config)
-        job = self._explaining_refusals(
-            hook, requirements, task.id, name, lambda: hook.get_job(name, config.namespace, task_id=task.id)
-        )
         details = {
             "druid_task_id": task.id,
             "job_name": name,
@@ -352,33 +351,35 @@ class DruidK8sTaskOperator(BaseOperator):
             "disable_client_proxy": config.disable_client_proxy,
             "kubernetes_conn_id": self._conn_id(),
         }
-        recorded = self._recorded_outcome(context, job, task.id)
-        if recorded is not None:
-            return self._report(context, recorded, details, None)
+        retry = int(getattr(context["ti"], "try_number", 1) or 1) > 1
+        job: dict[str, Any] | None = None
+        if retry:
+            # A retry usually finds its Job (the worker died while it ran): join it without reading the
+            # template pod, which may be gone by now.
+            namespace = config.namespace
+            job = self._explaining_refusals(
+                hook, requirements, task.id, name, lambda: hook.get_job(name, namespace, task_id=task.id)
+            )
+            recorded = self._recorded_outcome(job, task.id)
+            if recorded is not None:
+                return self._report(context, recorded, details, None)
         identity = airflow_identity(context)
         if job is not None and task_id_of(job) == task.id:
             refuse_foreign_run(job, identity, task.id, config.namespace)
             # A Role that is too narrow fails here, naming every missing permission, before any write.
             check_permissions(hook, requirements, task_id=task.id, job_name=name)
-            self.log.info("Joining the existing Job %s of Druid task %s (created earlier)", name, task.id)
+            created = False
         else:
-            # An existing Job is joined without the template pod (it may be gone by now); bad input is
-            # refused here, before any write.
-            manifest = self._explaining_refusals(
-                hook, requirements, task.id, name, lambda: self._build(hook, task, config)
-            )
-            check_permissions(hook, requirements, task_id=task.id, job_name=name)
-            annotate(manifest, identity)
-            job, created = hook.create_or_join_job(manifest)
+            job, created = self._create_or_join(hook, requirements, task, config, identity, retry)
             if not created:
                 refuse_foreign_run(job, identity, task.id, config.namespace)
-            self.log.info(
-                "%s Job %s in namespace %s for Druid task %s",
-                "Created" if created else "Joined the existing",
-                name,
-                config.namespace,
-                task.id,
-            )
+        self.log.info(
+            "%s Job %s in namespace %s for Druid task %s",
+            "Created" if created else "Joined the existing",
+            name,
+            config.namespace,
+            task.id,
+        )
         created_at = _epoch(job["metadata"].get("creationTimestamp"))
         launch_deadline = created_at + config.k8s_job_launch_timeout.total_seconds()
         completion_deadline = (
@@ -405,12 +406,46 @@ class DruidK8sTaskOperator(BaseOperator):
             connection_extras=dict(hook.conn_extras),
         )
         follower.emit_line = self._emit_peon_line
+        follower.own_job = OwnJob(job, created)
         event = self._wait_in_process(follower)
         return self._finish(context, event, details)
 
-    def _recorded_outcome(
-        self, context: Context, job: dict[str, Any] | None, task_id: str
-    ) -> job_state.Outcome | None:
+    def _create_or_join(
+        self,
+        hook: DruidK8sHook,
+        requirements: Requirements,
+        task: DruidTask,
+        config: RunnerConfig,
+        identity: Mapping[str, str],
+        retry: bool,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create the Job, or join the one already there: (job, created).
+
+        A first try creates straight away (the usual case, and one request fewer than looking first); a Job
+        that already exists answers ``409`` and is then read, so a re-execution joins it and a Job of
+        another run with the same Druid task id is refused, with nothing changed on the cluster. Bad input
+        is refused while building, before any request that writes.
+        """
+        name = job_name_for(task.id)
+        try:
+            manifest = self._explaining_refusals(
+                hook, requirements, task.id, name, lambda: self._build(hook, task, config)
+            )
+        except TemplatePodNotFound:
+            if retry:
+                raise
+            # The Overlord pod is gone, but this task instance may have launched its Job already.
+            existing = hook.get_job(name, config.namespace, task_id=task.id)
+            if existing is None or task_id_of(existing) != task.id:
+                raise
+            check_permissions(hook, requirements, task_id=task.id, job_name=name)
+            return existing, False
+        # A Role that is too narrow fails here, naming every missing permission, before any write.
+        check_permissions(hook, requirements, task_id=task.id, job_name=name)
+        annotate(manifest, identity)
+        return hook.create_or_join_job(manifest)
+
+    def _recorded_outcome(self, job: dict[str, Any] | None, task_id: str) -> job_state.Outcome | None:
         """On a retry whose Job is gone, the outcome the peon pushed to task logs, if it finished.
 
         A worker may die after the Job finished and was deleted but before Airflow recorded the result;
@@ -419,7 +454,7 @@ class DruidK8sTaskOperator(BaseOperator):
         leaves deleting to the reaper). A first try always launches, even when an explicit id was used before.
         """
         location = self._logs_location()
-        if job is not None or not location or int(getattr(context["ti"], "try_number", 1) or 1) <= 1:
+        if job is not None or not location:
             return None
         report = self._read_status_report(location, task_id)
         if report is None:

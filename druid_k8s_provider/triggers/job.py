@@ -56,9 +56,10 @@ LOG_DRAIN_SECONDS = 2.0
 #: How long a shared watch outlives its last user (a real API server's relist of every peon costs more than
 #: an idle stream).
 WATCH_KEEP_ALIVE_SECONDS = 30.0
-#: How long a log stream's end waits for the pods watch to report the container's termination before
-#: reading the pod itself.
-CACHE_SETTLE_SECONDS = 1.0
+#: How long a log stream's end waits for the watches to report the container's (or the Job's) end before
+#: reading the pod itself (the kubelet reports a termination within about a second, the Job controller soon
+#: after).
+CACHE_SETTLE_SECONDS = 3.0
 
 # Event statuses (the ``status`` key of every event payload).
 FINISHED = "finished"
@@ -80,9 +81,40 @@ def _live(watch: SharedWatch) -> bool:
     return watch.synced.is_set() and watch.task is not None and not watch.task.done()
 
 
+async def _wait_for_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until ``event`` is set, at most ``timeout`` seconds.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it drops a cancellation that arrives as the awaited event is set
+    (a user stopping the task just as a watch event came in), and the wait would go on.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+
+
+async def _cancel_and_settle(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel helper tasks and wait until they ended; their errors are theirs (already logged or moot), but
+    a cancellation of the caller meanwhile still propagates."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: the log stream's end no longer matters
+
+
 def _main_terminated(pod: dict[str, Any] | None) -> bool:
     state = (job_state.main_container_status(pod or {}) or {}).get("state") or {}
     return "terminated" in state
+
+
+@dataclass(frozen=True)
+class OwnJob:
+    """The Job a worker's wait is about, as the worker created (``created``) or read it."""
+
+    job: dict[str, Any]
+    created: bool
 
 
 @dataclass(eq=False)
@@ -96,6 +128,11 @@ class SharedWatch:
     hook: DruidK8sAsyncHook
     path: str
     key_of: Callable[[dict[str, Any]], str | None]
+    label_selector: str = PEON_SELECTOR
+    field_selector: str | None = None
+    #: (objects, resourceVersion) known to be current, used instead of the first list (see
+    #: :func:`shared_watch`); a later relist lists for real.
+    seed: tuple[list[dict[str, Any]], str] | None = None
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
@@ -110,11 +147,14 @@ class SharedWatch:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"druid-k8s-watch {self.path}")
 
     async def stop(self) -> None:
-        """Stop the loop (last user gone)."""
+        """Stop the loop (last user gone).
+
+        Waits for the loop's end without taking on its cancellation, so a caller that is itself cancelled
+        meanwhile (a user stopping the task) still is.
+        """
         if self.task is not None:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await asyncio.wait([self.task])
 
     def subscribe(self, job_name: str, wake: asyncio.Event) -> None:
         """Wake ``wake`` whenever something about ``job_name`` changes."""
@@ -163,7 +203,12 @@ class SharedWatch:
                 continue
 
     async def _list_and_watch(self, session: AsyncKubeSession) -> None:
-        items, resource_version = await session.list_objects(self.path, PEON_SELECTOR)
+        if self.seed is not None:
+            (items, resource_version), self.seed = self.seed, None
+        else:
+            items, resource_version = await session.list_objects(
+                self.path, self.label_selector, self.field_selector
+            )
         self.relists += 1
         self.last_heard = time.monotonic()
         self.objects = {obj["metadata"]["name"]: obj for obj in items}
@@ -171,7 +216,7 @@ class SharedWatch:
         self._notify_all()
         while True:
             async for event in session.watch(
-                self.path, PEON_SELECTOR, resource_version, WATCH_TIMEOUT_SECONDS
+                self.path, self.label_selector, resource_version, WATCH_TIMEOUT_SECONDS, self.field_selector
             ):
                 kind, obj = event.get("type"), event.get("object") or {}
                 self.last_heard = time.monotonic()
@@ -213,22 +258,47 @@ async def _retire(
         await watch.stop()
 
 
+def _new_watch(hook: DruidK8sAsyncHook, namespace: str, plural: str, own_job: OwnJob | None) -> SharedWatch:
+    """A watch of every peon ``plural`` in the namespace, or only of ``own_job`` and its pods."""
+    if plural == "jobs":
+        watch = SharedWatch(hook, jobs_path(namespace), lambda obj: obj["metadata"]["name"])
+    else:
+        watch = SharedWatch(hook, pods_path(namespace), job_name_of_pod)
+    if own_job is not None:
+        name = own_job.job["metadata"]["name"]
+        version = str(own_job.job["metadata"].get("resourceVersion") or "")
+        if plural == "jobs":
+            watch.field_selector = f"metadata.name={name}"
+            watch.seed = ([own_job.job], version) if version else None
+        else:
+            watch.label_selector = f"{JOB_NAME_LABEL}={name}"
+            # The Job controller makes the pods after the Job: none can predate the create's version.
+            watch.seed = ([], version) if own_job.created and version else None
+    return watch
+
+
 @contextlib.asynccontextmanager
-async def shared_watch(hook: DruidK8sAsyncHook, namespace: str, plural: str) -> AsyncIterator[SharedWatch]:
+async def shared_watch(
+    hook: DruidK8sAsyncHook, namespace: str, plural: str, own_job: OwnJob | None = None
+) -> AsyncIterator[SharedWatch]:
     """Use the loop's watch of ``plural`` ("jobs" or "pods") of peons in ``namespace``; start it if needed.
 
     The last user leaving does not stop it at once: it lingers :data:`WATCH_KEEP_ALIVE_SECONDS`, so a
     steady trickle of tasks (and the pods watch, reopened whenever a new task waits for its pod to start)
     reuses the synced cache instead of listing every peon in the namespace again.
+
+    With ``own_job`` (a wait in a worker, the only waiter of its loop) the watch covers only that Job and its
+    pods and starts from the Job as the worker created or read it: one request per watch instead of a list of
+    every peon in the namespace and a watch, and it stops as soon as its user leaves.
     """
-    key = (hook.kubernetes_conn_id, hook.disable_client_proxy, namespace, plural)
+    private = own_job is not None
+    key: tuple[Any, ...] = (hook.kubernetes_conn_id, hook.disable_client_proxy, namespace, plural)
+    if own_job is not None:
+        key += (own_job.job["metadata"]["name"],)
     watches = shared_watches()
     watch = watches.get(key)
     if watch is None:
-        if plural == "jobs":
-            watch = SharedWatch(hook, jobs_path(namespace), lambda obj: obj["metadata"]["name"])
-        else:
-            watch = SharedWatch(hook, pods_path(namespace), job_name_of_pod)
+        watch = _new_watch(hook, namespace, plural, own_job)
         watches[key] = watch
         watch.start()
     if watch.retiring is not None:
@@ -240,7 +310,7 @@ async def shared_watch(hook: DruidK8sAsyncHook, namespace: str, plural: str) -> 
     finally:
         watch.users -= 1
         if watch.users == 0 and watches.get(key) is watch:
-            if WATCH_KEEP_ALIVE_SECONDS > 0:
+            if WATCH_KEEP_ALIVE_SECONDS > 0 and not private:
                 watch.retiring = asyncio.get_running_loop().create_task(_retire(watches, key, watch))
             else:
                 del watches[key]
@@ -267,6 +337,8 @@ class JobFollower:
     stream_logs: bool = True
     log_cursor: LogCursor = field(default_factory=LogCursor)
     emit_line: Callable[[str], None] = print
+    #: Set by a wait in a worker: watch only this Job and its pods (see :func:`shared_watch`).
+    own_job: OwnJob | None = None
     _pull_problem_since: float | None = field(default=None, init=False)
     # Lets go of the pods watch (set by run(); see _let_go_of_pods).
     _release_pods: Callable[[], Awaitable[None]] | None = field(default=None, init=False, repr=False)
@@ -280,10 +352,12 @@ class JobFollower:
         """
         async with (
             self.hook.session() as session,
-            shared_watch(self.hook, self.namespace, "jobs") as jobs,
+            shared_watch(self.hook, self.namespace, "jobs", self.own_job) as jobs,
             contextlib.AsyncExitStack() as pods_lease,
         ):
-            pods = await pods_lease.enter_async_context(shared_watch(self.hook, self.namespace, "pods"))
+            pods = await pods_lease.enter_async_context(
+                shared_watch(self.hook, self.namespace, "pods", self.own_job)
+            )
             wake = asyncio.Event()
             jobs.subscribe(self.job_name, wake)
             pods.subscribe(self.job_name, wake)
@@ -293,10 +367,7 @@ class JobFollower:
             finally:
                 jobs.unsubscribe(self.job_name, wake)
                 pods.unsubscribe(self.job_name, wake)
-                for task in self._log_tasks:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await _cancel_and_settle(self._log_tasks)
 
     def __post_init__(self) -> None:
         self._log_tasks: list[asyncio.Task[None]] = []
@@ -318,7 +389,11 @@ class JobFollower:
             return self._payload(ERROR, error=f"{type(exc).__name__}: {exc}")
 
     def _start_logs(
-        self, session: AsyncKubeSession, pods: SharedWatch, pod_name: str, job: dict[str, Any]
+        self,
+        session: AsyncKubeSession,
+        watches: tuple[SharedWatch, SharedWatch],
+        pod_name: str,
+        job: dict[str, Any],
     ) -> None:
         if self.stream_logs and not self._log_tasks:
             # This may be a triggerer that never saw the task spec: teach its masker the task's credentials
@@ -326,7 +401,7 @@ class JobFollower:
             for secret in job_task_secrets(job):
                 mask_secret(secret)
             self._log_tasks.append(
-                asyncio.get_running_loop().create_task(self._stream_log(session, pods, pod_name))
+                asyncio.get_running_loop().create_task(self._stream_log(session, *watches, pod_name))
             )
 
     async def _read_state(
@@ -358,7 +433,8 @@ class JobFollower:
                 await pods.synced.wait()
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(both_synced(), SYNC_WAIT_SECONDS)
+            async with asyncio.timeout(SYNC_WAIT_SECONDS):
+                await both_synced()
         next_poll = time.time() + self.poll_interval
         outage_backoff = 0.5
         while True:
@@ -397,8 +473,7 @@ class JobFollower:
                 deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
             if self.completion_deadline is not None:
                 deadlines.append(self.completion_deadline)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=max(0.05, min(deadlines) - time.time()))
+            await _wait_for_event(wake, max(0.05, min(deadlines) - time.time()))
 
     async def _look(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool, now: float
@@ -411,14 +486,16 @@ class JobFollower:
             return self._payload(MISSING, pod=pod), False
         started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
-            self._start_logs(session, pods, pod["metadata"]["name"], job)
+            self._start_logs(session, (jobs, pods), pod["metadata"]["name"], job)
             await self._let_go_of_pods(pods, pod)
         if job_state.is_finished(job):
             await self._drain_logs()
             if self._final_pod is not None and _main_terminated(self._final_pod):
                 pod = self._final_pod
-            if not _main_terminated(pod):
-                # The pods watch may lag behind the Jobs watch: read the pod itself for its exit code.
+            if pod is None or not (job_state.succeeded(job) or _main_terminated(pod)):
+                # The pods watch may lag behind the Jobs watch (a peon done in a moment), or be closed: read
+                # the pod itself when its name (the log to catch up) or, for a failure, its exit code,
+                # OOMKilled or eviction is missing. A success needs no more of the pod than its name.
                 items, _ = await session.list_objects(
                     pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
                 )
@@ -489,35 +566,43 @@ class JobFollower:
 
     async def _drain_logs(self) -> None:
         """Give the log stream a moment to deliver the last lines; the operator reads any remainder."""
-        for task in self._log_tasks:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), timeout=LOG_DRAIN_SECONDS)
+        if self._log_tasks:
+            await asyncio.wait(self._log_tasks, timeout=LOG_DRAIN_SECONDS)
 
-    async def _container_ended(self, session: AsyncKubeSession, pods: SharedWatch, pod_name: str) -> bool:
+    async def _container_ended(
+        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, pod_name: str
+    ) -> bool:
         """Whether the main container terminated (or its pod is gone), after a log stream ended.
 
-        The pods watch usually reports the termination within milliseconds of the stream's end, so the
-        cache answers without a request; only when it stays silent for a moment is the pod read directly.
+        The watches usually tell within a moment of the stream's end, without a request: the pods watch (while
+        it runs) reports the termination, the Jobs watch the Job's end (a finished Job's pod has ended). Only
+        when both stay silent for a while is the pod read directly.
         """
         changed = asyncio.Event()
-        pods.subscribe(self.job_name, changed)
+        for watch in (jobs, pods):
+            watch.subscribe(self.job_name, changed)
         try:
             give_up = time.monotonic() + CACHE_SETTLE_SECONDS
-            while _live(pods) and (remaining := give_up - time.monotonic()) > 0:
-                cached = pods.objects.get(pod_name)
+            while (_live(jobs) or _live(pods)) and (remaining := give_up - time.monotonic()) > 0:
+                job = jobs.objects.get(self.job_name) if _live(jobs) else None
+                if job is not None and job_state.is_finished(job):
+                    return True
+                cached = pods.objects.get(pod_name) if _live(pods) else None
                 if cached is not None and _main_terminated(cached):
                     return True
                 changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
+                await _wait_for_event(changed, remaining)
         finally:
-            pods.unsubscribe(self.job_name, changed)
+            for watch in (jobs, pods):
+                watch.unsubscribe(self.job_name, changed)
         pod = await session.get(pods_path(self.namespace, pod_name))
         if pod is not None:
             self._final_pod = pod
         return pod is None or _main_terminated(pod)
 
-    async def _stream_log(self, session: AsyncKubeSession, pods: SharedWatch, pod_name: str) -> None:
+    async def _stream_log(
+        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, pod_name: str
+    ) -> None:
         """Follow the main container's log; reconnect from the cursor if the stream drops early."""
         backoff = 0.2
         while True:
@@ -530,7 +615,7 @@ class JobFollower:
                     if self.log_cursor.admit(timestamp):
                         self.emit_line(text)
                     backoff = 0.2
-                if await self._container_ended(session, pods, pod_name):
+                if await self._container_ended(session, jobs, pods, pod_name):
                     # The stream ended because the container did: it delivered everything.
                     self._log_complete = True
                     return

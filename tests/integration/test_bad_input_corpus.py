@@ -413,12 +413,19 @@ def test_a_task_id_already_run_by_another_dag_run_is_refused_not_joined(
         first = run("scheduled__2026-01-01T00:00:00+00:00", 1)
         retry = run("scheduled__2026-01-01T00:00:00+00:00", 2)
         assert first["status"] == retry["status"] == "SUCCESS" and retry["pod_name"] == first["pod_name"]
+        (job_before,) = kube.store.list("jobs", NAMESPACE)
         kube.metrics.reset()
         with pytest.raises(DruidK8sConfigError) as raised:
             run("scheduled__2026-01-02T00:00:00+00:00", 1)
         message = str(raised.value)
         assert "task.id" in message and "compact_wiki_daily" in message and "Fix:" in message, message
-        assert writes_recorded(kube) == []
+        # A first try creates straight away; the Job already there makes the server refuse the create
+        # (409), and nothing on the cluster changed.
+        assert writes_recorded(kube) == ["create jobs"]
+        creates = [r for r in kube.metrics.records() if r.verb == "create" and r.resource == "jobs"]
+        assert [r.status for r in creates] == [409]
+        (job_after,) = kube.store.list("jobs", NAMESPACE)
+        assert job_after["metadata"]["resourceVersion"] == job_before["metadata"]["resourceVersion"]
     finally:
         for job in kube.store.list("jobs", NAMESPACE):
             kube.store.delete("jobs", NAMESPACE, job["metadata"]["name"])

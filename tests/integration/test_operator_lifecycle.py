@@ -110,6 +110,22 @@ def test_success_streams_the_log_returns_the_summary_and_deletes_the_job(
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_peon_done_in_an_instant_still_shows_its_whole_log_and_pod(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    """The Job can be reported Complete before the pods watch told of its pod at all: the pod is then read,
+    so the log is caught up and the summary names the pod."""
+    druid.start(exits(0, PEON_LINES, after=0))
+    for attempt in range(5):
+        ti = FakeTaskInstance(run_id=f"manual__{attempt}")
+        with capture_logs() as logs:
+            result = run(operator(deferrable=deferrable), ti)
+        assert result["status"] == "SUCCESS" and result["pod_name"], result
+        assert [line for line in logged(logs) if line in PEON_LINES] == PEON_LINES
+    assert jobs_left(kube) == []
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
 def test_peon_exit_1_fails_the_task_with_the_exit_code_and_still_reports(
     kube: KubeEmulator, druid: Druid, deferrable: bool
 ) -> None:

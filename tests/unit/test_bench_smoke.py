@@ -55,6 +55,7 @@ def test_every_benchmark_runs_at_tiny_size_and_the_page_is_written(tmp_path: Pat
         ("peer", "non-deferrable"),
         ("peer", "deferrable"),
     }
+    assert set(lifecycle["fixed_cost"]) == {"ours", "peer"}
     reaper = json.loads((results / "reaper.json").read_text())
     assert all(
         sweep["deleted"] == sweep["finished_jobs"] and sweep["jobs_left"] == sweep["running_jobs"]
