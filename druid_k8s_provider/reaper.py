@@ -61,6 +61,8 @@ class JobDecision:
     task_id: str | None
     verdict: Verdict
     explanation: str
+    #: The Job's uid: a delete of this decision never takes a newer Job that got the same name since.
+    uid: str | None = None
 
     @property
     def delete(self) -> bool:
@@ -94,6 +96,7 @@ class PeonJobClient(Protocol):
         grace_period_seconds: int | None = None,
         *,
         task_id: str | None = None,
+        uid: str | None = None,
     ) -> bool: ...
 
 
@@ -137,6 +140,7 @@ def decide(job: Mapping[str, Any], now: dt.datetime, cleanup_delay: dt.timedelta
             task_id=annotations.get(TASK_ID_ANNOTATION),
             verdict=verdict,
             explanation=explanation,
+            uid=metadata.get("uid"),
         )
 
     if labels.get(PEON_LABEL) != "true":
@@ -243,7 +247,7 @@ def reap(
                 log.info(
                     "Keeping Job %s (task.id=%s): %s", decision.name, decision.task_id, decision.explanation
                 )
-            elif hook.delete_job(decision.name, namespace, task_id=decision.task_id):
+            elif hook.delete_job(decision.name, namespace, task_id=decision.task_id, uid=decision.uid):
                 counts[Verdict.DELETE.value] += 1
                 log.info(
                     "Deleted Job %s (task.id=%s): %s", decision.name, decision.task_id, decision.explanation

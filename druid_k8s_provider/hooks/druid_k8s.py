@@ -454,11 +454,14 @@ class DruidK8sHook(KubernetesHook):
         grace_period_seconds: int | None = None,
         *,
         task_id: str | None = None,
+        uid: str | None = None,
     ) -> bool:
         """Delete the Job and (background propagation) its pods; False when it was already gone.
 
         The pods get their own ``terminationGracePeriodSeconds`` (Druid's ``graceTerminationPeriodSeconds``)
-        unless ``grace_period_seconds`` overrides it.
+        unless ``grace_period_seconds`` overrides it. With ``uid`` only that very Job is deleted: when the
+        name now belongs to a newer Job (the same task launched again), the API server refuses (``409``)
+        and this returns False, as the Job that was meant is gone.
         """
         namespace = self.resolve_namespace(namespace)
         body: dict[str, Any] = {
@@ -468,11 +471,13 @@ class DruidK8sHook(KubernetesHook):
         }
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         with self._explained(f"deleting Job {name!r}", task_id=task_id, job_name=name):
             try:
                 self.request("DELETE", jobs_path(namespace, name), body=body)
             except ApiCallFailed as exc:
-                if exc.status == 404:
+                if exc.status == 404 or (exc.status == 409 and uid is not None):
                     return False
                 raise
         return True

@@ -111,8 +111,9 @@ class InterceptedListing:
         grace_period_seconds: int | None = None,
         *,
         task_id: str | None = None,
+        uid: str | None = None,
     ) -> bool:
-        return self.hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id)
+        return self.hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id, uid=uid)
 
 
 def test_reaper_pages_through_2000_jobs_and_deletes_exactly_the_old_finished_ones(
@@ -164,6 +165,27 @@ def test_jobs_deleted_by_someone_else_during_the_sweep_count_as_already_gone(
     assert summary["deleted"] == 21
     assert summary["already_gone"] == 9
     assert job_names(kube) == set()
+
+
+def test_a_job_launched_again_under_the_same_name_during_the_sweep_is_not_deleted(
+    kube: KubeEmulator, hook: DruidK8sHook
+) -> None:
+    """The sweep decided on the old Job; the delete names its uid, so the new Job that took the name (the
+    same Druid task launched again) keeps running."""
+    for index in range(3):
+        add_job(kube, f"peon-{index}", "Complete", age=dt.timedelta(days=3))
+    replaced_uid = kube.store.get("jobs", NAMESPACE, "peon-2")["metadata"]["uid"]
+
+    def launched_again(position: int) -> None:
+        if position == 0:
+            kube.store.delete("jobs", NAMESPACE, "peon-2")
+            add_job(kube, "peon-2", None)
+
+    summary = reap(InterceptedListing(hook, launched_again), NAMESPACE, TWO_DAYS, page_size=10)
+
+    assert (summary["examined"], summary["deleted"], summary["already_gone"]) == (3, 2, 1)
+    (survivor,) = kube.store.list("jobs", NAMESPACE)
+    assert survivor["metadata"]["name"] == "peon-2" and survivor["metadata"]["uid"] != replaced_uid
 
 
 def test_jobs_deleted_between_pages_neither_break_paging_nor_are_missed(

@@ -208,6 +208,7 @@ class FakeHook:
         grace_period_seconds: int | None = None,
         *,
         task_id: str | None = None,
+        uid: str | None = None,
     ) -> bool:
         if name in self.vanished:
             return False
@@ -266,6 +267,7 @@ def test_reap_pulls_one_page_at_a_time() -> None:
             grace_period_seconds: int | None = None,
             *,
             task_id: str | None = None,
+            uid: str | None = None,
         ) -> bool:
             events.append(f"delete {name}")
             return True
