@@ -72,6 +72,16 @@ def get_provider_info() -> dict[str, Any]:
                         "example": '{"druid.indexer.runner.namespace": "druid"}',
                         "default": "",
                     },
+                    "execution_config": {
+                        "description": "Druid's task runner execution config (JSON object): its "
+                        "podTemplateSelectStrategy (taskType or selectorBased) picks the pod template of "
+                        "customTemplateAdapter tasks. An operator's execution_config replaces it.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"type": "default", "podTemplateSelectStrategy": {"type": '
+                        '"selectorBased", "selectors": [{"selectionKey": "small", "type": ["compact"]}]}}',
+                        "default": "",
+                    },
                     "kubernetes_conn_id": {
                         "description": "Airflow connection used to reach Kubernetes.",
                         "version_added": "0.1.0",

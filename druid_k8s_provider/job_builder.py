@@ -36,6 +36,7 @@ from druid_k8s_provider.config import (
 )
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import TASK_JAVA_OPTS_CONTEXT_KEY, DruidTask
+from druid_k8s_provider.template_selection import TemplateSelection
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +103,32 @@ def build_job(
     }
 
 
-def load_pod_template(config: RunnerConfig, task: DruidTask) -> dict[str, Any]:
-    """The ``v1/PodTemplate`` for ``task`` from the custom adapter's files: its type's, else the base one."""
-    if task.type in config.pod_templates_by_type:
-        prop, path = POD_TEMPLATE_PREFIX + task.type, config.pod_templates_by_type[task.type]
+#: Druid's default pod template selection: by task type.
+DEFAULT_SELECTION = TemplateSelection()
+
+
+def load_pod_template(
+    config: RunnerConfig, task: DruidTask, selection: TemplateSelection = DEFAULT_SELECTION
+) -> dict[str, Any]:
+    """The ``v1/PodTemplate`` for ``task`` from the custom adapter's files: the one ``selection`` picks (by
+    default the task type's), else the base one."""
+    key = selection.template_key(task)
+    if key is not None and key in config.pod_templates_by_type:
+        prop, path = POD_TEMPLATE_PREFIX + key, config.pod_templates_by_type[key]
     elif config.pod_template_base:
         prop, path = POD_TEMPLATE_PREFIX + "base", config.pod_template_base
     else:
+        if key == task.type:
+            missing = f"no pod template for task type {task.type!r}"
+        elif key is None:
+            missing = f"no pod template selector matching task {task.id!r}"
+        else:
+            missing = f"no pod template {key!r} (the selector's choice for task {task.id!r})"
         raise DruidK8sConfigError(
             POD_TEMPLATE_PREFIX + "base",
-            f"{CUSTOM_TEMPLATE_ADAPTER} has no pod template for task type {task.type!r} and no base template",
-            f"set {POD_TEMPLATE_PREFIX}base (or {POD_TEMPLATE_PREFIX}{task.type}) to a v1/PodTemplate file",
+            f"{CUSTOM_TEMPLATE_ADAPTER} has {missing} and no base template",
+            f"set {POD_TEMPLATE_PREFIX}base (or {POD_TEMPLATE_PREFIX}{key or task.type}) to a v1/PodTemplate "
+            "file",
         )
     try:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

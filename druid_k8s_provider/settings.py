@@ -38,7 +38,12 @@ def layered_runner_properties(
     return properties
 
 
-def json_object(field: str, value: Any) -> dict[str, Any]:
+def json_object(
+    field: str,
+    value: Any,
+    what: str = "an object of Druid property names to values",
+    example: str = '{"druid.indexer.runner.namespace": "druid"}',
+) -> dict[str, Any]:
     """A dict from a dict or a JSON object string (None or "" gives {}); anything else names ``field``."""
     if value is None or value == "":
         return {}
@@ -51,8 +56,4 @@ def json_object(field: str, value: Any) -> dict[str, Any]:
             raise DruidK8sConfigError(field, f"not valid JSON ({exc.msg})", "give a JSON object") from None
         if isinstance(decoded, dict):
             return decoded
-    raise DruidK8sConfigError(
-        field,
-        f"expected an object of Druid property names to values, got {type(value).__name__}",
-        'give e.g. {"druid.indexer.runner.namespace": "druid"}',
-    )
+    raise DruidK8sConfigError(field, f"expected {what}, got {type(value).__name__}", f"give e.g. {example}")

@@ -46,8 +46,9 @@ from druid_k8s_provider.hooks.secrets import scrub, sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.naming import job_name as job_name_for
 from druid_k8s_provider.preflight import Requirements, check_permissions, operator_requirements
-from druid_k8s_provider.settings import CONFIG_SECTION, layered_runner_properties
+from druid_k8s_provider.settings import CONFIG_SECTION, json_object, layered_runner_properties
 from druid_k8s_provider.task import DruidTask, derive_task_id
+from druid_k8s_provider.template_selection import TemplateSelection, parse_execution_config
 from druid_k8s_provider.triggers.job import (
     ERROR,
     FINISHED,
@@ -136,6 +137,9 @@ class DruidK8sTaskOperator(BaseOperator):
     :param overlord_pod_name: the pod whose spec is the peon template (overlord adapters).
     :param overlord_pod_selector: label selector of that pod; the first Running match is used.
     :param pod_template_file: a ``v1/PodTemplate`` file: selects the custom template adapter with this base.
+    :param execution_config: Druid's task runner execution config (dict or JSON), whose
+        ``podTemplateSelectStrategy`` (``taskType`` or ``selectorBased``) picks the custom adapter's pod
+        template; default ``[druid_k8s] execution_config``, else by task type.
     :param kubernetes_conn_id: the Airflow connection to Kubernetes.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
     :param task_logs_location: object-storage URL where peons push ``status.json`` (Druid's task logs).
@@ -150,11 +154,16 @@ class DruidK8sTaskOperator(BaseOperator):
         "overlord_pod_name",
         "overlord_pod_selector",
         "pod_template_file",
+        "execution_config",
         "kubernetes_conn_id",
         "task_logs_location",
     )
     template_ext: Sequence[str] = (".json",)
-    template_fields_renderers = {"druid_task": "json", "runner_properties": "json"}
+    template_fields_renderers = {
+        "druid_task": "json",
+        "runner_properties": "json",
+        "execution_config": "json",
+    }
     ui_color = "#29b6f6"
 
     def __init__(
@@ -166,6 +175,7 @@ class DruidK8sTaskOperator(BaseOperator):
         overlord_pod_name: str | None = None,
         overlord_pod_selector: str | None = None,
         pod_template_file: str | None = None,
+        execution_config: dict[str, Any] | str | None = None,
         kubernetes_conn_id: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         task_logs_location: str | None = None,
@@ -195,6 +205,7 @@ class DruidK8sTaskOperator(BaseOperator):
         self.overlord_pod_name = overlord_pod_name
         self.overlord_pod_selector = overlord_pod_selector
         self.pod_template_file = pod_template_file
+        self.execution_config = execution_config
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
         self.task_logs_location = task_logs_location
@@ -484,13 +495,36 @@ class DruidK8sTaskOperator(BaseOperator):
 
     def _build(self, hook: DruidK8sHook, task: DruidTask, config: RunnerConfig) -> dict[str, Any]:
         """The Job manifest; every input problem surfaces here, before anything is created."""
+        selection = self._template_selection()
         if config.adapter_type == "customTemplateAdapter":
-            template = load_pod_template(config, task)
+            template = load_pod_template(config, task, selection)
+        elif self.execution_config:
+            raise DruidK8sConfigError(
+                "execution_config",
+                f"pod template selection applies to customTemplateAdapter only; this task uses "
+                f"{config.adapter_type}, whose template is the Overlord pod",
+                f"set {ADAPTER_TYPE_PROPERTY}=customTemplateAdapter with "
+                "druid.indexer.runner.k8s.podTemplate.* files, or drop execution_config",
+            )
         else:
             template = hook.get_template_pod(
                 config.overlord_namespace or config.namespace, self.overlord_pod_name, self._selector()
             )
         return build_job(task, template, config)
+
+    def _template_selection(self) -> TemplateSelection:
+        """Druid's execution config (this operator's, else ``[druid_k8s] execution_config``), checked."""
+        field, value = "execution_config", self.execution_config
+        if not value:
+            field = f"[{CONFIG_SECTION}] execution_config"
+            value = conf.get(CONFIG_SECTION, "execution_config", fallback="") or None
+        document = json_object(
+            field,
+            value,
+            what="Druid's task runner execution config (a JSON object)",
+            example='{"type": "default", "podTemplateSelectStrategy": {"type": "taskType"}}',
+        )
+        return parse_execution_config(field, document)
 
     def _emit_peon_line(self, line: str) -> None:
         self.log.info("%s", line)

@@ -254,6 +254,33 @@ CORPUS = (
         "snake_case",
         files={"template.yaml": pod_template() + "    restart_policy: Never\n"},
     ),
+    BadInput(
+        "execution-config-not-json",
+        "execution_config",
+        arguments={"execution_config": '{"type": "default",'},
+        files={"template.yaml": pod_template()},
+    ),
+    BadInput(
+        "execution-config-unknown-strategy",
+        "execution_config.podTemplateSelectStrategy.type",
+        arguments={"execution_config": {"podTemplateSelectStrategy": {"type": "byLabel"}}},
+        files={"template.yaml": pod_template()},
+    ),
+    BadInput(
+        "execution-config-selector-without-key",
+        "execution_config.podTemplateSelectStrategy.selectors[0].selectionKey",
+        arguments={
+            "execution_config": {
+                "podTemplateSelectStrategy": {"type": "selectorBased", "selectors": [{"type": ["compact"]}]}
+            }
+        },
+        files={"template.yaml": pod_template()},
+    ),
+    BadInput(
+        "execution-config-with-the-overlord-adapter",
+        "execution_config",
+        arguments={"execution_config": {"podTemplateSelectStrategy": {"type": "taskType"}}},
+    ),
     # -- other operator arguments and templated fields ----------------------------------------------------
     BadInput("task-file-not-found-relative", "druid_task", task="tasks/missing_task.json"),
     BadInput("task-file-not-found-absolute", "druid_task", task="/nonexistent/druid/task.json"),

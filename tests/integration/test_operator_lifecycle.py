@@ -365,3 +365,59 @@ def test_a_fixed_task_id_reused_by_another_run_is_refused_while_the_same_run_rea
         run(operator(druid_task=daily, properties=keep), FakeTaskInstance(run_id="scheduled__2"))
     assert raised.value.field == "task.id" and "scheduled__1" in str(raised.value)
     assert kube.metrics.creates("jobs") == 1
+
+
+def test_the_execution_configs_selectors_pick_the_pod_template_of_the_custom_adapter(
+    kube: KubeEmulator, druid: Druid, tmp_path: Path
+) -> None:
+    """Druid's selectorBased strategy: the first selector whose conditions hold names the template."""
+    druid.start(exits(0, ["peon done"]))
+    templates = {}
+    for key, image in (("base", "example/druid:base"), ("clickstream", "example/druid:clickstream")):
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(
+            "apiVersion: v1\nkind: PodTemplate\nmetadata:\n  name: peon\ntemplate:\n  spec:\n"
+            f"    containers:\n      - name: main\n        image: {image}\n"
+        )
+        templates[f"druid.indexer.runner.k8s.podTemplate.{key}"] = str(path)
+    properties = {
+        "druid.indexer.runner.k8s.adapter.type": "customTemplateAdapter",
+        "druid.indexer.runner.debugJobs": "true",
+        **templates,
+    }
+    selectors = {
+        "type": "default",
+        "podTemplateSelectStrategy": {
+            "type": "selectorBased",
+            "selectors": [
+                {"selectionKey": "clickstream", "dataSource": ["clicks"], "type": ["index_parallel"]},
+            ],
+        },
+    }
+    images = {}
+    for data_source in ("clicks", "wikipedia"):
+        task = {"type": "index_parallel", "spec": {"dataSchema": {"dataSource": data_source}}}
+        op = operator(druid_task=task, properties=properties, execution_config=json.dumps(selectors))
+        result = run(op, FakeTaskInstance(run_id=f"manual__{data_source}"))
+        assert result["status"] == "SUCCESS"
+        job = kube.store.get("jobs", NAMESPACE, result["job_name"])
+        images[data_source] = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert images == {"clicks": "example/druid:clickstream", "wikipedia": "example/druid:base"}
+
+
+def test_a_second_execution_of_the_same_try_joins_its_job_even_when_the_overlord_pod_is_gone(
+    kube: KubeEmulator, druid: Druid
+) -> None:
+    """A first try creates without looking first; when the template pod cannot be read any more, it still
+    finds and joins the Job it launched before, instead of failing or launching a second one."""
+    druid.start(never_exits(["working"]))
+    ti = FakeTaskInstance()
+    with pytest.raises(TaskDeferred) as first:
+        operator(deferrable=True).execute({"ti": ti})  # type: ignore[arg-type]
+    kube.store.delete("pods", NAMESPACE, "druid-overlord-0")
+    with pytest.raises(TaskDeferred) as second:
+        operator(deferrable=True).execute({"ti": ti})  # type: ignore[arg-type]
+    assert second.value.kwargs == first.value.kwargs
+    assert len(jobs_left(kube)) == 1 and kube.metrics.creates("jobs") == 1
+    for name in jobs_left(kube):
+        kube.store.delete("jobs", NAMESPACE, name)
