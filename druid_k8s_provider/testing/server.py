@@ -807,7 +807,12 @@ class ApiServer:
                 if bookmarks:
                     wait = min(wait, max(0.0, next_bookmark - now))
                 try:
-                    event: WatchEvent | None = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
+                    event: WatchEvent | None
+                    if watcher.queue.empty():
+                        async with asyncio.timeout(wait):
+                            event = await watcher.queue.get()
+                    else:
+                        event = watcher.queue.get_nowait()
                 except TimeoutError:
                     if bookmarks and time.monotonic() >= next_bookmark:
                         bookmark = {
@@ -820,15 +825,27 @@ class ApiServer:
                         await response.write(_dumps({"type": "BOOKMARK", "object": bookmark}) + b"\n")
                         next_bookmark = time.monotonic() + self.bookmark_interval
                     continue
-                if event is None:
-                    break  # dropped by a fault or shutdown
-                if event.resource_version <= last_sent:
-                    continue
-                last_sent = event.resource_version
-                outgoing = self._filter(watcher, event)
-                if outgoing is not None:
-                    line = encode(outgoing, event.obj) if as_table else self._encoded(event, outgoing)
-                    await response.write(line)
+                # A burst (a thousand Jobs finishing at once) goes out in one write: one trip through the
+                # event loop per event would leave the stream that far behind the store.
+                batch = [event]
+                while not watcher.queue.empty():
+                    batch.append(watcher.queue.get_nowait())
+                lines = []
+                for queued in batch:
+                    if queued is None:
+                        break  # dropped by a fault or shutdown
+                    if queued.resource_version <= last_sent:
+                        continue
+                    last_sent = queued.resource_version
+                    outgoing = self._filter(watcher, queued)
+                    if outgoing is not None:
+                        lines.append(
+                            encode(outgoing, queued.obj) if as_table else self._encoded(queued, outgoing)
+                        )
+                if lines:
+                    await response.write(b"".join(lines))
+                if None in batch:
+                    break
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
