@@ -118,6 +118,20 @@ def refuse_foreign_run(
     )
 
 
+def _check_join(
+    hook: DruidK8sHook,
+    requirements: Requirements,
+    job: Mapping[str, Any],
+    identity: Mapping[str, str],
+    task_id: str,
+    namespace: str,
+) -> None:
+    """Before joining a Job found by reading it: refuse another run's, and fail a Role that is too narrow for
+    the rest of the lifecycle here, naming every missing permission, before any write."""
+    refuse_foreign_run(job, identity, task_id, namespace)
+    check_permissions(hook, requirements, task_id=task_id, job_name=job_name_for(task_id))
+
+
 def _epoch(timestamp: str | None) -> float:
     parsed = job_state.parse_time(timestamp)
     return parsed.timestamp() if parsed is not None else time.time()
@@ -376,14 +390,10 @@ class DruidK8sTaskOperator(BaseOperator):
                 return self._report(context, recorded, details, None)
         identity = airflow_identity(context)
         if job is not None and task_id_of(job) == task.id:
-            refuse_foreign_run(job, identity, task.id, config.namespace)
-            # A Role that is too narrow fails here, naming every missing permission, before any write.
-            check_permissions(hook, requirements, task_id=task.id, job_name=name)
+            _check_join(hook, requirements, job, identity, task.id, config.namespace)
             created = False
         else:
             job, created = self._create_or_join(hook, requirements, task, config, identity, retry)
-            if not created:
-                refuse_foreign_run(job, identity, task.id, config.namespace)
         self.log.info(
             "%s Job %s in namespace %s for Druid task %s",
             "Created" if created else "Joined the existing",
@@ -449,12 +459,15 @@ class DruidK8sTaskOperator(BaseOperator):
             existing = hook.get_job(name, config.namespace, task_id=task.id)
             if existing is None or task_id_of(existing) != task.id:
                 raise
-            check_permissions(hook, requirements, task_id=task.id, job_name=name)
+            _check_join(hook, requirements, existing, identity, task.id, config.namespace)
             return existing, False
         # A Role that is too narrow fails here, naming every missing permission, before any write.
         check_permissions(hook, requirements, task_id=task.id, job_name=name)
         annotate(manifest, identity)
-        return hook.create_or_join_job(manifest)
+        job, created = hook.create_or_join_job(manifest)
+        if not created:  # the create was refused (409), so the permissions were checked already
+            refuse_foreign_run(job, identity, task.id, config.namespace)
+        return job, created
 
     def _recorded_outcome(self, job: dict[str, Any] | None, task_id: str) -> job_state.Outcome | None:
         """On a retry whose Job is gone, the outcome the peon pushed to task logs, if it finished.
