@@ -178,9 +178,9 @@ def outcome_from_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None) ->
     (DeadlineExceeded, BackoffLimitExceeded).
     """
     duration = _duration_ms(job, pod)
-    condition = finished_condition(job)
-    if condition is not None and condition.get("type") == "Complete":
+    if succeeded(job):
         return Outcome(SUCCESS, None, duration)
+    condition = finished_condition(job)
     reason = (condition or {}).get("reason") or ""
     if reason == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")

@@ -81,15 +81,15 @@ def _live(watch: SharedWatch) -> bool:
     return watch.synced.is_set() and watch.task is not None and not watch.task.done()
 
 
-async def _wait_for_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait until ``event`` is set, at most ``timeout`` seconds.
+async def _wait_at_most(timeout: float, waiting: Awaitable[Any]) -> None:
+    """Await ``waiting`` for at most ``timeout`` seconds; running out of time is not an error.
 
     Not ``asyncio.wait_for``: on Python 3.11 it drops a cancellation that arrives as the awaited event is set
     (a user stopping the task just as a watch event came in), and the wait would go on.
     """
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            await event.wait()
+            await waiting
 
 
 async def _cancel_and_settle(tasks: list[asyncio.Task[None]]) -> None:
@@ -391,7 +391,8 @@ class JobFollower:
     def _start_logs(
         self,
         session: AsyncKubeSession,
-        watches: tuple[SharedWatch, SharedWatch],
+        jobs: SharedWatch,
+        pods: SharedWatch,
         pod_name: str,
         job: dict[str, Any],
     ) -> None:
@@ -401,7 +402,7 @@ class JobFollower:
             for secret in job_task_secrets(job):
                 mask_secret(secret)
             self._log_tasks.append(
-                asyncio.get_running_loop().create_task(self._stream_log(session, *watches, pod_name))
+                asyncio.get_running_loop().create_task(self._stream_log(session, jobs, pods, pod_name))
             )
 
     async def _read_state(
@@ -432,9 +433,7 @@ class JobFollower:
             if not self._pods_released:
                 await pods.synced.wait()
 
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SYNC_WAIT_SECONDS):
-                await both_synced()
+        await _wait_at_most(SYNC_WAIT_SECONDS, both_synced())
         next_poll = time.time() + self.poll_interval
         outage_backoff = 0.5
         while True:
@@ -473,7 +472,7 @@ class JobFollower:
                 deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
             if self.completion_deadline is not None:
                 deadlines.append(self.completion_deadline)
-            await _wait_for_event(wake, max(0.05, min(deadlines) - time.time()))
+            await _wait_at_most(max(0.05, min(deadlines) - time.time()), wake.wait())
 
     async def _look(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool, now: float
@@ -486,7 +485,7 @@ class JobFollower:
             return self._payload(MISSING, pod=pod), False
         started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
-            self._start_logs(session, (jobs, pods), pod["metadata"]["name"], job)
+            self._start_logs(session, jobs, pods, pod["metadata"]["name"], job)
             await self._let_go_of_pods(pods, pod)
         if job_state.is_finished(job):
             await self._drain_logs()
@@ -591,7 +590,7 @@ class JobFollower:
                 if cached is not None and _main_terminated(cached):
                     return True
                 changed.clear()
-                await _wait_for_event(changed, remaining)
+                await _wait_at_most(remaining, changed.wait())
         finally:
             for watch in (jobs, pods):
                 watch.unsubscribe(self.job_name, changed)
