@@ -71,6 +71,20 @@ def events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{quote(namespace)}/events"
 
 
+def events_query(object_name: str) -> dict[str, str]:
+    """The query for the events about one object (the server's field selector)."""
+    return {"fieldSelector": f"involvedObject.name={object_name}"}
+
+
+def events_about(object_name: str, page: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The events of a listed page that are about ``object_name`` (whatever else a server returned)."""
+    return [
+        event
+        for event in page.get("items") or ()
+        if (event.get("involvedObject") or {}).get("name") == object_name
+    ]
+
+
 class ApiCallFailed(Exception):
     """A Kubernetes API call answered with an error status (internal; callers translate it)."""
 
@@ -499,14 +513,8 @@ class DruidK8sHook(KubernetesHook):
         events: list[dict[str, Any]] = []
         with self._explained(f"listing events of {', '.join(object_names)}"):
             for name in object_names:
-                page = self.request(
-                    "GET", events_path(namespace), query={"fieldSelector": f"involvedObject.name={name}"}
-                )
-                events.extend(
-                    event
-                    for event in page.get("items") or ()
-                    if (event.get("involvedObject") or {}).get("name") == name
-                )
+                page = self.request("GET", events_path(namespace), query=events_query(name))
+                events.extend(events_about(name, page))
         return events
 
     def read_pod_log(
@@ -760,12 +768,6 @@ class AsyncKubeSession:
         """Events about the given objects."""
         events: list[dict[str, Any]] = []
         for name in object_names:
-            page = await self.request(
-                "GET", events_path(namespace), query={"fieldSelector": f"involvedObject.name={name}"}
-            )
-            events.extend(
-                event
-                for event in page.get("items") or ()
-                if (event.get("involvedObject") or {}).get("name") == name
-            )
+            page = await self.request("GET", events_path(namespace), query=events_query(name))
+            events.extend(events_about(name, page))
         return events
