@@ -182,8 +182,5 @@ def write_result(results_dir: Path, name: str, figures: Mapping[str, Any]) -> Pa
 def settled_metrics(kube: Any, timeout: float = 5.0) -> dict[str, Any]:
     """The emulator's metrics once it noticed the stand-in triggerer's streams closed (a stream is counted
     when its handler ends, a moment after the client went away)."""
-    deadline = time.monotonic() + timeout
-    while kube.metrics.open_watches and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)  # log streams have no gauge; their handlers end at the same moment
+    kube.metrics.settle(timeout)
     return dict(kube.metrics.snapshot())

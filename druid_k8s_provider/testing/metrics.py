@@ -34,6 +34,8 @@ class RequestMetrics:
 
     def __init__(self, keep_records: int = 100_000) -> None:
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._keep_records = keep_records
         self._records: list[RequestRecord] = []
         self._by_verb_resource: Counter[tuple[str, str]] = Counter()
@@ -54,6 +56,25 @@ class RequestMetrics:
             self._bytes_sent += record.bytes_sent
             if record.verb == "create" and record.status == 201 and not record.subresource:
                 self._creates[record.resource] += 1
+
+    def request_started(self) -> None:
+        """A request arrived; :meth:`request_ended` follows when its handler is done (a stream's, a moment
+        after its client went away)."""
+        with self._lock:
+            self._in_flight += 1
+
+    def request_ended(self) -> None:
+        """The handler of a request started with :meth:`request_started` is done."""
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until no request is in flight, so every stream a client closed is recorded; False if some
+        were still open after ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def watch_opened(self) -> None:
         """A watch stream started."""

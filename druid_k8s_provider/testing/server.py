@@ -210,6 +210,13 @@ class ApiServer:
     # ------------------------------------------------------------------ request pipeline
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.metrics.request_started()
+        try:
+            return await self._serve_and_record(request)
+        finally:
+            self.metrics.request_ended()
+
+    async def _serve_and_record(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         verb, resource, subresource, namespace = request.method.lower(), request.path, "", ""
         parsed: ResourceRequest | None = None
@@ -831,9 +838,11 @@ class ApiServer:
                 while not watcher.queue.empty():
                     batch.append(watcher.queue.get_nowait())
                 lines = []
+                dropped = False
                 for queued in batch:
                     if queued is None:
-                        break  # dropped by a fault or shutdown
+                        dropped = True  # by a fault or shutdown
+                        break
                     if queued.resource_version <= last_sent:
                         continue
                     last_sent = queued.resource_version
@@ -844,7 +853,7 @@ class ApiServer:
                         )
                 if lines:
                     await response.write(b"".join(lines))
-                if None in batch:
+                if dropped:
                     break
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()

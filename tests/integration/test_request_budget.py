@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from typing import Any
 
@@ -66,10 +65,7 @@ def operator(deferrable: bool) -> DruidK8sTaskOperator:
 def requests_by_kind(kube: KubeEmulator) -> Counter[str]:
     """Every request the emulator answered, once it noticed the streams closed (a stream is recorded when its
     handler ends, a moment after the client went away)."""
-    deadline = time.monotonic() + 5
-    while kube.metrics.open_watches and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)  # log streams have no gauge; their handlers end at the same moment
+    assert kube.metrics.settle(), "a stream the client closed is still open on the server"
     return Counter(
         f"{record.verb} {record.resource}" + (f"/{record.subresource}" if record.subresource else "")
         for record in kube.metrics.records()
