@@ -58,7 +58,14 @@ NODE_TYPE_BY_TASK_TYPE: Mapping[str, str] = {
 TASK_JAVA_OPTS_CONTEXT_KEY = "druid.indexer.runner.javaOpts"
 
 _MAX_DERIVED_PART_LENGTH = 60
+# The readable front of a derived id, before its hash: short enough that the id with an attempt suffix stays
+# within MAX_DERIVED_ID_LENGTH (150 + "_" + 16 hex + "_attempt" + up to 25 digits).
+_MAX_DERIVED_READABLE_LENGTH = 150
 _NOT_ID_CHARACTER = re.compile(r"[^A-Za-z0-9_.-]+")
+#: Upper bound of every id the provider derives (Druid stores ids in VARCHAR(255) metadata columns).
+MAX_DERIVED_ID_LENGTH = 200
+#: What separates a derived base id from its attempt number: ``<base>_attempt<n>``.
+ATTEMPT_SEPARATOR = "_attempt"
 
 
 def _id_problem(task_id: str) -> str | None:
@@ -230,17 +237,48 @@ def _id_part(text: str) -> str:
 
 
 def derive_task_id(dag_id: str, task_id: str, run_id: str, map_index: int, task_type: str) -> str:
-    """A Druid task id for one Airflow task instance, the same every time it is computed.
+    """The base Druid task id of one Airflow task instance, the same every time it is computed.
 
-    A retry or a rescheduled deferral of the same task instance gets the same id, so it joins the Job it
-    launched instead of starting a second one. The id reads ``<type>_<dag>_<task>[_<map index>]_<hash>``: the
-    hash covers all inputs (run id included), so different runs and mapped instances never collide even when
-    the readable parts are shortened.
+    The id reads ``<type>_<dag>_<task>[_<map index>]_<hash>`` within ``[A-Za-z0-9_.-]``: the hash covers all
+    inputs (run id included), so different runs and mapped instances never collide even when the readable
+    parts are shortened (each to 60 characters, together to 150). At most 167 characters, so
+    :func:`attempt_task_id` can name each submission of it within :data:`MAX_DERIVED_ID_LENGTH`.
     """
     fingerprint = json.dumps([dag_id, task_id, run_id, map_index, task_type], separators=(",", ":"))
     digest = hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()[:16]
     parts = [_id_part(task_type), _id_part(dag_id), _id_part(task_id)]
     if map_index >= 0:
         parts.append(str(map_index))
-    parts.append(digest)
-    return "_".join(parts)
+    readable = "_".join(parts)[:_MAX_DERIVED_READABLE_LENGTH].rstrip("_.")
+    return f"{readable}_{digest}"
+
+
+def attempt_task_id(base_id: str, attempt: int) -> str:
+    """The Druid task id of submission number ``attempt`` (1, 2, ...) of a derived base id.
+
+    The Overlord never accepts an id twice, even for a finished task (``entryAlreadyExists``), so each attempt
+    that really runs the task again needs its own id: ``<base>_attempt<n>``. Deterministic, distinct per
+    attempt, within ``[A-Za-z0-9_.-]`` and :data:`MAX_DERIVED_ID_LENGTH` for a base from
+    :func:`derive_task_id`. Raises ValueError for an attempt below 1 or an id that would be too long.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt numbers start at 1, got {attempt}")
+    derived = f"{base_id}{ATTEMPT_SEPARATOR}{attempt}"
+    if len(derived) > MAX_DERIVED_ID_LENGTH:
+        raise ValueError(
+            f"the id of attempt {attempt} of {base_id!r} would be {len(derived)} characters, "
+            f"more than {MAX_DERIVED_ID_LENGTH}"
+        )
+    return derived
+
+
+def attempt_number(base_id: str, task_id: str) -> int | None:
+    """Which attempt of ``base_id`` the id ``task_id`` names (the inverse of :func:`attempt_task_id`), or
+    None when it is not one of them (another task's id, the bare base id, a user-written id)."""
+    prefix = f"{base_id}{ATTEMPT_SEPARATOR}"
+    if not task_id.startswith(prefix):
+        return None
+    number = task_id[len(prefix) :]
+    if not number.isascii() or not number.isdigit() or number.startswith("0"):
+        return None
+    return int(number)

@@ -1,0 +1,219 @@
+"""Decisions of the launch through the Overlord that need no I/O: which launch mode, which task id, whether to
+submit, re-attach or only report.
+
+Every task the provider runs is a task the Overlord knows (``POST /druid/indexer/v1/task``). Two facts of
+Druid shape the rules here:
+
+- **The runner's answer to an existing Job.** From Druid 35.0.0 (apache/druid PR 18406) the Kubernetes task
+  runner joins a Job that already exists instead of failing on the create's 409, so the provider may build
+  and create the Job itself (``launch_mode="airflow"``); before that only the Overlord may create it
+  (``"overlord"``).
+- **An id is accepted once.** The Overlord refuses an id it has ever stored, finished or not
+  (``entryAlreadyExists``), so a retry that really runs the task again submits it under a new id: the
+  provider derives one per attempt (:func:`druid_k8s_provider.task.attempt_task_id`) and asks the Overlord
+  about the attempts so far, in one batched ``POST /druid/indexer/v1/taskStatus``, before deciding.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.task import attempt_task_id
+
+#: The first Druid release whose Kubernetes runner joins an existing Job (apache/druid PR 18406).
+JOINS_EXISTING_JOB_SINCE = (35, 0, 0)
+LAUNCH_MODES = ("auto", "airflow", "overlord")
+_PLAIN_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+#: Druid's task states (``TaskState``): RUNNING covers waiting for locks, pending in the runner and running.
+ACTIVE, SUCCESS, FAILED = "RUNNING", "SUCCESS", "FAILED"
+
+
+def parse_druid_version(version: object) -> tuple[int, int, int] | None:
+    """``(major, minor, patch)`` of a plain ``X.Y.Z`` version as ``GET /status`` reports it, else None.
+
+    A null version (Druid built without a manifest), a snapshot (``35.0.0-SNAPSHOT``) or a vendor build
+    (``35.0.0-imply``) gives None: their runner's behaviour cannot be read from the number.
+    """
+    if not isinstance(version, str):
+        return None
+    match = _PLAIN_VERSION.fullmatch(version.strip())
+    if match is None:
+        return None
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+@dataclass(frozen=True)
+class LaunchChoice:
+    """The launch mode a task runs with and why (the reason goes into the task's log)."""
+
+    mode: str
+    """``airflow`` (the provider creates the Job suspended, the Overlord's runner joins it) or ``overlord``
+    (the Overlord creates the Job)."""
+    reason: str
+
+
+def choose_launch_mode(requested: str, druid_version: object) -> LaunchChoice:
+    """Resolve ``launch_mode`` against the Overlord's version (the ``version`` of ``GET /status``).
+
+    ``auto`` picks ``airflow`` from 35.0.0 on and ``overlord`` below it or when the version is not a plain
+    ``X.Y.Z``. ``airflow`` below 35.0.0 is refused: that Overlord would fail the task on the 409 of its own
+    create and delete the provider's Job. Raises :class:`DruidK8sConfigError` (field ``launch_mode``) for an
+    unknown mode or that refusal, before anything is written.
+    """
+    if requested not in LAUNCH_MODES:
+        raise DruidK8sConfigError(
+            "launch_mode",
+            f"{requested!r} is not a launch mode",
+            "use 'auto' (the default: chosen from the Overlord's version), 'airflow' (Druid 35.0.0 and "
+            "later) or 'overlord' (any Druid with the Kubernetes task runner)",
+        )
+    parsed = parse_druid_version(druid_version)
+    joins = parsed is not None and parsed >= JOINS_EXISTING_JOB_SINCE
+    described = f"Druid {druid_version}" if parsed else f"Druid version {druid_version!r} (not a plain X.Y.Z)"
+    if requested == "overlord":
+        return LaunchChoice("overlord", "launch_mode='overlord': the Overlord creates the Job")
+    if requested == "airflow":
+        if not joins:
+            raise DruidK8sConfigError(
+                "launch_mode",
+                f"'airflow' needs an Overlord of Druid 35.0.0 or later, whose Kubernetes runner joins an "
+                f"existing Job; this Overlord reports {described}, whose runner would fail the task and "
+                "delete the Job",
+                "use launch_mode='overlord' or 'auto' with this Overlord, or upgrade Druid to 35.0.0 or "
+                "later",
+            )
+        return LaunchChoice("airflow", f"launch_mode='airflow' and {described} joins the provider's Job")
+    if joins:
+        return LaunchChoice(
+            "airflow", f"auto: {described} (35.0.0 or later) joins a Job the provider creates"
+        )
+    return LaunchChoice(
+        "overlord", f"auto: {described} is below 35.0.0 or unknown, so the Overlord creates the Job"
+    )
+
+
+class AttemptAction(enum.Enum):
+    """What a (re)started Airflow task does with its Druid task."""
+
+    SUBMIT = "submit"
+    """Submit ``task_id`` (a new attempt, or the first): the Overlord has never seen it."""
+    REATTACH = "reattach"
+    """Follow ``task_id``: the Overlord still runs it (WAITING, PENDING or RUNNING)."""
+    REPORT = "report"
+    """Report ``task_id``'s SUCCESS and run nothing."""
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    """The decision for one start of an Airflow task instance.
+
+    ``attempt`` is the attempt number of ``task_id`` (None for an id written in the task JSON); ``reason``
+    says in a sentence what the Overlord answered and why that leads to ``action``.
+    """
+
+    action: AttemptAction
+    task_id: str
+    attempt: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class TaskIdentity:
+    """Where a task's Druid id comes from.
+
+    ``base_id`` is the id written in the task JSON (``user_written``: submitted as it is, never changed) or
+    the base derived from the task instance (:func:`druid_k8s_provider.task.derive_task_id`), whose
+    attempts are submitted as ``<base>_attempt<n>``.
+    """
+
+    base_id: str
+    user_written: bool
+
+    def candidate_ids(self, try_number: int) -> list[str]:
+        """The ids to ask the Overlord about, oldest first, in one batched ``taskStatus`` request.
+
+        Each Airflow try submits at most one new attempt, so attempts 1 .. ``try_number`` cover every id this
+        task instance can have submitted.
+        """
+        if self.user_written:
+            return [self.base_id]
+        return [attempt_task_id(self.base_id, attempt) for attempt in range(1, max(try_number, 1) + 1)]
+
+
+def decide_attempt(identity: TaskIdentity, try_number: int, statuses: Mapping[str, str]) -> AttemptDecision:
+    """Submit, re-attach or report, from the Overlord's statuses of :meth:`TaskIdentity.candidate_ids`.
+
+    ``statuses`` maps an id to its ``statusCode`` (RUNNING / SUCCESS / FAILED) as the batched
+    ``POST /druid/indexer/v1/taskStatus`` answers it; ids the Overlord does not know are absent. The latest
+    attempt the Overlord knows decides:
+
+    - still active (RUNNING, which covers WAITING and PENDING; an unknown state counts as active, so a task
+      is never run twice) → re-attach and follow it;
+    - SUCCESS → report it and run nothing;
+    - FAILED → submit the next attempt (the one after it, so an attempt whose submission was lost to a
+      crash, and whose suspended Job may exist, is the one submitted);
+    - none known → submit attempt 1.
+
+    An id written in the task JSON is never changed: after its FAILED the retry is refused with a
+    :class:`DruidK8sConfigError` (field ``task.id``) saying how to template the id per try.
+    """
+    if identity.user_written:
+        return _decide_user_written(identity.base_id, statuses.get(identity.base_id))
+    known = [
+        (attempt, task_id, statuses[task_id])
+        for attempt, task_id in enumerate(identity.candidate_ids(try_number), start=1)
+        if task_id in statuses
+    ]
+    if not known:
+        first = attempt_task_id(identity.base_id, 1)
+        return AttemptDecision(
+            AttemptAction.SUBMIT, first, 1, "the Overlord knows no attempt of this task yet"
+        )
+    attempt, task_id, state = known[-1]
+    if state == FAILED:
+        following = attempt_task_id(identity.base_id, attempt + 1)
+        return AttemptDecision(
+            AttemptAction.SUBMIT,
+            following,
+            attempt + 1,
+            f"attempt {attempt} ({task_id}) FAILED in Druid, so this try runs attempt {attempt + 1}",
+        )
+    if state == SUCCESS:
+        return AttemptDecision(
+            AttemptAction.REPORT,
+            task_id,
+            attempt,
+            f"attempt {attempt} ({task_id}) already SUCCEEDED in Druid",
+        )
+    return AttemptDecision(
+        AttemptAction.REATTACH,
+        task_id,
+        attempt,
+        f"attempt {attempt} ({task_id}) is still {state} in Druid: following it instead of running another",
+    )
+
+
+def _decide_user_written(task_id: str, state: str | None) -> AttemptDecision:
+    if state is None:
+        return AttemptDecision(AttemptAction.SUBMIT, task_id, None, "the Overlord does not know this id yet")
+    if state == SUCCESS:
+        return AttemptDecision(AttemptAction.REPORT, task_id, None, "this id already SUCCEEDED in Druid")
+    if state == FAILED:
+        raise DruidK8sConfigError(
+            "task.id",
+            f"the Overlord already has a FAILED task with the id {task_id!r} written in the task JSON, and "
+            "Druid never accepts an id twice, so a retry cannot run it again",
+            "leave 'id' out of the task JSON: the provider then derives a new id for each attempt and "
+            "re-attaches after a crash; or template the id per try, e.g. "
+            '"id": "my_index_{{ ds_nodash }}_{{ ti.try_number }}" (a crashed try\'s task is then not '
+            "re-attached)",
+        )
+    return AttemptDecision(
+        AttemptAction.REATTACH, task_id, None, f"this id is still {state} in Druid: following it"
+    )

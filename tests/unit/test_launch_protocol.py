@@ -1,0 +1,229 @@
+"""Launch decisions without I/O: the launch mode from the Overlord's version, ids per attempt, retries."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.launch_protocol import (
+    AttemptAction,
+    TaskIdentity,
+    choose_launch_mode,
+    decide_attempt,
+    parse_druid_version,
+)
+from druid_k8s_provider.task import (
+    MAX_DERIVED_ID_LENGTH,
+    DruidTask,
+    attempt_number,
+    attempt_task_id,
+    derive_task_id,
+)
+
+BASE = derive_task_id("etl", "load_wiki", "scheduled__2024-01-01T00:00:00+00:00", -1, "index_parallel")
+DERIVED = TaskIdentity(BASE, user_written=False)
+
+
+@pytest.mark.parametrize(
+    ("version", "parsed"),
+    [
+        ("35.0.0", (35, 0, 0)),
+        (" 34.1.12 ", (34, 1, 12)),
+        (None, None),
+        ("35.0.0-SNAPSHOT", None),
+        ("35.0.0-imply", None),
+        ("2024.10.1-iap", None),
+        ("35.0", None),
+        (35, None),
+    ],
+)
+def test_only_a_plain_version_is_parsed(version: object, parsed: tuple[int, int, int] | None) -> None:
+    assert parse_druid_version(version) == parsed
+
+
+@pytest.mark.parametrize(
+    ("version", "mode"),
+    [
+        ("35.0.0", "airflow"),
+        ("36.1.2", "airflow"),
+        ("34.0.0", "overlord"),
+        (None, "overlord"),
+        ("35.0.0-SNAPSHOT", "overlord"),
+    ],
+)
+def test_auto_chooses_airflow_only_from_35_and_says_why(version: object, mode: str) -> None:
+    choice = choose_launch_mode("auto", version)
+    assert choice.mode == mode
+    assert str(version) in choice.reason
+
+
+def test_overlord_mode_is_taken_whatever_the_version() -> None:
+    assert choose_launch_mode("overlord", "36.0.0").mode == "overlord"
+    assert choose_launch_mode("overlord", None).mode == "overlord"
+
+
+@pytest.mark.parametrize("version", ["34.0.0", None, "35.0.0-SNAPSHOT"])
+def test_airflow_mode_below_35_is_refused_naming_the_version_and_the_fix(version: object) -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        choose_launch_mode("airflow", version)
+    assert raised.value.field == "launch_mode"
+    assert str(version) in raised.value.problem
+    assert "launch_mode='overlord'" in raised.value.fix and "35.0.0" in raised.value.fix
+
+
+def test_airflow_mode_from_35_is_taken() -> None:
+    assert choose_launch_mode("airflow", "35.0.0").mode == "airflow"
+
+
+def test_an_unknown_launch_mode_is_refused() -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        choose_launch_mode("kubernetes", "35.0.0")
+    assert raised.value.field == "launch_mode" and "'auto'" in raised.value.fix
+
+
+# -- ids per attempt ---------------------------------------------------------------------------------------
+
+
+def test_attempt_ids_read_as_the_base_and_the_attempt() -> None:
+    assert attempt_task_id(BASE, 1) == f"{BASE}_attempt1"
+    assert attempt_task_id(BASE, 12) == f"{BASE}_attempt12"
+    with pytest.raises(ValueError, match="start at 1"):
+        attempt_task_id(BASE, 0)
+
+
+def test_attempt_number_recognises_only_attempts_of_the_base() -> None:
+    assert attempt_number(BASE, f"{BASE}_attempt3") == 3
+    assert attempt_number(BASE, BASE) is None
+    assert attempt_number(BASE, f"{BASE}_attempt03") is None
+    assert attempt_number(BASE, f"{BASE}_attempt3x") is None
+    assert attempt_number(BASE, "user_written_id") is None
+
+
+def test_long_airflow_names_are_shortened_not_the_hash() -> None:
+    long = derive_task_id("d" * 250, "t" * 250, "run", 123456, "index_parallel")
+    assert len(long) <= MAX_DERIVED_ID_LENGTH - len("_attempt") - 25
+    other_run = derive_task_id("d" * 250, "t" * 250, "run2", 123456, "index_parallel")
+    assert long != other_run and long[:-16] == other_run[:-16]
+
+
+names = st.text(min_size=1, max_size=300)
+
+
+@given(
+    dag_id=names,
+    task_id=names,
+    run_id=st.text(max_size=300),
+    map_index=st.integers(min_value=-1, max_value=10**9),
+    task_type=st.text(min_size=1, max_size=80),
+    attempt=st.integers(min_value=1, max_value=10**12),
+)
+def test_attempt_ids_are_valid_bounded_deterministic_and_distinct(
+    dag_id: str, task_id: str, run_id: str, map_index: int, task_type: str, attempt: int
+) -> None:
+    base = derive_task_id(dag_id, task_id, run_id, map_index, task_type)
+    derived = attempt_task_id(base, attempt)
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", derived)
+    assert len(derived) <= MAX_DERIVED_ID_LENGTH
+    assert derived == attempt_task_id(derive_task_id(dag_id, task_id, run_id, map_index, task_type), attempt)
+    assert derived != attempt_task_id(base, attempt + 1)
+    assert attempt_number(base, derived) == attempt
+    assert DruidTask.from_spec({"type": "index_parallel"}, default_id=derived).id == derived
+
+
+@given(
+    first=st.tuples(names, names, st.text(max_size=50), st.integers(-1, 100)),
+    second=st.tuples(names, names, st.text(max_size=50), st.integers(-1, 100)),
+    attempts=st.tuples(st.integers(1, 50), st.integers(1, 50)),
+)
+def test_attempts_of_different_task_instances_never_share_an_id(
+    first: tuple[str, str, str, int], second: tuple[str, str, str, int], attempts: tuple[int, int]
+) -> None:
+    assume(first != second)
+    one = attempt_task_id(derive_task_id(*first, "index_parallel"), attempts[0])
+    other = attempt_task_id(derive_task_id(*second, "index_parallel"), attempts[1])
+    assert one != other
+
+
+# -- the retry decision ------------------------------------------------------------------------------------
+
+
+def attempt(n: int) -> str:
+    return attempt_task_id(BASE, n)
+
+
+def test_the_first_try_asks_about_attempt_one_and_submits_it() -> None:
+    assert DERIVED.candidate_ids(1) == [attempt(1)]
+    decision = decide_attempt(DERIVED, 1, {})
+    assert (decision.action, decision.task_id, decision.attempt) == (AttemptAction.SUBMIT, attempt(1), 1)
+
+
+def test_a_retry_asks_about_every_earlier_attempt_in_one_batch() -> None:
+    assert DERIVED.candidate_ids(3) == [attempt(1), attempt(2), attempt(3)]
+
+
+def test_a_retry_re_attaches_to_the_latest_attempt_still_active() -> None:
+    # A worker crash after submitting attempt 2: the next try follows it instead of running a second task.
+    decision = decide_attempt(DERIVED, 3, {attempt(1): "FAILED", attempt(2): "RUNNING"})
+    assert (decision.action, decision.task_id, decision.attempt) == (AttemptAction.REATTACH, attempt(2), 2)
+    assert "RUNNING" in decision.reason
+
+
+def test_a_retry_after_success_reports_it_and_runs_nothing() -> None:
+    decision = decide_attempt(DERIVED, 2, {attempt(1): "SUCCESS"})
+    assert (decision.action, decision.task_id) == (AttemptAction.REPORT, attempt(1))
+
+
+def test_a_retry_after_a_failure_really_runs_the_task_again_under_the_next_id() -> None:
+    decision = decide_attempt(DERIVED, 2, {attempt(1): "FAILED"})
+    assert (decision.action, decision.task_id, decision.attempt) == (AttemptAction.SUBMIT, attempt(2), 2)
+    assert "FAILED" in decision.reason
+
+
+def test_an_attempt_lost_before_its_submission_is_the_one_submitted_next() -> None:
+    # Try 2 crashed between creating attempt 2's (suspended) Job and submitting it: try 3 submits attempt 2,
+    # whose Job may still be waiting, rather than attempt 3.
+    decision = decide_attempt(DERIVED, 3, {attempt(1): "FAILED"})
+    assert (decision.action, decision.task_id) == (AttemptAction.SUBMIT, attempt(2))
+
+
+def test_an_unknown_state_counts_as_active_so_nothing_runs_twice() -> None:
+    decision = decide_attempt(DERIVED, 2, {attempt(1): "PAUSED"})
+    assert decision.action is AttemptAction.REATTACH
+
+
+@given(
+    states=st.lists(st.sampled_from(["RUNNING", "SUCCESS", "FAILED", None]), min_size=1, max_size=6),
+)
+def test_a_new_attempt_is_submitted_only_when_the_latest_known_one_failed_or_none_is_known(
+    states: list[str | None],
+) -> None:
+    statuses = {attempt(n): state for n, state in enumerate(states, start=1) if state is not None}
+    decision = decide_attempt(DERIVED, len(states), statuses)
+    known = [state for state in states if state is not None]
+    if decision.action is AttemptAction.SUBMIT:
+        assert not known or known[-1] == "FAILED"
+        assert decision.task_id not in statuses
+    else:
+        assert decision.task_id in statuses and statuses[decision.task_id] == known[-1]
+
+
+def test_a_user_written_id_is_never_changed() -> None:
+    mine = TaskIdentity("nightly_wiki_2024-01-01", user_written=True)
+    assert mine.candidate_ids(5) == ["nightly_wiki_2024-01-01"]
+    assert decide_attempt(mine, 5, {}).task_id == "nightly_wiki_2024-01-01"
+    assert decide_attempt(mine, 5, {}).action is AttemptAction.SUBMIT
+    assert decide_attempt(mine, 5, {"nightly_wiki_2024-01-01": "RUNNING"}).action is AttemptAction.REATTACH
+    assert decide_attempt(mine, 5, {"nightly_wiki_2024-01-01": "SUCCESS"}).action is AttemptAction.REPORT
+
+
+def test_a_retry_after_a_user_written_id_failed_is_refused_saying_how_to_template_it() -> None:
+    mine = TaskIdentity("nightly_wiki", user_written=True)
+    with pytest.raises(DruidK8sConfigError) as raised:
+        decide_attempt(mine, 2, {"nightly_wiki": "FAILED"})
+    assert raised.value.field == "task.id"
+    assert "nightly_wiki" in raised.value.problem and "FAILED" in raised.value.problem
+    assert "{{ ti.try_number }}" in raised.value.fix and "leave 'id' out" in raised.value.fix
