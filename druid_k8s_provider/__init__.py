@@ -43,7 +43,10 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Druid on Kubernetes",
-                "python-modules": ["druid_k8s_provider.hooks.druid_k8s"],
+                "python-modules": [
+                    "druid_k8s_provider.hooks.druid_k8s",
+                    "druid_k8s_provider.hooks.overlord",
+                ],
             }
         ],
         "triggers": [

@@ -54,3 +54,37 @@ class MissingPermission(DruidK8sTaskError):
 
 class KubernetesApiError(DruidK8sTaskError):
     """A Kubernetes API call failed for a reason retrying will not fix."""
+
+
+class OverlordApiError(DruidK8sTaskError):
+    """A request to the Druid Overlord failed for a reason retrying will not fix, or still failed after the
+    retries; the message names the Airflow connection, the request path and what Druid answered.
+
+    ``status`` is the HTTP status (None when the Overlord could not be reached); ``druid_message`` is Druid's
+    own error text, as far as the answer carried one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        conn_id: str,
+        path: str,
+        status: int | None = None,
+        druid_message: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.path = path
+        self.status = status
+        self.druid_message = druid_message
+        super().__init__(message, task_id=task_id)
+
+
+class TaskAlreadySubmitted(OverlordApiError):
+    """``POST /druid/indexer/v1/task`` answered 400 ``entryAlreadyExists``: the Overlord already has this id.
+
+    Druid never accepts an id twice, even for a finished task. For a provider-derived id this means an
+    earlier try submitted it and lost the answer (a crash, a timeout): re-attach to that task, never submit
+    it under another id.
+    """

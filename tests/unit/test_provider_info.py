@@ -3,6 +3,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 import druid_k8s_provider
+from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook, DruidOverlordHook
 
 
 def test_provider_entry_point_resolves_to_provider_info() -> None:
@@ -13,3 +14,12 @@ def test_provider_entry_point_resolves_to_provider_info() -> None:
     assert info["package-name"] == "druid-k8s-provider"
     assert info["versions"] == [druid_k8s_provider.__version__]
     assert "druid_k8s" in info["config"]
+
+
+def test_the_overlord_hook_is_registered_with_the_druid_providers_connection_names() -> None:
+    info = druid_k8s_provider.get_provider_info()
+    modules = [module for entry in info["hooks"] for module in entry["python-modules"]]
+    assert "druid_k8s_provider.hooks.overlord" in modules
+    expected = ("druid_ingest_conn_id", "druid_ingest_default")
+    for hook in (DruidOverlordHook, DruidOverlordAsyncHook):
+        assert (hook.conn_name_attr, hook.default_conn_name) == expected

@@ -1,0 +1,406 @@
+"""Every request of the provider to the Druid Overlord: submit, status (single and batched), task lists,
+shutdown, reports, log, payload, version.
+
+:class:`DruidOverlordHook` (blocking: the operator before deferral, the sensor, the reaper) and
+:class:`DruidOverlordAsyncHook` (the triggerer) read the ``druid_ingest_default`` connection the Apache Druid
+provider's users already have (see :mod:`druid_k8s_provider.hooks.overlord_connection`) and send the
+operations of :mod:`druid_k8s_provider.hooks.overlord_api` over httpx. On top:
+
+- **Retries.** 503 (an Overlord that is not the leader, or is starting), 429, any other 5xx and connection
+  errors are retried with capped exponential back-off (tenacity), honouring ``Retry-After``. A retried
+  submit whose first try reached the Overlord answers ``entryAlreadyExists``: :class:`TaskAlreadySubmitted`
+  tells the caller to re-attach.
+- **Clear errors.** Anything else is an :class:`OverlordApiError` naming the connection id, the path, the
+  status and Druid's message (read from any of its error shapes, or described when the answer is HTML or
+  garbage).
+- **No secrets in logs.** Neither the credentials nor a task JSON (which may hold S3 keys or JDBC passwords)
+  are logged; Druid's messages are scrubbed of the task's credentials before they reach an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, TypeVar
+
+import httpx
+import tenacity
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
+from airflow.sdk import BaseHook
+
+from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError
+from druid_k8s_provider.hooks import overlord_api
+from druid_k8s_provider.hooks.overlord_api import OverlordAnswer, OverlordCall, OverlordTaskStatus
+from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint, overlord_endpoint
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_CONN_ID = "druid_ingest_default"
+_HEADERS = {"Accept": "application/json"}
+
+
+class _TransientAnswer(Exception):
+    """An answer worth retrying (429, 5xx); internal: after the last try it becomes an OverlordApiError."""
+
+    def __init__(self, answer: OverlordAnswer, retry_after: float | None) -> None:
+        self.answer = answer
+        self.retry_after = retry_after
+        super().__init__(f"HTTP {answer.status}")
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """A certificate the client cannot verify: retrying cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429, 5xx and connection failures heal by themselves (a leader election, a restart); nothing else."""
+    if isinstance(exc, _TransientAnswer):
+        return True
+    return isinstance(exc, httpx.TransportError) and not _is_tls_failure(exc)
+
+
+@dataclass(frozen=True)
+class OverlordRetryPolicy:
+    """How hard to retry transient failures: bounded in attempts and in the longest single wait (seconds).
+
+    The defaults ride out an Overlord leader election (tens of seconds) without holding a worker for long.
+    """
+
+    attempts: int = 7
+    initial_wait: float = 0.5
+    max_wait: float = 10.0
+    max_retry_after: float = 30.0
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _TransientAnswer) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after)
+        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=0.2)
+        return float(backoff(state))
+
+    def _kwargs(self, conn_id: str, call: OverlordCall[Any]) -> dict[str, Any]:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            what = f"HTTP {exc.answer.status}" if isinstance(exc, _TransientAnswer) else type(exc).__name__
+            log.warning(
+                "Overlord request %s %s (connection %r) failed (%s); attempt %d of %d, retrying in %.1fs",
+                call.method,
+                call.path,
+                conn_id,
+                what,
+                state.attempt_number,
+                self.attempts,
+                wait,
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.attempts),
+            "wait": self._wait,
+            "retry": tenacity.retry_if_exception(is_transient),
+            "reraise": True,
+            "before_sleep": before_sleep,
+        }
+
+    def sync(self, conn_id: str, call: OverlordCall[Any]) -> tenacity.Retrying:
+        """A tenacity controller for a blocking request."""
+        return tenacity.Retrying(**self._kwargs(conn_id, call))
+
+    def asynchronous(self, conn_id: str, call: OverlordCall[Any]) -> tenacity.AsyncRetrying:
+        """A tenacity controller for a coroutine."""
+        return tenacity.AsyncRetrying(**self._kwargs(conn_id, call))
+
+
+def _answer(endpoint: OverlordEndpoint, call: OverlordCall[Any], response: httpx.Response) -> OverlordAnswer:
+    """The answer as the call's reader sees it; a retryable one raised as :class:`_TransientAnswer`."""
+    answer = OverlordAnswer(
+        conn_id=endpoint.conn_id,
+        method=call.method,
+        path=call.path,
+        status=response.status_code,
+        content_type=response.headers.get("content-type", ""),
+        body=response.content,
+        secrets=call.secrets,
+        task_id=call.task_id,
+    )
+    log.debug("Overlord %s %s answered %d", call.method, call.path, response.status_code)
+    if response.status_code == 429 or response.status_code >= 500:
+        retry_after: float | None = None
+        raw = response.headers.get("Retry-After", "")
+        if raw.replace(".", "", 1).isdigit():
+            retry_after = float(raw)
+        raise _TransientAnswer(answer, retry_after)
+    return answer
+
+
+def _failure(endpoint: OverlordEndpoint, call: OverlordCall[Any], exc: BaseException) -> OverlordApiError:
+    """The error for a request that never got a final answer."""
+    if isinstance(exc, _TransientAnswer):
+        return exc.answer.refused()
+    if _is_tls_failure(exc):
+        fix = (
+            f"set the ca_bundle_path extra of connection {endpoint.conn_id!r} to the CA certificates that "
+            "signed the Overlord's certificate"
+        )
+        problem = "the Overlord's TLS certificate could not be verified"
+    else:
+        fix = (
+            f"check host, port and schema of connection {endpoint.conn_id!r} and that the Overlord is up; "
+            "a submitted task is re-attached when the Airflow task is retried"
+        )
+        problem = "the Overlord could not be reached"
+    return OverlordApiError(
+        f"Overlord request {call.method} {call.path} (Airflow connection {endpoint.conn_id!r}) failed: "
+        f"{problem} ({type(exc).__name__}: {exc}). Fix: {fix}",
+        conn_id=endpoint.conn_id,
+        path=call.path,
+        task_id=call.task_id,
+    )
+
+
+def _client_options(endpoint: OverlordEndpoint, timeout: float) -> dict[str, Any]:
+    verify: ssl.SSLContext | bool = True
+    if endpoint.ca_bundle_path:
+        verify = ssl.create_default_context(cafile=endpoint.ca_bundle_path)
+    return {
+        "auth": httpx.BasicAuth(*endpoint.auth) if endpoint.auth else None,
+        "verify": verify,
+        "timeout": timeout,
+        "headers": _HEADERS,
+    }
+
+
+def _endpoint_of(conn: Any) -> OverlordEndpoint:
+    return overlord_endpoint(
+        conn.conn_id,
+        conn_type=conn.conn_type,
+        host=conn.host,
+        port=conn.port,
+        schema=conn.schema,
+        login=conn.login,
+        password=conn.password,
+        extra=conn.extra_dejson,
+    )
+
+
+def _undefined_connection(conn_id: str) -> DruidK8sConfigError:
+    return DruidK8sConfigError(
+        "druid_ingest_conn_id",
+        f"the Airflow connection {conn_id!r} is not defined, and the Overlord must know every task the "
+        "provider runs (it holds the task's locks)",
+        "create it with the Overlord's host, port and schema (Admin > Connections, or an AIRFLOW_CONN_<ID> "
+        "environment variable), or point druid_ingest_conn_id at an existing one",
+    )
+
+
+class DruidOverlordHook(BaseHook):
+    """Blocking requests to the Druid Overlord (the operator before deferral, the sensor, the reaper).
+
+    :param druid_ingest_conn_id: the Overlord connection (as the Apache Druid provider's ``DruidHook``).
+    :param timeout: seconds to wait for one request's answer.
+    :param retry_policy: how transient failures are retried.
+
+    The connection is read and validated on the first request (a :class:`DruidK8sConfigError` names a bad
+    field); :meth:`close` releases the pooled HTTP connections.
+    """
+
+    conn_name_attr = "druid_ingest_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "druid"
+    hook_name = "Druid Overlord"
+
+    def __init__(
+        self,
+        druid_ingest_conn_id: str = DEFAULT_CONN_ID,
+        timeout: float = 30.0,
+        retry_policy: OverlordRetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.druid_ingest_conn_id = druid_ingest_conn_id
+        self.timeout = timeout
+        self.retry_policy = retry_policy or OverlordRetryPolicy()
+        self._client: httpx.Client | None = None
+
+    @cached_property
+    def endpoint(self) -> OverlordEndpoint:
+        """The validated connection (raises DruidK8sConfigError naming the bad field)."""
+        try:
+            conn = self.get_connection(self.druid_ingest_conn_id)
+        except AirflowNotFoundException:
+            raise _undefined_connection(self.druid_ingest_conn_id) from None
+        return _endpoint_of(conn)
+
+    def get_conn(self) -> httpx.Client:
+        """The pooled HTTP client (Basic auth, CA bundle and timeout of the connection)."""
+        if self._client is None:
+            self._client = httpx.Client(**_client_options(self.endpoint, self.timeout))
+        return self._client
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def run(self, call: OverlordCall[T]) -> T:
+        """Send one operation of :mod:`~druid_k8s_provider.hooks.overlord_api`, retrying what heals."""
+        endpoint, client = self.endpoint, self.get_conn()
+        try:
+            for attempt in self.retry_policy.sync(endpoint.conn_id, call):
+                with attempt:
+                    response = client.request(
+                        call.method, endpoint.url(call.path), params=call.params, json=call.body
+                    )
+                    answer = _answer(endpoint, call, response)
+        except (_TransientAnswer, httpx.TransportError) as exc:
+            raise _failure(endpoint, call, exc) from None
+        return call.read(answer)
+
+    def submit_task(self, task: Mapping[str, Any]) -> str:
+        """Submit a task; the id it was accepted under. Raises TaskAlreadySubmitted when the id is known."""
+        return self.run(overlord_api.submit_task(task))
+
+    def task_status(self, task_id: str) -> OverlordTaskStatus | None:
+        """One task's status with its runner status; None when the Overlord does not know the id."""
+        return self.run(overlord_api.task_status(task_id))
+
+    def task_statuses(self, task_ids: Sequence[str]) -> dict[str, OverlordTaskStatus]:
+        """The statuses of the known ids among ``task_ids``, in one request (none for an empty list)."""
+        return self.run(overlord_api.task_statuses(task_ids)) if task_ids else {}
+
+    def tasks(self, state: str, data_source: str | None = None) -> list[OverlordTaskStatus]:
+        """The tasks in ``state`` (waiting / pending / running / complete), optionally of one datasource."""
+        return self.run(overlord_api.tasks(state, data_source))
+
+    def shutdown_task(self, task_id: str) -> bool:
+        """Ask the Overlord to stop a task; False when it does not know the id."""
+        return self.run(overlord_api.shutdown_task(task_id))
+
+    def task_report(self, task_id: str) -> dict[str, Any] | None:
+        """The task's reports (``ingestionStatsAndErrors``); None until there are any."""
+        return self.run(overlord_api.task_report(task_id))
+
+    def task_log(self, task_id: str, offset: int = 0) -> str | None:
+        """The task's log from byte ``offset`` (honoured once the task has completed); None if none yet."""
+        return self.run(overlord_api.task_log(task_id, offset))
+
+    def task_payload(self, task_id: str) -> dict[str, Any] | None:
+        """The task JSON the Overlord holds (may carry credentials: never log it); None if unknown."""
+        return self.run(overlord_api.task_payload(task_id))
+
+    def overlord_version(self) -> str | None:
+        """The Overlord's Druid version as ``GET /status`` reports it (may be None or not plain X.Y.Z)."""
+        return self.run(overlord_api.overlord_version())
+
+
+class DruidOverlordAsyncHook(BaseHook):
+    """The same requests as :class:`DruidOverlordHook`, as coroutines on one pooled ``httpx.AsyncClient``
+    (the triggerer polls every task it waits for with one batched request). Use it as an async context
+    manager, or call :meth:`aclose` when done."""
+
+    conn_name_attr = "druid_ingest_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "druid"
+    hook_name = "Druid Overlord (async)"
+
+    def __init__(
+        self,
+        druid_ingest_conn_id: str = DEFAULT_CONN_ID,
+        timeout: float = 30.0,
+        retry_policy: OverlordRetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.druid_ingest_conn_id = druid_ingest_conn_id
+        self.timeout = timeout
+        self.retry_policy = retry_policy or OverlordRetryPolicy()
+        self._endpoint: OverlordEndpoint | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    async def get_endpoint(self) -> OverlordEndpoint:
+        """The validated connection, read once (raises DruidK8sConfigError naming the bad field)."""
+        if self._endpoint is None:
+            try:
+                conn = await self.aget_connection(self.druid_ingest_conn_id)
+            except AirflowNotFoundException:
+                raise _undefined_connection(self.druid_ingest_conn_id) from None
+            self._endpoint = _endpoint_of(conn)
+        return self._endpoint
+
+    async def get_conn(self) -> httpx.AsyncClient:
+        """The pooled asynchronous HTTP client."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(**_client_options(await self.get_endpoint(), self.timeout))
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled HTTP connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> DruidOverlordAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def run(self, call: OverlordCall[T]) -> T:
+        """Send one operation of :mod:`~druid_k8s_provider.hooks.overlord_api`, retrying what heals."""
+        endpoint, client = await self.get_endpoint(), await self.get_conn()
+        try:
+            async for attempt in self.retry_policy.asynchronous(endpoint.conn_id, call):
+                with attempt:
+                    response = await client.request(
+                        call.method, endpoint.url(call.path), params=call.params, json=call.body
+                    )
+                    answer = _answer(endpoint, call, response)
+        except (_TransientAnswer, httpx.TransportError) as exc:
+            raise _failure(endpoint, call, exc) from None
+        return call.read(answer)
+
+    async def submit_task(self, task: Mapping[str, Any]) -> str:
+        """See :meth:`DruidOverlordHook.submit_task`."""
+        return await self.run(overlord_api.submit_task(task))
+
+    async def task_status(self, task_id: str) -> OverlordTaskStatus | None:
+        """See :meth:`DruidOverlordHook.task_status`."""
+        return await self.run(overlord_api.task_status(task_id))
+
+    async def task_statuses(self, task_ids: Sequence[str]) -> dict[str, OverlordTaskStatus]:
+        """See :meth:`DruidOverlordHook.task_statuses`."""
+        return await self.run(overlord_api.task_statuses(task_ids)) if task_ids else {}
+
+    async def tasks(self, state: str, data_source: str | None = None) -> list[OverlordTaskStatus]:
+        """See :meth:`DruidOverlordHook.tasks`."""
+        return await self.run(overlord_api.tasks(state, data_source))
+
+    async def shutdown_task(self, task_id: str) -> bool:
+        """See :meth:`DruidOverlordHook.shutdown_task`."""
+        return await self.run(overlord_api.shutdown_task(task_id))
+
+    async def task_report(self, task_id: str) -> dict[str, Any] | None:
+        """See :meth:`DruidOverlordHook.task_report`."""
+        return await self.run(overlord_api.task_report(task_id))
+
+    async def task_log(self, task_id: str, offset: int = 0) -> str | None:
+        """See :meth:`DruidOverlordHook.task_log`."""
+        return await self.run(overlord_api.task_log(task_id, offset))
+
+    async def task_payload(self, task_id: str) -> dict[str, Any] | None:
+        """See :meth:`DruidOverlordHook.task_payload`."""
+        return await self.run(overlord_api.task_payload(task_id))
+
+    async def overlord_version(self) -> str | None:
+        """See :meth:`DruidOverlordHook.overlord_version`."""
+        return await self.run(overlord_api.overlord_version())

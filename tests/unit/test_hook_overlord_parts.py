@@ -1,0 +1,176 @@
+"""The Overlord connection read as the Apache Druid provider reads it; Druid's answers read into errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus, druid_error_text, tasks
+from druid_k8s_provider.hooks.overlord_connection import overlord_endpoint
+
+
+def endpoint_of(**fields: Any) -> Any:
+    """Airflow's default ``druid_ingest_default`` connection, with ``fields`` changed."""
+    connection: dict[str, Any] = {
+        "conn_type": "druid",
+        "host": "druid-overlord",
+        "port": 8081,
+        "schema": None,
+        "login": None,
+        "password": None,
+        "extra": {"endpoint": "druid/indexer/v1/task"},
+    } | fields
+    return overlord_endpoint("druid_ingest_default", **connection)
+
+
+def test_airflows_default_druid_connection_works_unchanged() -> None:
+    endpoint = endpoint_of()
+    assert endpoint.base_url == "http://druid-overlord:8081"
+    assert endpoint.url("/druid/indexer/v1/task") == "http://druid-overlord:8081/druid/indexer/v1/task"
+    assert endpoint.auth is None and endpoint.ca_bundle_path is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "base_url"),
+    [
+        ({"schema": "https", "port": 8281}, "https://druid-overlord:8281"),
+        ({"schema": "HTTPS"}, "https://druid-overlord:8081"),
+        ({"conn_type": "https", "port": None}, "https://druid-overlord"),
+        ({"conn_type": "http"}, "http://druid-overlord:8081"),
+        ({"extra": {"schema": "https"}}, "https://druid-overlord:8081"),
+        ({"extra": {}}, "http://druid-overlord:8081"),
+        ({"extra": {"endpoint": "/druid/indexer/v1/task/"}}, "http://druid-overlord:8081"),
+        (
+            {"extra": {"endpoint": "proxy/druid/druid/indexer/v1/task"}},
+            "http://druid-overlord:8081/proxy/druid",
+        ),
+        ({"host": "10.0.0.7"}, "http://10.0.0.7:8081"),
+        ({"host": "::1"}, "http://[::1]:8081"),
+        ({"host": "[fd00::7]", "port": "8081"}, "http://[fd00::7]:8081"),
+    ],
+)
+def test_scheme_host_port_and_path_prefix(fields: dict[str, Any], base_url: str) -> None:
+    assert endpoint_of(**fields).base_url == base_url
+
+
+def test_login_and_password_are_basic_auth_and_never_shown() -> None:
+    endpoint = endpoint_of(login="airflow", password="s3cr3t")
+    assert endpoint.auth == ("airflow", "s3cr3t")
+    assert "s3cr3t" not in repr(endpoint)
+    assert endpoint_of(login="airflow").auth == ("airflow", "")
+
+
+def test_a_ca_bundle_is_used_when_it_is_a_file(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    endpoint = endpoint_of(schema="https", extra={"ca_bundle_path": str(bundle)})
+    assert endpoint.ca_bundle_path == str(bundle)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "fix"),
+    [
+        ({"host": None}, "host", "set host"),
+        ({"host": "  "}, "host", "set host"),
+        ({"host": "http://druid-overlord:8081"}, "host", "scheme (http/https) in schema"),
+        ({"host": "druid-overlord:8081"}, "host", "port in port"),
+        ({"host": "druid overlord"}, "host", "DNS name"),
+        ({"schema": "ftp"}, "schema", "'http' or 'https'"),
+        ({"schema": "druid"}, "schema", "'http' or 'https'"),
+        ({"port": "eighty"}, "port", "number"),
+        ({"port": 70000}, "port", "between 1 and 65535"),
+        ({"extra": {"endpoint": "druid/v2/sql"}}, "extra 'endpoint'", "druid/indexer/v1/task"),
+        ({"extra": {"endpoint": 5}}, "extra 'endpoint'", "druid/indexer/v1/task"),
+        ({"extra": {"ca_bundle_path": "/no/such/ca.pem"}}, "extra 'ca_bundle_path'", "PEM file"),
+    ],
+)
+def test_bad_connection_input_names_the_connection_the_field_and_the_fix(
+    fields: dict[str, Any], field: str, fix: str
+) -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        endpoint_of(**fields)
+    assert raised.value.field == f"connection 'druid_ingest_default' {field}"
+    assert fix in raised.value.fix
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "text"),
+    [
+        (
+            "application/json",
+            b'{"error":"druidException","errorCode":"entryAlreadyExists","persona":"USER",'
+            b'"category":"INVALID_INPUT","errorMessage":"Task[t1] already exists","context":{}}',
+            "Task[t1] already exists",
+        ),
+        (
+            "application/json",
+            b'{"error": "Unable to grant lock to inactive Task [t1]"}',
+            "Unable to grant lock",
+        ),
+        ("application/json", b'{"Access-Check-Result": "Allowed:false"}', "Allowed:false"),
+        ("application/json", b'"quoted text"', "quoted text"),
+        ("application/json", b'{"unexpected": 1}', '{"unexpected":1}'),
+        ("text/plain", b"No Task IDs provided.", "No Task IDs provided."),
+        (
+            "text/plain",
+            b"Invalid task state[x].\n  Must be one of [pending].",
+            "Invalid task state[x]. Must be",
+        ),
+        (
+            "text/html",
+            b"<html><head><title>502 Bad Gateway</title></head></html>",
+            "an HTML page: 502 Bad Gateway",
+        ),
+        ("", b"<!DOCTYPE html><html><body><h1>Sign in</h1></body></html>", "an HTML page: Sign in"),
+        ("application/octet-stream", bytes(range(40)), "40 bytes that are not text"),
+        ("text/plain", b"", ""),
+    ],
+)
+def test_every_shape_of_druids_errors_reads_as_one_line(content_type: str, body: bytes, text: str) -> None:
+    said = druid_error_text(content_type, body)
+    assert said.startswith(text)
+    assert "\n" not in said
+
+
+def test_a_huge_error_page_is_cut() -> None:
+    assert len(druid_error_text("text/plain", b"x" * 100_000)) < 600
+
+
+def test_the_single_and_the_batched_status_shapes_read_alike() -> None:
+    single = OverlordTaskStatus.from_json(
+        {
+            "id": "t1",
+            "type": "index_parallel",
+            "statusCode": "RUNNING",
+            "status": "RUNNING",
+            "runnerStatusCode": "PENDING",
+            "duration": -1,
+            "location": {"host": None, "port": -1, "tlsPort": -1},
+            "dataSource": "wiki",
+            "errorMsg": None,
+        }
+    )
+    batched = OverlordTaskStatus.from_json(
+        {"id": "t1", "status": "FAILED", "duration": 1200, "errorMsg": "boom", "location": {}}
+    )
+    assert (single.status_code, single.runner_status_code, single.data_source, single.active) == (
+        "RUNNING",
+        "PENDING",
+        "wiki",
+        True,
+    )
+    assert (batched.status_code, batched.runner_status_code, batched.error_msg, batched.active) == (
+        "FAILED",
+        None,
+        "boom",
+        False,
+    )
+
+
+def test_a_task_list_state_druid_does_not_know_is_refused() -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        tasks("queued")
+    assert raised.value.field == "state" and "waiting" in raised.value.fix
