@@ -204,21 +204,17 @@ def _undefined_connection(conn_id: str) -> DruidK8sConfigError:
     )
 
 
-class DruidOverlordHook(BaseHook):
-    """Blocking requests to the Druid Overlord (the operator before deferral, the sensor, the reaper).
+class _OverlordHook(BaseHook):
+    """What both hooks share: the connection names of the Apache Druid provider and the settings.
 
     :param druid_ingest_conn_id: the Overlord connection (as the Apache Druid provider's ``DruidHook``).
     :param timeout: seconds to wait for one request's answer.
     :param retry_policy: how transient failures are retried.
-
-    The connection is read and validated on the first request (a :class:`DruidK8sConfigError` names a bad
-    field); :meth:`close` releases the pooled HTTP connections.
     """
 
     conn_name_attr = "druid_ingest_conn_id"
     default_conn_name = DEFAULT_CONN_ID
     conn_type = "druid"
-    hook_name = "Druid Overlord"
 
     def __init__(
         self,
@@ -230,7 +226,19 @@ class DruidOverlordHook(BaseHook):
         self.druid_ingest_conn_id = druid_ingest_conn_id
         self.timeout = timeout
         self.retry_policy = retry_policy or OverlordRetryPolicy()
-        self._client: httpx.Client | None = None
+
+
+class DruidOverlordHook(_OverlordHook):
+    """Blocking requests to the Druid Overlord (the operator before deferral, the sensor, the reaper).
+
+    Arguments: ``druid_ingest_conn_id`` (default ``druid_ingest_default``), ``timeout`` (seconds per
+    request), ``retry_policy``. The connection is read and validated on the first request (a
+    :class:`DruidK8sConfigError` names a bad field). Use it as a context manager, or call :meth:`close`
+    when done.
+    """
+
+    hook_name = "Druid Overlord"
+    _client: httpx.Client | None = None
 
     @cached_property
     def endpoint(self) -> OverlordEndpoint:
@@ -252,6 +260,12 @@ class DruidOverlordHook(BaseHook):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def __enter__(self) -> DruidOverlordHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def run(self, call: OverlordCall[T]) -> T:
         """Send one operation of :mod:`~druid_k8s_provider.hooks.overlord_api`, retrying what heals."""
@@ -304,28 +318,14 @@ class DruidOverlordHook(BaseHook):
         return self.run(overlord_api.overlord_version())
 
 
-class DruidOverlordAsyncHook(BaseHook):
+class DruidOverlordAsyncHook(_OverlordHook):
     """The same requests as :class:`DruidOverlordHook`, as coroutines on one pooled ``httpx.AsyncClient``
     (the triggerer polls every task it waits for with one batched request). Use it as an async context
     manager, or call :meth:`aclose` when done."""
 
-    conn_name_attr = "druid_ingest_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = "druid"
     hook_name = "Druid Overlord (async)"
-
-    def __init__(
-        self,
-        druid_ingest_conn_id: str = DEFAULT_CONN_ID,
-        timeout: float = 30.0,
-        retry_policy: OverlordRetryPolicy | None = None,
-    ) -> None:
-        super().__init__()
-        self.druid_ingest_conn_id = druid_ingest_conn_id
-        self.timeout = timeout
-        self.retry_policy = retry_policy or OverlordRetryPolicy()
-        self._endpoint: OverlordEndpoint | None = None
-        self._client: httpx.AsyncClient | None = None
+    _endpoint: OverlordEndpoint | None = None
+    _client: httpx.AsyncClient | None = None
 
     async def get_endpoint(self) -> OverlordEndpoint:
         """The validated connection, read once (raises DruidK8sConfigError naming the bad field)."""

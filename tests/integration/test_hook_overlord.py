@@ -51,9 +51,8 @@ def overlord(monkeypatch: pytest.MonkeyPatch) -> Iterator[OverlordDouble]:
 
 @pytest.fixture
 def hook(overlord: OverlordDouble) -> Iterator[DruidOverlordHook]:
-    client = DruidOverlordHook(retry_policy=FAST)
-    yield client
-    client.close()
+    with DruidOverlordHook(retry_policy=FAST) as client:
+        yield client
 
 
 def test_a_task_goes_through_every_operation_with_druids_shapes(
