@@ -3,13 +3,14 @@ shutdown, reports, log, payload, version.
 
 :class:`DruidOverlordHook` (blocking: the operator before deferral, the sensor, the reaper) and
 :class:`DruidOverlordAsyncHook` (the triggerer) read the ``druid_ingest_default`` connection the Apache Druid
-provider's users already have (see :mod:`druid_k8s_provider.hooks.overlord_connection`) and send the
-operations of :mod:`druid_k8s_provider.hooks.overlord_api` over httpx. On top:
+provider's users already have (:mod:`druid_k8s_provider.hooks.overlord_connection`) and send the operations
+of :mod:`druid_k8s_provider.hooks.overlord_api` over httpx
+(:mod:`druid_k8s_provider.hooks.overlord_transport`):
 
-- **Retries.** 503 (an Overlord that is not the leader, or is starting), 429, any other 5xx and connection
-  errors are retried with capped exponential back-off (tenacity), honouring ``Retry-After``. A retried
-  submit whose first try reached the Overlord answers ``entryAlreadyExists``: :class:`TaskAlreadySubmitted`
-  tells the caller to re-attach.
+- **Retries.** 503, 429, any other 5xx and connection errors are retried with capped exponential back-off;
+  a non-leader's redirect to the leader is followed with the credentials. A retried submit whose first try
+  reached the Overlord answers ``entryAlreadyExists``: :class:`TaskAlreadySubmitted` tells the caller to
+  re-attach.
 - **Clear errors.** Anything else is an :class:`OverlordApiError` naming the connection id, the path, the
   status and Druid's message (read from any of its error shapes, or described when the answer is HTML or
   garbage).
@@ -19,166 +20,31 @@ operations of :mod:`druid_k8s_provider.hooks.overlord_api` over httpx. On top:
 
 from __future__ import annotations
 
-import logging
-import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
 import httpx
-import tenacity
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
-from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError
+from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.hooks import overlord_api
-from druid_k8s_provider.hooks.overlord_api import OverlordAnswer, OverlordCall, OverlordTaskStatus
+from druid_k8s_provider.hooks.overlord_api import OverlordCall, OverlordTaskStatus
 from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint, overlord_endpoint
-
-log = logging.getLogger(__name__)
+from druid_k8s_provider.hooks.overlord_transport import (
+    MAX_REDIRECTS,
+    OverlordRetryPolicy,
+    TransientAnswer,
+    answer_of,
+    client_options,
+    failure_of,
+    redirect_target,
+)
 
 T = TypeVar("T")
 
 DEFAULT_CONN_ID = "druid_ingest_default"
-_HEADERS = {"Accept": "application/json"}
-
-
-class _TransientAnswer(Exception):
-    """An answer worth retrying (429, 5xx); internal: after the last try it becomes an OverlordApiError."""
-
-    def __init__(self, answer: OverlordAnswer, retry_after: float | None) -> None:
-        self.answer = answer
-        self.retry_after = retry_after
-        super().__init__(f"HTTP {answer.status}")
-
-
-def _is_tls_failure(exc: BaseException) -> bool:
-    """A certificate the client cannot verify: retrying cannot help."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """429, 5xx and connection failures heal by themselves (a leader election, a restart); nothing else."""
-    if isinstance(exc, _TransientAnswer):
-        return True
-    return isinstance(exc, httpx.TransportError) and not _is_tls_failure(exc)
-
-
-@dataclass(frozen=True)
-class OverlordRetryPolicy:
-    """How hard to retry transient failures: bounded in attempts and in the longest single wait (seconds).
-
-    The defaults ride out an Overlord leader election (tens of seconds) without holding a worker for long.
-    """
-
-    attempts: int = 7
-    initial_wait: float = 0.5
-    max_wait: float = 10.0
-    max_retry_after: float = 30.0
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _TransientAnswer) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_retry_after)
-        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=0.2)
-        return float(backoff(state))
-
-    def _kwargs(self, conn_id: str, call: OverlordCall[Any]) -> dict[str, Any]:
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            what = f"HTTP {exc.answer.status}" if isinstance(exc, _TransientAnswer) else type(exc).__name__
-            log.warning(
-                "Overlord request %s %s (connection %r) failed (%s); attempt %d of %d, retrying in %.1fs",
-                call.method,
-                call.path,
-                conn_id,
-                what,
-                state.attempt_number,
-                self.attempts,
-                wait,
-            )
-
-        return {
-            "stop": tenacity.stop_after_attempt(self.attempts),
-            "wait": self._wait,
-            "retry": tenacity.retry_if_exception(is_transient),
-            "reraise": True,
-            "before_sleep": before_sleep,
-        }
-
-    def sync(self, conn_id: str, call: OverlordCall[Any]) -> tenacity.Retrying:
-        """A tenacity controller for a blocking request."""
-        return tenacity.Retrying(**self._kwargs(conn_id, call))
-
-    def asynchronous(self, conn_id: str, call: OverlordCall[Any]) -> tenacity.AsyncRetrying:
-        """A tenacity controller for a coroutine."""
-        return tenacity.AsyncRetrying(**self._kwargs(conn_id, call))
-
-
-def _answer(endpoint: OverlordEndpoint, call: OverlordCall[Any], response: httpx.Response) -> OverlordAnswer:
-    """The answer as the call's reader sees it; a retryable one raised as :class:`_TransientAnswer`."""
-    answer = OverlordAnswer(
-        conn_id=endpoint.conn_id,
-        method=call.method,
-        path=call.path,
-        status=response.status_code,
-        content_type=response.headers.get("content-type", ""),
-        body=response.content,
-        secrets=call.secrets,
-        task_id=call.task_id,
-    )
-    log.debug("Overlord %s %s answered %d", call.method, call.path, response.status_code)
-    if response.status_code == 429 or response.status_code >= 500:
-        retry_after: float | None = None
-        raw = response.headers.get("Retry-After", "")
-        if raw.replace(".", "", 1).isdigit():
-            retry_after = float(raw)
-        raise _TransientAnswer(answer, retry_after)
-    return answer
-
-
-def _failure(endpoint: OverlordEndpoint, call: OverlordCall[Any], exc: BaseException) -> OverlordApiError:
-    """The error for a request that never got a final answer."""
-    if isinstance(exc, _TransientAnswer):
-        return exc.answer.refused()
-    if _is_tls_failure(exc):
-        fix = (
-            f"set the ca_bundle_path extra of connection {endpoint.conn_id!r} to the CA certificates that "
-            "signed the Overlord's certificate"
-        )
-        problem = "the Overlord's TLS certificate could not be verified"
-    else:
-        fix = (
-            f"check host, port and schema of connection {endpoint.conn_id!r} and that the Overlord is up; "
-            "a submitted task is re-attached when the Airflow task is retried"
-        )
-        problem = "the Overlord could not be reached"
-    return OverlordApiError(
-        f"Overlord request {call.method} {call.path} (Airflow connection {endpoint.conn_id!r}) failed: "
-        f"{problem} ({type(exc).__name__}: {exc}). Fix: {fix}",
-        conn_id=endpoint.conn_id,
-        path=call.path,
-        task_id=call.task_id,
-    )
-
-
-def _client_options(endpoint: OverlordEndpoint, timeout: float) -> dict[str, Any]:
-    verify: ssl.SSLContext | bool = True
-    if endpoint.ca_bundle_path:
-        verify = ssl.create_default_context(cafile=endpoint.ca_bundle_path)
-    return {
-        "auth": httpx.BasicAuth(*endpoint.auth) if endpoint.auth else None,
-        "verify": verify,
-        "timeout": timeout,
-        "headers": _HEADERS,
-    }
 
 
 def _endpoint_of(conn: Any) -> OverlordEndpoint:
@@ -252,7 +118,7 @@ class DruidOverlordHook(_OverlordHook):
     def get_conn(self) -> httpx.Client:
         """The pooled HTTP client (Basic auth, CA bundle and timeout of the connection)."""
         if self._client is None:
-            self._client = httpx.Client(**_client_options(self.endpoint, self.timeout))
+            self._client = httpx.Client(**client_options(self.endpoint, self.timeout))
         return self._client
 
     def close(self) -> None:
@@ -273,12 +139,16 @@ class DruidOverlordHook(_OverlordHook):
         try:
             for attempt in self.retry_policy.sync(endpoint.conn_id, call):
                 with attempt:
-                    response = client.request(
-                        call.method, endpoint.url(call.path), params=call.params, json=call.body
-                    )
-                    answer = _answer(endpoint, call, response)
-        except (_TransientAnswer, httpx.TransportError) as exc:
-            raise _failure(endpoint, call, exc) from None
+                    url = endpoint.url(call.path)
+                    response = client.request(call.method, url, params=call.params, json=call.body)
+                    for _ in range(MAX_REDIRECTS):
+                        leader = redirect_target(endpoint, call, response)
+                        if leader is None:
+                            break
+                        response = client.request(call.method, leader, json=call.body)
+                    answer = answer_of(endpoint, call, response)
+        except (TransientAnswer, httpx.TransportError) as exc:
+            raise failure_of(endpoint, call, exc) from None
         return call.read(answer)
 
     def submit_task(self, task: Mapping[str, Any]) -> str:
@@ -340,7 +210,7 @@ class DruidOverlordAsyncHook(_OverlordHook):
     async def get_conn(self) -> httpx.AsyncClient:
         """The pooled asynchronous HTTP client."""
         if self._client is None:
-            self._client = httpx.AsyncClient(**_client_options(await self.get_endpoint(), self.timeout))
+            self._client = httpx.AsyncClient(**client_options(await self.get_endpoint(), self.timeout))
         return self._client
 
     async def aclose(self) -> None:
@@ -361,12 +231,16 @@ class DruidOverlordAsyncHook(_OverlordHook):
         try:
             async for attempt in self.retry_policy.asynchronous(endpoint.conn_id, call):
                 with attempt:
-                    response = await client.request(
-                        call.method, endpoint.url(call.path), params=call.params, json=call.body
-                    )
-                    answer = _answer(endpoint, call, response)
-        except (_TransientAnswer, httpx.TransportError) as exc:
-            raise _failure(endpoint, call, exc) from None
+                    url = endpoint.url(call.path)
+                    response = await client.request(call.method, url, params=call.params, json=call.body)
+                    for _ in range(MAX_REDIRECTS):
+                        leader = redirect_target(endpoint, call, response)
+                        if leader is None:
+                            break
+                        response = await client.request(call.method, leader, json=call.body)
+                    answer = answer_of(endpoint, call, response)
+        except (TransientAnswer, httpx.TransportError) as exc:
+            raise failure_of(endpoint, call, exc) from None
         return call.read(answer)
 
     async def submit_task(self, task: Mapping[str, Any]) -> str:

@@ -96,7 +96,7 @@ class OverlordAnswer:
     path: str
     status: int
     content_type: str
-    body: bytes
+    body: bytes = field(repr=False)
     secrets: Sequence[str] = field(default=(), repr=False)
     task_id: str | None = None
 
@@ -152,6 +152,11 @@ class OverlordAnswer:
                 "the path does not exist on that server",
                 f"check host, port and the endpoint extra of connection {self.conn_id!r}: they must reach "
                 "the Overlord or the Router (a proxy's path prefix goes in front of druid/indexer/v1/task)",
+            )
+        if self.status in (307, 308):
+            return self.error(
+                "the Overlord kept redirecting (a redirect loop between Overlords)",
+                f"point connection {self.conn_id!r} at the leader Overlord or the Router",
             )
         if self.status == 429 or self.status >= 500:
             return self.error(

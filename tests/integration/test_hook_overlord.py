@@ -280,6 +280,34 @@ def test_a_path_prefix_in_the_endpoint_extra_is_kept(monkeypatch: pytest.MonkeyP
         assert double.requests[-1].path == "/proxy/status"
 
 
+def test_a_non_leaders_redirect_is_followed_with_the_credentials(
+    overlord: OverlordDouble, hook: DruidOverlordHook
+) -> None:
+    with OverlordDouble(credentials=CREDENTIALS) as leader:
+        leader_url = f"http://127.0.0.1:{leader.port}"
+        overlord.script(
+            "POST", f"{INDEXER}/task", Scripted(307, b"", headers={"Location": f"{leader_url}{INDEXER}/task"})
+        )
+        overlord.script(
+            "GET",
+            f"{INDEXER}/tasks",
+            Scripted(307, b"", headers={"Location": f"{leader_url}{INDEXER}/tasks?state=waiting"}),
+        )
+        assert hook.submit_task(TASK) == TASK["id"]
+        assert [task.task_id for task in hook.tasks("waiting")] == [TASK["id"]]
+    assert TASK["id"] in leader.tasks and TASK["id"] not in overlord.tasks
+    assert [request.path for request in leader.requests] == [f"{INDEXER}/task", f"{INDEXER}/tasks"]
+    assert all(request.headers.get("Authorization", "").startswith("Basic ") for request in leader.requests)
+
+
+def test_a_redirect_loop_ends_in_a_clear_error(overlord: OverlordDouble, hook: DruidOverlordHook) -> None:
+    to_itself = Scripted(307, b"", headers={"Location": "/status"})
+    overlord.script("GET", "/status", *[to_itself] * 10)
+    with pytest.raises(OverlordApiError) as raised:
+        hook.overlord_version()
+    assert "kept redirecting" in str(raised.value) and CONN_ID in str(raised.value)
+
+
 # -- the asynchronous hook ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,194 @@
+"""How the Overlord hooks talk HTTP: retries, the leader's redirect, and errors for answers never received.
+
+- **Retries.** 503 (no leader elected yet, or an Overlord starting), 429, any other 5xx and connection errors
+  are retried with capped exponential back-off (tenacity), honouring ``Retry-After``; a certificate that
+  cannot be verified is not (retrying cannot fix it).
+- **The leader's redirect.** An Overlord that is not the leader answers 307 with the leader's URL in
+  ``Location`` (Druid's ``RedirectFilter``). httpx would drop the Basic-auth header on a redirect to another
+  host, so redirects are followed here, with the connection's credentials (the leader belongs to the same
+  cluster), never from https down to http.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import tenacity
+
+from druid_k8s_provider.errors import OverlordApiError
+from druid_k8s_provider.hooks.overlord_api import OverlordAnswer, OverlordCall
+from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint
+
+log = logging.getLogger(__name__)
+
+#: How many redirects one request follows (a non-leader sends one to the leader; more means a loop).
+MAX_REDIRECTS = 3
+_HEADERS = {"Accept": "application/json"}
+
+
+class TransientAnswer(Exception):
+    """An answer worth retrying (429, 5xx); internal: after the last try it becomes an OverlordApiError."""
+
+    def __init__(self, answer: OverlordAnswer, retry_after: float | None) -> None:
+        self.answer = answer
+        self.retry_after = retry_after
+        super().__init__(f"HTTP {answer.status}")
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    """A certificate the client cannot verify: retrying cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429, 5xx and connection failures heal by themselves (a leader election, a restart); nothing else."""
+    if isinstance(exc, TransientAnswer):
+        return True
+    return isinstance(exc, httpx.TransportError) and not _is_tls_failure(exc)
+
+
+@dataclass(frozen=True)
+class OverlordRetryPolicy:
+    """How hard to retry transient failures: bounded in attempts and in the longest single wait (seconds).
+
+    The defaults ride out an Overlord leader election (tens of seconds) without holding a worker for long.
+    """
+
+    attempts: int = 7
+    initial_wait: float = 0.5
+    max_wait: float = 10.0
+    max_retry_after: float = 30.0
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientAnswer) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after)
+        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=0.2)
+        return float(backoff(state))
+
+    def _kwargs(self, conn_id: str, call: OverlordCall[Any]) -> dict[str, Any]:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            what = f"HTTP {exc.answer.status}" if isinstance(exc, TransientAnswer) else type(exc).__name__
+            log.warning(
+                "Overlord request %s %s (connection %r) failed (%s); attempt %d of %d, retrying in %.1fs",
+                call.method,
+                call.path,
+                conn_id,
+                what,
+                state.attempt_number,
+                self.attempts,
+                wait,
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.attempts),
+            "wait": self._wait,
+            "retry": tenacity.retry_if_exception(is_transient),
+            "reraise": True,
+            "before_sleep": before_sleep,
+        }
+
+    def sync(self, conn_id: str, call: OverlordCall[Any]) -> tenacity.Retrying:
+        """A tenacity controller for a blocking request."""
+        return tenacity.Retrying(**self._kwargs(conn_id, call))
+
+    def asynchronous(self, conn_id: str, call: OverlordCall[Any]) -> tenacity.AsyncRetrying:
+        """A tenacity controller for a coroutine."""
+        return tenacity.AsyncRetrying(**self._kwargs(conn_id, call))
+
+
+def answer_of(
+    endpoint: OverlordEndpoint, call: OverlordCall[Any], response: httpx.Response
+) -> OverlordAnswer:
+    """The answer as the call's reader sees it; a retryable one raised as :class:`TransientAnswer`."""
+    answer = OverlordAnswer(
+        conn_id=endpoint.conn_id,
+        method=call.method,
+        path=call.path,
+        status=response.status_code,
+        content_type=response.headers.get("content-type", ""),
+        body=response.content,
+        secrets=call.secrets,
+        task_id=call.task_id,
+    )
+    log.debug("Overlord %s %s answered %d", call.method, call.path, response.status_code)
+    if response.status_code == 429 or response.status_code >= 500:
+        retry_after: float | None = None
+        raw = response.headers.get("Retry-After", "")
+        if raw.replace(".", "", 1).isdigit():
+            retry_after = float(raw)
+        raise TransientAnswer(answer, retry_after)
+    return answer
+
+
+def failure_of(endpoint: OverlordEndpoint, call: OverlordCall[Any], exc: BaseException) -> OverlordApiError:
+    """The error for a request that never got a final answer."""
+    if isinstance(exc, TransientAnswer):
+        return exc.answer.refused()
+    if _is_tls_failure(exc):
+        fix = (
+            f"set the ca_bundle_path extra of connection {endpoint.conn_id!r} to the CA certificates that "
+            "signed the Overlord's certificate"
+        )
+        problem = "the Overlord's TLS certificate could not be verified"
+    else:
+        fix = (
+            f"check host, port and schema of connection {endpoint.conn_id!r} and that the Overlord is up; "
+            "a submitted task is re-attached when the Airflow task is retried"
+        )
+        problem = "the Overlord could not be reached"
+    return OverlordApiError(
+        f"Overlord request {call.method} {call.path} (Airflow connection {endpoint.conn_id!r}) failed: "
+        f"{problem} ({type(exc).__name__}: {exc}). Fix: {fix}",
+        conn_id=endpoint.conn_id,
+        path=call.path,
+        task_id=call.task_id,
+    )
+
+
+def client_options(endpoint: OverlordEndpoint, timeout: float) -> dict[str, Any]:
+    verify: ssl.SSLContext | bool = True
+    if endpoint.ca_bundle_path:
+        verify = ssl.create_default_context(cafile=endpoint.ca_bundle_path)
+    return {
+        "auth": httpx.BasicAuth(*endpoint.auth) if endpoint.auth else None,
+        "verify": verify,
+        "timeout": timeout,
+        "headers": _HEADERS,
+    }
+
+
+def redirect_target(
+    endpoint: OverlordEndpoint, call: OverlordCall[Any], response: httpx.Response
+) -> str | None:
+    """Where a 307/308 answer sends the request (the leader Overlord), or None for any other answer.
+
+    Raises :class:`OverlordApiError` for a redirect from https to http while credentials would follow it.
+    """
+    location = response.headers.get("location")
+    if response.status_code not in (307, 308) or not location:
+        return None
+    target = response.url.join(location)
+    if response.url.scheme == "https" and target.scheme != "https" and endpoint.auth:
+        raise OverlordApiError(
+            f"Overlord request {call.method} {call.path} (Airflow connection {endpoint.conn_id!r}) was "
+            f"redirected from https to {target.scheme} ({target.host}); the credentials are not sent "
+            "unencrypted. Fix: enable TLS on the leader Overlord too, or point the connection at it",
+            conn_id=endpoint.conn_id,
+            path=call.path,
+            status=response.status_code,
+            task_id=call.task_id,
+        )
+    log.debug("Overlord %s %s redirected to the leader at %s", call.method, call.path, target.host)
+    return str(target)
