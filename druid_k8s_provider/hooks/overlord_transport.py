@@ -31,7 +31,8 @@ _HEADERS = {"Accept": "application/json"}
 
 
 class TransientAnswer(Exception):
-    """An answer worth retrying (429, 5xx); internal: after the last try it becomes an OverlordApiError."""
+    """An answer worth retrying (429, 5xx), raised inside the retry loop; after the last try
+    :func:`failure_of` turns it into an :class:`OverlordApiError`."""
 
     def __init__(self, answer: OverlordAnswer, retry_after: float | None) -> None:
         self.answer = answer
@@ -158,6 +159,8 @@ def failure_of(endpoint: OverlordEndpoint, call: OverlordCall[Any], exc: BaseExc
 
 
 def client_options(endpoint: OverlordEndpoint, timeout: float) -> dict[str, Any]:
+    """Keyword arguments of ``httpx.Client`` / ``httpx.AsyncClient`` for the connection: Basic auth, the CA
+    bundle (else httpx's default CAs), the timeout in seconds; redirects are :func:`redirect_target`'s."""
     verify: ssl.SSLContext | bool = True
     if endpoint.ca_bundle_path:
         verify = ssl.create_default_context(cafile=endpoint.ca_bundle_path)
