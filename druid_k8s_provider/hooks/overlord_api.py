@@ -51,7 +51,9 @@ class OverlordTaskStatus:
 
     ``status_code`` is Druid's ``TaskState``: RUNNING (active: waiting for locks, pending in the runner or
     running), SUCCESS or FAILED. ``runner_status_code`` (WAITING / PENDING / RUNNING / NONE) comes only from
-    the single-task status and the task lists; None from the batched ``taskStatus``. ``duration_ms`` is -1
+    the single-task status and the task lists; None from the batched ``taskStatus``. It means something only
+    while the task is active: for a task its runner no longer holds (complete), Druid's single-task status
+    falls back to WAITING. ``duration_ms`` is -1
     while the task runs; ``location`` is ``{"host", "port", "tlsPort"}`` once the peon is up.
     """
 
@@ -340,7 +342,8 @@ def tasks(state: str, data_source: str | None = None) -> OverlordCall[list[Overl
 def shutdown_task(task_id: str) -> OverlordCall[bool]:
     """``POST /task/{id}/shutdown``: True when the Overlord took the request (it then records an active task
     FAILED "Shutdown request from user" and deletes its Job; a complete one is left as it is), False when it
-    does not know the task."""
+    says it does not know the task (the 400 of Druid's permission filter; an Overlord that answers 200 for
+    an unknown id gives True and changes nothing)."""
 
     def read(answer: OverlordAnswer) -> bool:
         if _unknown_task(answer):
