@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.hooks import overlord_api
@@ -41,10 +42,20 @@ from druid_k8s_provider.hooks.overlord_transport import (
     failure_of,
     redirect_target,
 )
+from druid_k8s_provider.hooks.secrets import sensitive_values
 
 T = TypeVar("T")
+TaskJson = TypeVar("TaskJson", bound=Mapping[str, Any] | None)
 
 DEFAULT_CONN_ID = "druid_ingest_default"
+
+
+def _masked(task: TaskJson) -> TaskJson:
+    """``task`` (a task JSON or None), after registering its credentials with Airflow's secrets masker, so
+    no log line of this process shows them whoever logs them."""
+    for value in sensitive_values(task):
+        mask_secret(value)
+    return task
 
 
 def _endpoint_of(conn: Any) -> OverlordEndpoint:
@@ -152,8 +163,9 @@ class DruidOverlordHook(_OverlordHook):
         return call.read(answer)
 
     def submit_task(self, task: Mapping[str, Any]) -> str:
-        """Submit a task; the id it was accepted under. Raises TaskAlreadySubmitted when the id is known."""
-        return self.run(overlord_api.submit_task(task))
+        """Submit a task; the id it was accepted under. Its credentials are registered with the secrets
+        masker first. Raises TaskAlreadySubmitted when the Overlord already has the id."""
+        return self.run(overlord_api.submit_task(_masked(task)))
 
     def task_status(self, task_id: str) -> OverlordTaskStatus | None:
         """One task's status with its runner status; None when the Overlord does not know the id."""
@@ -180,8 +192,9 @@ class DruidOverlordHook(_OverlordHook):
         return self.run(overlord_api.task_log(task_id, offset))
 
     def task_payload(self, task_id: str) -> dict[str, Any] | None:
-        """The task JSON the Overlord holds (may carry credentials: never log it); None if unknown."""
-        return self.run(overlord_api.task_payload(task_id))
+        """The task JSON the Overlord holds, its credentials registered with the secrets masker; None if
+        unknown."""
+        return _masked(self.run(overlord_api.task_payload(task_id)))
 
     def overlord_version(self) -> str | None:
         """The Overlord's Druid version as ``GET /status`` reports it (may be None or not plain X.Y.Z)."""
@@ -245,7 +258,7 @@ class DruidOverlordAsyncHook(_OverlordHook):
 
     async def submit_task(self, task: Mapping[str, Any]) -> str:
         """See :meth:`DruidOverlordHook.submit_task`."""
-        return await self.run(overlord_api.submit_task(task))
+        return await self.run(overlord_api.submit_task(_masked(task)))
 
     async def task_status(self, task_id: str) -> OverlordTaskStatus | None:
         """See :meth:`DruidOverlordHook.task_status`."""
@@ -273,7 +286,7 @@ class DruidOverlordAsyncHook(_OverlordHook):
 
     async def task_payload(self, task_id: str) -> dict[str, Any] | None:
         """See :meth:`DruidOverlordHook.task_payload`."""
-        return await self.run(overlord_api.task_payload(task_id))
+        return _masked(await self.run(overlord_api.task_payload(task_id)))
 
     async def overlord_version(self) -> str | None:
         """See :meth:`DruidOverlordHook.overlord_version`."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from airflow.sdk._shared.secrets_masker import redact
 from overlord_double import INDEXER, OverlordDouble, Scripted
 
 from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError, TaskAlreadySubmitted
@@ -83,6 +84,19 @@ def test_a_task_goes_through_every_operation_with_druids_shapes(
     stopped = hook.task_status(TASK["id"])
     assert stopped is not None and not stopped.active
     assert (stopped.status_code, stopped.error_msg) == ("FAILED", "Shutdown request from user")
+
+
+def test_the_credentials_of_a_submitted_or_read_task_are_masked_in_logs(
+    overlord: OverlordDouble, hook: DruidOverlordHook
+) -> None:
+    submitted = {**TASK, "context": {"password": "ctx-pa55-SUBMIT"}}
+    assert redact("ctx-pa55-SUBMIT") == "ctx-pa55-SUBMIT"  # unknown to the masker so far
+    hook.submit_task(submitted)
+    assert redact("peon says ctx-pa55-SUBMIT") == "peon says ***"
+    # A task someone else submitted: its credentials become known when the hook reads its payload.
+    overlord.tasks["theirs"] = {"type": "index", "id": "theirs", "context": {"token": "their-T0KEN-READ"}}
+    assert hook.task_payload("theirs") is not None
+    assert redact("token their-T0KEN-READ") == "token ***"
 
 
 def test_reports_and_log_with_offset(overlord: OverlordDouble, hook: DruidOverlordHook) -> None:
