@@ -20,6 +20,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import attempt_task_id
@@ -52,7 +53,7 @@ def parse_druid_version(version: object) -> tuple[int, int, int] | None:
 class LaunchChoice:
     """The launch mode a task runs with and why (the reason goes into the task's log)."""
 
-    mode: str
+    mode: Literal["airflow", "overlord"]
     """``airflow`` (the provider creates the Job suspended, the Overlord's runner joins it) or ``overlord``
     (the Overlord creates the Job)."""
     reason: str
