@@ -43,6 +43,23 @@ def succeeded(job: Mapping[str, Any]) -> bool:
     return (finished_condition(job) or {}).get("type") == "Complete"
 
 
+def being_deleted(obj: Mapping[str, Any]) -> bool:
+    """True once a delete was accepted (``metadata.deletionTimestamp``): the object only waits for its
+    finalizers (``foregroundDeletion`` while its pods terminate, or another controller's) to go away."""
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def deletion_holders(job: Mapping[str, Any]) -> str:
+    """What keeps a Job that is being deleted from going away: its finalizers and terminating pods."""
+    finalizers = list((job.get("metadata") or {}).get("finalizers") or ())
+    status = job.get("status") or {}
+    pods = int(status.get("terminating") or 0) + int(status.get("active") or 0)
+    held = [f"finalizers {finalizers}" if finalizers else "no finalizer"]
+    if pods:
+        held.append(f"{pods} pod(s) not gone yet")
+    return " and ".join(held)
+
+
 def _container_statuses(pod: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     status = pod.get("status") or {}
     yield from status.get("initContainerStatuses") or ()

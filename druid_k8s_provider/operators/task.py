@@ -2,7 +2,8 @@
 
 Lifecycle (spec section 6): build the Job from the task, the template pod and the runner properties (nothing
 is created when any input is bad); create it, or join the Job that already exists for the same Druid task
-(a retry after a worker crash never launches a second peon); wait for the pod to start within
+(a retry after a worker crash never launches a second peon; a Job that is being deleted is not joined: the
+launch waits until its name is free); wait for the pod to start within
 ``K8sjobLaunchTimeout`` (failing fast on reasons waiting will not cure); wait for completion while
 streaming the peon's log into the Airflow log; read the outcome (``status.json`` from the task-log location
 when configured, else the Job's and pod's state); delete the Job unless ``debugJobs``; return a summary to
@@ -385,6 +386,11 @@ class DruidK8sTaskOperator(BaseOperator):
             job = self._explaining_refusals(
                 hook, requirements, task.id, name, lambda: hook.get_job(name, namespace, task_id=task.id)
             )
+            if job is not None and task_id_of(job) == task.id and job_state.being_deleted(job):
+                # An earlier try's Job on its way out (stopped by a person, the reaper): joining it would
+                # report that try's outcome. Once it is gone, this try goes on as if it had found none.
+                hook.wait_for_job_release(job, task_id=task.id)
+                job = None
             recorded = self._recorded_outcome(job, task.id)
             if recorded is not None:
                 return self._report(context, recorded, details, None)
@@ -457,7 +463,7 @@ class DruidK8sTaskOperator(BaseOperator):
                 raise
             # The Overlord pod is gone, but this task instance may have launched its Job already.
             existing = hook.get_job(name, config.namespace, task_id=task.id)
-            if existing is None or task_id_of(existing) != task.id:
+            if existing is None or task_id_of(existing) != task.id or job_state.being_deleted(existing):
                 raise
             _check_join(hook, requirements, existing, identity, task.id, config.namespace)
             return existing, False

@@ -421,3 +421,73 @@ def test_a_second_execution_of_the_same_try_joins_its_job_even_when_the_overlord
     assert len(jobs_left(kube)) == 1 and kube.metrics.creates("jobs") == 1
     for name in jobs_left(kube):
         kube.store.delete("jobs", NAMESPACE, name)
+
+
+HOLD = "example.com/audit-export"
+
+
+def launch_then_delete_with_a_finalizer(kube: KubeEmulator, ti: FakeTaskInstance, **kwargs: Any) -> str:
+    """A first try launches its Job and its worker dies; then the Job is deleted while a finalizer (another
+    controller's) still holds it: it stays, with a deletionTimestamp. Returns the old pod's name."""
+    with pytest.raises(TaskDeferred):
+        operator(deferrable=True, **kwargs).execute({"ti": ti})  # type: ignore[arg-type]
+    (name,) = jobs_left(kube)
+    deadline = time.monotonic() + 10
+    while not (pods := kube.store.list("pods", NAMESPACE, label_selector=f"job-name={name}")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    kube.store.mutate("jobs", NAMESPACE, name, lambda job: job["metadata"].update(finalizers=[HOLD]))
+    kube.store.delete("jobs", NAMESPACE, name)
+    assert kube.store.get("jobs", NAMESPACE, name)["metadata"].get("deletionTimestamp")
+    return str(pods[0]["metadata"]["name"])
+
+
+def release(kube: KubeEmulator, name: str) -> None:
+    """The finalizer's controller lets go: the Job disappears."""
+    kube.store.mutate("jobs", NAMESPACE, name, lambda job: job["metadata"].update(finalizers=[]))
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+@pytest.mark.parametrize("try_number", [2, 1], ids=["retry", "same-try-again"])
+def test_a_job_being_deleted_is_not_joined_the_launch_waits_for_its_name_then_creates_its_own(
+    kube: KubeEmulator,
+    druid: Druid,
+    deferrable: bool,
+    try_number: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Joining a deleting Job would report the earlier try's outcome: the launch waits (a watch) until the
+    name is free, whether a retry read the Job first or a create was refused with 409."""
+    druid.start(exits(0, PEON_LINES, after=0.5))
+    ti = FakeTaskInstance()
+    old_pod = launch_then_delete_with_a_finalizer(kube, ti)
+    (name,) = jobs_left(kube)
+    threading.Timer(1.0, release, args=(kube, name)).start()
+    ti.try_number = try_number  # type: ignore[attr-defined]
+    with caplog.at_level("INFO", logger="druid_k8s_provider"):
+        result = run(operator(deferrable=deferrable), ti)
+    assert result["status"] == "SUCCESS" and result["job_name"] == name
+    assert result["pod_name"] != old_pod  # this try's own peon, not the earlier one's outcome
+    assert kube.metrics.creates("jobs") == 2
+    assert any("is being deleted" in line and HOLD in line for line in caplog.messages)
+    assert jobs_left(kube) == []
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_job_held_by_a_finalizer_past_the_bound_fails_the_launch_naming_the_job_and_the_finalizer(
+    kube: KubeEmulator, druid: Druid, deferrable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("druid_k8s_provider.hooks.druid_k8s.JOB_RELEASE_SLACK_SECONDS", 1.0)
+    druid.start(never_exits(["working"]))
+    quick = {"druid.indexer.runner.graceTerminationPeriodSeconds": 0}
+    ti = FakeTaskInstance()
+    launch_then_delete_with_a_finalizer(kube, ti, properties=quick)
+    (name,) = jobs_left(kube)
+    ti.try_number = 2  # type: ignore[attr-defined]
+    with pytest.raises(JobLaunchTimeout) as raised:
+        run(operator(deferrable=deferrable, properties=quick), ti)
+    message = str(raised.value)
+    assert name in message and "still being deleted" in message and HOLD in message
+    assert "kubectl patch job" in message
+    assert kube.metrics.creates("jobs") == 1
+    release(kube, name)

@@ -98,3 +98,15 @@ def test_events_are_formatted_oldest_first_and_bounded() -> None:
     text = job_state.format_events(events, limit=2)
     assert text == "Warning R2 (Pod): m2; Warning R3 (Pod): m3"
     assert job_state.format_events([]) == "(no events)"
+
+
+def test_a_job_being_deleted_names_what_holds_it() -> None:
+    live = {"metadata": {"name": "j"}}
+    assert not job_state.being_deleted(live)
+    held = {
+        "metadata": {"name": "j", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x.io/keep"]},
+        "status": {"active": 1, "terminating": 1},
+    }
+    assert job_state.being_deleted(held)
+    assert job_state.deletion_holders(held) == "finalizers ['x.io/keep'] and 2 pod(s) not gone yet"
+    assert job_state.deletion_holders({"metadata": {"deletionTimestamp": "t"}}) == "no finalizer"
