@@ -20,6 +20,13 @@ HOPELESS_WAITING_REASONS = frozenset(
 )
 #: Waiting reasons that may be transient (a registry hiccup) and are fatal only once they persist.
 IMAGE_PULL_WAITING_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
+#: What the Job controller's ``FailedCreate`` event says when admission refused the pod itself, which the
+#: controller's retries meet again: a ResourceQuota or LimitRange (``pods "x" is forbidden: exceeded quota``,
+#: ``maximum memory usage per Container``), Pod Security, a missing service account (``is forbidden``), a
+#: validating webhook (``denied the request``) or a pod the API server finds invalid (``is invalid``). Druid
+#: fails such a task instead of waiting for its pod (apache/druid PRs 18159 and 18351); a FailedCreate that
+#: says anything else (an API server timeout) is left to the controller's retries.
+POD_CREATE_REFUSALS = (" is forbidden: ", " is invalid: ", " denied the request")
 
 SUCCESS = "SUCCESS"
 FAILED = "FAILED"
@@ -113,18 +120,31 @@ def pending_reason(pod: Mapping[str, Any] | None) -> str:
     return f"pod phase {(pod.get('status') or {}).get('phase') or 'Pending'}"
 
 
+def _event_time(event: Mapping[str, Any]) -> str:
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def pod_create_refusal(events: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of the latest Warning ``FailedCreate`` event of a Job whose pod admission refused
+    (see :data:`POD_CREATE_REFUSALS`), or None: such a Job never gets its pod, however long one waits."""
+    for event in sorted(events, key=_event_time, reverse=True):
+        involved = event.get("involvedObject") or {}
+        if event.get("reason") != "FailedCreate" or involved.get("kind", "Job") != "Job":
+            continue
+        message = str(event.get("message") or "")
+        if event.get("type") == "Warning" and any(marker in message for marker in POD_CREATE_REFUSALS):
+            return "FailedCreate", message
+    return None
+
+
 def format_events(events: Iterable[Mapping[str, Any]], limit: int = 10) -> str:
     """The most recent events, oldest first, as ``kubectl describe`` prints them (type reason: message)."""
-
-    def when(event: Mapping[str, Any]) -> str:
-        return str(
-            event.get("lastTimestamp")
-            or event.get("eventTime")
-            or (event.get("metadata") or {}).get("creationTimestamp")
-            or ""
-        )
-
-    recent = sorted(events, key=when)[-limit:]
+    recent = sorted(events, key=_event_time)[-limit:]
     if not recent:
         return "(no events)"
     return "; ".join(

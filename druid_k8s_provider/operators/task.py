@@ -618,7 +618,7 @@ class DruidK8sTaskOperator(BaseOperator):
             hook.delete_job(name, namespace, task_id=task_id)
             raise JobLaunchTimeout(
                 f"{event.get('reason')}. Recent events: {event.get('events')}. The Job was deleted. Fix the "
-                "cause (image, resources, node capacity, secrets) and clear the task",
+                "cause (image, resources, quota or LimitRange, node capacity, secrets) and clear the task",
                 task_id=task_id,
                 job_name=name,
             )

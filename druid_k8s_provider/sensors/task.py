@@ -197,7 +197,8 @@ class DruidK8sTaskSensor(BaseSensorOperator):
             raise self._disappeared()
         if event.get("status") != FINISHED:
             raise DruidK8sTaskError(
-                f"waiting for the Job ended with {event.get('status')!r}: {event.get('error')}",
+                f"waiting for the Job ended with {event.get('status')!r}: "
+                f"{event.get('reason') or event.get('error')}",
                 task_id=self.druid_task_id,
                 job_name=self.job_name,
             )

@@ -60,6 +60,11 @@ WATCH_KEEP_ALIVE_SECONDS = 30.0
 #: reading the pod itself (the kubelet reports a termination within about a second, the Job controller soon
 #: after).
 CACHE_SETTLE_SECONDS = 3.0
+#: How long a Job may be without a pod before its events are read for a refused pod create (the Job
+#: controller makes the pod within moments; a refusal is recorded as a FailedCreate event on the Job). Later
+#: looks back off, doubling up to :data:`MAX_EVENTS_LOOK_SECONDS`, until the pod appears.
+POD_CREATE_GRACE_SECONDS = 2.0
+MAX_EVENTS_LOOK_SECONDS = 30.0
 
 # Event statuses (the ``status`` key of every event payload).
 FINISHED = "finished"
@@ -379,6 +384,10 @@ class JobFollower:
         self._pods_released = False
         self._known_pod: dict[str, Any] | None = None
         self._final_pod: dict[str, Any] | None = None
+        # A Job seen without a pod: since when, and when its events are read next (a refused pod create).
+        self._podless_since: float | None = None
+        self._next_events_look: float | None = None
+        self._events_interval = POD_CREATE_GRACE_SECONDS
 
     async def outcome(self) -> dict[str, Any]:
         """:meth:`run`, with a failure to wait turned into an ``error`` payload (the Job is left as it is)."""
@@ -470,6 +479,8 @@ class JobFollower:
                 deadlines.append(self.launch_deadline)
             if not started and self._pull_problem_since is not None:
                 deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
+            if not started and self._next_events_look is not None:
+                deadlines.append(self._next_events_look)
             if self.completion_deadline is not None:
                 deadlines.append(self.completion_deadline)
             await _wait_at_most(max(0.05, min(deadlines) - time.time()), wake.wait())
@@ -504,10 +515,19 @@ class JobFollower:
             return self._payload(STARTED, job=job, pod=pod), started
         if not started:
             failure = self._launch_failure(pod, now)
+            events = None
+            if pod is None and failure is None:
+                events = await self._events_of_podless_job(session, now)
+                refusal = job_state.pod_create_refusal(events or ())
+                if refusal is not None:
+                    failure = f"the Job cannot create its pod ({refusal[0]}): {refusal[1]}"
+            elif pod is not None:
+                self._podless_since = self._next_events_look = None
             if failure is not None:
-                events = await session.list_events(
-                    self.namespace, [self.job_name] + ([pod["metadata"]["name"]] if pod else [])
-                )
+                if events is None:
+                    events = await session.list_events(
+                        self.namespace, [self.job_name] + ([pod["metadata"]["name"]] if pod else [])
+                    )
                 reason, listed = failure, job_state.format_events(events)
                 return self._payload(LAUNCH_FAILED, job=job, pod=pod, reason=reason, events=listed), started
         if self.completion_deadline is not None and now >= self.completion_deadline:
@@ -525,6 +545,24 @@ class JobFollower:
             return
         self._pods_released = True
         await self._release_pods()
+
+    async def _events_of_podless_job(
+        self, session: AsyncKubeSession, now: float
+    ) -> list[dict[str, Any]] | None:
+        """The Job's events once its pod is overdue (then again with back-off), else None.
+
+        No request while the pod comes as it should: only a Job still without a pod
+        :data:`POD_CREATE_GRACE_SECONDS` after it was first seen so has its events read.
+        """
+        if self._podless_since is None or self._next_events_look is None:
+            self._podless_since = now
+            self._events_interval = POD_CREATE_GRACE_SECONDS
+            self._next_events_look = now + POD_CREATE_GRACE_SECONDS
+        if now < self._next_events_look:
+            return None
+        self._events_interval = min(self._events_interval * 2, MAX_EVENTS_LOOK_SECONDS)
+        self._next_events_look = now + self._events_interval
+        return await session.list_events(self.namespace, [self.job_name])
 
     def _launch_failure(self, pod: dict[str, Any] | None, now: float) -> str | None:
         problem = job_state.waiting_problem(pod) if pod is not None else None

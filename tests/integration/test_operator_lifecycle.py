@@ -491,3 +491,25 @@ def test_a_job_held_by_a_finalizer_past_the_bound_fails_the_launch_naming_the_jo
     assert "kubectl patch job" in message
     assert kube.metrics.creates("jobs") == 1
     release(kube, name)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_pod_the_quota_refuses_fails_fast_with_the_event_and_deletes_the_job(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    """The Job is accepted, its pod never is (a Warning FailedCreate on the Job): waiting out
+    K8sjobLaunchTimeout would cure nothing, so the task fails within seconds, as Druid does."""
+    druid.start(exits(0))
+    quota = {"metadata": {"name": "peons"}, "spec": {"hard": {"limits.memory": "1Gi"}}}
+    kube.store.create("resourcequotas", NAMESPACE, quota)
+    op = operator(deferrable=deferrable, properties={"druid.indexer.runner.K8sjobLaunchTimeout": "PT1H"})
+    started = time.monotonic()
+    with pytest.raises(JobLaunchTimeout) as raised:
+        run(op, FakeTaskInstance())
+    assert time.monotonic() - started < 30
+    message = str(raised.value)
+    assert "the Job cannot create its pod (FailedCreate): Error creating: pods " in message
+    assert "is forbidden: exceeded quota: peons" in message and "limited: limits.memory=1Gi" in message
+    assert "The Job was deleted" in message
+    assert jobs_left(kube) == []
+    assert kube.store.list("pods", NAMESPACE, label_selector="druid.k8s.peons=true") == []

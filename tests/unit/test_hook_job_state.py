@@ -110,3 +110,29 @@ def test_a_job_being_deleted_names_what_holds_it() -> None:
     assert job_state.being_deleted(held)
     assert job_state.deletion_holders(held) == "finalizers ['x.io/keep'] and 2 pod(s) not gone yet"
     assert job_state.deletion_holders({"metadata": {"deletionTimestamp": "t"}}) == "no finalizer"
+
+
+def event(message: str, reason: str = "FailedCreate", kind: str = "Job", when: str = "1") -> dict[str, Any]:
+    return {
+        "type": "Warning",
+        "reason": reason,
+        "message": message,
+        "involvedObject": {"kind": kind, "name": "j"},
+        "lastTimestamp": f"2026-01-01T00:00:0{when}Z",
+    }
+
+
+def test_only_admission_refusals_of_the_pod_create_count_as_hopeless() -> None:
+    quota = 'Error creating: pods "j-abcde" is forbidden: exceeded quota: q, requested: cpu=4, used: cpu=0'
+    limit_range = 'Error creating: pods "j-abcde" is forbidden: maximum memory usage per Container is 1Gi'
+    webhook = 'Error creating: admission webhook "policy.example.com" denied the request: no root'
+    invalid = 'Error creating: Pod "j-abcde" is invalid: spec.containers[0].image: Required value'
+    for message in (quota, limit_range, webhook, invalid):
+        assert job_state.pod_create_refusal([event(message)]) == ("FailedCreate", message)
+    timeout = "Error creating: Timeout: request did not complete within requested timeout"
+    assert job_state.pod_create_refusal([event(timeout)]) is None
+    assert job_state.pod_create_refusal([event(quota, reason="FailedScheduling", kind="Pod")]) is None
+    assert job_state.pod_create_refusal([event(quota, when="1"), event(webhook, when="2")]) == (
+        "FailedCreate",
+        webhook,
+    )
