@@ -81,6 +81,16 @@ def main_container_status(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def running_containers(pod: Mapping[str, Any]) -> list[str]:
+    """Names of the pod's containers other than ``main`` that have not terminated (sidecars, native or not,
+    that keep the pod running)."""
+    return [
+        str(status.get("name"))
+        for status in _container_statuses(pod)
+        if status.get("name") != MAIN_CONTAINER and "terminated" not in (status.get("state") or {})
+    ]
+
+
 def has_started(pod: Mapping[str, Any]) -> bool:
     """True once the pod left Pending: the launch phase of Druid's runner is over."""
     phase = (pod.get("status") or {}).get("phase")
@@ -212,12 +222,16 @@ def outcome_from_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None) ->
 
     Used when no ``status.json`` is configured: the Job's conditions say whether it finished well, the pod
     says why it did not (exit code, OOMKilled, eviction), the Job condition covers the rest
-    (DeadlineExceeded, BackoffLimitExceeded).
+    (DeadlineExceeded, BackoffLimitExceeded). A Job still running whose main container ended (a sidecar
+    holding the pod) is decided by that container's exit code, as Kubernetes would once the pod ended.
     """
     duration = _duration_ms(job, pod)
     if succeeded(job):
         return Outcome(SUCCESS, None, duration)
     condition = finished_condition(job)
+    main_end = ((main_container_status(pod or {}) or {}).get("state") or {}).get("terminated")
+    if condition is None and main_end and main_end.get("exitCode") == 0:
+        return Outcome(SUCCESS, None, duration)
     reason = (condition or {}).get("reason") or ""
     if reason == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")

@@ -55,6 +55,7 @@ from druid_k8s_provider.triggers.job import (
     FINISHED,
     LAUNCH_FAILED,
     MISSING,
+    SIDECAR_GRACE_SECONDS,
     TIMED_OUT,
     DruidK8sJobTrigger,
     JobFollower,
@@ -160,6 +161,8 @@ class DruidK8sTaskOperator(BaseOperator):
     :param task_logs_location: object-storage URL where peons push ``status.json`` (Druid's task logs).
     :param image_pull_grace_seconds: how long ErrImagePull/ImagePullBackOff may last before failing fast.
     :param poll_interval: seconds between fallback polls while waiting (the watch does the real work).
+    :param sidecar_grace_seconds: how long the peon pod may run on after its main container ended (a sidecar
+        nothing stops) before the main container's exit code decides and the Job is deleted.
     """
 
     template_fields: Sequence[str] = (
@@ -196,6 +199,7 @@ class DruidK8sTaskOperator(BaseOperator):
         task_logs_location: str | None = None,
         image_pull_grace_seconds: float = 60.0,
         poll_interval: float = 60.0,
+        sidecar_grace_seconds: float = SIDECAR_GRACE_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -210,6 +214,12 @@ class DruidK8sTaskOperator(BaseOperator):
                 "image_pull_grace_seconds",
                 f"must be zero or more seconds, got {image_pull_grace_seconds!r}",
                 "give how long ErrImagePull/ImagePullBackOff may last before the task fails (default 60)",
+            )
+        if not sidecar_grace_seconds >= 0:
+            raise DruidK8sConfigError(
+                "sidecar_grace_seconds",
+                f"must be zero or more seconds, got {sidecar_grace_seconds!r}",
+                "give how long a pod may run on after its main container ended (default 30)",
             )
         if isinstance(druid_task, str) and druid_task.endswith(".json") and os.path.isabs(druid_task):
             # Jinja's loader only finds paths relative to the DAG folder; read absolute ones here.
@@ -226,6 +236,7 @@ class DruidK8sTaskOperator(BaseOperator):
         self.task_logs_location = task_logs_location
         self.image_pull_grace_seconds = image_pull_grace_seconds
         self.poll_interval = poll_interval
+        self.sidecar_grace_seconds = sidecar_grace_seconds
         self._running: dict[str, Any] | None = None
         self._wait: tuple[asyncio.AbstractEventLoop, asyncio.Task[dict[str, Any]]] | None = None
         self._kill_verdict: str | None = None
@@ -422,6 +433,7 @@ class DruidK8sTaskOperator(BaseOperator):
             image_pull_grace_seconds=self.image_pull_grace_seconds,
             poll_interval=self.poll_interval,
             disable_client_proxy=config.disable_client_proxy,
+            sidecar_grace_seconds=self.sidecar_grace_seconds,
         )
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete", kwargs={"details": details})
@@ -645,7 +657,17 @@ class DruidK8sTaskOperator(BaseOperator):
             )
         else:
             outcome = self._outcome(event["job"], pod, task_id)
-            if details.get("debug_jobs"):
+            if event.get("held_by") is not None:
+                self.log.warning(
+                    "Container(s) %s kept pod %s running after the peon's main container ended: the outcome "
+                    "is the main container's; deleting Job %s (also with debugJobs: it would run on until "
+                    "maxTaskDuration)",
+                    ", ".join(event["held_by"]) or "(none named)",
+                    pod["metadata"]["name"] if pod else "?",
+                    name,
+                )
+                hook.delete_job(name, namespace, task_id=task_id)
+            elif details.get("debug_jobs"):
                 self.log.info(
                     "debugJobs is set: keeping Job %s for inspection (the reaper removes it later)", name
                 )

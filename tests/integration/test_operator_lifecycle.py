@@ -513,3 +513,53 @@ def test_a_pod_the_quota_refuses_fails_fast_with_the_event_and_deletes_the_job(
     assert "The Job was deleted" in message
     assert jobs_left(kube) == []
     assert kube.store.list("pods", NAMESPACE, label_selector="druid.k8s.peons=true") == []
+
+
+PROXY = "istio-proxy"
+
+
+def template_with_a_proxy(tmp_path: Path) -> dict[str, Any]:
+    """customTemplateAdapter properties whose pod template carries a service-mesh proxy next to main."""
+    path = tmp_path / "base.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: PodTemplate\nmetadata:\n  name: peon\ntemplate:\n  spec:\n    containers:\n"
+        "      - name: main\n        image: example/druid:31.0.0\n"
+        f"      - name: {PROXY}\n        image: example/mesh-proxy:1.0\n"
+    )
+    return {
+        "druid.indexer.runner.k8s.adapter.type": "customTemplateAdapter",
+        "druid.indexer.runner.k8s.podTemplate.base": str(path),
+    }
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+@pytest.mark.parametrize(
+    ("proxy", "exit_code"),
+    [("plain-container", 0), ("native-sidecar-ignoring-sigterm", 0), ("plain-container", 1)],
+)
+def test_a_sidecar_that_never_stops_does_not_hold_the_task_main_decides_and_the_job_is_deleted(
+    kube: KubeEmulator, druid: Druid, tmp_path: Path, deferrable: bool, proxy: str, exit_code: int
+) -> None:
+    """apache/airflow issues 39693 and 37298: the main container ended, a sidecar keeps the pod (and the Job)
+    running. Once the grace passed, main's exit code decides, the log names the sidecar, the Job goes."""
+    kube.register_image("example/mesh-proxy*", never_exits(["proxying"], ignores_sigterm=True))
+    druid.start(exits(exit_code, PEON_LINES, after=0.2))
+    properties = {**template_with_a_proxy(tmp_path), "druid.indexer.runner.debugJobs": "true"}
+    if proxy == "native-sidecar-ignoring-sigterm":
+        # The kubelet stops a native sidecar with SIGTERM once main ended, and kills it only after the grace.
+        properties["druid.indexer.runner.sidecarTermination"] = "native"
+        properties["druid.indexer.runner.graceTerminationPeriodSeconds"] = 600
+    ti = FakeTaskInstance()
+    op = operator(deferrable=deferrable, properties=properties, sidecar_grace_seconds=1.0)
+    with capture_logs() as logs:
+        if exit_code == 0:
+            result = run(op, ti)
+        else:
+            with pytest.raises(JobFailed, match="exited with code 1"):
+                run(op, ti)
+            result = ti.xcom["return_value"]
+    assert result["status"] == ("SUCCESS" if exit_code == 0 else "FAILED")
+    assert [line for line in logged(logs) if line in PEON_LINES] == PEON_LINES
+    held = [line for line in logged(logs) if "kept pod" in line]
+    assert held and PROXY in held[0] and "main container" in held[0]
+    assert jobs_left(kube) == []  # deleted even with debugJobs: it would run on until maxTaskDuration

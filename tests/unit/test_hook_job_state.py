@@ -136,3 +136,17 @@ def test_only_admission_refusals_of_the_pod_create_count_as_hopeless() -> None:
         "FailedCreate",
         webhook,
     )
+
+
+def test_a_running_job_whose_main_container_ended_is_decided_by_its_exit_code() -> None:
+    """A sidecar holds the pod: main's end is the outcome, and the containers still running are named."""
+    ended = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    held = pod("Running", ended)
+    held["status"]["initContainerStatuses"] = [{"name": "istio-proxy", "state": {"running": {}}}]
+    held["status"]["containerStatuses"].append({"name": "log-shipper", "state": {"running": {}}})
+    assert job_state.running_containers(held) == ["istio-proxy", "log-shipper"]
+    assert job_state.outcome_from_state(job(), held).status == job_state.SUCCESS
+    crashed = pod("Running", {"terminated": {"exitCode": 2, "reason": "Error"}})
+    outcome = job_state.outcome_from_state(job(), crashed)
+    assert outcome.status == job_state.FAILED and "exited with code 2" in (outcome.error or "")
+    assert job_state.outcome_from_state(job(), pod("Running", {"running": {}})).status == job_state.FAILED
