@@ -426,18 +426,29 @@ def test_a_second_execution_of_the_same_try_joins_its_job_even_when_the_overlord
 HOLD = "example.com/audit-export"
 
 
-def launch_then_delete_with_a_finalizer(kube: KubeEmulator, ti: FakeTaskInstance, **kwargs: Any) -> str:
-    """A first try launches its Job and its worker dies; then the Job is deleted while a finalizer (another
-    controller's) still holds it: it stays, with a deletionTimestamp. Returns the old pod's name."""
+def launch_then_delete_with_a_finalizer(
+    kube: KubeEmulator, ti: FakeTaskInstance, held_by: str = "finalizer", **kwargs: Any
+) -> str:
+    """A first try launches its Job and its worker dies; then the Job is deleted while something holds it: a
+    finalizer (another controller's), or (``held_by="pods"``) foreground deletion waiting for its pod to
+    terminate. It stays, with a deletionTimestamp. Returns the old pod's name."""
     with pytest.raises(TaskDeferred):
         operator(deferrable=True, **kwargs).execute({"ti": ti})  # type: ignore[arg-type]
     (name,) = jobs_left(kube)
     deadline = time.monotonic() + 10
-    while not (pods := kube.store.list("pods", NAMESPACE, label_selector=f"job-name={name}")):
+
+    def running_pods() -> list[dict[str, Any]]:
+        pods = kube.store.list("pods", NAMESPACE, label_selector=f"job-name={name}")
+        return [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Running"]
+
+    while not (pods := running_pods()):
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    kube.store.mutate("jobs", NAMESPACE, name, lambda job: job["metadata"].update(finalizers=[HOLD]))
-    kube.store.delete("jobs", NAMESPACE, name)
+    if held_by == "finalizer":
+        kube.store.mutate("jobs", NAMESPACE, name, lambda job: job["metadata"].update(finalizers=[HOLD]))
+        kube.store.delete("jobs", NAMESPACE, name)
+    else:  # kubectl delete --cascade=foreground: the Job waits for its pod's graceful termination
+        kube.store.delete("jobs", NAMESPACE, name, propagation_policy="Foreground")
     assert kube.store.get("jobs", NAMESPACE, name)["metadata"].get("deletionTimestamp")
     return str(pods[0]["metadata"]["name"])
 
@@ -470,6 +481,27 @@ def test_a_job_being_deleted_is_not_joined_the_launch_waits_for_its_name_then_cr
     assert result["pod_name"] != old_pod  # this try's own peon, not the earlier one's outcome
     assert kube.metrics.creates("jobs") == 2
     assert any("is being deleted" in line and HOLD in line for line in caplog.messages)
+    assert jobs_left(kube) == []
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_job_whose_pod_is_still_terminating_under_foreground_deletion_is_waited_for_too(
+    kube: KubeEmulator, druid: Druid, deferrable: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The peon ignores SIGTERM: its pod terminates only at the end of its 2 s grace, and until then the Job
+    (foregroundDeletion) keeps the name."""
+    druid.start(never_exits(["working"], ignores_sigterm=True))
+    grace = {"druid.indexer.runner.graceTerminationPeriodSeconds": 2}
+    ti = FakeTaskInstance()
+    launch_then_delete_with_a_finalizer(kube, ti, held_by="pods", properties=grace)
+    (name,) = jobs_left(kube)
+    kube.register_image("example/druid*", exits(0, PEON_LINES, after=0.2))  # the next peon finishes
+    ti.try_number = 2  # type: ignore[attr-defined]
+    with caplog.at_level("INFO", logger="druid_k8s_provider"):
+        result = run(operator(deferrable=deferrable, properties=grace), ti)
+    assert result["status"] == "SUCCESS" and result["job_name"] == name
+    assert kube.metrics.creates("jobs") == 2
+    assert any("foregroundDeletion" in line and "not gone yet" in line for line in caplog.messages)
     assert jobs_left(kube) == []
 
 
