@@ -506,6 +506,8 @@ class DruidK8sHook(KubernetesHook):
                 _request_timeout=(10.0, timeout + 15.0),
             )
         except SyncApiException as exc:
+            if exc.status == 410:  # the version is too old already (etcd compaction): read the Job again
+                return
             raise ApiCallFailed.from_response(exc.status or 0, exc.reason, exc.body, exc.headers) from None
         try:
             for line in response:
