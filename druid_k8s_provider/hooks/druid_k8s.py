@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,16 +41,23 @@ from kubernetes_asyncio.client import ApiClient as AsyncApiClient
 from druid_k8s_provider.errors import (
     DruidK8sConfigError,
     DruidK8sTaskError,
+    JobLaunchTimeout,
     KubernetesApiError,
     MissingPermission,
     TemplatePodNotFound,
 )
+from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
 
 log = logging.getLogger(__name__)
 
 PEON_SELECTOR = f"{PEON_LABEL}=true"
 JOB_NAME_LABEL = "job-name"
+#: How long a Job being deleted may take to go away beyond its pods' termination grace period (the garbage
+#: collector removing the pods and the ``foregroundDeletion`` finalizer) before a new launch gives up.
+JOB_RELEASE_SLACK_SECONDS = 60.0
+#: Kubernetes' default ``terminationGracePeriodSeconds``.
+DEFAULT_POD_GRACE_SECONDS = 30
 
 _JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 _AUTH = ["BearerToken"]
@@ -403,15 +412,19 @@ class DruidK8sHook(KubernetesHook):
         with self._explained(
             f"creating Job {name!r} in namespace {namespace!r}", task_id=task_id, job_name=name
         ):
-            try:
-                return dict(self.request("POST", jobs_path(namespace), body=dict(manifest))), True
-            except ApiCallFailed as exc:
-                if exc.status != 409:
-                    raise
-            existing = self.get_job(name, namespace, task_id=task_id)
-            if existing is None:
-                # Deleted between our create and read (e.g. a reaper): creating again is safe.
-                return dict(self.request("POST", jobs_path(namespace), body=dict(manifest))), True
+            while True:
+                try:
+                    return dict(self.request("POST", jobs_path(namespace), body=dict(manifest))), True
+                except ApiCallFailed as exc:
+                    if exc.status != 409:
+                        raise
+                existing = self.get_job(name, namespace, task_id=task_id)
+                if existing is None:
+                    continue  # deleted between our create and read (e.g. a reaper): creating again is safe
+                if not job_state.being_deleted(existing) or task_id_of(existing) != task_id:
+                    break
+                # An earlier try's Job on its way out: its outcome is not this launch's, wait for the name.
+                self.wait_for_job_release(existing, task_id=task_id)
         if task_id_of(existing) != task_id:
             raise KubernetesApiError(
                 f"a Job named {name!r} already exists in namespace {namespace!r} for another Druid task "
@@ -420,6 +433,93 @@ class DruidK8sHook(KubernetesHook):
                 job_name=name,
             )
         return existing, False
+
+    def wait_for_job_release(self, job: Mapping[str, Any], *, task_id: str | None = None) -> None:
+        """Block until a Job that is being deleted is gone, watching it (no polling).
+
+        The bound is the pods' ``terminationGracePeriodSeconds`` plus :data:`JOB_RELEASE_SLACK_SECONDS`: a
+        Job held longer is held by something that will not let go by itself (a finalizer whose controller is
+        gone). Then :class:`JobLaunchTimeout` names the Job and what holds it. A Job of the same name with
+        another uid means the old one is gone.
+        """
+        metadata = job["metadata"]
+        name, uid = metadata["name"], metadata.get("uid")
+        namespace = self.resolve_namespace(metadata.get("namespace"))
+        pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+        grace = pod_spec.get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE_SECONDS)
+        bound = float(grace) + JOB_RELEASE_SLACK_SECONDS
+        deadline = time.monotonic() + bound
+        log.info(
+            "Job %s is being deleted (%s): waiting up to %.0fs for it to go before launching the task",
+            name,
+            job_state.deletion_holders(job),
+            bound,
+        )
+        current: Mapping[str, Any] | None = job
+        with self._explained(f"waiting for Job {name!r} to be deleted", task_id=task_id, job_name=name):
+            while current is not None and current["metadata"].get("uid") == uid:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise JobLaunchTimeout(
+                        f"Job {name!r} in namespace {namespace!r} is still being deleted "
+                        f"{bound:.0f}s after it was found deleting (deletionTimestamp "
+                        f"{current['metadata'].get('deletionTimestamp')}), held by "
+                        f"{job_state.deletion_holders(current)}; the task cannot be launched under its "
+                        "name until it is gone. Fix: find out why the finalizer is not removed (its "
+                        "controller may be down), or remove it: "
+                        f"kubectl patch job {name} -n {namespace} --type=merge "
+                        """-p '{"metadata":{"finalizers":null}}'""",
+                        task_id=task_id,
+                        job_name=name,
+                    )
+                version = str(current["metadata"].get("resourceVersion") or "")
+                for kind, obj in self._watch_job(namespace, name, version, remaining):
+                    if kind == "DELETED":
+                        return
+                    current = obj
+                    if current["metadata"].get("uid") != uid:
+                        return
+                # The watch timed out or expired: look again (and watch on from there).
+                current = self.get_job(name, namespace, task_id=task_id)
+
+    def _watch_job(
+        self, namespace: str, name: str, resource_version: str, timeout: float
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, Job) events of one Job from ``resource_version`` until the server ends the stream or sends
+        an ``ERROR`` (an expired version): the caller reads the Job again."""
+        query: dict[str, Any] = {
+            "fieldSelector": f"metadata.name={name}",
+            "watch": "true",
+            "timeoutSeconds": max(1, math.ceil(timeout)),
+        }
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        try:
+            response = self.api_client.call_api(
+                jobs_path(namespace),
+                "GET",
+                query_params=list(query.items()),
+                header_params={"Accept": "application/json"},
+                auth_settings=_AUTH,
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=(10.0, timeout + 15.0),
+            )
+        except SyncApiException as exc:
+            if exc.status == 410:  # the version is too old already (etcd compaction): read the Job again
+                return
+            raise ApiCallFailed.from_response(exc.status or 0, exc.reason, exc.body, exc.headers) from None
+        try:
+            for line in response:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    return
+                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    yield str(event["type"]), dict(event["object"])
+        finally:
+            response.release_conn()
 
     def get_job(self, name: str, namespace: str, *, task_id: str | None = None) -> dict[str, Any] | None:
         """The Job, or None when it does not exist."""

@@ -20,6 +20,13 @@ HOPELESS_WAITING_REASONS = frozenset(
 )
 #: Waiting reasons that may be transient (a registry hiccup) and are fatal only once they persist.
 IMAGE_PULL_WAITING_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
+#: What the Job controller's ``FailedCreate`` event says when admission refused the pod itself, which the
+#: controller's retries meet again: a ResourceQuota or LimitRange (``pods "x" is forbidden: exceeded quota``,
+#: ``maximum memory usage per Container``), Pod Security, a missing service account (``is forbidden``), a
+#: validating webhook (``denied the request``) or a pod the API server finds invalid (``is invalid``). Druid
+#: fails such a task instead of waiting for its pod (apache/druid PRs 18159 and 18351); a FailedCreate that
+#: says anything else (an API server timeout) is left to the controller's retries.
+POD_CREATE_REFUSALS = (" is forbidden: ", " is invalid: ", " denied the request")
 
 SUCCESS = "SUCCESS"
 FAILED = "FAILED"
@@ -43,6 +50,23 @@ def succeeded(job: Mapping[str, Any]) -> bool:
     return (finished_condition(job) or {}).get("type") == "Complete"
 
 
+def being_deleted(obj: Mapping[str, Any]) -> bool:
+    """True once a delete was accepted (``metadata.deletionTimestamp``): the object only waits for its
+    finalizers (``foregroundDeletion`` while its pods terminate, or another controller's) to go away."""
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def deletion_holders(job: Mapping[str, Any]) -> str:
+    """What keeps a Job that is being deleted from going away: its finalizers and terminating pods."""
+    finalizers = list((job.get("metadata") or {}).get("finalizers") or ())
+    status = job.get("status") or {}
+    pods = int(status.get("terminating") or 0) + int(status.get("active") or 0)
+    held = [f"finalizers {finalizers}" if finalizers else "no finalizer"]
+    if pods:
+        held.append(f"{pods} pod(s) not gone yet")
+    return " and ".join(held)
+
+
 def _container_statuses(pod: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     status = pod.get("status") or {}
     yield from status.get("initContainerStatuses") or ()
@@ -55,6 +79,16 @@ def main_container_status(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
         if status.get("name") == MAIN_CONTAINER:
             return status  # type: ignore[no-any-return]
     return None
+
+
+def running_containers(pod: Mapping[str, Any]) -> list[str]:
+    """Names of the pod's containers other than ``main`` that have not terminated (sidecars, native or not,
+    that keep the pod running)."""
+    return [
+        str(status.get("name"))
+        for status in _container_statuses(pod)
+        if status.get("name") != MAIN_CONTAINER and "terminated" not in (status.get("state") or {})
+    ]
 
 
 def has_started(pod: Mapping[str, Any]) -> bool:
@@ -96,18 +130,31 @@ def pending_reason(pod: Mapping[str, Any] | None) -> str:
     return f"pod phase {(pod.get('status') or {}).get('phase') or 'Pending'}"
 
 
+def _event_time(event: Mapping[str, Any]) -> str:
+    return str(
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def pod_create_refusal(events: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of the latest Warning ``FailedCreate`` event of a Job whose pod admission refused
+    (see :data:`POD_CREATE_REFUSALS`), or None: such a Job never gets its pod, however long one waits."""
+    for event in sorted(events, key=_event_time, reverse=True):
+        involved = event.get("involvedObject") or {}
+        if event.get("reason") != "FailedCreate" or involved.get("kind", "Job") != "Job":
+            continue
+        message = str(event.get("message") or "")
+        if event.get("type") == "Warning" and any(marker in message for marker in POD_CREATE_REFUSALS):
+            return "FailedCreate", message
+    return None
+
+
 def format_events(events: Iterable[Mapping[str, Any]], limit: int = 10) -> str:
     """The most recent events, oldest first, as ``kubectl describe`` prints them (type reason: message)."""
-
-    def when(event: Mapping[str, Any]) -> str:
-        return str(
-            event.get("lastTimestamp")
-            or event.get("eventTime")
-            or (event.get("metadata") or {}).get("creationTimestamp")
-            or ""
-        )
-
-    recent = sorted(events, key=when)[-limit:]
+    recent = sorted(events, key=_event_time)[-limit:]
     if not recent:
         return "(no events)"
     return "; ".join(
@@ -175,12 +222,16 @@ def outcome_from_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None) ->
 
     Used when no ``status.json`` is configured: the Job's conditions say whether it finished well, the pod
     says why it did not (exit code, OOMKilled, eviction), the Job condition covers the rest
-    (DeadlineExceeded, BackoffLimitExceeded).
+    (DeadlineExceeded, BackoffLimitExceeded). A Job still running whose main container ended (a sidecar
+    holding the pod) is decided by that container's exit code, as Kubernetes would once the pod ended.
     """
     duration = _duration_ms(job, pod)
     if succeeded(job):
         return Outcome(SUCCESS, None, duration)
     condition = finished_condition(job)
+    main_end = ((main_container_status(pod or {}) or {}).get("state") or {}).get("terminated")
+    if condition is None and main_end and main_end.get("exitCode") == 0:
+        return Outcome(SUCCESS, None, duration)
     reason = (condition or {}).get("reason") or ""
     if reason == "DeadlineExceeded":
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")

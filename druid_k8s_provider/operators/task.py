@@ -2,7 +2,8 @@
 
 Lifecycle (spec section 6): build the Job from the task, the template pod and the runner properties (nothing
 is created when any input is bad); create it, or join the Job that already exists for the same Druid task
-(a retry after a worker crash never launches a second peon); wait for the pod to start within
+(a retry after a worker crash never launches a second peon; a Job that is being deleted is not joined: the
+launch waits until its name is free); wait for the pod to start within
 ``K8sjobLaunchTimeout`` (failing fast on reasons waiting will not cure); wait for completion while
 streaming the peon's log into the Airflow log; read the outcome (``status.json`` from the task-log location
 when configured, else the Job's and pod's state); delete the Job unless ``debugJobs``; return a summary to
@@ -54,6 +55,7 @@ from druid_k8s_provider.triggers.job import (
     FINISHED,
     LAUNCH_FAILED,
     MISSING,
+    SIDECAR_GRACE_SECONDS,
     TIMED_OUT,
     DruidK8sJobTrigger,
     JobFollower,
@@ -159,6 +161,8 @@ class DruidK8sTaskOperator(BaseOperator):
     :param task_logs_location: object-storage URL where peons push ``status.json`` (Druid's task logs).
     :param image_pull_grace_seconds: how long ErrImagePull/ImagePullBackOff may last before failing fast.
     :param poll_interval: seconds between fallback polls while waiting (the watch does the real work).
+    :param sidecar_grace_seconds: how long the peon pod may run on after its main container ended (a sidecar
+        nothing stops) before the main container's exit code decides and the Job is deleted.
     """
 
     template_fields: Sequence[str] = (
@@ -195,6 +199,7 @@ class DruidK8sTaskOperator(BaseOperator):
         task_logs_location: str | None = None,
         image_pull_grace_seconds: float = 60.0,
         poll_interval: float = 60.0,
+        sidecar_grace_seconds: float = SIDECAR_GRACE_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -209,6 +214,12 @@ class DruidK8sTaskOperator(BaseOperator):
                 "image_pull_grace_seconds",
                 f"must be zero or more seconds, got {image_pull_grace_seconds!r}",
                 "give how long ErrImagePull/ImagePullBackOff may last before the task fails (default 60)",
+            )
+        if not sidecar_grace_seconds >= 0:
+            raise DruidK8sConfigError(
+                "sidecar_grace_seconds",
+                f"must be zero or more seconds, got {sidecar_grace_seconds!r}",
+                "give how long a pod may run on after its main container ended (default 30)",
             )
         if isinstance(druid_task, str) and druid_task.endswith(".json") and os.path.isabs(druid_task):
             # Jinja's loader only finds paths relative to the DAG folder; read absolute ones here.
@@ -225,6 +236,7 @@ class DruidK8sTaskOperator(BaseOperator):
         self.task_logs_location = task_logs_location
         self.image_pull_grace_seconds = image_pull_grace_seconds
         self.poll_interval = poll_interval
+        self.sidecar_grace_seconds = sidecar_grace_seconds
         self._running: dict[str, Any] | None = None
         self._wait: tuple[asyncio.AbstractEventLoop, asyncio.Task[dict[str, Any]]] | None = None
         self._kill_verdict: str | None = None
@@ -385,6 +397,11 @@ class DruidK8sTaskOperator(BaseOperator):
             job = self._explaining_refusals(
                 hook, requirements, task.id, name, lambda: hook.get_job(name, namespace, task_id=task.id)
             )
+            if job is not None and task_id_of(job) == task.id and job_state.being_deleted(job):
+                # An earlier try's Job on its way out (stopped by a person, the reaper): joining it would
+                # report that try's outcome. Once it is gone, this try goes on as if it had found none.
+                hook.wait_for_job_release(job, task_id=task.id)
+                job = None
             recorded = self._recorded_outcome(job, task.id)
             if recorded is not None:
                 return self._report(context, recorded, details, None)
@@ -416,6 +433,7 @@ class DruidK8sTaskOperator(BaseOperator):
             image_pull_grace_seconds=self.image_pull_grace_seconds,
             poll_interval=self.poll_interval,
             disable_client_proxy=config.disable_client_proxy,
+            sidecar_grace_seconds=self.sidecar_grace_seconds,
         )
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete", kwargs={"details": details})
@@ -457,7 +475,7 @@ class DruidK8sTaskOperator(BaseOperator):
                 raise
             # The Overlord pod is gone, but this task instance may have launched its Job already.
             existing = hook.get_job(name, config.namespace, task_id=task.id)
-            if existing is None or task_id_of(existing) != task.id:
+            if existing is None or task_id_of(existing) != task.id or job_state.being_deleted(existing):
                 raise
             _check_join(hook, requirements, existing, identity, task.id, config.namespace)
             return existing, False
@@ -612,7 +630,7 @@ class DruidK8sTaskOperator(BaseOperator):
             hook.delete_job(name, namespace, task_id=task_id)
             raise JobLaunchTimeout(
                 f"{event.get('reason')}. Recent events: {event.get('events')}. The Job was deleted. Fix the "
-                "cause (image, resources, node capacity, secrets) and clear the task",
+                "cause (image, resources, quota or LimitRange, node capacity, secrets) and clear the task",
                 task_id=task_id,
                 job_name=name,
             )
@@ -639,7 +657,17 @@ class DruidK8sTaskOperator(BaseOperator):
             )
         else:
             outcome = self._outcome(event["job"], pod, task_id)
-            if details.get("debug_jobs"):
+            if event.get("held_by") is not None:
+                self.log.warning(
+                    "Container(s) %s kept pod %s running after the peon's main container ended: the outcome "
+                    "is the main container's; deleting Job %s (also with debugJobs: it would run on until "
+                    "maxTaskDuration)",
+                    ", ".join(event["held_by"]) or "(none named)",
+                    pod["metadata"]["name"] if pod else "?",
+                    name,
+                )
+                hook.delete_job(name, namespace, task_id=task_id)
+            elif details.get("debug_jobs"):
                 self.log.info(
                     "debugJobs is set: keeping Job %s for inspection (the reaper removes it later)", name
                 )

@@ -24,6 +24,7 @@ _SCHEMA_NAMES = {
     "pods": "io.k8s.api.core.v1.Pod",
     "events": "io.k8s.api.core.v1.Event",
     "configmaps": "io.k8s.api.core.v1.ConfigMap",
+    "resourcequotas": "io.k8s.api.core.v1.ResourceQuota",
     "secrets": "io.k8s.api.core.v1.Secret",
     "jobs": "io.k8s.api.batch.v1.Job",
     "selfsubjectaccessreviews": "io.k8s.api.authorization.v1.SelfSubjectAccessReview",

@@ -27,6 +27,7 @@ from typing import Any
 
 import pendulum
 
+from druid_k8s_provider.testing.quota import quota_refusal
 from druid_k8s_provider.testing.selectors import (
     SelectorError,
     parse_field_selector,
@@ -114,6 +115,7 @@ RESOURCES: dict[str, ResourceType] = {
         ResourceType("pods", "Pod", "", "v1", True, ("po",), ("status", "log"), returns_deleted_object=True),
         ResourceType("events", "Event", "", "v1", True, ("ev",)),
         ResourceType("configmaps", "ConfigMap", "", "v1", True, ("cm",)),
+        ResourceType("resourcequotas", "ResourceQuota", "", "v1", True, ("quota",), ("status",)),
         ResourceType("secrets", "Secret", "", "v1", True),
         ResourceType("jobs", "Job", "batch", "v1", True, (), ("status",), tracks_generation=True),
         ResourceType(
@@ -573,6 +575,8 @@ class ObjectStore:
             causes = spec_causes(plural, new)
             if causes:
                 raise invalid(rt, name, causes)
+            if plural == "pods":
+                self._admit_within_quota(rt, str(namespace), name, new)
             metadata["resourceVersion"] = self._next_version()
             objects[key] = new
             self._record("ADDED", plural, new)
@@ -588,6 +592,17 @@ class ObjectStore:
             candidate = prefix + "".join(secrets.choice(_GENERATE_NAME_ALPHABET) for _ in range(5))
             if self._key(rt, namespace, candidate) not in objects:
                 return candidate
+
+    def _admit_within_quota(self, rt: ResourceType, namespace: str, name: str, pod: Obj) -> None:
+        """The ResourceQuota admission plugin: 403 Forbidden when a quota has no room for the pod."""
+        quotas = [obj for (ns, _), obj in self._objects["resourcequotas"].items() if ns == namespace]
+        if not quotas:
+            return
+        pods = [obj for (ns, _), obj in self._objects["pods"].items() if ns == namespace]
+        refusal = quota_refusal(pod, quotas, pods)
+        if refusal is not None:
+            message = f'{rt.plural} "{name}" is forbidden: {refusal}'
+            raise ApiError(403, "Forbidden", message, _details(rt, name))
 
     def _check_namespace_accepts(self, rt: ResourceType, namespace: str, name: str) -> None:
         ns = self._objects["namespaces"].get(("", namespace))

@@ -60,6 +60,14 @@ WATCH_KEEP_ALIVE_SECONDS = 30.0
 #: reading the pod itself (the kubelet reports a termination within about a second, the Job controller soon
 #: after).
 CACHE_SETTLE_SECONDS = 3.0
+#: How long a Job may be without a pod before its events are read for a refused pod create (the Job
+#: controller makes the pod within moments; a refusal is recorded as a FailedCreate event on the Job). Later
+#: looks back off, doubling up to :data:`MAX_EVENTS_LOOK_SECONDS`, until the pod appears.
+POD_CREATE_GRACE_SECONDS = 2.0
+MAX_EVENTS_LOOK_SECONDS = 30.0
+#: How long a pod may keep running after its main container ended before the main container's end decides
+#: (a sidecar nothing stops: kubexit missing, a native sidecar ignoring SIGTERM, a service-mesh proxy).
+SIDECAR_GRACE_SECONDS = 30.0
 
 # Event statuses (the ``status`` key of every event payload).
 FINISHED = "finished"
@@ -336,6 +344,7 @@ class JobFollower:
     poll_interval: float = 60.0
     stream_logs: bool = True
     log_cursor: LogCursor = field(default_factory=LogCursor)
+    sidecar_grace_seconds: float = SIDECAR_GRACE_SECONDS
     emit_line: Callable[[str], None] = print
     #: Set by a wait in a worker: watch only this Job and its pods (see :func:`shared_watch`).
     own_job: OwnJob | None = None
@@ -358,7 +367,7 @@ class JobFollower:
             pods = await pods_lease.enter_async_context(
                 shared_watch(self.hook, self.namespace, "pods", self.own_job)
             )
-            wake = asyncio.Event()
+            wake = self._wake
             jobs.subscribe(self.job_name, wake)
             pods.subscribe(self.job_name, wake)
             self._release_pods = pods_lease.aclose
@@ -379,6 +388,14 @@ class JobFollower:
         self._pods_released = False
         self._known_pod: dict[str, Any] | None = None
         self._final_pod: dict[str, Any] | None = None
+        # Set whenever there is something new to look at (the watches, the log stream's end).
+        self._wake = asyncio.Event()
+        # When the main container was first seen ended while the Job ran on (a sidecar holding the pod).
+        self._main_ended_at: float | None = None
+        # A Job seen without a pod: since when, and when its events are read next (a refused pod create).
+        self._podless_since: float | None = None
+        self._next_events_look: float | None = None
+        self._events_interval = POD_CREATE_GRACE_SECONDS
 
     async def outcome(self) -> dict[str, Any]:
         """:meth:`run`, with a failure to wait turned into an ``error`` payload (the Job is left as it is)."""
@@ -470,6 +487,10 @@ class JobFollower:
                 deadlines.append(self.launch_deadline)
             if not started and self._pull_problem_since is not None:
                 deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
+            if not started and self._next_events_look is not None:
+                deadlines.append(self._next_events_look)
+            if self._main_ended_at is not None:
+                deadlines.append(self._main_ended_at + self.sidecar_grace_seconds)
             if self.completion_deadline is not None:
                 deadlines.append(self.completion_deadline)
             await _wait_at_most(max(0.05, min(deadlines) - time.time()), wake.wait())
@@ -502,12 +523,25 @@ class JobFollower:
             return self._payload(FINISHED, job=job, pod=pod), started
         if started and self.wait_for == STARTED:
             return self._payload(STARTED, job=job, pod=pod), started
+        if started:
+            held = await self._held_by_sidecars(session, job, pod, now)
+            if held is not None:
+                return held, started
         if not started:
             failure = self._launch_failure(pod, now)
+            events = None
+            if pod is None and failure is None:
+                events = await self._events_of_podless_job(session, now)
+                refusal = job_state.pod_create_refusal(events or ())
+                if refusal is not None:
+                    failure = f"the Job cannot create its pod ({refusal[0]}): {refusal[1]}"
+            elif pod is not None:
+                self._podless_since = self._next_events_look = None
             if failure is not None:
-                events = await session.list_events(
-                    self.namespace, [self.job_name] + ([pod["metadata"]["name"]] if pod else [])
-                )
+                if events is None:
+                    events = await session.list_events(
+                        self.namespace, [self.job_name] + ([pod["metadata"]["name"]] if pod else [])
+                    )
                 reason, listed = failure, job_state.format_events(events)
                 return self._payload(LAUNCH_FAILED, job=job, pod=pod, reason=reason, events=listed), started
         if self.completion_deadline is not None and now >= self.completion_deadline:
@@ -525,6 +559,54 @@ class JobFollower:
             return
         self._pods_released = True
         await self._release_pods()
+
+    async def _held_by_sidecars(
+        self, session: AsyncKubeSession, job: dict[str, Any], pod: dict[str, Any] | None, now: float
+    ) -> dict[str, Any] | None:
+        """The FINISHED payload for a pod whose main container ended :attr:`sidecar_grace_seconds` ago while
+        other containers keep it (and the Job) running, else None.
+
+        Kubernetes completes the Job only once every container of its pod ended; a sidecar nothing stops
+        would hold the task until ``maxTaskDuration``. The pod is read once more then, to name the containers
+        still running (``held_by`` in the payload) and to have the main container's final state.
+        """
+        if pod is None or not _main_terminated(pod):
+            self._main_ended_at = None
+            return None
+        if self._main_ended_at is None:
+            self._main_ended_at = now
+        if now < self._main_ended_at + self.sidecar_grace_seconds:
+            return None
+        current = await session.get(pods_path(self.namespace, pod["metadata"]["name"])) or pod
+        holders = job_state.running_containers(current)
+        log.warning(
+            "Job %s: the main container ended %.0fs ago but %s kept pod %s running; the main container's end "
+            "decides the outcome and the Job is deleted",
+            self.job_name,
+            now - self._main_ended_at,
+            ", ".join(repr(name) for name in holders) or "no container named in its status",
+            current["metadata"]["name"],
+        )
+        await self._drain_logs()
+        return self._payload(FINISHED, job=job, pod=current, held_by=holders)
+
+    async def _events_of_podless_job(
+        self, session: AsyncKubeSession, now: float
+    ) -> list[dict[str, Any]] | None:
+        """The Job's events once its pod is overdue (then again with back-off), else None.
+
+        No request while the pod comes as it should: only a Job still without a pod
+        :data:`POD_CREATE_GRACE_SECONDS` after it was first seen so has its events read.
+        """
+        if self._podless_since is None or self._next_events_look is None:
+            self._podless_since = now
+            self._events_interval = POD_CREATE_GRACE_SECONDS
+            self._next_events_look = now + POD_CREATE_GRACE_SECONDS
+        if now < self._next_events_look:
+            return None
+        self._events_interval = min(self._events_interval * 2, MAX_EVENTS_LOOK_SECONDS)
+        self._next_events_look = now + self._events_interval
+        return await session.list_events(self.namespace, [self.job_name])
 
     def _launch_failure(self, pod: dict[str, Any] | None, now: float) -> str | None:
         problem = job_state.waiting_problem(pod) if pod is not None else None
@@ -588,6 +670,7 @@ class JobFollower:
                     return True
                 cached = pods.objects.get(pod_name) if _live(pods) else None
                 if cached is not None and _main_terminated(cached):
+                    self._final_pod = cached
                     return True
                 changed.clear()
                 await _wait_at_most(remaining, changed.wait())
@@ -617,6 +700,7 @@ class JobFollower:
                 if await self._container_ended(session, jobs, pods, pod_name):
                     # The stream ended because the container did: it delivered everything.
                     self._log_complete = True
+                    self._wake.set()  # the Job may not end with it (a sidecar): look now
                     return
             except ApiCallFailed as exc:
                 if exc.status == 404:
@@ -648,6 +732,8 @@ class DruidK8sJobTrigger(BaseTrigger):
     :param stream_logs: log the peon's ``main`` container output while waiting.
     :param log_cursor: where the log was already shown up to (:class:`LogCursor` as a dict).
     :param disable_client_proxy: ignore ``HTTP(S)_PROXY``.
+    :param sidecar_grace_seconds: how long the pod may run on after its main container ended before that end
+        decides (a sidecar nothing stops).
     """
 
     def __init__(
@@ -665,6 +751,7 @@ class DruidK8sJobTrigger(BaseTrigger):
         stream_logs: bool = True,
         log_cursor: dict[str, Any] | None = None,
         disable_client_proxy: bool = False,
+        sidecar_grace_seconds: float = SIDECAR_GRACE_SECONDS,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if not poll_interval > 0:
@@ -691,6 +778,7 @@ class DruidK8sJobTrigger(BaseTrigger):
         self.stream_logs = stream_logs
         self.log_cursor = log_cursor
         self.disable_client_proxy = disable_client_proxy
+        self.sidecar_grace_seconds = sidecar_grace_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Classpath and kwargs: enough for another triggerer to resume the wait."""
@@ -709,6 +797,7 @@ class DruidK8sJobTrigger(BaseTrigger):
                 "stream_logs": self.stream_logs,
                 "log_cursor": self.log_cursor,
                 "disable_client_proxy": self.disable_client_proxy,
+                "sidecar_grace_seconds": self.sidecar_grace_seconds,
             },
         )
 
@@ -727,6 +816,7 @@ class DruidK8sJobTrigger(BaseTrigger):
             stream_logs=self.stream_logs,
             log_cursor=LogCursor.from_dict(self.log_cursor),
             emit_line=self._emit_line,
+            sidecar_grace_seconds=self.sidecar_grace_seconds,
         )
 
     async def on_kill(self) -> None:

@@ -297,3 +297,35 @@ def test_kubectl_logs_job_prints_the_pods_output(api: client.ApiClient, kubectl:
     assert "Complete" in wait_for(lambda: finished(batch, "greeter"))
     result = kubectl("logs", "job/greeter")
     assert (result.returncode, result.stdout) == (0, "hello\n"), result.stderr
+
+
+def test_a_quota_without_room_refuses_the_job_controllers_pod_create_with_a_failed_create_event(
+    kube: KubeEmulator, api: client.ApiClient
+) -> None:
+    """As on a real cluster: the Job is accepted, its controller's pod create is refused by the quota
+    admission (403 Forbidden), recorded as a Warning FailedCreate event on the Job, and retried with
+    back-off; no pod appears. Room in the quota lets the next retry through."""
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    kube.register_image("busybox:*", exits(0, after=0.1))
+    core.create_namespaced_resource_quota(
+        NS, {"metadata": {"name": "peons"}, "spec": {"hard": {"limits.memory": "1Gi", "pods": "10"}}}
+    )
+    big = {**shell("true"), "resources": {"limits": {"memory": "6G"}, "requests": {"memory": "6G"}}}
+    batch.create_namespaced_job(NS, job("too-big", [big], backoffLimit=0))
+
+    def refused() -> Any:
+        events = core.list_namespaced_event(NS, field_selector="involvedObject.name=too-big").items
+        return next((event for event in events if event.reason == "FailedCreate"), None)
+
+    event = wait_for(refused, what="the FailedCreate event")
+    assert event.type == "Warning" and event.involved_object.kind == "Job"
+    assert event.message.startswith('Error creating: pods "too-big-')
+    assert event.message.endswith(
+        '" is forbidden: exceeded quota: peons, requested: limits.memory=6G, used: limits.memory=0, '
+        "limited: limits.memory=1Gi"
+    )
+    assert core.list_namespaced_pod(NS, label_selector="job-name=too-big").items == []
+    assert not condition_types(batch, "too-big")
+
+    core.patch_namespaced_resource_quota("peons", NS, {"spec": {"hard": {"limits.memory": "8G"}}})
+    assert "Complete" in wait_for(lambda: condition_types(batch, "too-big") or None, what="the retried Job")

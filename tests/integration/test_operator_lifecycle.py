@@ -421,3 +421,178 @@ def test_a_second_execution_of_the_same_try_joins_its_job_even_when_the_overlord
     assert len(jobs_left(kube)) == 1 and kube.metrics.creates("jobs") == 1
     for name in jobs_left(kube):
         kube.store.delete("jobs", NAMESPACE, name)
+
+
+HOLD = "example.com/audit-export"
+
+
+def launch_then_delete_with_a_finalizer(
+    kube: KubeEmulator, ti: FakeTaskInstance, held_by: str = "finalizer", **kwargs: Any
+) -> str:
+    """A first try launches its Job and its worker dies; then the Job is deleted while something holds it: a
+    finalizer (another controller's), or (``held_by="pods"``) foreground deletion waiting for its pod to
+    terminate. It stays, with a deletionTimestamp. Returns the old pod's name."""
+    with pytest.raises(TaskDeferred):
+        operator(deferrable=True, **kwargs).execute({"ti": ti})  # type: ignore[arg-type]
+    (name,) = jobs_left(kube)
+    deadline = time.monotonic() + 10
+
+    def running_pods() -> list[dict[str, Any]]:
+        pods = kube.store.list("pods", NAMESPACE, label_selector=f"job-name={name}")
+        return [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Running"]
+
+    while not (pods := running_pods()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    if held_by == "finalizer":
+        kube.store.mutate("jobs", NAMESPACE, name, lambda job: job["metadata"].update(finalizers=[HOLD]))
+        kube.store.delete("jobs", NAMESPACE, name)
+    else:  # kubectl delete --cascade=foreground: the Job waits for its pod's graceful termination
+        kube.store.delete("jobs", NAMESPACE, name, propagation_policy="Foreground")
+    assert kube.store.get("jobs", NAMESPACE, name)["metadata"].get("deletionTimestamp")
+    return str(pods[0]["metadata"]["name"])
+
+
+def release(kube: KubeEmulator, name: str) -> None:
+    """The finalizer's controller lets go: the Job disappears."""
+    kube.store.mutate("jobs", NAMESPACE, name, lambda job: job["metadata"].update(finalizers=[]))
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+@pytest.mark.parametrize("try_number", [2, 1], ids=["retry", "same-try-again"])
+def test_a_job_being_deleted_is_not_joined_the_launch_waits_for_its_name_then_creates_its_own(
+    kube: KubeEmulator,
+    druid: Druid,
+    deferrable: bool,
+    try_number: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Joining a deleting Job would report the earlier try's outcome: the launch waits (a watch) until the
+    name is free, whether a retry read the Job first or a create was refused with 409."""
+    druid.start(exits(0, PEON_LINES, after=0.5))
+    ti = FakeTaskInstance()
+    old_pod = launch_then_delete_with_a_finalizer(kube, ti)
+    (name,) = jobs_left(kube)
+    threading.Timer(1.0, release, args=(kube, name)).start()
+    kube.faults.expire_next_watch()  # etcd compacted past the Job's version: the wait reads it again
+    ti.try_number = try_number  # type: ignore[attr-defined]
+    with caplog.at_level("INFO", logger="druid_k8s_provider"):
+        result = run(operator(deferrable=deferrable), ti)
+    assert result["status"] == "SUCCESS" and result["job_name"] == name
+    assert result["pod_name"] != old_pod  # this try's own peon, not the earlier one's outcome
+    assert kube.metrics.creates("jobs") == 2
+    assert any("is being deleted" in line and HOLD in line for line in caplog.messages)
+    assert jobs_left(kube) == []
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_job_whose_pod_is_still_terminating_under_foreground_deletion_is_waited_for_too(
+    kube: KubeEmulator, druid: Druid, deferrable: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The peon ignores SIGTERM: its pod terminates only at the end of its 2 s grace, and until then the Job
+    (foregroundDeletion) keeps the name."""
+    druid.start(never_exits(["working"], ignores_sigterm=True))
+    grace = {"druid.indexer.runner.graceTerminationPeriodSeconds": 2}
+    ti = FakeTaskInstance()
+    launch_then_delete_with_a_finalizer(kube, ti, held_by="pods", properties=grace)
+    (name,) = jobs_left(kube)
+    kube.register_image("example/druid*", exits(0, PEON_LINES, after=0.2))  # the next peon finishes
+    ti.try_number = 2  # type: ignore[attr-defined]
+    with caplog.at_level("INFO", logger="druid_k8s_provider"):
+        result = run(operator(deferrable=deferrable, properties=grace), ti)
+    assert result["status"] == "SUCCESS" and result["job_name"] == name
+    assert kube.metrics.creates("jobs") == 2
+    assert any("foregroundDeletion" in line and "not gone yet" in line for line in caplog.messages)
+    assert jobs_left(kube) == []
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_job_held_by_a_finalizer_past_the_bound_fails_the_launch_naming_the_job_and_the_finalizer(
+    kube: KubeEmulator, druid: Druid, deferrable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("druid_k8s_provider.hooks.druid_k8s.JOB_RELEASE_SLACK_SECONDS", 1.0)
+    druid.start(never_exits(["working"]))
+    quick = {"druid.indexer.runner.graceTerminationPeriodSeconds": 0}
+    ti = FakeTaskInstance()
+    launch_then_delete_with_a_finalizer(kube, ti, properties=quick)
+    (name,) = jobs_left(kube)
+    ti.try_number = 2  # type: ignore[attr-defined]
+    with pytest.raises(JobLaunchTimeout) as raised:
+        run(operator(deferrable=deferrable, properties=quick), ti)
+    message = str(raised.value)
+    assert name in message and "still being deleted" in message and HOLD in message
+    assert "kubectl patch job" in message
+    assert kube.metrics.creates("jobs") == 1
+    release(kube, name)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_a_pod_the_quota_refuses_fails_fast_with_the_event_and_deletes_the_job(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    """The Job is accepted, its pod never is (a Warning FailedCreate on the Job): waiting out
+    K8sjobLaunchTimeout would cure nothing, so the task fails within seconds, as Druid does."""
+    druid.start(exits(0))
+    quota = {"metadata": {"name": "peons"}, "spec": {"hard": {"limits.memory": "1Gi"}}}
+    kube.store.create("resourcequotas", NAMESPACE, quota)
+    op = operator(deferrable=deferrable, properties={"druid.indexer.runner.K8sjobLaunchTimeout": "PT1H"})
+    started = time.monotonic()
+    with pytest.raises(JobLaunchTimeout) as raised:
+        run(op, FakeTaskInstance())
+    assert time.monotonic() - started < 30
+    message = str(raised.value)
+    assert "the Job cannot create its pod (FailedCreate): Error creating: pods " in message
+    assert "is forbidden: exceeded quota: peons" in message and "limited: limits.memory=1Gi" in message
+    assert "The Job was deleted" in message
+    assert jobs_left(kube) == []
+    assert kube.store.list("pods", NAMESPACE, label_selector="druid.k8s.peons=true") == []
+
+
+PROXY = "istio-proxy"
+
+
+def template_with_a_proxy(tmp_path: Path) -> dict[str, Any]:
+    """customTemplateAdapter properties whose pod template carries a service-mesh proxy next to main."""
+    path = tmp_path / "base.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: PodTemplate\nmetadata:\n  name: peon\ntemplate:\n  spec:\n    containers:\n"
+        "      - name: main\n        image: example/druid:31.0.0\n"
+        f"      - name: {PROXY}\n        image: example/mesh-proxy:1.0\n"
+    )
+    return {
+        "druid.indexer.runner.k8s.adapter.type": "customTemplateAdapter",
+        "druid.indexer.runner.k8s.podTemplate.base": str(path),
+    }
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+@pytest.mark.parametrize(
+    ("proxy", "exit_code"),
+    [("plain-container", 0), ("native-sidecar-ignoring-sigterm", 0), ("plain-container", 1)],
+)
+def test_a_sidecar_that_never_stops_does_not_hold_the_task_main_decides_and_the_job_is_deleted(
+    kube: KubeEmulator, druid: Druid, tmp_path: Path, deferrable: bool, proxy: str, exit_code: int
+) -> None:
+    """apache/airflow issues 39693 and 37298: the main container ended, a sidecar keeps the pod (and the Job)
+    running. Once the grace passed, main's exit code decides, the log names the sidecar, the Job goes."""
+    kube.register_image("example/mesh-proxy*", never_exits(["proxying"], ignores_sigterm=True))
+    druid.start(exits(exit_code, PEON_LINES, after=0.2))
+    properties = {**template_with_a_proxy(tmp_path), "druid.indexer.runner.debugJobs": "true"}
+    if proxy == "native-sidecar-ignoring-sigterm":
+        # The kubelet stops a native sidecar with SIGTERM once main ended, and kills it only after the grace.
+        properties["druid.indexer.runner.sidecarTermination"] = "native"
+        properties["druid.indexer.runner.graceTerminationPeriodSeconds"] = 600
+    ti = FakeTaskInstance()
+    op = operator(deferrable=deferrable, properties=properties, sidecar_grace_seconds=1.0)
+    with capture_logs() as logs:
+        if exit_code == 0:
+            result = run(op, ti)
+        else:
+            with pytest.raises(JobFailed, match="exited with code 1"):
+                run(op, ti)
+            result = ti.xcom["return_value"]
+    assert result["status"] == ("SUCCESS" if exit_code == 0 else "FAILED")
+    assert [line for line in logged(logs) if line in PEON_LINES] == PEON_LINES
+    held = [line for line in logged(logs) if "kept pod" in line]
+    assert held and PROXY in held[0] and "main container" in held[0]
+    assert jobs_left(kube) == []  # deleted even with debugJobs: it would run on until maxTaskDuration

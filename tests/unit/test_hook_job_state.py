@@ -98,3 +98,55 @@ def test_events_are_formatted_oldest_first_and_bounded() -> None:
     text = job_state.format_events(events, limit=2)
     assert text == "Warning R2 (Pod): m2; Warning R3 (Pod): m3"
     assert job_state.format_events([]) == "(no events)"
+
+
+def test_a_job_being_deleted_names_what_holds_it() -> None:
+    live = {"metadata": {"name": "j"}}
+    assert not job_state.being_deleted(live)
+    held = {
+        "metadata": {"name": "j", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x.io/keep"]},
+        "status": {"active": 1, "terminating": 1},
+    }
+    assert job_state.being_deleted(held)
+    assert job_state.deletion_holders(held) == "finalizers ['x.io/keep'] and 2 pod(s) not gone yet"
+    assert job_state.deletion_holders({"metadata": {"deletionTimestamp": "t"}}) == "no finalizer"
+
+
+def event(message: str, reason: str = "FailedCreate", kind: str = "Job", when: str = "1") -> dict[str, Any]:
+    return {
+        "type": "Warning",
+        "reason": reason,
+        "message": message,
+        "involvedObject": {"kind": kind, "name": "j"},
+        "lastTimestamp": f"2026-01-01T00:00:0{when}Z",
+    }
+
+
+def test_only_admission_refusals_of_the_pod_create_count_as_hopeless() -> None:
+    quota = 'Error creating: pods "j-abcde" is forbidden: exceeded quota: q, requested: cpu=4, used: cpu=0'
+    limit_range = 'Error creating: pods "j-abcde" is forbidden: maximum memory usage per Container is 1Gi'
+    webhook = 'Error creating: admission webhook "policy.example.com" denied the request: no root'
+    invalid = 'Error creating: Pod "j-abcde" is invalid: spec.containers[0].image: Required value'
+    for message in (quota, limit_range, webhook, invalid):
+        assert job_state.pod_create_refusal([event(message)]) == ("FailedCreate", message)
+    timeout = "Error creating: Timeout: request did not complete within requested timeout"
+    assert job_state.pod_create_refusal([event(timeout)]) is None
+    assert job_state.pod_create_refusal([event(quota, reason="FailedScheduling", kind="Pod")]) is None
+    assert job_state.pod_create_refusal([event(quota, when="1"), event(webhook, when="2")]) == (
+        "FailedCreate",
+        webhook,
+    )
+
+
+def test_a_running_job_whose_main_container_ended_is_decided_by_its_exit_code() -> None:
+    """A sidecar holds the pod: main's end is the outcome, and the containers still running are named."""
+    ended = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    held = pod("Running", ended)
+    held["status"]["initContainerStatuses"] = [{"name": "istio-proxy", "state": {"running": {}}}]
+    held["status"]["containerStatuses"].append({"name": "log-shipper", "state": {"running": {}}})
+    assert job_state.running_containers(held) == ["istio-proxy", "log-shipper"]
+    assert job_state.outcome_from_state(job(), held).status == job_state.SUCCESS
+    crashed = pod("Running", {"terminated": {"exitCode": 2, "reason": "Error"}})
+    outcome = job_state.outcome_from_state(job(), crashed)
+    assert outcome.status == job_state.FAILED and "exited with code 2" in (outcome.error or "")
+    assert job_state.outcome_from_state(job(), pod("Running", {"running": {}})).status == job_state.FAILED

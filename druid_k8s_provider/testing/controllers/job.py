@@ -45,6 +45,10 @@ _BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
 _DEADLINE_MESSAGE = "Job was active longer than specified deadline"
 _SUCCESS_REASON = "CompletionsReached"
 _SUCCESS_MESSAGE = "Reached expected number of succeeded pods"
+#: After a refused pod create the Job is synced again with this back-off (the controller's
+#: DefaultJobApiBackOff and MaxJobApiBackOff), each refusal recorded as a FailedCreate event.
+_API_BACKOFF_SECONDS = 1.0
+_MAX_API_BACKOFF_SECONDS = 60.0
 
 
 @dataclass
@@ -59,12 +63,14 @@ class _Tracking:
     deadline_timer: asyncio.TimerHandle | None = None
     backoff_timer: asyncio.TimerHandle | None = None
     finished_at: float | None = None
+    create_failures: int = 0
+    create_retry_timer: asyncio.TimerHandle | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for value in self.outcomes.values() if value == outcome)
 
     def cancel_timers(self) -> None:
-        for timer in (self.deadline_timer, self.backoff_timer):
+        for timer in (self.deadline_timer, self.backoff_timer, self.create_retry_timer):
             if timer is not None:
                 timer.cancel()
 
@@ -343,7 +349,25 @@ class JobController:
                         wait, self._backoff_over, key
                     )
                 return []
-        return [pod for pod in (self._create_pod(job) for _ in range(missing)) if pod is not None]
+        created = [pod for pod in (self._create_pod(job) for _ in range(missing)) if pod is not None]
+        if len(created) < missing:
+            self._retry_create(key, tracking)
+        else:
+            tracking.create_failures = 0
+        return created
+
+    def _retry_create(self, key: Key, tracking: _Tracking) -> None:
+        """A pod create was refused (quota, LimitRange, admission webhook): sync the Job again later."""
+        tracking.create_failures += 1
+        if tracking.create_retry_timer is not None and not tracking.create_retry_timer.cancelled():
+            return
+        delay = backoff_delay(_API_BACKOFF_SECONDS, _MAX_API_BACKOFF_SECONDS, tracking.create_failures)
+
+        def retry() -> None:
+            tracking.create_retry_timer = None
+            self._enqueue(key)
+
+        tracking.create_retry_timer = asyncio.get_running_loop().call_later(delay, retry)
 
     def _backoff_over(self, key: Key) -> None:
         job = self._jobs.get(key)
