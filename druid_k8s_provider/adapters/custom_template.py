@@ -52,6 +52,7 @@ OVERLORD_ONLY_SETTINGS = (
     "kubexit_image",
     "sidecar_commands",
 )
+_DEFAULTS = RunnerConfig(namespace="default")
 _warned: set[str] = set()
 
 
@@ -181,11 +182,10 @@ def custom_template_pod(
 def warn_ineffective(config: RunnerConfig, task: DruidTask) -> None:
     """Warn once per option that this adapter ignores although it is set: the overlord adapters' runner
     options, and a task context's ``druid.indexer.runner.javaOpts``."""
-    defaults = RunnerConfig(namespace=config.namespace)
     ignored = [
         druid_name_of(setting)
         for setting in OVERLORD_ONLY_SETTINGS
-        if getattr(config, setting) != getattr(defaults, setting)
+        if getattr(config, setting) != getattr(_DEFAULTS, setting)
     ]
     if task.java_opts:
         ignored.append(f"task context {TASK_JAVA_OPTS_CONTEXT_KEY}")

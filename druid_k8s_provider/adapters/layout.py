@@ -42,16 +42,20 @@ _warned_versions: set[str] = set()
 
 def parse_version(field: str, text: str) -> Version:
     """``"34.0.0"`` -> ``(34, 0, 0)``; anything but a plain ``X.Y.Z`` from 30.0.0 on is refused."""
-    match = _PLAIN_VERSION.fullmatch(text.strip())
-    if match is None:
+    version = _plain(text)
+    if version is None:
         raise DruidK8sConfigError(
             field,
             f"{text!r} is not a plain Druid release version",
             "give the version as X.Y.Z, e.g. 34.0.0, or leave it unset for the current release's Jobs",
         )
-    version = (int(match[1]), int(match[2]), int(match[3]))
     _refuse_unsupported(field, version)
     return version
+
+
+def _plain(text: str) -> Version | None:
+    match = _PLAIN_VERSION.fullmatch(text.strip())
+    return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
 
 
 def _refuse_unsupported(field: str, version: Version) -> None:
@@ -101,8 +105,8 @@ def layout_for(druid_version: str | None, field: str = "druid_version") -> Druid
     """
     if druid_version is None:
         return DruidLayout(CURRENT)
-    match = _PLAIN_VERSION.fullmatch(druid_version.strip())
-    if match is None:
+    version = _plain(druid_version)
+    if version is None:
         if druid_version not in _warned_versions:
             _warned_versions.add(druid_version)
             log.warning(
@@ -111,6 +115,5 @@ def layout_for(druid_version: str | None, field: str = "druid_version") -> Druid
                 ".".join(map(str, CURRENT)),
             )
         return DruidLayout(CURRENT)
-    version = (int(match[1]), int(match[2]), int(match[3]))
     _refuse_unsupported(field, version)
     return DruidLayout(version)
