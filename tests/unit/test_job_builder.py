@@ -211,6 +211,14 @@ def test_command_runs_peon_sh_with_the_tasks_flags(
     assert env_of(main)["TASK_DIR"] == (task_dir or base_task_dir or "/tmp/persistent/task")
 
 
+def test_an_msq_worker_loads_broadcast_segments_as_in_druid() -> None:
+    worker = {"type": "query_worker", "id": "query-1-worker0_0", "dataSource": "wiki"}
+    main = container(build(worker, overlord_pod(), config()))
+    assert main["args"] == [
+        "/peon.sh --loadBroadcastSegments true --loadBroadcastDatasourceMode ALL --taskId query-1-worker0_0"
+    ]
+
+
 def test_a_task_id_the_shell_would_split_is_quoted_in_the_command() -> None:
     task = {**KILL_TASK, "id": "kill wiki $HOME"}
     main = container(build(task, overlord_pod(), config()))
