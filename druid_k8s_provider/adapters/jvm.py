@@ -87,10 +87,11 @@ def parse_human_readable_bytes(text: str) -> int:
 def container_memory_bytes(options: Sequence[str], sources: str = JAVA_OPTS_ARRAY_PROPERTY) -> int:
     """1.2 x (heap + direct memory), as Druid sizes the peon container (Java double arithmetic, truncated).
 
-    Every option is first split on white space, as Druid does, so ``["-Xms2g -Xmx4g"]`` is read like
-    ``["-Xms2g", "-Xmx4g"]``. Heap is the last ``-Xmx`` (default 1g), direct memory the last
-    ``-XX:MaxDirectMemorySize=`` (default: the heap). ``sources`` names where the options came from, for the
-    error message.
+    Every option is first split on white space, so ``["-Xms2g -Xmx4g"]`` is read like
+    ``["-Xms2g", "-Xmx4g"]``: the JVM gets the options through ``peon.sh``'s shell, which splits them
+    (ours: Druid's adapters match ``-Xmx`` at the start of an element only). Heap is the last ``-Xmx``
+    (default 1g), direct memory the last ``-XX:MaxDirectMemorySize=`` (default: the heap). ``sources``
+    names where the options came from, for the error message.
     """
     words = [word for option in options for word in _JAVA_WHITESPACE.split(option) if word]
     heap = _last_size(words, "-Xmx", sources) or parse_human_readable_bytes(DEFAULT_HEAP)

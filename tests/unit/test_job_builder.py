@@ -413,7 +413,8 @@ def test_no_xmx_gives_2400000000_bytes() -> None:
     ],
 )
 def test_an_element_holding_several_options_is_read_for_sizing(java_opts_array: str) -> None:
-    """Issue 17 item 8: Druid splits every javaOptsArray element on white space before reading sizes."""
+    """Issue 17 item 8: every javaOptsArray element is split on white space before sizes are read, as the
+    peon's JVM sees the options once peon.sh's shell has split JAVA_OPTS."""
     resources = container(build(KILL_TASK, overlord_pod(), config(javaOptsArray=java_opts_array)))[
         "resources"
     ]
