@@ -9,8 +9,9 @@ the Job its own release would build. The differences from Druid 30.0.0 on, read 
   pod template get the annotation ``task.jobTemplate`` naming the template used.
 - 33.0.0 (PR 17749): ``druid.indexer.runner.k8sTaskPodNamePrefix`` replaces the task id part of Job names.
 - 34.0.0 (PR 18206): ``peon.sh`` passes the task directory and attempt ``1`` to the peon itself, so the
-  command loses ``<baseTaskDir> 1``; ``TASK_DIR`` becomes the task's own directory (``<baseTaskDir>/<id>``)
-  and ``JAVA_OPTS`` gains ``-Ddruid.indexer.task.baseTaskDir=<baseTaskDir>``.
+  overlord adapters' command loses ``<baseTaskDir> 1``, their ``TASK_DIR`` becomes the task's own
+  directory (``<baseTaskDir>/<id>``) and their ``JAVA_OPTS`` gains
+  ``-Ddruid.indexer.task.baseTaskDir=<baseTaskDir>``.
 
 A version is given as plain ``X.Y.Z`` (the Overlord's ``/status`` reports it). No version means the newest
 layout above, the one current Druid releases build.
