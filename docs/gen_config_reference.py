@@ -107,8 +107,10 @@ EFFECTS: Mapping[str, str] = {
         "(only one of the two may be set)."
     ),
     "druid.indexer.runner.javaOptsArray": (
-        "JVM options of the peon, first in `JAVA_OPTS`. The last `-Xmx` and `-XX:MaxDirectMemorySize` "
-        "set the main container's memory (1.2 x (heap + direct)). The string form `javaOpts` is refused."
+        "Overlord adapters only: JVM options of the peon, first in `JAVA_OPTS`. Each element is split on "
+        "white space, then the last `-Xmx` and `-XX:MaxDirectMemorySize` set the main container's memory "
+        "(1.2 x (heap + direct)). `customTemplateAdapter` ignores it, as Druid does, and logs a warning "
+        "once: put JVM options in the pod template. The string form `javaOpts` is refused."
     ),
     "druid.indexer.runner.labels": (
         "Extra labels on the Job and its pod. Keys the runner sets itself (`druid.k8s.peons`, "
@@ -119,7 +121,8 @@ EFFECTS: Mapping[str, str] = {
         "are refused."
     ),
     "druid.indexer.runner.peonMonitors": (
-        "When non-empty, replaces the main container's `druid_monitoring_monitors` env with this list."
+        "Overlord adapters only: when non-empty, replaces the main container's `druid_monitoring_monitors` "
+        "env with this list. `customTemplateAdapter` ignores it with a warning."
     ),
     "druid.indexer.runner.graceTerminationPeriodSeconds": (
         "The pod's `terminationGracePeriodSeconds`: how long a peon has to stop when its Job is deleted. "
@@ -130,7 +133,8 @@ EFFECTS: Mapping[str, str] = {
         "is an Airflow pool (see [Operations](operations.md#capacity-with-airflow-pools))."
     ),
     "druid.indexer.runner.cpuCoreInMicro": (
-        "CPU request and limit of the main container, in millicores (1000 = one core)."
+        "Overlord adapters only: CPU request and limit of the main container, in millicores (1000 = one "
+        "core). `customTemplateAdapter` ignores it with a warning: the template sets resources."
     ),
     "druid.indexer.runner.k8s.podTemplate.base": (
         "`customTemplateAdapter`: the pod template file (a `v1/PodTemplate` YAML) used for task types "
@@ -150,12 +154,26 @@ EFFECTS: Mapping[str, str] = {
         "`native` makes them Kubernetes native sidecars (init containers with `restartPolicy: Always`, "
         "Kubernetes 1.29+), which need no command. Not a Druid property."
     ),
+    "druid.indexer.runner.k8sTaskPodNamePrefix": (
+        "Names the Jobs (and the peon pods' hostnames) after this prefix instead of the task id: its "
+        "letters and digits, lowercased, at most 30, then `-` and the hash of the task id, as Druid 33 and "
+        "later do. Labels and annotations still carry the task id. Ignored, with a warning, for an older "
+        "`druidVersion`. A prefix without letters or digits is refused. Stop running tasks before changing "
+        "it: their Jobs are found by name."
+    ),
+    "druid.indexer.runner.druidVersion": (
+        "The Druid release of the peon image, as `X.Y.Z` (30.0.0 or later): the Jobs are built as that "
+        "release builds them (see [Druid versions](adapters.md#druid-versions)). Unset: the current "
+        "release's Jobs (Druid 34.0.0 and later). Not a Druid property."
+    ),
     "druid.indexer.runner.sidecarCommands": (
         "Command (the image's entrypoint) of sidecars that set `args` but no `command`, by container name, "
         "so kubexit can wrap them. Not a Druid property."
     ),
     "druid.indexer.task.baseTaskDir": (
-        "Task directory of the peon: `TASK_DIR` and the argument of `/peon.sh`."
+        "Task directory of the peon. Before Druid 34: `TASK_DIR` and the argument of `/peon.sh`; from "
+        "Druid 34 (overlord adapters): `-Ddruid.indexer.task.baseTaskDir` in `JAVA_OPTS`, and `TASK_DIR` "
+        "is `<baseTaskDir>/<task id>`. `customTemplateAdapter`: `TASK_DIR`."
     ),
     "druid.enableTlsPort": (
         "`true` gives the peon its TLS port 8091 (`-Ddruid.tlsPort`) and sets the annotation `tls.enabled`."
@@ -182,6 +200,8 @@ def describe_type(attribute: str, hint: Any) -> str:
         return "one of " + ", ".join(f"`{choice}`" for choice in _CHOICES[attribute])
     if attribute in _FILE_PATH_FIELDS:
         return "file path"
+    if attribute == "druid_version":
+        return "Druid release `X.Y.Z`"
     _, hint = _is_optional(hint)
     origin = typing.get_origin(hint)
     if origin is typing.Literal:

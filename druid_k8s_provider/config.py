@@ -25,6 +25,7 @@ import javaproperties
 import pendulum
 
 from druid_k8s_provider import naming
+from druid_k8s_provider.adapters.layout import parse_version
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import KNOWN_TASK_TYPES
 
@@ -73,10 +74,8 @@ _OTHER_RUNNER_PROPERTIES = frozenset(
         "logSaveTimeout",
         "enableKubernetesClientSharedInformers",
         "kubernetesClientInformerResyncPeriod",
-        "k8sTaskPodNamePrefix",
     )
 )
-_POD_NAME_PREFIX_PROPERTY = RUNNER_PREFIX + "k8sTaskPodNamePrefix"
 # Druid's hybrid runner (``type=k8sAndWorker``) keeps its settings under this prefix.
 _OTHER_RUNNER_PREFIXES = (RUNNER_PREFIX + "k8sAndWorker.",)
 _JAVA_OPTS_PROPERTY = RUNNER_PREFIX + "javaOpts"
@@ -239,6 +238,24 @@ def _annotations(name: str, value: Any) -> dict[str, str]:
     return annotations
 
 
+def _pod_name_prefix(name: str, value: Any) -> str | None:
+    prefix = _optional_text(name, value)
+    problem = None if prefix is None else naming.pod_name_prefix_problem(prefix)
+    if problem:
+        raise DruidK8sConfigError(
+            name, problem, "use letters and digits (other characters are dropped), or unset it"
+        )
+    return prefix
+
+
+def _druid_version(name: str, value: Any) -> str | None:
+    text = _optional_text(name, value)
+    if text is None:
+        return None
+    parse_version(name, text)
+    return text
+
+
 def _adapter_type(name: str, value: Any) -> str:
     text = _non_empty_text(name, value)
     if text not in ADAPTER_TYPES:
@@ -336,6 +353,8 @@ _PROPERTIES = (
     _runner("overlordNamespace", "overlord_namespace", _namespace),
     _runner("sidecarTermination", "sidecar_termination", _sidecar_termination),
     _runner("sidecarCommands", "sidecar_commands", _sidecar_commands),
+    _runner("k8sTaskPodNamePrefix", "k8s_task_pod_name_prefix", _pod_name_prefix),
+    _runner("druidVersion", "druid_version", _druid_version),
     _Property(_BASE_TASK_DIR_PROPERTY, "base_task_dir", _non_empty_text),
     _Property(_ENABLE_TLS_PORT_PROPERTY, "enable_tls_port", _boolean),
     _Property(_INTERMEDIARY_STORAGE_PROPERTY, "intermediary_storage_type", _optional_text),
@@ -394,6 +413,8 @@ class RunnerConfig:
     intermediary_storage_type: str | None = None
     sidecar_termination: SidecarTermination = "kubexit"
     sidecar_commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    k8s_task_pod_name_prefix: str | None = None
+    druid_version: str | None = None
 
     def __post_init__(self) -> None:
         """Resolve the defaults that depend on other fields and refuse contradictions."""
@@ -460,13 +481,6 @@ class RunnerConfig:
                         druid_name,
                         f"unknown runner property{_did_you_mean(druid_name, _BY_DRUID_NAME)}",
                         "correct the name or remove the property (see the configuration docs)",
-                    )
-                if druid_name == _POD_NAME_PREFIX_PROPERTY and str(raw).strip():
-                    log.warning(
-                        "%s=%s is not supported: Jobs get Druid's default names (the task id's first 30 "
-                        "alphanumerics and its hash); they are still found by their task.id annotation",
-                        druid_name,
-                        raw,
                     )
                 log.debug("Ignoring property %s: it does not shape peon Jobs", druid_name)
                 continue

@@ -61,14 +61,28 @@ def task_id_hash(task_id: str) -> str:
     return mmh3.hash_bytes(task_id.encode("utf-8")).hex()
 
 
-def job_name(task_id: str) -> str:
-    """The Job name Druid gives a task: 30 lowercased alphanumerics of the id, ``-``, the id's hash.
+def job_name(task_id: str, prefix: str | None = None) -> str:
+    """The Job name Druid gives a task: 30 lowercased alphanumerics, ``-``, the hash of the full task id.
 
-    At most 63 characters, a valid DNS-1123 label. Ours: an id without any alphanumeric character (Druid would
-    produce the invalid name ``-<hash>``) gets the prefix ``task``.
+    The alphanumerics are the id's, or from Druid 33 on those of ``druid.indexer.runner.k8sTaskPodNamePrefix``
+    when it is set (apache/druid PR 17749; an empty prefix means none). At most 63 characters, a valid
+    DNS-1123 label. Ours: an id without any alphanumeric character (Druid would produce the invalid name
+    ``-<hash>``) gets the prefix ``task``; a prefix without one is refused by the configuration
+    (:func:`pod_name_prefix_problem`).
     """
-    prefix = _NOT_ALPHANUMERIC.sub("", task_id)[:_JOB_NAME_PREFIX_LENGTH].lower()
-    return f"{prefix or 'task'}-{task_id_hash(task_id)}"
+    source = prefix if prefix else task_id
+    kept = _NOT_ALPHANUMERIC.sub("", source)[:_JOB_NAME_PREFIX_LENGTH].lower()
+    return f"{kept or 'task'}-{task_id_hash(task_id)}"
+
+
+def pod_name_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot start Job names (it has no letter or digit to keep), or None."""
+    if prefix and not _NOT_ALPHANUMERIC.sub("", prefix):
+        return (
+            f"{prefix!r} has no letters or digits, so every Job name would start with '-', which Kubernetes "
+            "refuses"
+        )
+    return None
 
 
 def id_label_value(value: str) -> str:

@@ -44,10 +44,11 @@ KNOWN_TASK_TYPES = frozenset(
         "single_phase_sub_task",
     }
 )
-# Task types whose peons answer queries (Druid's ``Task.supportsQueries()``): streaming ingestion and the
-# legacy realtime tasks. Their peons are started with ``--loadBroadcastSegments true`` so joins work.
+# Task types that embed a query stack (Druid's ``Task.supportsQueries()``): streaming ingestion, the legacy
+# realtime tasks and MSQ workers (true for them since apache/druid PR 14437, although they are not queryable
+# over HTTP). Their peons are started with ``--loadBroadcastSegments true`` so joins work.
 QUERY_SERVING_TASK_TYPES = frozenset(
-    {"index_kafka", "index_kinesis", "index_realtime", "index_realtime_appenderator"}
+    {"index_kafka", "index_kinesis", "index_realtime", "index_realtime_appenderator", "query_worker"}
 )
 # Task types that announce themselves with a node type (Druid's ``Task.getNodeType()``): the legacy realtime
 # tasks announce as ``realtime``; every other type has none and gets no ``--nodeType`` argument.

@@ -44,8 +44,7 @@ from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, task_id_of
 from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
 from druid_k8s_provider.hooks.secrets import scrub, sensitive_values
-from druid_k8s_provider.job_builder import build_job, load_pod_template
-from druid_k8s_provider.naming import job_name as job_name_for
+from druid_k8s_provider.job_builder import build_job, load_pod_template, peon_job_name
 from druid_k8s_provider.preflight import Requirements, check_permissions, operator_requirements
 from druid_k8s_provider.settings import CONFIG_SECTION, json_object, layered_runner_properties
 from druid_k8s_provider.task import DruidTask, derive_task_id
@@ -131,7 +130,7 @@ def _check_join(
     """Before joining a Job found by reading it: refuse another run's, and fail a Role that is too narrow for
     the rest of the lifecycle here, naming every missing permission, before any write."""
     refuse_foreign_run(job, identity, task_id, namespace)
-    check_permissions(hook, requirements, task_id=task_id, job_name=job_name_for(task_id))
+    check_permissions(hook, requirements, task_id=task_id, job_name=job["metadata"]["name"])
 
 
 def _epoch(timestamp: str | None) -> float:
@@ -378,7 +377,7 @@ class DruidK8sTaskOperator(BaseOperator):
         config = self.runner_config()
         task = self.druid_task_for(context)
         hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
-        name = job_name_for(task.id)
+        name = peon_job_name(task.id, config)
         requirements = operator_requirements(config)
         details = {
             "druid_task_id": task.id,
@@ -465,7 +464,7 @@ class DruidK8sTaskOperator(BaseOperator):
         another run with the same Druid task id is refused, with nothing changed on the cluster. Bad input
         is refused while building, before any request that writes.
         """
-        name = job_name_for(task.id)
+        name = peon_job_name(task.id, config)
         try:
             manifest = self._explaining_refusals(
                 hook, requirements, task.id, name, lambda: self._build(hook, task, config)

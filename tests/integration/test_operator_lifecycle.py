@@ -203,6 +203,26 @@ def test_debug_jobs_keeps_the_finished_job(kube: KubeEmulator, druid: Druid) -> 
     assert jobs_left(kube) == [result["job_name"]]
 
 
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_the_pod_name_prefix_names_the_job_the_operator_creates_and_follows(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    """Issue 17 item 1: the Job is named as Druid 33+ names it with k8sTaskPodNamePrefix."""
+    druid.start(exits(0, PEON_LINES))
+    task = {
+        **TASK,
+        "id": "index_parallel_web_clickstream_events_eu_region_hourly_rollup_2024-05-01T00:00:00.000Z_try1",
+    }
+    properties = {
+        "druid.indexer.runner.k8sTaskPodNamePrefix": "Nightly_Orders",
+        "druid.indexer.runner.debugJobs": "true",
+    }
+    result = run(operator(druid_task=task, properties=properties, deferrable=deferrable), FakeTaskInstance())
+    assert result["status"] == "SUCCESS"
+    assert result["job_name"] == "nightlyorders-5a8b23807b2132a88feef67ffd87787b"
+    assert jobs_left(kube) == [result["job_name"]]
+
+
 def test_status_json_from_the_task_log_location_decides_the_outcome(
     kube: KubeEmulator, druid: Druid, tmp_path: Path
 ) -> None:

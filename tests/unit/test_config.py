@@ -273,10 +273,40 @@ def test_other_runners_properties_in_an_overlord_file_are_ignored() -> None:
     assert config.namespace == "druid"
 
 
-def test_a_job_name_prefix_is_not_supported_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="druid_k8s_provider.config"):
-        config_of(k8sTaskPodNamePrefix="team-a", taskJoinTimeout="PT1M", logSaveTimeout="PT300S")
-    assert "k8sTaskPodNamePrefix=team-a is not supported" in caplog.text
+def test_the_job_name_prefix_is_read() -> None:
+    config = config_of(k8sTaskPodNamePrefix="Nightly_Orders", taskJoinTimeout="PT1M", logSaveTimeout="PT300S")
+    assert config.k8s_task_pod_name_prefix == "Nightly_Orders"
+    assert config_of(k8sTaskPodNamePrefix="").k8s_task_pod_name_prefix is None, (
+        "empty means unset, as in Druid"
+    )
+
+
+@pytest.mark.parametrize("prefix", ["___", "-.-", ": _"])
+def test_a_job_name_prefix_without_letters_or_digits_is_refused(prefix: str) -> None:
+    with pytest.raises(DruidK8sConfigError) as caught:
+        config_of(k8sTaskPodNamePrefix=prefix)
+    assert caught.value.field == "druid.indexer.runner.k8sTaskPodNamePrefix"
+    assert "no letters or digits" in caught.value.problem
+
+
+@pytest.mark.parametrize("version", ["30.0.0", "34.0.0", " 36.1.2 "])
+def test_the_druid_version_is_a_plain_release(version: str) -> None:
+    assert config_of(druidVersion=version).druid_version == version.strip()
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [
+        ("34.0", "not a plain Druid release"),
+        ("35.0.0-SNAPSHOT", "not a plain"),
+        ("29.0.1", "older than 30.0.0"),
+    ],
+)
+def test_a_druid_version_that_is_not_a_supported_release_is_refused(version: str, problem: str) -> None:
+    with pytest.raises(DruidK8sConfigError) as caught:
+        config_of(druidVersion=version)
+    assert caught.value.field == "druid.indexer.runner.druidVersion"
+    assert problem in caught.value.problem
 
 
 def test_merged_overrides_with_native_or_string_values_and_revalidates() -> None:

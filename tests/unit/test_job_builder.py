@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_job_builder_support import (
@@ -25,6 +26,7 @@ from test_job_builder_support import (
 )
 
 from druid_k8s_provider import naming
+from druid_k8s_provider.adapters import custom_template
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.job_builder import (
     build_job,
@@ -32,6 +34,7 @@ from druid_k8s_provider.job_builder import (
     decompress_task,
     load_pod_template,
     parse_human_readable_bytes,
+    peon_job_name,
     split_java_opts,
 )
 from druid_k8s_provider.task import DruidTask
@@ -145,26 +148,136 @@ def test_probes_are_removed_and_ports_replaced() -> None:
 
 
 @pytest.mark.parametrize(
-    ("task", "base_task_dir", "expected_args"),
+    ("task", "base_task_dir", "version", "expected_args", "task_dir"),
     [
-        (KILL_TASK, None, "/peon.sh /tmp/persistent/task 1"),
-        (KILL_TASK, "/druid/task", "/peon.sh /druid/task 1"),
-        (KAFKA_TASK, None, "/peon.sh /tmp/persistent/task 1 --loadBroadcastSegments true"),
+        (
+            KILL_TASK,
+            None,
+            "30.0.0",
+            "/peon.sh /tmp/persistent/task 1 --taskId kill_wikipedia_2024-01-01",
+            None,
+        ),
+        (
+            KILL_TASK,
+            "/druid/task",
+            "30.0.0",
+            "/peon.sh /druid/task 1 --taskId kill_wikipedia_2024-01-01",
+            None,
+        ),
+        (
+            KILL_TASK,
+            None,
+            "33.0.0",
+            "/peon.sh /tmp/persistent/task 1 --loadBroadcastDatasourceMode NONE "
+            "--taskId kill_wikipedia_2024-01-01",
+            None,
+        ),
+        (
+            KAFKA_TASK,
+            None,
+            "31.0.0",
+            "/peon.sh /tmp/persistent/task 1 --loadBroadcastSegments true --loadBroadcastDatasourceMode ALL "
+            "--taskId index_kafka_events_0a1b2c3d",
+            None,
+        ),
+        (
+            KILL_TASK,
+            None,
+            None,
+            "/peon.sh --loadBroadcastDatasourceMode NONE --taskId kill_wikipedia_2024-01-01",
+            "/tmp/persistent/task/kill_wikipedia_2024-01-01",
+        ),
         (
             REALTIME_TASK,
-            None,
-            "/peon.sh /tmp/persistent/task 1 --nodeType realtime --loadBroadcastSegments true",
+            "/druid/task/",
+            "34.0.0",
+            "/peon.sh --nodeType realtime --loadBroadcastSegments true --loadBroadcastDatasourceMode ALL "
+            "--taskId index_realtime_rt_1",
+            "/druid/task/index_realtime_rt_1",
         ),
     ],
 )
 def test_command_runs_peon_sh_with_the_tasks_flags(
-    task: dict[str, Any], base_task_dir: str | None, expected_args: str
+    task: dict[str, Any],
+    base_task_dir: str | None,
+    version: str | None,
+    expected_args: str,
+    task_dir: str | None,
 ) -> None:
     extra = {"druid.indexer.task.baseTaskDir": base_task_dir} if base_task_dir else {}
-    main = container(build(task, overlord_pod(), config(**extra)))
+    main = container(build(task, overlord_pod(), config(**extra), version))
     assert main["command"] == ["sh", "-c"]
     assert main["args"] == [expected_args]
-    assert env_of(main)["TASK_DIR"] == (base_task_dir or "/tmp/persistent/task")
+    assert env_of(main)["TASK_DIR"] == (task_dir or base_task_dir or "/tmp/persistent/task")
+
+
+def test_an_msq_worker_loads_broadcast_segments_as_in_druid() -> None:
+    worker = {"type": "query_worker", "id": "query-1-worker0_0", "dataSource": "wiki"}
+    main = container(build(worker, overlord_pod(), config()))
+    assert main["args"] == [
+        "/peon.sh --loadBroadcastSegments true --loadBroadcastDatasourceMode ALL --taskId query-1-worker0_0"
+    ]
+
+
+def test_a_task_id_the_shell_would_split_is_quoted_in_the_command() -> None:
+    task = {**KILL_TASK, "id": "kill wiki $HOME"}
+    main = container(build(task, overlord_pod(), config()))
+    assert main["args"] == ["/peon.sh --loadBroadcastDatasourceMode NONE --taskId 'kill wiki $HOME'"]
+
+
+def test_the_task_context_chooses_the_broadcast_loading_mode() -> None:
+    task = {**KAFKA_TASK, "context": {"broadcastDatasourceLoadingMode": "only_required"}}
+    main = container(build(task, overlord_pod(), config()))
+    assert "--loadBroadcastDatasourceMode ONLY_REQUIRED --taskId" in main["args"][0]
+    bad = {**KAFKA_TASK, "context": {"broadcastDatasourceLoadingMode": "SOME"}}
+    with pytest.raises(DruidK8sConfigError) as caught:
+        build_job(bad, overlord_pod(), config())
+    assert caught.value.field == "task.context.broadcastDatasourceLoadingMode"
+
+
+CLICKSTREAM = {
+    "type": "index_parallel",
+    "id": "index_parallel_web_clickstream_events_eu_region_hourly_rollup_2024-05-01T00:00:00.000Z_try1",
+    "dataSource": "web_clickstream_events",
+}
+
+
+@pytest.mark.parametrize("adapter", [{}, CUSTOM])
+def test_the_pod_name_prefix_names_the_job_and_leaves_labels_alone(adapter: dict[str, str]) -> None:
+    cfg = config(**adapter, k8sTaskPodNamePrefix="Nightly_Orders")
+    template = pod_template() if adapter else overlord_pod()
+    job = build(CLICKSTREAM, template, cfg)
+    assert job["metadata"]["name"] == "nightlyorders-5a8b23807b2132a88feef67ffd87787b"
+    assert peon_job_name(CLICKSTREAM["id"], cfg) == job["metadata"]["name"]
+    assert job["metadata"]["labels"]["druid.task.id"] == naming.id_label_value(CLICKSTREAM["id"])
+    assert job["metadata"]["annotations"]["task.id"] == CLICKSTREAM["id"]
+    if not adapter:
+        assert job["spec"]["template"]["spec"]["hostname"] == job["metadata"]["name"]
+
+
+def test_druid_before_33_ignores_the_pod_name_prefix_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = config(k8sTaskPodNamePrefix="Nightly_Orders")
+    with caplog.at_level(logging.WARNING):
+        job = build(CLICKSTREAM, overlord_pod(), cfg, "32.0.0")
+    assert job["metadata"]["name"] == naming.job_name(CLICKSTREAM["id"])
+    assert peon_job_name(CLICKSTREAM["id"], cfg, druid_version="32.0.0") == job["metadata"]["name"]
+    assert "k8sTaskPodNamePrefix is ignored" in caplog.text
+
+
+def test_a_druid_version_before_30_is_refused_and_a_snapshot_gets_the_current_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(DruidK8sConfigError) as caught:
+        build_job(KILL_TASK, overlord_pod(), config(), druid_version="29.0.1")
+    assert caught.value.field == "druid_version"
+    with caplog.at_level(logging.WARNING):
+        snapshot = build(KILL_TASK, overlord_pod(), config(), "37.0.0-SNAPSHOT")
+    assert snapshot == build(KILL_TASK, overlord_pod(), config())
+    assert "'37.0.0-SNAPSHOT' is not a plain X.Y.Z release" in caplog.text
+
+
+def test_build_job_still_takes_task_template_and_config_positionally() -> None:
+    assert build_job(KILL_TASK, overlord_pod(), config()) == build(KILL_TASK, overlord_pod(), config())
 
 
 def test_env_carries_the_task_and_the_pod_identity() -> None:
@@ -193,15 +306,22 @@ def test_env_vars_the_runner_sets_replace_template_ones_of_the_same_name() -> No
 
 
 @pytest.mark.parametrize(("tls", "tls_port", "enabled"), [("false", "-1", "false"), ("true", "8091", "true")])
-def test_java_options_in_druids_order(tls: str, tls_port: str, enabled: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "task_dir_option"),
+    [("33.0.0", []), (None, ["-Ddruid.indexer.task.baseTaskDir=/tmp/persistent/task"])],
+)
+def test_java_options_in_druids_order(
+    tls: str, tls_port: str, enabled: str, version: str | None, task_dir_option: list[str]
+) -> None:
     cfg = config(javaOptsArray='["-Xms1g", "-Xmx3g"]', **{"druid.enableTlsPort": tls})
-    main = container(build(KAFKA_TASK, overlord_pod(), cfg))
+    main = container(build(KAFKA_TASK, overlord_pod(), cfg, version))
     assert env_of(main)["JAVA_OPTS"] == " ".join(
         [
             "-Xms1g",
             "-Xmx3g",
             "-Xmx2g",
             '-Dlabel="two words"',
+            *task_dir_option,
             "-Ddruid.port=8100",
             "-Ddruid.plaintextPort=8100",
             f"-Ddruid.tlsPort={tls_port}",
@@ -282,6 +402,24 @@ def test_no_xmx_gives_2400000000_bytes() -> None:
         "requests": {"cpu": "1000m", "memory": "2400000000"},
         "limits": {"cpu": "1000m", "memory": "2400000000"},
     }
+
+
+@pytest.mark.parametrize(
+    "java_opts_array",
+    [
+        '["-Xms2g -Xmx4g -XX:MaxDirectMemorySize=1g"]',
+        '["-Xms2g", "-Xmx4g", "-XX:MaxDirectMemorySize=1g"]',
+        '["-Xms2g\\t-Xmx4g", "-XX:MaxDirectMemorySize=1g -Dx=y"]',
+    ],
+)
+def test_an_element_holding_several_options_is_read_for_sizing(java_opts_array: str) -> None:
+    """Issue 17 item 8: every javaOptsArray element is split on white space before sizes are read, as the
+    peon's JVM sees the options once peon.sh's shell has split JAVA_OPTS."""
+    resources = container(build(KILL_TASK, overlord_pod(), config(javaOptsArray=java_opts_array)))[
+        "resources"
+    ]
+    assert resources["requests"]["memory"] == "6000000000"
+    assert resources["limits"]["memory"] == "6000000000"
 
 
 def test_task_context_xmx_sizes_the_container() -> None:
@@ -392,7 +530,10 @@ def test_kubexit_wiring() -> None:
 def test_kubexit_commands_with_exact_escaping() -> None:
     spec = build(KILL_TASK, overlord_pod(), config(**MULTI))["spec"]["template"]["spec"]
     main, sidecar = spec["containers"]
-    assert main["args"] == ['/kubexit/kubexit /bin/sh -c "/peon.sh /tmp/persistent/task 1"']
+    assert main["args"] == [
+        "/kubexit/kubexit /bin/sh -c "
+        '"/peon.sh --loadBroadcastDatasourceMode NONE --taskId kill_wikipedia_2024-01-01"'
+    ]
     assert sidecar["args"] == [
         "/kubexit/kubexit /bin/sh -c "
         '"/fluent-bit/bin/fluent-bit -c /etc/\\"fluent\\"/bit.conf -R C:\\\\parsers" || true'
@@ -445,7 +586,8 @@ def test_native_sidecars_become_restartable_init_containers() -> None:
     ]
     assert [v["name"] for v in spec["volumes"]] == ["conf"]
     main = spec["containers"][0]
-    assert main["command"] == ["sh", "-c"] and main["args"] == ["/peon.sh /tmp/persistent/task 1"]
+    assert main["command"] == ["sh", "-c"]
+    assert main["args"] == ["/peon.sh --loadBroadcastDatasourceMode NONE --taskId kill_wikipedia_2024-01-01"]
     assert not any(var["name"].startswith("KUBEXIT") for var in main["env"])
 
 
@@ -519,7 +661,7 @@ def test_task_without_type_is_refused_before_building() -> None:
 
 
 def test_custom_template_keeps_containers_and_adds_task_env() -> None:
-    job = build(KAFKA_TASK, pod_template(), config(**CUSTOM))
+    job = build(KAFKA_TASK, pod_template(), config(**CUSTOM), "30.0.0")
     spec = job["spec"]["template"]["spec"]
     main = spec["containers"][0]
     assert main["command"] == ["sh", "-c", "/peon.sh /druid/data 1"], "kept as written"
@@ -537,6 +679,36 @@ def test_custom_template_keeps_containers_and_adds_task_env() -> None:
     assert pod_metadata["annotations"]["sidecar.istio.io/inject"] == "false"
     assert "task" not in job["metadata"]["annotations"], "the payload travels once, on the pod"
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 14400)
+
+
+def test_custom_template_ignores_java_opts_array_as_druid_does_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 17 item 3: Druid's PodTemplateTaskAdapter sets no JAVA_OPTS (apache/druid issue 19385 and PR
+    19364, which made peon.sh read jvm.config instead); the option has no effect, so it is named once."""
+    custom_template._warned.clear()
+    cfg = config(
+        **CUSTOM, javaOptsArray='["-Xms2g","-Xmx2g","-XX:MaxDirectMemorySize=1g"]', cpuCoreInMicro="2000"
+    )
+    with caplog.at_level(logging.WARNING, logger="druid_k8s_provider.adapters.custom_template"):
+        first = build(KILL_TASK, pod_template(), cfg)
+        build(KILL_TASK, pod_template(), cfg)
+    main = first["spec"]["template"]["spec"]["containers"][0]
+    assert "JAVA_OPTS" not in env_of(main)
+    assert "resources" not in main, "the template decides resources"
+    warnings = [record.getMessage() for record in caplog.records]
+    assert sum("druid.indexer.runner.javaOptsArray has no effect" in w for w in warnings) == 1
+    assert sum("druid.indexer.runner.cpuCoreInMicro has no effect" in w for w in warnings) == 1
+    assert "customTemplateAdapter" in warnings[0]
+
+
+def test_custom_template_without_overlord_only_options_does_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    custom_template._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="druid_k8s_provider.adapters.custom_template"):
+        build(KILL_TASK, pod_template(), config(**CUSTOM))
+    assert not caplog.records
 
 
 def test_custom_template_batch_task_does_not_load_broadcast_segments() -> None:
@@ -629,6 +801,18 @@ def test_load_pod_template_prefers_the_task_types_file(tmp_path: Path) -> None:
     build(KAFKA_TASK, loaded, cfg)
 
 
+def test_without_a_base_template_even_a_task_with_its_own_template_is_refused(tmp_path: Path) -> None:
+    """Issue 17 item 2: Druid refuses the adapter itself when k8s.podTemplate.base is missing."""
+    kafka_template = tmp_path / "kafka.yaml"
+    kafka_template.write_text(yaml.safe_dump(pod_template()), encoding="utf-8")
+    cfg = config(**CUSTOM, **{"k8s.podTemplate.index_kafka": str(kafka_template)})
+    for task in (KAFKA_TASK, KILL_TASK):
+        with pytest.raises(DruidK8sConfigError) as caught:
+            load_pod_template(cfg, DruidTask.from_spec(task))
+        assert caught.value.field == "druid.indexer.runner.k8s.podTemplate.base"
+        assert "druid.indexer.runner.k8s.podTemplate.base" in caught.value.fix
+
+
 def test_load_pod_template_without_any_template_names_the_base_property() -> None:
     with pytest.raises(DruidK8sConfigError) as caught:
         load_pod_template(config(**CUSTOM), DruidTask.from_spec(KILL_TASK))
@@ -650,9 +834,9 @@ def test_load_pod_template_errors_name_the_property(
     path = tmp_path / "kill.yaml"
     if content is not None:
         path.write_text(content, encoding="utf-8")
-    cfg = config(**CUSTOM, **{"k8s.podTemplate.kill": str(path)})
+    templates = {"k8s.podTemplate.kill": str(path), "k8s.podTemplate.base": str(tmp_path / "base.yaml")}
     with pytest.raises(DruidK8sConfigError) as caught:
-        load_pod_template(cfg, DruidTask.from_spec(KILL_TASK))
+        load_pod_template(config(**CUSTOM, **templates), DruidTask.from_spec(KILL_TASK))
     assert "druid.indexer.runner.k8s.podTemplate.kill" in caught.value.field
     assert problem in caught.value.problem
 

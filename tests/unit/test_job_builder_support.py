@@ -140,9 +140,12 @@ def validated(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(
-    task: dict[str, Any] | DruidTask, template: dict[str, Any], runner_config: RunnerConfig
+    task: dict[str, Any] | DruidTask,
+    template: dict[str, Any],
+    runner_config: RunnerConfig,
+    druid_version: str | None = None,
 ) -> dict[str, Any]:
-    return validated(build_job(task, template, runner_config))
+    return validated(build_job(task, template, runner_config, druid_version=druid_version))
 
 
 def container(job: dict[str, Any], name: str = "main") -> dict[str, Any]:

@@ -138,3 +138,23 @@ def test_task_without_datasource_gets_no_datasource_label_or_annotation() -> Non
     task = DruidTask.from_spec({"type": "noop", "id": "noop_1"})
     assert "druid.task.datasource" not in naming.peon_labels(task, {})
     assert "task.datasource" not in naming.peon_annotations(task, {}, tls_enabled=False)
+
+
+CLICKSTREAM_ID = "index_parallel_web_clickstream_events_eu_region_hourly_rollup_2024-05-01T00:00:00.000Z_try1"
+
+
+def test_a_pod_name_prefix_replaces_the_id_part_of_the_job_name() -> None:
+    """Issue 17 item 1 (apache/druid PR 17749): letters and digits of the prefix, lowercased, at most 30,
+    then the hash of the full task id."""
+    assert (
+        naming.job_name(CLICKSTREAM_ID, "Nightly_Orders") == "nightlyorders-5a8b23807b2132a88feef67ffd87787b"
+    )
+    assert naming.job_name(CLICKSTREAM_ID).endswith("-5a8b23807b2132a88feef67ffd87787b")
+
+
+def test_a_pod_name_prefix_is_cut_to_30_characters_and_an_empty_one_is_none() -> None:
+    long_prefix = "Team-" + "x" * 40
+    assert naming.job_name("kill_a", long_prefix) == "team" + "x" * 26 + "-" + naming.task_id_hash("kill_a")
+    assert naming.job_name("kill_a", "") == naming.job_name("kill_a")
+    assert naming.pod_name_prefix_problem("a_b") is None
+    assert naming.pod_name_prefix_problem("__") is not None

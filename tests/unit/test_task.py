@@ -45,6 +45,8 @@ def test_datasource_is_found_where_the_task_type_keeps_it(
         ("index_kinesis", None, True),
         ("index_realtime", "realtime", True),
         ("index_realtime_appenderator", "realtime", True),
+        ("query_worker", None, True),
+        ("query_controller", None, False),
     ],
 )
 def test_node_type_and_query_serving_follow_the_task_type(

@@ -103,6 +103,11 @@ def test_the_selected_key_names_the_template_and_unmatched_or_unconfigured_keys_
         cfg,
     )
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "druid:small"
+    # Druid 31+ names the chosen template on the Job and its pod (apache/druid PR 16772).
+    assert job["metadata"]["annotations"]["task.jobTemplate"] == "smallCompactions"
+    assert job["spec"]["template"]["metadata"]["annotations"]["task.jobTemplate"] == "smallCompactions"
+    base_job = build(task("compact").spec, load_pod_template(cfg, task("compact"), selection), cfg)
+    assert base_job["metadata"]["annotations"]["task.jobTemplate"] == "base"
 
 
 def test_without_a_base_template_an_unmatched_task_is_refused_naming_the_base_property() -> None:
@@ -110,7 +115,7 @@ def test_without_a_base_template_an_unmatched_task_is_refused_naming_the_base_pr
     with pytest.raises(DruidK8sConfigError) as caught:
         load_pod_template(config(**CUSTOM), task("index_parallel"), selection)
     assert caught.value.field == "druid.indexer.runner.k8s.podTemplate.base"
-    assert "no pod template selector matching" in caught.value.problem
+    assert "needs a base pod template" in caught.value.problem
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
