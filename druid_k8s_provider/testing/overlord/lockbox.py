@@ -117,7 +117,7 @@ def bucket(timestamp: str, granularity: Any) -> Interval:
     if name == "ALL":
         return Interval(dt.datetime(1, 1, 1, tzinfo=_UTC), dt.datetime(9999, 12, 31, tzinfo=_UTC))
     unit = _PERIOD_UNITS.get(name, "day")
-    start = pendulum.instance(_instant(timestamp)).start_of(unit)
+    start = pendulum.instance(_instant(timestamp)).in_timezone("UTC").start_of(unit)
     return Interval(start, start.add(**{f"{unit}s": 1}))
 
 
