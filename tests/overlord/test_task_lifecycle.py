@@ -54,15 +54,17 @@ def test_a_job_created_directly_for_an_unsubmitted_task_fails_on_the_inactive_ta
     job = druid.kube.store.create("jobs", NAMESPACE, build_job(task, template, config))
 
     def failed() -> bool:
-        conditions = (druid.kube.store.get("jobs", NAMESPACE, job["metadata"]["name"]).get("status") or {}).get(
-            "conditions"
-        ) or []
+        conditions = (
+            druid.kube.store.get("jobs", NAMESPACE, job["metadata"]["name"]).get("status") or {}
+        ).get("conditions") or []
         return any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
 
     wait_until(failed, what="the peon's failure")
     [pod] = druid.kube.store.list("pods", NAMESPACE, label_selector=f"job-name={job['metadata']['name']}")
     log = druid.kube.logs.text(NAMESPACE, pod["metadata"]["name"], "main")
-    refusal = json.dumps({"error": f"Unable to grant lock to inactive Task [{task['id']}]"}, separators=(",", ":"))
+    refusal = json.dumps(
+        {"error": f"Unable to grant lock to inactive Task [{task['id']}]"}, separators=(",", ":")
+    )
     assert "ERROR [main] org.apache.druid.cli.CliPeon - Error when starting up.  Failing." in log
     assert f"Error with status[500 Internal Server Error] and message[{refusal}]" in log
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -141,7 +143,9 @@ def test_task_lists_filter_by_state_and_datasource(druid: Druid) -> None:
     done = index_parallel("index_parallel_wikipedia_listed")
     druid.submit(done)
     druid.wait_complete(done["id"])
-    running = index_parallel("index_parallel_wikipedia_long", "2026-02-01/2026-02-02", standinDurationSeconds=60)
+    running = index_parallel(
+        "index_parallel_wikipedia_long", "2026-02-01/2026-02-02", standinDurationSeconds=60
+    )
     druid.submit(running)
     druid.wait_for(running["id"], lambda s: s["runnerStatusCode"] == "RUNNING")
 

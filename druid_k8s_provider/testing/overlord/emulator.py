@@ -56,6 +56,7 @@ OVERLORD_LABELS = {"app": "druid", "component": "overlord"}
 _VERSION = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 _OVERLORD_NAMESPACE_PROPERTY = RUNNER_PREFIX + "overlordNamespace"
 _POD_START_SECONDS = 30.0
+_SHUTDOWN_SECONDS = 1.0
 
 
 def parse_druid_version(version: str | None) -> tuple[int, int, int] | None:
@@ -169,7 +170,8 @@ class OverlordEmulator:
             self.overlord.task_log_dir = self.task_log_dir
         self.task_log_dir.mkdir(parents=True, exist_ok=True)
         app = build_app(self.overlord, self.druid_version, self.credentials, self.restart_async)
-        self._site_runner = web.AppRunner(app, access_log=None)
+        # A peon killed in the middle of an action leaves its request unfinished: do not wait a minute for it.
+        self._site_runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
         await self._site_runner.setup()
         site = web.TCPSite(self._site_runner, self._host, self._port)
         await site.start()

@@ -159,8 +159,11 @@ class KubernetesRunner:
         return k8s.CoreV1Api(self._api)
 
     async def _read(self, call: Awaitable[Any]) -> Any:
+        """The JSON of a raw (``_preload_content=False``) call; ApiException for a non-2xx answer."""
         response = await call
         try:
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=response.reason)
             return await response.json()
         finally:
             response.release()
