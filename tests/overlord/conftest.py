@@ -35,7 +35,8 @@ def index_parallel(task_id: str, interval: str = INTERVAL, **context: Any) -> di
                 "type": "index_parallel",
                 "inputSource": {
                     "type": "inline",
-                    "data": '{"ts":"2026-01-01T01:00:00Z","page":"a"}\n{"ts":"2026-01-01T02:00:00Z","page":"b"}',
+                    "data": '{"ts":"2026-01-01T01:00:00Z","page":"a"}\n'
+                    '{"ts":"2026-01-01T02:00:00Z","page":"b"}',
                 },
                 "inputFormat": {"type": "json"},
             },
