@@ -109,19 +109,49 @@ def check_capacity(druid: Druid) -> None:
     assert druid.wait_complete(second["id"])["statusCode"] == "SUCCESS"
 
 
-def test_debug_jobs_keeps_the_job_until_the_periodic_cleanup(kube: KubeEmulator) -> None:
-    properties = {
-        "druid.indexer.runner.debugJobs": "true",
-        "druid.indexer.runner.taskCleanupDelay": "PT1S",
-        "druid.indexer.runner.taskCleanupInterval": "PT1S",
-    }
+def test_debug_jobs_keeps_the_job_after_completion(kube: KubeEmulator) -> None:
+    properties = {"druid.indexer.runner.debugJobs": "true", "druid.indexer.runner.taskCleanupDelay": "PT1H"}
     with druid_at(kube, runner_properties=properties) as druid:
         task = index_parallel("index_parallel_wikipedia_debug")
         druid.submit(task)
         assert druid.wait_complete(task["id"])["statusCode"] == "SUCCESS"
-        name = job_name(task["id"])
-        wait_until(lambda: logged(druid, f"Deleted finished Job[{name}] (older than taskCleanupDelay)"))
-        assert name not in druid.job_names()
+        assert druid.job_names() == [job_name(task["id"])]
+
+
+def test_periodic_cleanup_deletes_finished_labelled_jobs_older_than_the_cleanup_delay(
+    kube: KubeEmulator,
+) -> None:
+    properties = {
+        "druid.indexer.runner.taskCleanupDelay": "PT1H",
+        "druid.indexer.runner.taskCleanupInterval": "PT1S",
+    }
+    with druid_at(kube, runner_properties=properties) as druid:
+        old = {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        for name, completed in (("old-peon", "2026-01-01T00:00:00Z"), ("other-job", "2026-01-01T00:00:00Z")):
+            labels = {"druid.k8s.peons": "true"} if name == "old-peon" else {}
+            kube.store.create(
+                "jobs",
+                NAMESPACE,
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {"name": name, "labels": labels},
+                    "spec": {
+                        "suspend": True,
+                        "template": {
+                            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]}
+                        },
+                    },
+                },
+            )
+
+            def finish(job: dict[str, Any], completed: str = completed) -> None:
+                job["status"] = {"conditions": [old], "completionTime": completed, "succeeded": 1}
+
+            kube.store.mutate("jobs", NAMESPACE, name, finish, subresource="status")
+        wait_until(lambda: logged(druid, "Deleted finished Job[old-peon] (older than taskCleanupDelay)"))
+        remaining = [job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE)]
+        assert remaining == ["other-job"]  # only labelled peon Jobs are the runner's
 
 
 def test_no_status_json_fails_the_task_with_druids_message(druid: Druid) -> None:

@@ -85,29 +85,29 @@ class Interval:
         return self.start <= other.start and other.end <= self.end
 
     def __str__(self) -> str:
-        return f"{_joda(self.start)}/{_joda(self.end)}"
+        return f"{joda_time(self.start)}/{joda_time(self.end)}"
 
 
-def _instant(text: str) -> dt.datetime:
+def _instant(text: str) -> pendulum.DateTime:
     parsed = pendulum.parse(text, tz="UTC")
-    if not isinstance(parsed, dt.datetime):
-        if isinstance(parsed, dt.date):
-            return dt.datetime(parsed.year, parsed.month, parsed.day, tzinfo=_UTC)
-        raise ValueError(f"[{text}] is not an instant")
-    return parsed.astimezone(_UTC)
+    if isinstance(parsed, pendulum.DateTime):
+        return parsed.in_timezone("UTC")
+    if isinstance(parsed, pendulum.Date):
+        return pendulum.datetime(parsed.year, parsed.month, parsed.day)
+    raise ValueError(f"[{text}] is not an instant")
 
 
-def _period(text: str) -> dt.timedelta:
+def _period(text: str) -> pendulum.Duration:
     parsed = pendulum.parse(text)
-    if not isinstance(parsed, dt.timedelta):
+    if not isinstance(parsed, pendulum.Duration):
         raise ValueError(f"[{text}] is not an ISO-8601 period")
     return parsed
 
 
-def _joda(instant: dt.datetime) -> str:
+def joda_time(instant: dt.datetime) -> str:
     """``2026-01-01T00:00:00.000Z``: Joda's ISO format in UTC, as Druid prints instants."""
     utc = instant.astimezone(_UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def bucket(timestamp: str, granularity: Any) -> Interval:
@@ -117,7 +117,7 @@ def bucket(timestamp: str, granularity: Any) -> Interval:
     if name == "ALL":
         return Interval(dt.datetime(1, 1, 1, tzinfo=_UTC), dt.datetime(9999, 12, 31, tzinfo=_UTC))
     unit = _PERIOD_UNITS.get(name, "day")
-    start = pendulum.instance(_instant(timestamp)).in_timezone("UTC").start_of(unit)
+    start = _instant(timestamp).start_of(unit)
     return Interval(start, start.add(**{f"{unit}s": 1}))
 
 
@@ -224,7 +224,7 @@ class Lockbox:
             group_id=task.group_id,
             data_source=data_source,
             interval=interval,
-            version=_joda(dt.datetime.now(_UTC)),
+            version=joda_time(dt.datetime.now(_UTC)),
             lock_type=lock_type,
             priority=int(task.context.get("priority", 0) or 0),
             task_ids={task.id},

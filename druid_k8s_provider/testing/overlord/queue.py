@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from druid_k8s_provider.task import DruidTask
+from druid_k8s_provider.testing.overlord.lockbox import joda_time
 
 WAITING, PENDING, RUNNING, NONE = "WAITING", "PENDING", "RUNNING", "NONE"
 #: ``GET /druid/indexer/v1/tasks?state=`` values Druid accepts (``OverlordResource.API_TASK_STATES``).
@@ -47,10 +48,6 @@ class EntryAlreadyExists(Exception):
 def unknown_location() -> dict[str, Any]:
     """``TaskLocation.unknown()``."""
     return {"host": None, "port": -1, "tlsPort": -1}
-
-
-def _druid_time(instant: dt.datetime) -> str:
-    return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
 
 
 @dataclass
@@ -89,7 +86,7 @@ class TaskEntry:
             "id": self.id,
             "groupId": self.task.group_id,
             "type": self.task.type,
-            "createdTime": _druid_time(self.created),
+            "createdTime": joda_time(self.created),
             "queueInsertionTime": "1970-01-01T00:00:00.000Z",
             "statusCode": self.status_code,
             "status": self.status_code,
