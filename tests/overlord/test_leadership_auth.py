@@ -95,3 +95,26 @@ def test_with_basic_auth_a_submitted_task_still_runs_its_peon_authenticated(secu
     task = index_parallel("index_parallel_wikipedia_secured")
     assert secured.submit(task).status_code == 200
     assert secured.wait_complete(task["id"])["statusCode"] == "SUCCESS"
+
+
+def test_a_labelled_job_without_a_readable_task_is_a_logged_startup_error(druid: Druid) -> None:
+    druid.kube.store.create(
+        "jobs",
+        NAMESPACE,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "mystery", "labels": {"druid.k8s.peons": "true"}},
+            "spec": {
+                "suspend": True,
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]}
+                },
+            },
+        },
+    )
+    druid.overlord.restart()
+    assert logged_in_order(druid, "Failed to restore task from Job[mystery] at startup")
+    task = index_parallel("index_parallel_wikipedia_after_mystery")
+    assert druid.submit(task).status_code == 200
+    assert druid.wait_complete(task["id"])["statusCode"] == "SUCCESS"

@@ -160,3 +160,17 @@ def test_no_status_json_fails_the_task_with_druids_message(druid: Druid) -> None
     status = druid.wait_complete(task["id"])
     assert status["statusCode"] == "FAILED"
     assert status["errorMsg"] == "Peon did not report status successfully."
+
+
+def test_a_pod_without_an_ip_within_the_launch_timeout_fails_the_task(kube: KubeEmulator) -> None:
+    properties = {
+        "druid.indexer.runner.K8sjobLaunchTimeout": "PT1S",
+        "druid.indexer.runner.cpuCoreInMicro": "100000",  # 100 CPUs: the pod is never scheduled
+    }
+    with druid_at(kube, runner_properties=properties) as druid:
+        task = index_parallel("index_parallel_wikipedia_unschedulable")
+        druid.submit(task)
+        status = druid.wait_complete(task["id"])
+        assert status["errorMsg"] == "Failed to run task. See overlord logs for more details."
+        assert logged(druid, "got no IP within 1 s (K8sjobLaunchTimeout)")
+        wait_until(lambda: druid.job_names() == [], what="the Job's deletion")

@@ -185,3 +185,41 @@ def test_unknown_task_answers_404_as_druid_does(druid: Druid) -> None:
     assert druid.http.get("/druid/indexer/v1/task/nope").json() == {"task": "nope", "payload": None}
     assert druid.http.get("/druid/indexer/v1/task/nope/reports").status_code == 404
     assert druid.http.get("/status").json()["version"] == druid.overlord.druid_version
+
+
+@pytest.mark.parametrize(
+    ("task", "publishes"),
+    [
+        (
+            {
+                "type": "compact",
+                "id": "compact_wikipedia_january",
+                "dataSource": "wikipedia",
+                "ioConfig": {
+                    "type": "compact",
+                    "inputSpec": {"type": "interval", "interval": "2026-01/2026-02"},
+                },
+                "context": {"standinDurationSeconds": 0.2},
+            },
+            True,
+        ),
+        (
+            {
+                "type": "kill",
+                "id": "kill_wikipedia_january",
+                "dataSource": "wikipedia",
+                "interval": "2026-01-01/2026-02-01",
+                "context": {"standinDurationSeconds": 0.2},
+            },
+            False,
+        ),
+    ],
+    ids=["compact", "kill"],
+)
+def test_compaction_and_kill_lock_their_interval_and_succeed(
+    druid: Druid, task: dict[str, Any], publishes: bool
+) -> None:
+    druid.submit(task)
+    assert druid.wait_complete(task["id"])["statusCode"] == "SUCCESS"
+    log = druid.http.get(f"/druid/indexer/v1/task/{task['id']}/log").text
+    assert ("Published 1 segment(s) of datasource[wikipedia]" in log) is publishes
