@@ -23,6 +23,7 @@ def test_submitted_index_parallel_runs_to_success_in_the_overlords_job_with_its_
 
     running = druid.wait_for(task["id"], lambda s: s["runnerStatusCode"] == "RUNNING")
     assert running["statusCode"] == "RUNNING" and running["location"]["port"] == 8100
+    assert running["location"]["k8sPodName"].startswith(job_name(task["id"])[:20])
     assert job_name(task["id"]) in druid.job_names()
 
     done = druid.wait_complete(task["id"])

@@ -38,7 +38,13 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from druid_k8s_provider import naming
 from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.job_builder import MAIN_CONTAINER_NAME, PEON_PORT, build_job, decompress_task
+from druid_k8s_provider.job_builder import (
+    MAIN_CONTAINER_NAME,
+    PEON_PORT,
+    PEON_TLS_PORT,
+    build_job,
+    decompress_task,
+)
 from druid_k8s_provider.task import DruidTask
 from druid_k8s_provider.testing.overlord.queue import PENDING, RUNNING
 
@@ -316,7 +322,14 @@ class KubernetesRunner:
                 raise LaunchFailed(f"pod [{pod['metadata']['name']}] disappeared ({error.status})") from error
         item.pod_name = pod["metadata"]["name"]
         item.state = RUNNING
-        item.location = {"host": pod["status"]["podIP"], "port": PEON_PORT, "tlsPort": -1}
+        # TaskLocation.create(podIP, 8100, 8091, tls, podName): one of the ports is -1; k8sPodName is set.
+        tls = self.config.enable_tls_port
+        item.location = {
+            "host": pod["status"]["podIP"],
+            "port": -1 if tls else PEON_PORT,
+            "tlsPort": PEON_TLS_PORT if tls else -1,
+            "k8sPodName": item.pod_name,
+        }
         self._log(f"INFO Task [{item.task.id}] is running in pod [{item.pod_name}]")
 
     async def _find_pod(self, item: WorkItem) -> dict[str, Any]:

@@ -165,7 +165,7 @@ class Overlord:
         def update_location(task_id: str, location: dict[str, Any]) -> None:
             item = self.runner.items.get(task_id) if self.runner is not None else None
             if item is not None and location.get("host"):
-                item.location = {key: location.get(key) for key in ("host", "port", "tlsPort")}
+                item.location = {**item.location, **location}
 
         return perform(self.lockbox, task, action, update_location)
 
