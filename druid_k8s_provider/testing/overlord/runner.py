@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,15 +36,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from druid_k8s_provider import naming
 from druid_k8s_provider.config import RunnerConfig
-from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.job_builder import (
     MAIN_CONTAINER_NAME,
     PEON_PORT,
     PEON_TLS_PORT,
     build_job,
-    decompress_task,
 )
 from druid_k8s_provider.task import DruidTask
+from druid_k8s_provider.testing.overlord.jobs import job_finish_time, job_finished, read_task_from_job
 from druid_k8s_provider.testing.overlord.queue import PENDING, RUNNING
 
 log = logging.getLogger(__name__)
@@ -87,23 +85,6 @@ class WorkItem:
     @property
     def job_name(self) -> str:
         return naming.job_name(self.task.id)
-
-
-def read_task_from_job(job: Mapping[str, Any]) -> DruidTask:
-    """The task a peon Job runs, read back as Druid's adapters do; ValueError when it cannot be read."""
-    template = (job.get("spec") or {}).get("template") or {}
-    containers = (template.get("spec") or {}).get("containers") or []
-    main = next((c for c in containers if c.get("name") == MAIN_CONTAINER_NAME), None)
-    payload = next(
-        (var.get("value") for var in (main or {}).get("env") or [] if var.get("name") == "TASK_JSON"), None
-    )
-    payload = payload or ((template.get("metadata") or {}).get("annotations") or {}).get("task")
-    if not payload:
-        raise ValueError("no TASK_JSON env in container [main] and no [task] annotation")
-    try:
-        return DruidTask.from_spec(decompress_task(payload))
-    except (ValueError, OSError, EOFError, DruidK8sConfigError) as error:
-        raise ValueError(f"the task payload cannot be read: {error}") from error
 
 
 class KubernetesRunner:
@@ -239,7 +220,7 @@ class KubernetesRunner:
         )
         deleted = []
         for job in listed.get("items") or []:
-            finished = _finish_time(job)
+            finished = job_finish_time(job)
             if finished is not None and now - finished > seconds:
                 await self._delete_job(job["metadata"]["name"])
                 deleted.append(job["metadata"]["name"])
@@ -373,7 +354,7 @@ class KubernetesRunner:
                     self._log(f"WARN Job[{item.job_name}] of task[{item.task.id}] is gone")
                     return
                 raise
-            if _finished(job):
+            if job_finished(job):
                 return
             await asyncio.sleep(self._poll_interval)
 
@@ -399,27 +380,6 @@ class KubernetesRunner:
                     name, self.config.namespace, propagation_policy="Background", _preload_content=False
                 )
             )
-
-
-def _finished(job: Mapping[str, Any]) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
-
-
-def _finish_time(job: Mapping[str, Any]) -> float | None:
-    """When the Job finished (completionTime, else its Complete/Failed condition), as a POSIX time."""
-    status = job.get("status") or {}
-    stamp = status.get("completionTime") or next(
-        (
-            c.get("lastTransitionTime")
-            for c in status.get("conditions") or []
-            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        ),
-        None,
-    )
-    if not stamp:
-        return None
-    return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
 
 
 async def _cancelled(task: asyncio.Task[None] | None) -> None:
