@@ -65,7 +65,7 @@ def test_restart_joins_the_job_of_a_submitted_task_which_then_completes(druid: D
 
 
 def test_without_a_leader_the_api_answers_503(druid: Druid) -> None:
-    druid.kube.run(druid.overlord.overlord.step_down())
+    druid.overlord.set_leader(False)
     try:
         response = druid.submit(index_parallel("index_parallel_wikipedia_no_leader"))
         assert response.status_code == 503 and response.content == b""
@@ -73,7 +73,7 @@ def test_without_a_leader_the_api_answers_503(druid: Druid) -> None:
         assert druid.http.get("/druid/indexer/v1/isLeader").json() == {"leader": False}
         assert druid.http.get("/status").status_code == 200
     finally:
-        druid.kube.run(druid.overlord.overlord.become_leader())
+        druid.overlord.set_leader(True)
     assert druid.submit(index_parallel("index_parallel_wikipedia_leader_again")).status_code == 200
 
 

@@ -259,6 +259,17 @@ class OverlordEmulator:
             await asyncio.sleep(downtime)
         await self.overlord.become_leader()
 
+    async def set_leader_async(self, leading: bool) -> None:
+        """Lose (False: the API answers 503, Jobs stay) or regain (True: restore, start delay) leadership."""
+        if leading:
+            await self.overlord.become_leader()
+        else:
+            await self.overlord.step_down()
+
+    def set_leader(self, leading: bool) -> None:
+        """:meth:`set_leader_async` from synchronous code (``with`` mode)."""
+        self.kube.run(self.set_leader_async(leading))
+
     def restart(self, downtime: float = 0.0) -> None:
         """:meth:`restart_async` from synchronous code (``with`` mode)."""
         self.kube.run(self.restart_async(downtime), timeout=downtime + 30)
