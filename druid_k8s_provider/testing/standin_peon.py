@@ -17,17 +17,29 @@ What it reads, as the peon would:
   ``<directory>/<task id>.log``, the names Druid's file task logs use. With any other type it writes nothing
   and says so in its log (it cannot reach S3 or HDFS).
 
-What it does not do: read input data, build or publish segments, talk to the Overlord. The only "work" is a
-short sleep per phase. Two task-context keys, which a real Druid ignores, steer it for tests and demos:
+What it does not do: read input data or build segments. The only "work" is a short sleep per phase.
+Task-context keys, which a real Druid ignores, steer it for tests and demos:
 
 - ``standinOutcome``: ``SUCCESS`` (default), ``FAILED`` (status FAILED, exit code 1) or ``NO_STATUS``
   (exit code 1 without writing ``status.json``, like a peon that died before reporting).
 - ``standinDurationSeconds``: total run time, spread over the phases (default 1.5).
+- ``standinRowCount``: rows the ingestion report says were processed (default: the inline input's rows).
+
+With an Overlord: when its container has ``DRUID_K8S_EMULATOR_OVERLORD_URL`` (:data:`OVERLORD_URL_ENV`, set
+on the Overlord pod of :class:`~druid_k8s_provider.testing.OverlordEmulator` and inherited by the Jobs that
+clone it) it also acts toward that Overlord as a real peon of its task type: it reports its location and
+status, takes its time-chunk locks (the task's intervals, see
+:func:`~druid_k8s_provider.testing.overlord.lockbox.task_intervals`), allocates and publishes one segment
+per interval (ingestion and compaction types), and writes ``<task id>.report.json`` (Druid's
+``ingestionStatsAndErrors``) beside ``status.json``. A refused lock fails it as Druid's ``CliPeon`` fails
+at start-up (the error line in its log, exit code 1, no ``status.json``); a refused allocation or publish
+fails the task (status FAILED with the error). Without that variable it behaves as described above.
 """
 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime as dt
 import json
 import time
@@ -35,8 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.job_builder import decompress_task
+from druid_k8s_provider.job_builder import PEON_PORT, decompress_task
 from druid_k8s_provider.task import DruidTask
+from druid_k8s_provider.testing.overlord.lockbox import bucket, task_intervals
+from druid_k8s_provider.testing.standin_actions import ActionFailed, OverlordClient, ingestion_report
 
 if TYPE_CHECKING:
     from druid_k8s_provider.testing.behaviours import ContainerContext
@@ -50,12 +64,18 @@ DEFAULT_DURATION_SECONDS = 1.5
 TASK_ANNOTATION = "task"
 LOGS_TYPE_ENV = "druid_indexer_logs_type"
 LOGS_DIRECTORY_ENV = "druid_indexer_logs_directory"
+#: Env var of the Overlord pod (inherited by peons) giving the stand-in peon its Overlord's base URL.
+OVERLORD_URL_ENV = "DRUID_K8S_EMULATOR_OVERLORD_URL"
+ROWS_CONTEXT_KEY = "standinRowCount"
+#: Task types that build and publish segments; the others (kill ...) only lock.
+PUBLISHING_TASK_TYPES = frozenset({"index", "index_parallel", "compact", "index_hadoop"})
 
 _OUTCOMES = ("SUCCESS", "FAILED", "NO_STATUS")
 _PHASES = ("reading input", "persisting segments", "publishing segments")
 _EXIT_SUCCESS = 0
 _EXIT_FAILURE = 1
 _EXIT_SIGTERM = 143
+_CLI_PEON = "org.apache.druid.cli.CliPeon"
 
 
 class TaskPayloadError(ValueError):
@@ -106,6 +126,11 @@ class _PeonLog:
         self._ctx.log(line)
 
 
+def _input_source(task: DruidTask) -> dict[str, Any]:
+    io_config = (task.spec.get("spec") or {}).get("ioConfig") or task.spec.get("ioConfig") or {}
+    return dict(io_config.get("inputSource") or {})
+
+
 def _describe_input(task: DruidTask) -> str:
     """What a peon would say it is reading, from the task spec, without reading anything."""
     if task.type == "compact":
@@ -113,20 +138,23 @@ def _describe_input(task: DruidTask) -> str:
         return f"segments of datasource [{task.data_source}]" + (
             f" in interval [{interval}]" if interval else ""
         )
-    io_config = (task.spec.get("spec") or {}).get("ioConfig") or task.spec.get("ioConfig") or {}
-    source = io_config.get("inputSource") or {}
+    source = _input_source(task)
     if source.get("type") == "inline":
-        rows = [row for row in str(source.get("data", "")).splitlines() if row.strip()]
-        return f"inline input source ({len(rows)} rows)"
+        return f"inline input source ({_inline_rows(task)} rows)"
     if source.get("type"):
         return f"input source of type [{source['type']}]"
     return "task input"
 
 
 def _push_task_logs(
-    ctx: ContainerContext, peon_log: _PeonLog, task_id: str, status: dict[str, Any] | None
+    ctx: ContainerContext,
+    peon_log: _PeonLog,
+    task_id: str,
+    status: dict[str, Any] | None,
+    report: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``status.json`` and the log where Druid's file task logs would; say why when it cannot."""
+    """Write ``status.json`` (and ``report.json``) and the log where Druid's file task logs would; say why
+    when it cannot."""
     logs_type = ctx.env.get(LOGS_TYPE_ENV, "")
     directory = ctx.env.get(LOGS_DIRECTORY_ENV, "")
     logger = "org.apache.druid.indexing.common.tasklogs.FileTaskLogs"
@@ -143,6 +171,9 @@ def _push_task_logs(
     if status is not None:
         (target / f"{task_id}.status.json").write_text(json.dumps(status))
         peon_log(logger, f"Wrote task status to: {target / f'{task_id}.status.json'}")
+    if report is not None:
+        (target / f"{task_id}.report.json").write_text(json.dumps(report))
+        peon_log(logger, f"Wrote task reports to: {target / f'{task_id}.report.json'}")
     (target / f"{task_id}.log").write_text("\n".join(peon_log.lines) + "\n")
 
 
@@ -151,28 +182,46 @@ async def standin_peon(ctx: ContainerContext) -> int:
     started = time.monotonic()
     peon_log = _PeonLog(ctx)
     peon_log(
-        "org.apache.druid.cli.CliPeon",
+        _CLI_PEON,
         f"Stand-in peon (druid-k8s-provider's emulator test double, not Apache Druid), image [{ctx.image}], "
         f"pod [{ctx.env.get('HOSTNAME', ctx.pod.get('metadata', {}).get('name', '?'))}]",
     )
     try:
         task = DruidTask.from_spec(decode_task_payload(task_payload(ctx)))
     except (TaskPayloadError, DruidK8sConfigError) as error:
-        peon_log("org.apache.druid.cli.CliPeon", f"Cannot read the task: {error}", level="ERROR")
+        peon_log(_CLI_PEON, f"Cannot read the task: {error}", level="ERROR")
         return _EXIT_FAILURE
     outcome = str(task.context.get(OUTCOME_CONTEXT_KEY, "SUCCESS")).upper()
     duration = task.context.get(DURATION_CONTEXT_KEY, DEFAULT_DURATION_SECONDS)
-    if outcome not in _OUTCOMES or not isinstance(duration, int | float) or duration < 0:
+    rows = task.context.get(ROWS_CONTEXT_KEY, _inline_rows(task))
+    if (
+        outcome not in _OUTCOMES
+        or not isinstance(duration, int | float)
+        or duration < 0
+        or not isinstance(rows, int)
+        or rows < 0
+    ):
         peon_log(
-            "org.apache.druid.cli.CliPeon",
-            f"Bad stand-in context: {OUTCOME_CONTEXT_KEY} must be one of {', '.join(_OUTCOMES)} and "
-            f"{DURATION_CONTEXT_KEY} a non-negative number of seconds",
+            _CLI_PEON,
+            f"Bad stand-in context: {OUTCOME_CONTEXT_KEY} must be one of {', '.join(_OUTCOMES)}, "
+            f"{DURATION_CONTEXT_KEY} a non-negative number of seconds and {ROWS_CONTEXT_KEY} a non-negative "
+            "integer",
             level="ERROR",
         )
         return _EXIT_FAILURE
 
+    overlord_url = ctx.env.get(OVERLORD_URL_ENV)
+    client = OverlordClient(overlord_url, task.spec, ctx.env) if overlord_url else None
     runner = "org.apache.druid.indexing.overlord.SingleTaskBackgroundRunner"
     thread = f"task-runner-0-priority-{task.context.get('priority', 0)}"
+    if client is not None:
+        try:
+            await _start_with_overlord(ctx, client, task)
+        except (ActionFailed, ValueError) as error:
+            peon_log(_CLI_PEON, "Error when starting up.  Failing.", level="ERROR")
+            peon_log(_CLI_PEON, _exception_line(error), level="ERROR")
+            _push_task_logs(ctx, peon_log, task.id, None)
+            return _EXIT_FAILURE
     peon_log(runner, f"Running task[{task.id}] of type[{task.type}] for datasource[{task.data_source}]")
     peon_log(runner, f"Task directory: {ctx.env.get('TASK_DIR', '/tmp/persistent/task')}")
     phase_seconds = duration / (len(_PHASES) + 1)
@@ -182,7 +231,7 @@ async def standin_peon(ctx: ContainerContext) -> int:
             f"org.apache.druid.indexing.common.task.{task.type}", f"Phase: {phase}, {detail}", thread=thread
         )
         if await ctx.wait_or_stop(phase_seconds):
-            peon_log("org.apache.druid.cli.CliPeon", "Received SIGTERM, stopping the task", level="WARN")
+            peon_log(_CLI_PEON, "Received SIGTERM, stopping the task", level="WARN")
             _push_task_logs(
                 ctx, peon_log, task.id, task_status(task.id, "FAILED", _elapsed_ms(started), "shutdown")
             )
@@ -192,6 +241,14 @@ async def standin_peon(ctx: ContainerContext) -> int:
     error_msg = (
         f"Stand-in peon failed on purpose ({OUTCOME_CONTEXT_KEY}={outcome})" if outcome != "SUCCESS" else None
     )
+    if client is not None and outcome == "SUCCESS" and task.type in PUBLISHING_TASK_TYPES:
+        try:
+            await _publish_segments(client, task, peon_log)
+        except (ActionFailed, ValueError) as error:
+            peon_log(
+                runner, f"Exception while running task[{task.id}]: {_exception_line(error)}", level="ERROR"
+            )
+            outcome, error_msg = "FAILED", _exception_line(error)
     status = task_status(
         task.id, "SUCCESS" if outcome == "SUCCESS" else "FAILED", _elapsed_ms(started), error_msg
     )
@@ -201,14 +258,87 @@ async def standin_peon(ctx: ContainerContext) -> int:
         level="INFO" if outcome == "SUCCESS" else "ERROR",
     )
     if outcome == "NO_STATUS":
-        peon_log(
-            "org.apache.druid.cli.CliPeon", "Exiting without reporting a status (standinOutcome=NO_STATUS)"
-        )
+        peon_log(_CLI_PEON, "Exiting without reporting a status (standinOutcome=NO_STATUS)")
         _push_task_logs(ctx, peon_log, task.id, None)
         return _EXIT_FAILURE
-    _push_task_logs(ctx, peon_log, task.id, status)
-    peon_log("org.apache.druid.cli.CliPeon", "Stand-in peon done")
+    report = ingestion_report(task.id, rows, status["status"], error_msg) if client is not None else None
+    _push_task_logs(ctx, peon_log, task.id, status, report)
+    if client is not None:
+        with contextlib.suppress(ActionFailed):
+            await client.submit({"type": "updateStatus", "status": status})
+    peon_log(_CLI_PEON, "Stand-in peon done")
     return _EXIT_SUCCESS if outcome == "SUCCESS" else _EXIT_FAILURE
+
+
+async def _start_with_overlord(ctx: ContainerContext, client: OverlordClient, task: DruidTask) -> None:
+    """What a peon does before running its task: report location and status, take its locks (``isReady``)."""
+    location = {"host": ctx.env.get("druid_host") or None, "port": PEON_PORT, "tlsPort": -1}
+    await client.submit({"type": "updateLocation", "location": location})
+    await client.submit({"type": "updateStatus", "status": task_status(task.id, "RUNNING", -1, None)})
+    for interval in task_intervals(task):
+        lock = await client.submit(
+            {"type": "timeChunkLockTryAcquire", "lockType": "EXCLUSIVE", "interval": str(interval)}
+        )
+        if lock is None:
+            raise ValueError(f"Task[{task.id}] is not ready: cannot acquire a lock on interval[{interval}]")
+
+
+async def _publish_segments(client: OverlordClient, task: DruidTask, peon_log: _PeonLog) -> None:
+    """Allocate one segment per interval of the task (today's bucket without intervals) and publish them."""
+    schema = (task.spec.get("spec") or {}).get("dataSchema") or task.spec.get("dataSchema") or {}
+    granularity = (schema.get("granularitySpec") or {}).get("segmentGranularity") or "DAY"
+    timestamps = [str(interval.start.isoformat()) for interval in task_intervals(task)] or [
+        dt.datetime.now(dt.UTC).isoformat()
+    ]
+    segments = []
+    for timestamp in timestamps:
+        allocated = await client.submit(
+            {
+                "type": "segmentAllocate",
+                "dataSource": task.data_source,
+                "timestamp": timestamp,
+                "queryGranularity": "NONE",
+                "preferredSegmentGranularity": granularity,
+                "sequenceName": f"{task.id}_0",
+                "previousSegmentId": None,
+                "skipSegmentLineageCheck": False,
+                "lockGranularity": "TIME_CHUNK",
+            }
+        )
+        if allocated is None:
+            interval = bucket(timestamp, granularity)
+            raise ValueError(
+                f"Could not allocate segment for row with timestamp[{timestamp}] in [{interval}]"
+            )
+        segments.append(
+            {
+                **allocated,
+                "loadSpec": {"type": "local", "path": f"/druid/segments/{task.data_source}/{task.id}"},
+                "dimensions": "",
+                "metrics": "",
+                "binaryVersion": 9,
+                "size": 0,
+            }
+        )
+    result = await client.submit({"type": "segmentTransactionalInsert", "segments": segments})
+    peon_log(
+        "org.apache.druid.indexing.common.actions.RemoteTaskActionClient",
+        f"Published {len(segments)} segment(s) of datasource[{task.data_source}]: "
+        f"success[{result['success']}]",
+    )
+
+
+def _exception_line(error: Exception) -> str:
+    """The exception as Java prints it: Druid's IOE for an Overlord's error answer, ISE for the rest."""
+    kind = "IOE" if isinstance(error, ActionFailed) else "ISE"
+    return f"org.apache.druid.java.util.common.{kind}: {error}"
+
+
+def _inline_rows(task: DruidTask) -> int:
+    source = _input_source(task)
+    if source.get("type") != "inline":
+        return 0
+    return len([row for row in str(source.get("data", "")).splitlines() if row.strip()])
 
 
 def _elapsed_ms(started: float) -> int:
