@@ -156,6 +156,7 @@ class OverlordEmulator:
             overlord_pod=(self.namespace, OVERLORD_POD_NAME),
             task_log_dir=self.task_log_dir,
             join_existing_jobs=self.joins_existing_jobs,
+            druid_version=self.druid_version,
             on_outcome=self.overlord.on_outcome,
             overlord_log=self.overlord.log,
             pod_lookup_scale=self._pod_lookup_scale,

@@ -41,6 +41,7 @@ from druid_k8s_provider.job_builder import (
     PEON_PORT,
     PEON_TLS_PORT,
     build_job,
+    peon_job_name,
 )
 from druid_k8s_provider.task import DruidTask
 from druid_k8s_provider.testing.overlord.jobs import job_finish_time, job_finished, read_task_from_job
@@ -77,14 +78,11 @@ class WorkItem:
     """A task the runner knows: launched by it, or joined from an existing Job."""
 
     task: DruidTask
+    job_name: str
     state: str = PENDING
     location: dict[str, Any] = field(default_factory=lambda: {"host": None, "port": -1, "tlsPort": -1})
     pod_name: str | None = None
     lifecycle: asyncio.Task[None] | None = None
-
-    @property
-    def job_name(self) -> str:
-        return naming.job_name(self.task.id)
 
 
 class KubernetesRunner:
@@ -99,6 +97,7 @@ class KubernetesRunner:
         overlord_pod: tuple[str, str],
         task_log_dir: Path,
         join_existing_jobs: bool,
+        druid_version: str,
         on_outcome: OutcomeCallback,
         overlord_log: Callable[[str], None],
         pod_lookup_scale: float,
@@ -110,6 +109,7 @@ class KubernetesRunner:
         self._overlord_pod = overlord_pod
         self._task_log_dir = task_log_dir
         self._join_existing_jobs = join_existing_jobs
+        self._druid_version = druid_version
         self._on_outcome = on_outcome
         self._log = overlord_log
         self._pod_lookup_scale = pod_lookup_scale
@@ -157,16 +157,20 @@ class KubernetesRunner:
 
     # ------------------------------------------------------------------ tasks
 
+    def _job_name(self, task: DruidTask) -> str:
+        """The name this Druid version gives the task's Job (``k8sTaskPodNamePrefix`` from 33.0.0 on)."""
+        return peon_job_name(task.id, self.config, druid_version=self._druid_version)
+
     def run(self, task: DruidTask) -> WorkItem:
         """Hand a ready task to the runner: PENDING until a slot is free and its pod is up."""
-        item = WorkItem(task)
+        item = WorkItem(task, self._job_name(task))
         self.items[task.id] = item
         item.lifecycle = asyncio.create_task(self._lifecycle(item, join=False), name=f"peon-{task.id}")
         return item
 
-    def join(self, task: DruidTask) -> WorkItem:
+    def join(self, task: DruidTask, job_name: str) -> WorkItem:
         """Take over a task whose Job exists (restore): no create, wait for its pod and its end."""
-        item = WorkItem(task)
+        item = WorkItem(task, job_name)
         self.items[task.id] = item
         item.lifecycle = asyncio.create_task(self._lifecycle(item, join=True), name=f"peon-{task.id}")
         return item
@@ -179,8 +183,8 @@ class KubernetesRunner:
         await _cancelled(item.lifecycle)
         await self._delete_job(item.job_name)
 
-    async def restore(self) -> list[DruidTask]:
-        """The tasks of the labelled Jobs in the runner's namespace; unreadable Jobs are logged, skipped."""
+    async def restore(self) -> list[tuple[DruidTask, str]]:
+        """(task, Job name) of the labelled Jobs in the runner's namespace; unreadable Jobs are logged."""
         selector = ",".join(
             [naming.PEON_LABEL, *(f"{key}={value}" for key, value in self._restore_labels.items())]
         )
@@ -193,7 +197,7 @@ class KubernetesRunner:
         for job in listed.get("items") or []:
             name = job["metadata"]["name"]
             try:
-                tasks.append(read_task_from_job(job))
+                tasks.append((read_task_from_job(job), name))
             except ValueError as error:
                 self._log(f"ERROR Failed to restore task from Job[{name}] at startup: {error}")
         return tasks
@@ -265,7 +269,7 @@ class KubernetesRunner:
         template = await self._read(
             self._core.read_namespaced_pod(pod_name, namespace, _preload_content=False)
         )
-        job = build_job(item.task, template, self.config)
+        job = build_job(item.task, template, self.config, druid_version=self._druid_version)
         try:
             await self._read(
                 self._batch.create_namespaced_job(

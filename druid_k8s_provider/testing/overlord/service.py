@@ -84,8 +84,8 @@ class Overlord:
         runner = self._runner_factory()
         await runner.open()
         joined = []
-        for task in await runner.restore():
-            runner.join(task)
+        for task, job_name in await runner.restore():
+            runner.join(task, job_name)
             joined.append(task.id)
             self.log(f"INFO Joined Job of task[{task.id}] at startup")
         self.runner = runner
