@@ -97,7 +97,7 @@ class KubernetesRunner:
         overlord_pod: tuple[str, str],
         task_log_dir: Path,
         join_existing_jobs: bool,
-        druid_version: str,
+        druid_version: str | None,
         on_outcome: OutcomeCallback,
         overlord_log: Callable[[str], None],
         pod_lookup_scale: float,
