@@ -130,6 +130,8 @@ class ApiServer:
         self._named_watchers: dict[tuple[str, str], set[_Watcher]] = {}
         self._encoded_lines: OrderedDict[tuple[int, str], bytes] = OrderedDict()
         self._watch_responses: set[web.StreamResponse] = set()
+        self._serving = 0  # requests whose handler runs (streams included); what a drain waits for
+        self._draining = False
         store.add_event_listener(self._fan_out)
         faults.on_drop_watches(self.drop_watches)
 
@@ -164,16 +166,31 @@ class ApiServer:
             context.load_cert_chain(certificate_file, key_file)
         return context
 
-    async def stop(self) -> None:
-        """Close the listener and every open connection (watch streams end abruptly, as on a restart)."""
+    async def stop(self, drain: float = 0.0) -> None:
+        """Close the listener and every open connection (watch and log streams end abruptly).
+
+        With ``drain`` seconds, first do what a real API server does on SIGTERM: stop listening (new
+        connections are refused) and take no new request on the connections already open (they are closed,
+        as the server's GOAWAY does), while the requests being served, watch and log streams included, go on
+        until they end or ``drain`` runs out.
+        """
+        if drain > 0 and self._runner is not None:
+            self._draining = True
+            for site in list(self._runner.sites):
+                await site.stop()
+            deadline = time.monotonic() + drain
+            while self._serving and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         self.drop_watches()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._draining = False
 
-    async def restart(self) -> None:
-        """Stop and start the listener on the same port; the store is untouched."""
-        await self.stop()
+    async def restart(self, drain: float = 0.0) -> None:
+        """Stop (draining for ``drain`` seconds, see :meth:`stop`) and start the listener on the same port;
+        the store is untouched."""
+        await self.stop(drain)
         await self.start(self.host, self.port)
 
     @property
@@ -210,10 +227,16 @@ class ApiServer:
     # ------------------------------------------------------------------ request pipeline
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._draining:  # shutting down: no new work, not even on a connection that is still open
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)
         self.metrics.request_started()
+        self._serving += 1
         try:
             return await self._serve_and_record(request)
         finally:
+            self._serving -= 1
             self.metrics.request_ended()
 
     async def _serve_and_record(self, request: web.Request) -> web.StreamResponse:

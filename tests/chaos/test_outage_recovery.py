@@ -2,14 +2,16 @@
 
 Against a real kube-apiserver restarted while a peon ran (down about 30 s after its drain, the peon ended
 meanwhile), a deferred task learned of the completion 22 s and 35 s after the server was back: the reads
-that failed during the outage had given up or were waiting out a back-off that kept growing, and only a later
-retry or the fallback poll found the outcome. Here the emulator's API server goes away (streams cut, then
-connection refused, as after a real server's drain) while two peons write their last lines and exit: one
-waited for by a deferred trigger, one by a worker. It comes back after :data:`OUTAGE_SECONDS`, long enough
-for a back-off without a low cap to be many seconds into a pause. The fallback poll is set to an hour, so
-only the watch's relist and the log stream's reconnect, retried with a capped back-off, can deliver the
-outcomes: each must arrive within a few of those capped pauses after the server is back, with every log
-line shown once.
+that failed during the outage had given up or were waiting out a back-off that kept growing, and only a
+later retry or the fallback poll found the outcome. Here the emulator's API server goes away as a real one
+does (it drains: open streams go on for a moment while new work is refused; then connections are refused)
+while two peons write their last lines and exit: one waited for by a deferred trigger, one by a worker.
+It comes back after :data:`OUTAGE_SECONDS`, long enough for a back-off without a low cap to be many seconds
+into a pause (the waits before this fix learned of the end 14 s after the server's return). The fallback
+poll is set to an hour, so only the watch's relist and the log stream's reconnect, retried with a capped
+back-off, can deliver the outcomes: each must arrive within a few of those capped pauses after the server
+is back, with every log line shown once. A poking sensor, whose reads used to give up and fail it, rides
+out a shorter outage the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
 #: As long as the real incident's outage; far longer than one call's retries, so every read in flight when
 #: the server went away gives up and only the waiters' own retrying can bring the outcome.
 OUTAGE_SECONDS = 50.0
+#: How long the stopping API server keeps serving the open streams (the peons end only after that).
+DRAIN_SECONDS = 1.0
 #: A poke's outage: longer than one call's whole retry budget, which a poke used to end the sensor with.
 SENSOR_OUTAGE_SECONDS = 12.0
 #: The fallback poll: far beyond the test, so it cannot be what finds the outcome.
@@ -96,7 +100,7 @@ class ApiOutage:
     def _run(self) -> None:
         server = self.kube.server
         until(self.ready, "the tasks were waiting")
-        self.kube.run(server.stop())
+        self.kube.run(server.stop(drain=DRAIN_SECONDS))
         down_at = time.monotonic()
         self.release_peons.set()
         until(self._jobs_finished, "the Jobs completed in the store")
