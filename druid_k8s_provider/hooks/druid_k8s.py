@@ -639,14 +639,15 @@ class DruidK8sAsyncHook(AsyncKubernetesHook):
         self.retry_policy = retry_policy or RetryPolicy()
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncKubeSession]:
-        """An open client for a series of calls (shared, see :meth:`_client`)."""
+    async def session(self, retry_policy: RetryPolicy | None = None) -> AsyncIterator[AsyncKubeSession]:
+        """An open client for a series of calls (shared, see :meth:`_client`), retrying as ``retry_policy``
+        says (default: the hook's)."""
         try:
             await self.get_conn_extras()
         except AirflowNotFoundException:
             raise undefined_connection(self.kubernetes_conn_id) from None
         async with self._client() as api:
-            yield AsyncKubeSession(api, self.retry_policy, self.kubernetes_conn_id)
+            yield AsyncKubeSession(api, retry_policy or self.retry_policy, self.kubernetes_conn_id)
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[AsyncApiClient]:

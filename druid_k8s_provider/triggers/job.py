@@ -26,7 +26,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import tenacity
@@ -233,7 +233,8 @@ class SharedWatch:
         """
         relists_before = self.relists
         try:
-            async with self.hook.session() as session:
+            # One attempt per list: the loop around retries it, logging sparingly through a long outage.
+            async with self.hook.session(replace(self.hook.retry_policy, attempts=1)) as session:
                 await self._list_and_watch(session)
         except asyncio.CancelledError:
             raise
