@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from test_trigger_watch import follower, until
 
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, RetryPolicy
+from druid_k8s_provider.hooks.druid_k8s import RetryPolicy
 from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.triggers.job import ERROR, FINISHED, JobFollower
+from druid_k8s_provider.triggers.job import ERROR, FINISHED
 
-NAMESPACE = "druid"  # the runner namespace the fixtures create
 ScriptedJob = Any  # tests/integration/conftest.py ScriptedJob (conftest modules are not importable)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -28,24 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 OUTAGE_SECONDS = 10.0
 #: How soon after the server is back the outcome must be known: a few of the capped pauses.
 PROMPT_SECONDS = 3 * RetryPolicy().max_wait + 2.0
-
-
-def follower(name: str, lines: list[str], **kwargs: Any) -> JobFollower:
-    return JobFollower(
-        job_name=name,
-        namespace=NAMESPACE,
-        druid_task_id=f"task-{name}",
-        hook=DruidK8sAsyncHook(),
-        emit_line=lines.append,
-        **kwargs,
-    )
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def stop_api(api: KubeEmulator) -> None:
