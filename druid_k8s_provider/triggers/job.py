@@ -221,7 +221,11 @@ class SharedWatch:
     async def _run(self) -> None:
         """List and watch until stopped; relist after an interruption (retried as in :func:`_keep_trying`)."""
         await _keep_trying(
-            self.hook.retry_policy, f"list+watch {self.path}", self._session, retry_on=_any_failure
+            self.hook.retry_policy,
+            f"list+watch {self.path}",
+            self._session,
+            retry_on=_any_failure,
+            before_sleep=self._warn_relisting,
         )
 
     async def _session(self) -> bool:
@@ -240,13 +244,25 @@ class SharedWatch:
             raise
         except Exception as exc:
             self.synced.clear()
-            if not (isinstance(exc, ApiCallFailed | _Expired) or is_transient(exc)):
-                log.exception("Watch of %s failed unexpectedly; relisting", self.path)
-                raise
-            if self.relists == relists_before or isinstance(exc, ApiCallFailed):
+            if self.relists == relists_before or not isinstance(exc, (_Expired, *CONNECTION_ERRORS)):
                 raise
             log.warning("Watch of %s interrupted (%s); relisting", self.path, exc)
         return False
+
+    def _warn_relisting(self, state: tenacity.RetryCallState) -> None:
+        """Before a pause of the relist loop: warn (sparingly), with the traceback of a surprise."""
+        if not worth_logging(state, None):
+            return
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        expected = isinstance(exc, ApiCallFailed | _Expired) or (exc is not None and is_transient(exc))
+        log.warning(
+            "Watch of %s failed (%s); relisting in %.1fs",
+            self.path,
+            exc,
+            wait,
+            exc_info=None if expected else exc,
+        )
 
     async def _list_and_watch(self, session: AsyncKubeSession) -> None:
         if self.seed is not None:
