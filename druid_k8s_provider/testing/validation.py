@@ -253,7 +253,9 @@ def job_update_causes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Ca
         causes.extend(annotation_causes(metadata.get("annotations")))
         if not selector_from_match(new_spec.get("selector")).matches(labels):
             causes.append(
-                _invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+                _invalid(
+                    "spec.template.metadata.labels", labels, "`selector` does not match template `labels`"
+                )
             )
     if old_spec.get("selector") != new_spec.get("selector"):
         causes.append(_invalid("spec.selector", new_spec.get("selector"), "field is immutable"))
