@@ -223,7 +223,7 @@ class OverlordBoard:
             ids = sorted({*self._handed.ids(), *self._complete.ids()})
             statuses = await outage.ask(self._hook.task_statuses(ids), self._fail_everyone)
             if statuses is None:
-                await self._pause(outage.backoff(self.status_interval), wake_early=False)
+                await self._pause(outage.backoff(self.status_interval))
                 continue
             self.status_rounds += 1
             self._missing = {task_id: self._missing.get(task_id, 0) for task_id in ids}
@@ -238,7 +238,7 @@ class OverlordBoard:
                 if not status.active:
                     self._handed.resolve(task_id, status)
                     self._complete.resolve(task_id, status)
-            await self._pause(self.status_interval, wake_early=True)
+            await self._pause(self.status_interval)
 
     async def _release_rounds(self) -> None:
         outage = _Outage(self.conn_id, f"GET {INDEXER}/tasks?state=pending|running")
@@ -258,11 +258,8 @@ class OverlordBoard:
             listed.extend(await self._hook.tasks(state))
         return listed
 
-    async def _pause(self, seconds: float, *, wake_early: bool) -> None:
-        """Sleep until the next round; with ``wake_early`` :meth:`check_soon` ends the sleep."""
-        if not wake_early:
-            await asyncio.sleep(seconds)
-            return
+    async def _pause(self, seconds: float) -> None:
+        """Sleep until the next status round; :meth:`check_soon` ends the sleep."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._soon.wait()
@@ -330,8 +327,9 @@ class _Outage:
         return answer
 
     def backoff(self, interval: float) -> float:
-        """Seconds to pause after the latest failure: the interval, doubling per failure, capped."""
-        return min(interval * 2.0 ** min(self.failures, 16), MAX_BACKOFF_SECONDS)
+        """Seconds to pause after the latest failure: the interval doubling per failure, capped at
+        :data:`MAX_BACKOFF_SECONDS` (never below the interval itself)."""
+        return max(interval, min(interval * 2.0 ** min(self.failures, 16), MAX_BACKOFF_SECONDS))
 
 
 _BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, OverlordBoard]] = (
