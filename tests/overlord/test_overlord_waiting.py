@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from druid_k8s_provider.config import RunnerConfig
-from druid_k8s_provider.errors import OverlordTaskUnknown
+from druid_k8s_provider.errors import OverlordApiError, OverlordTaskUnknown
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook
 from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
@@ -276,3 +276,22 @@ async def test_waits_ride_out_an_overlord_without_leader_and_check_soon_asks_at_
     await eventually(lambda: both.is_complete(task["id"]), "the task's end")
     board.check_soon()
     assert (await complete).status_code == "SUCCESS"
+
+
+async def test_a_refusal_that_retrying_cannot_fix_ends_the_waits_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with emulators(monkeypatch, basic_auth=("airflow", "right")) as env:
+        board = env.board()
+        with pytest.raises(OverlordApiError) as refused:
+            await board.wait_handed_to_runner("index_parallel_anything")
+        assert refused.value.status == 401 and "'druid_ingest_default'" in str(refused.value)
+        asked = len(env.overlord.requests.requests)
+        await asyncio.sleep(10 * INTERVAL)
+        assert len(env.overlord.requests.requests) == asked  # the rounds ended with the waits
+
+
+async def test_one_board_per_connection_and_event_loop() -> None:
+    board = OverlordBoard.shared("druid_ingest_default", status_interval=1.0)
+    assert OverlordBoard.shared("druid_ingest_default") is board and board.status_interval == 1.0
+    assert OverlordBoard.shared("druid_ingest_other") is not board
