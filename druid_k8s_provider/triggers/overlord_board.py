@@ -88,7 +88,7 @@ class _Waiters:
             self.fail(task_id, error)
 
 
-def _heals(error: Exception) -> bool:
+def _heals(error: BaseException) -> bool:
     """Whether an error the hook gave up on may heal by itself: the Overlord unreachable, 429 or 5xx (a
     restart, a leader election). A refusal (401, 403, 404) or a bad connection does not."""
     if not isinstance(error, OverlordApiError):
@@ -223,7 +223,7 @@ class OverlordBoard:
             ids = sorted({*self._handed.ids(), *self._complete.ids()})
             statuses = await outage.ask(self._hook.task_statuses(ids), self._fail_everyone)
             if statuses is None:
-                await self._pause(outage.backoff(self.status_interval), wake_early=False)
+                await self._pause(outage.backoff(self.status_interval))
                 continue
             self.status_rounds += 1
             self._missing = {task_id: self._missing.get(task_id, 0) for task_id in ids}
@@ -238,7 +238,7 @@ class OverlordBoard:
                 if not status.active:
                     self._handed.resolve(task_id, status)
                     self._complete.resolve(task_id, status)
-            await self._pause(self.status_interval, wake_early=True)
+            await self._pause(self.status_interval)
 
     async def _release_rounds(self) -> None:
         outage = _Outage(self.conn_id, f"GET {INDEXER}/tasks?state=pending|running")
@@ -258,11 +258,8 @@ class OverlordBoard:
             listed.extend(await self._hook.tasks(state))
         return listed
 
-    async def _pause(self, seconds: float, *, wake_early: bool) -> None:
-        """Sleep until the next round; with ``wake_early`` :meth:`check_soon` ends the sleep."""
-        if not wake_early:
-            await asyncio.sleep(seconds)
-            return
+    async def _pause(self, seconds: float) -> None:
+        """Sleep until the next status round; :meth:`check_soon` ends the sleep."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._soon.wait()
@@ -301,8 +298,10 @@ class _Outage:
         when an outage starts); any other is handed to ``fail`` (the waits depending on it end with it)."""
         try:
             answer = await request
-        except (OverlordApiError, DruidK8sConfigError) as error:
+        except Exception as error:  # every wait depending on the request must learn of it, not hang
             if not _heals(error):
+                if not isinstance(error, OverlordApiError | DruidK8sConfigError):
+                    log.exception("%s (connection %r) failed unexpectedly", self.request, self.conn_id)
                 fail(error)
                 return None
             self.failures += 1
@@ -330,8 +329,9 @@ class _Outage:
         return answer
 
     def backoff(self, interval: float) -> float:
-        """Seconds to pause after the latest failure: the interval, doubling per failure, capped."""
-        return min(interval * 2.0 ** min(self.failures, 16), MAX_BACKOFF_SECONDS)
+        """Seconds to pause after the latest failure: the interval doubling per failure, capped at
+        :data:`MAX_BACKOFF_SECONDS` (never below the interval itself)."""
+        return max(interval, min(interval * 2.0 ** min(self.failures, 16), MAX_BACKOFF_SECONDS))
 
 
 _BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, OverlordBoard]] = (
