@@ -7,8 +7,10 @@ for the KubernetesPodOperator. Two things are added on top:
 - **Plain dicts.** Calls go through the client's ``call_api`` with ``_preload_content=False`` and return
   API-form JSON (camelCase), the form the pure core builds and reads; no generated model classes.
 - **Retries and clear errors.** 429 (honouring ``Retry-After``), 5xx and connection errors are retried with
-  bounded exponential backoff (tenacity); anything else becomes a :class:`DruidK8sTaskError` naming the call,
-  the Druid task, the Job and what to do.
+  exponential back-off capped at a couple of seconds (tenacity, :class:`RetryPolicy`): a bounded number of
+  times for a single call, and without an attempt limit, until a deadline, for the reads of a task that
+  waits; anything else becomes a :class:`DruidK8sTaskError` naming the call, the Druid task, the Job and
+  what to do.
 
 ``disable_client_proxy`` (Druid's ``druid.indexer.runner.disableClientProxy``) makes both clients ignore
 ``HTTP(S)_PROXY``: the sync client reads those variables into its configuration, aiohttp reads them per
@@ -24,8 +26,8 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -146,14 +148,47 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_ERRORS)
 
 
+#: A retry loop without an attempt limit logs its first attempts and then only every this many, so an outage
+#: of minutes leaves a few lines in a task log instead of one every couple of seconds.
+LOG_EVERY_NTH_RETRY = 10
+
+RetrySleep = Callable[[float], Awaitable[None]]
+BeforeSleep = Callable[[tenacity.RetryCallState], None]
+
+
+def worth_logging(state: tenacity.RetryCallState, attempts: int | None) -> bool:
+    """Whether a retry loop should log this failed attempt: every one of a bounded loop, the first three
+    and then every :data:`LOG_EVERY_NTH_RETRY`-th of an unbounded one."""
+    number = state.attempt_number
+    return attempts is not None or number <= 3 or number % LOG_EVERY_NTH_RETRY == 0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to retry transient failures: bounded in attempts and in the longest single wait."""
+    """How hard to retry transient failures (429, 5xx, a refused or dropped connection).
 
-    attempts: int = 6
+    Pauses grow exponentially (with jitter) from ``initial_wait`` to at most ``max_wait`` seconds, so a
+    call that is retrying resumes within about ``max_wait`` of the API server answering again; a 429's
+    ``Retry-After`` is honoured up to ``max_retry_after`` seconds. A call gives up after ``attempts``
+    attempts; with ``attempts=None`` (see :meth:`until`) it retries until ``deadline`` (epoch seconds) or,
+    without one, until it is cancelled.
+    """
+
+    attempts: int | None = 6
     initial_wait: float = 0.2
-    max_wait: float = 5.0
+    max_wait: float = 2.0
     max_retry_after: float = 30.0
+    deadline: float | None = None
+
+    def until(self, deadline: float | None) -> RetryPolicy:
+        """The same back-off without an attempt limit, for reads while a task waits.
+
+        An API server outage (a control-plane upgrade, an etcd election; tens of seconds on a real cluster)
+        changes nothing about a running peon, so a waiting read must outlast it rather than give up and
+        leave the outcome to a slow fallback poll. ``deadline`` (epoch seconds, None: none) still ends it,
+        and so does cancelling the caller (a user stopping the task).
+        """
+        return replace(self, attempts=None, deadline=deadline)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -162,34 +197,61 @@ class RetryPolicy:
         backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=0.2)
         return float(backoff(state))
 
-    def _kwargs(self, call: str) -> dict[str, Any]:
-        def before_sleep(state: tenacity.RetryCallState) -> None:
+    def _stop(self) -> tenacity.stop.stop_base:
+        stop: tenacity.stop.stop_base = tenacity.stop_never
+        if self.attempts is not None:
+            stop = stop | tenacity.stop_after_attempt(self.attempts)
+        if self.deadline is not None:
+            stop = stop | tenacity.stop_before_delay(max(0.0, self.deadline - time.time()))
+        return stop
+
+    def _kwargs(
+        self, call: str, retry_on: Callable[[BaseException], bool], before_sleep: BeforeSleep | None
+    ) -> dict[str, Any]:
+        def warn(state: tenacity.RetryCallState) -> None:
+            if not worth_logging(state, self.attempts):
+                return
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning(
-                "Kubernetes API call %s failed (%s); attempt %d of %d, retrying in %.1fs",
+                "Kubernetes API call %s failed (%s); attempt %d%s, retrying in %.1fs",
                 call,
                 exc,
                 state.attempt_number,
-                self.attempts,
+                f" of {self.attempts}" if self.attempts is not None else "",
                 wait,
             )
 
         return {
-            "stop": tenacity.stop_after_attempt(self.attempts),
+            "stop": self._stop(),
             "wait": self._wait,
-            "retry": tenacity.retry_if_exception(is_transient),
+            "retry": tenacity.retry_if_exception(retry_on),
             "reraise": True,
-            "before_sleep": before_sleep,
+            "before_sleep": before_sleep or warn,
         }
 
     def sync(self, call: str) -> tenacity.Retrying:
         """A tenacity controller for blocking calls; ``call`` names the request in retry warnings."""
-        return tenacity.Retrying(**self._kwargs(call))
+        return tenacity.Retrying(**self._kwargs(call, is_transient, None))
 
-    def asynchronous(self, call: str) -> tenacity.AsyncRetrying:
-        """A tenacity controller for coroutines; ``call`` names the request in retry warnings."""
-        return tenacity.AsyncRetrying(**self._kwargs(call))
+    def asynchronous(
+        self,
+        call: str,
+        *,
+        retry_on: Callable[[BaseException], bool] = is_transient,
+        sleep: RetrySleep | None = None,
+        before_sleep: BeforeSleep | None = None,
+    ) -> tenacity.AsyncRetrying:
+        """A tenacity controller for coroutines; ``call`` names the request in retry warnings.
+
+        ``retry_on`` says which failures to retry (default: the transient ones); ``sleep`` replaces the
+        pause (e.g. one that a watch event cuts short); ``before_sleep`` replaces the warning logged before
+        each pause.
+        """
+        kwargs = self._kwargs(call, retry_on, before_sleep)
+        if sleep is not None:
+            kwargs["sleep"] = sleep
+        return tenacity.AsyncRetrying(**kwargs)
 
 
 def translate_failure(
@@ -678,14 +740,15 @@ class DruidK8sAsyncHook(AsyncKubernetesHook):
         self.retry_policy = retry_policy or RetryPolicy()
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncKubeSession]:
-        """An open client for a series of calls (shared, see :meth:`_client`)."""
+    async def session(self, retry_policy: RetryPolicy | None = None) -> AsyncIterator[AsyncKubeSession]:
+        """An open client for a series of calls (shared, see :meth:`_client`), retrying as ``retry_policy``
+        says (default: the hook's)."""
         try:
             await self.get_conn_extras()
         except AirflowNotFoundException:
             raise undefined_connection(self.kubernetes_conn_id) from None
         async with self._client() as api:
-            yield AsyncKubeSession(api, self.retry_policy, self.kubernetes_conn_id)
+            yield AsyncKubeSession(api, retry_policy or self.retry_policy, self.kubernetes_conn_id)
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[AsyncApiClient]:

@@ -10,6 +10,7 @@ failed ingestion (``any_end=True`` restores "any end counts").
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError, JobFailed
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook, task_id_of
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook, RetryPolicy, task_id_of
 from druid_k8s_provider.hooks.secrets import job_task_secrets, scrub
 from druid_k8s_provider.naming import job_name as job_name_for
 from druid_k8s_provider.settings import CONFIG_SECTION
@@ -89,7 +90,12 @@ class DruidK8sTaskSensor(BaseSensorOperator):
         return job_name_for(self.druid_task_id)
 
     def _hook(self) -> DruidK8sHook:
-        return DruidK8sHook(self.kubernetes_conn_id, self.namespace or configured_runner_namespace())
+        # A sensor waits: an API server outage must not fail it, only its own timeout may. Its reads retry
+        # with the capped back-off until then, so a poke resumes within moments of the server's return.
+        patient = RetryPolicy().until(time.time() + self.timeout)
+        return DruidK8sHook(
+            self.kubernetes_conn_id, self.namespace or configured_runner_namespace(), retry_policy=patient
+        )
 
     def _summary(
         self,

@@ -300,17 +300,21 @@ class KubeEmulator:
             )
         self.cluster.register_image(pattern, behaviour)
 
-    def restart_server(self) -> None:
-        """Stop and restart the HTTP listener on the same port (open connections drop; objects stay)."""
+    def restart_server(self, drain: float = 0.0) -> None:
+        """Stop and restart the HTTP listener on the same port (open connections drop; objects stay).
+
+        With ``drain`` seconds the server first drains as a real one does on SIGTERM: open streams go on
+        until they end or the drain is over, new requests are refused (see ``ApiServer.stop``).
+        """
         if not self._owns_loop:
             raise RuntimeError(
                 "KubeEmulator.restart_server: in async mode use `await kube.restart_server_async()`"
             )
-        self.run(self.server.restart())
+        self.run(self.server.restart(drain), timeout=drain + 30)
 
-    async def restart_server_async(self) -> None:
+    async def restart_server_async(self, drain: float = 0.0) -> None:
         """``restart_server`` for async mode."""
-        await self.server.restart()
+        await self.server.restart(drain)
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:

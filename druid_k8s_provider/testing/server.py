@@ -130,6 +130,10 @@ class ApiServer:
         self._named_watchers: dict[tuple[str, str], set[_Watcher]] = {}
         self._encoded_lines: OrderedDict[tuple[int, str], bytes] = OrderedDict()
         self._watch_responses: set[web.StreamResponse] = set()
+        self._serving = 0  # requests whose handler runs (streams included); what a drain waits for
+        # Set from the moment stop() begins until start(): a request then is not served but cut, also one
+        # on a connection accepted as the listener closed (else it would hang until its client gives up).
+        self._stopping = False
         store.add_event_listener(self._fan_out)
         faults.on_drop_watches(self.drop_watches)
 
@@ -139,6 +143,7 @@ class ApiServer:
         """Listen on ``host:port`` (0: an ephemeral port, remembered for restarts), over TLS if asked."""
         if tls is not None:
             self.tls = tls
+        self._stopping = False
         self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -164,16 +169,47 @@ class ApiServer:
             context.load_cert_chain(certificate_file, key_file)
         return context
 
-    async def stop(self) -> None:
-        """Close the listener and every open connection (watch streams end abruptly, as on a restart)."""
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop listening (new connections are refused), take no new request on the connections already
+        open (they are closed, as a real server's GOAWAY does), then close every open connection: watch and
+        log streams end abruptly.
+
+        With ``drain`` seconds the requests being served, watch and log streams included, first go on until
+        they end or ``drain`` runs out, as a real API server drains on SIGTERM.
+        """
+        self._stopping = True
+        if self._runner is not None:
+            await self._close_listeners(self._runner)
+        deadline = time.monotonic() + drain
+        while self._serving and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         self.drop_watches()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
-    async def restart(self) -> None:
-        """Stop and start the listener on the same port; the store is untouched."""
-        await self.stop()
+    @staticmethod
+    async def _close_listeners(runner: web.AppRunner) -> None:
+        """Stop listening without stranding a connection accepted in that very moment.
+
+        asyncio (3.11) sets up an accepted connection on a later turn of the loop and, if its server was
+        closed meanwhile, leaves the socket open and unserved: its client hangs until its own timeout. So
+        stop accepting first, let the connections already accepted be set up (a request on them is then
+        cut, see ``_stopping``), and only then close the listening sockets.
+        """
+        loop = asyncio.get_running_loop()
+        for site in runner.sites:
+            for sock in getattr(site._server, "sockets", None) or ():
+                loop.remove_reader(sock.fileno())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for site in list(runner.sites):
+            await site.stop()
+
+    async def restart(self, drain: float = 0.0) -> None:
+        """Stop (draining for ``drain`` seconds, see :meth:`stop`) and start the listener on the same port;
+        the store is untouched."""
+        await self.stop(drain)
         await self.start(self.host, self.port)
 
     @property
@@ -210,10 +246,16 @@ class ApiServer:
     # ------------------------------------------------------------------ request pipeline
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._stopping:  # shutting down: no new work, not even on a connection that is still open
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)
         self.metrics.request_started()
+        self._serving += 1
         try:
             return await self._serve_and_record(request)
         finally:
+            self._serving -= 1
             self.metrics.request_ended()
 
     async def _serve_and_record(self, request: web.Request) -> web.StreamResponse:

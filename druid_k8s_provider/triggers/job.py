@@ -7,6 +7,12 @@ hands out :class:`SharedWatch` objects by reference count. A watch resumes from 
 when the server ends the stream, relists on ``410 Expired`` or a dropped connection, and each waiter keeps
 a slow fallback poll of its own Job in case the watch is silently stuck.
 
+While the API server is down (a control-plane upgrade or restart keeps it away for tens of seconds), every
+read of a waiting task (the watches' relists, the log stream, a waiter's own reads) is retried with the
+hook's exponential back-off, capped at a couple of seconds and without an attempt limit, so the outcome of a
+peon that ended meanwhile arrives within about that cap once the server answers, not at the fallback poll.
+Only the task's deadline or its cancellation (a user stopping it) ends that retrying.
+
 :class:`JobFollower` is the waiting logic (launch timeout, fail-fast, completion, log streaming) used by both
 :class:`DruidK8sJobTrigger` (deferrable) and the operator's in-process wait (non-deferrable), so both modes
 behave the same.
@@ -20,9 +26,10 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import tenacity
 from airflow.sdk.log import mask_secret
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -34,11 +41,14 @@ from druid_k8s_provider.hooks.druid_k8s import (
     PEON_SELECTOR,
     ApiCallFailed,
     AsyncKubeSession,
+    BeforeSleep,
     DruidK8sAsyncHook,
+    RetryPolicy,
     is_transient,
     jobs_path,
     newest,
     pods_path,
+    worth_logging,
 )
 from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
 from druid_k8s_provider.hooks.secrets import job_task_secrets
@@ -47,8 +57,6 @@ log = logging.getLogger(__name__)
 
 #: Server-side watch timeout; the watch then resumes from its resourceVersion (cheap, no relist).
 WATCH_TIMEOUT_SECONDS = 300
-#: Longest pause between relist attempts while the API server keeps failing.
-MAX_RELIST_BACKOFF_SECONDS = 30.0
 #: How long a new waiter waits for the shared watches' first list before reading directly.
 SYNC_WAIT_SECONDS = 5.0
 #: How long a finished Job waits for the log stream to drain before the event fires anyway.
@@ -98,6 +106,35 @@ async def _wait_at_most(timeout: float, waiting: Awaitable[Any]) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await waiting
+
+
+async def _keep_trying(
+    policy: RetryPolicy,
+    what: str,
+    attempt: Callable[[], Awaitable[bool]],
+    *,
+    retry_on: Callable[[BaseException], bool],
+    before_sleep: BeforeSleep | None = None,
+) -> None:
+    """Run ``attempt`` until it returns True, however long the API server keeps failing.
+
+    ``attempt`` raises when it failed: it is retried (``retry_on`` says which failures) with the policy's
+    capped back-off and no attempt limit, so it resumes within about ``policy.max_wait`` seconds once the
+    server answers again; only cancelling the caller ends it. It returns False when it got somewhere before
+    it was interrupted (a watch that had listed, a log stream that delivered lines): it runs again at once,
+    and a later failure backs off from the shortest pause, as a new outage.
+    """
+    while True:
+        retrying = policy.until(None).asynchronous(what, retry_on=retry_on, before_sleep=before_sleep)
+        async for retry in retrying:
+            with retry:
+                if await attempt():
+                    return
+
+
+def _any_failure(exc: BaseException) -> bool:
+    """A watch retries whatever ended it (not a cancellation): it serves every waiter of the loop."""
+    return isinstance(exc, Exception)
 
 
 async def _cancel_and_settle(tasks: list[asyncio.Task[None]]) -> None:
@@ -190,25 +227,50 @@ class SharedWatch:
         return [obj for obj in self.objects.values() if self.key_of(obj) == job_name]
 
     async def _run(self) -> None:
-        backoff = 0.5
-        while True:
-            relists_before = self.relists
-            try:
-                async with self.hook.session() as session:
-                    await self._list_and_watch(session)
-            except asyncio.CancelledError:
+        """List and watch until stopped; relist after an interruption (retried as in :func:`_keep_trying`)."""
+        await _keep_trying(
+            self.hook.retry_policy,
+            f"list+watch {self.path}",
+            self._session,
+            retry_on=_any_failure,
+            before_sleep=self._warn_relisting,
+        )
+
+    async def _session(self) -> bool:
+        """One list (or the seed) and watch, until something ends it.
+
+        Returns False (relist at once) when the cache had been rebuilt and then the stream dropped or
+        expired; raises (back off) when the list failed, the server refused the watch, or anything else
+        went wrong, so a server that keeps refusing is not asked again in a tight loop.
+        """
+        relists_before = self.relists
+        try:
+            # One attempt per list: the loop around retries it, logging sparingly through a long outage.
+            async with self.hook.session(replace(self.hook.retry_policy, attempts=1)) as session:
+                await self._list_and_watch(session)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.synced.clear()
+            if self.relists == relists_before or not isinstance(exc, (_Expired, *CONNECTION_ERRORS)):
                 raise
-            except Exception as exc:
-                if self.relists > relists_before:  # it was healthy since the last failure: a new outage
-                    backoff = 0.5
-                if not (isinstance(exc, ApiCallFailed | _Expired) or is_transient(exc)):
-                    log.exception("Watch of %s failed unexpectedly; relisting", self.path)
-                else:
-                    log.warning("Watch of %s interrupted (%s); relisting in %.1fs", self.path, exc, backoff)
-                self.synced.clear()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_RELIST_BACKOFF_SECONDS)
-                continue
+            log.warning("Watch of %s interrupted (%s); relisting", self.path, exc)
+        return False
+
+    def _warn_relisting(self, state: tenacity.RetryCallState) -> None:
+        """Before a pause of the relist loop: warn (sparingly), with the traceback of a surprise."""
+        if not worth_logging(state, None):
+            return
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        expected = isinstance(exc, ApiCallFailed | _Expired) or (exc is not None and is_transient(exc))
+        log.warning(
+            "Watch of %s failed (%s); relisting in %.1fs",
+            self.path,
+            exc,
+            wait,
+            exc_info=None if expected else exc,
+        )
 
     async def _list_and_watch(self, session: AsyncKubeSession) -> None:
         if self.seed is not None:
@@ -452,7 +514,6 @@ class JobFollower:
 
         await _wait_at_most(SYNC_WAIT_SECONDS, both_synced())
         next_poll = time.time() + self.poll_interval
-        outage_backoff = 0.5
         while True:
             wake.clear()
             now = time.time()
@@ -462,24 +523,7 @@ class JobFollower:
                 # The fallback poll is for a watch that went quiet (events and bookmarks stopped).
                 heard = jobs.last_heard if self._pods_released else min(jobs.last_heard, pods.last_heard)
                 poll = time.monotonic() - heard > 2 * self.poll_interval
-            try:
-                payload, started = await self._look(session, jobs, pods, poll, now)
-            except Exception as exc:
-                # An API outage (control-plane upgrade, etcd election) changes nothing about the task: keep
-                # waiting until a deadline; the watches relist by themselves when the server is back.
-                past_deadline = self.completion_deadline is not None and now >= self.completion_deadline
-                if not is_transient(exc) or past_deadline:
-                    raise
-                log.warning(
-                    "Kubernetes API unavailable while waiting for Job %s (%s); still waiting",
-                    self.job_name,
-                    exc,
-                )
-                await asyncio.sleep(outage_backoff)
-                outage_backoff = min(outage_backoff * 2, MAX_RELIST_BACKOFF_SECONDS)
-                next_poll = 0.0  # look directly as soon as the server answers again
-                continue
-            outage_backoff = 0.5
+            payload, started = await self._look_through_outages(session, jobs, pods, wake, poll)
             if payload is not None:
                 return payload
             deadlines = [next_poll]
@@ -494,6 +538,34 @@ class JobFollower:
             if self.completion_deadline is not None:
                 deadlines.append(self.completion_deadline)
             await _wait_at_most(max(0.05, min(deadlines) - time.time()), wake.wait())
+
+    async def _look_through_outages(
+        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, wake: asyncio.Event, poll: bool
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """:meth:`_look`, retried while the API server fails transiently, until the completion deadline.
+
+        An outage (a control-plane upgrade, an etcd election) changes nothing about the task, so the wait
+        goes on. A pause between attempts ends early when a watch relists (that wakes every waiter), so the
+        look after an outage reads the fresh cache as soon as there is one, and otherwise reads for itself
+        within the policy's longest pause.
+        """
+        retrying = self.hook.retry_policy.until(self.completion_deadline).asynchronous(
+            f"waiting for Job {self.job_name}",
+            sleep=lambda seconds: _wait_at_most(seconds, wake.wait()),
+            before_sleep=self._warn_still_waiting,
+        )
+        async for attempt in retrying:
+            with attempt:
+                wake.clear()  # what set it is about to be looked at; a pause ends only for something new
+                return await self._look(session, jobs, pods, poll, time.time())
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _warn_still_waiting(self, state: tenacity.RetryCallState) -> None:
+        if worth_logging(state, None):
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "Kubernetes API unavailable while waiting for Job %s (%s); still waiting", self.job_name, exc
+            )
 
     async def _look(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool, now: float
@@ -690,10 +762,13 @@ class JobFollower:
     async def _stream_log(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, pod_name: str
     ) -> None:
-        """Follow the main container's log; reconnect from the cursor if the stream drops early."""
-        backoff = 0.2
-        while True:
+        """Follow the main container's log; reconnect from the cursor if the stream drops early (retried as
+        :func:`_keep_trying` says, so the rest of the log flows again within moments of an outage's end)."""
+
+        async def follow() -> bool:
+            """True once everything was read; False after lines, then a drop; raises otherwise."""
             self.log_cursor.begin_read()
+            shown = False
             try:
                 async for raw in session.follow_log(
                     pod_name, self.namespace, job_state.MAIN_CONTAINER, self.log_cursor.since_time()
@@ -701,21 +776,40 @@ class JobFollower:
                     timestamp, text = split_line(raw)
                     if self.log_cursor.admit(timestamp):
                         self.emit_line(text)
-                    backoff = 0.2
-                if await self._container_ended(session, jobs, pods, pod_name):
-                    # The stream ended because the container did: it delivered everything.
-                    self._log_complete = True
-                    self._wake.set()  # the Job may not end with it (a sidecar): look now
-                    return
+                        shown = True
+                # The stream ended; complete if because the container did (it delivered everything).
+                self._log_complete = await self._container_ended(session, jobs, pods, pod_name)
+                if self._log_complete:
+                    self._wake.set()  # the Job may not end with the container (a sidecar): look now
             except ApiCallFailed as exc:
                 if exc.status == 404:
-                    return  # pod gone: nothing more to read
-                if exc.status != 400 and not is_transient(exc):
-                    raise
+                    return True  # pod gone: nothing more to read
+                raise
             except CONNECTION_ERRORS:
-                pass  # dropped stream or API server restart: resume from the cursor
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+                if not shown:
+                    raise
+            return self._log_complete
+
+        await _keep_trying(
+            self.hook.retry_policy,
+            f"following the log of pod {pod_name}",
+            follow,
+            retry_on=_log_stream_resumable,
+            before_sleep=_quiet_retry,
+        )
+
+
+def _log_stream_resumable(exc: BaseException) -> bool:
+    """A log stream is followed again after a transient failure, or a ``400`` (the container is still
+    being created); other refusals end it."""
+    return is_transient(exc) or (isinstance(exc, ApiCallFailed) and exc.status == 400)
+
+
+def _quiet_retry(state: tenacity.RetryCallState) -> None:
+    """Reconnecting a log stream is routine (the watches warn about an outage): leave it to debug logs."""
+    log.debug(
+        "Log stream interrupted (%s); reconnecting", state.outcome.exception() if state.outcome else None
+    )
 
 
 class DruidK8sJobTrigger(BaseTrigger):
