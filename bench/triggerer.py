@@ -74,7 +74,7 @@ def build_triggers(side: str, jobs: list[dict[str, Any]], peer_poll_interval: fl
     from airflow.providers.cncf.kubernetes.triggers.job import KubernetesJobTrigger
 
     from druid_k8s_provider.config import RunnerConfig
-    from druid_k8s_provider.operators.task import COMPLETION_SLACK_SECONDS
+    from druid_k8s_provider.launch.follow import COMPLETION_SLACK_SECONDS
     from druid_k8s_provider.triggers.job import DruidK8sJobTrigger
 
     config = RunnerConfig.from_properties(runner_properties())

@@ -40,6 +40,12 @@ ARGUMENTS_BEGIN_MARKER = (
 )
 ARGUMENTS_END_MARKER = "<!-- END GENERATED ARGUMENT REFERENCE -->"
 
+
+def _airflow_base(klass: type) -> type:
+    """The first of Airflow's own classes among ``klass``'s ancestors (ours in between skipped)."""
+    return next(base for base in klass.__mro__[1:] if base.__module__.startswith("airflow."))
+
+
 # Classes whose own arguments are documented, by the import path users write, with the Airflow arguments
 # of their base class a DAG author most often adds.
 DOCUMENTED_CLASSES: Mapping[str, str] = {
@@ -358,7 +364,7 @@ def render_arguments() -> str:
             f"### {class_name}",
             "",
             f"`from {module_name} import {class_name}`. Other keyword arguments go to Airflow's "
-            f"`{klass.__mro__[1].__name__}` ({base_examples}).",
+            f"`{_airflow_base(klass).__name__}` ({base_examples}).",
             "",
             "| argument | default | `[druid_k8s]` option | templated | meaning |",
             "|---|---|---|---|---|",

@@ -92,6 +92,22 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "kubernetes_default",
                         "default": "kubernetes_default",
                     },
+                    "druid_ingest_conn_id": {
+                        "description": "Airflow connection to the Druid Overlord (the Apache Druid "
+                        "provider's): every task is submitted there, which holds its locks. Required.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "druid_ingest_default",
+                        "default": "druid_ingest_default",
+                    },
+                    "launch_mode": {
+                        "description": "Who creates the peon Job: auto (from the Overlord's version), "
+                        "airflow (the provider, Druid 35.0.0 and later) or overlord (the Overlord).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "auto",
+                        "default": "auto",
+                    },
                     "overlord_pod_selector": {
                         "description": "Label selector of the Overlord pod used as the template.",
                         "version_added": "0.1.0",
@@ -100,8 +116,8 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "",
                     },
                     "task_logs_location": {
-                        "description": "Object-storage URL where peons push status.json "
-                        "(read with Airflow's ObjectStoragePath).",
+                        "description": "No longer used by the operator: the Overlord reads the peons' "
+                        "status.json and its status decides the outcome.",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "s3://druid/indexing-logs",

@@ -38,7 +38,11 @@ _RULES_REVIEW_UNAVAILABLE = (403, 404)
 #: The rules of the Role in docs/rbac.yaml (spec section 6): what the operator, trigger, sensor and reaper
 #: actually call, and nothing more.
 ROLE_RULES: tuple[Mapping[str, Sequence[str]], ...] = (
-    {"apiGroups": ("batch",), "resources": ("jobs",), "verbs": ("get", "list", "watch", "create", "delete")},
+    {
+        "apiGroups": ("batch",),
+        "resources": ("jobs",),
+        "verbs": ("get", "list", "watch", "create", "patch", "delete"),
+    },
     {"apiGroups": ("",), "resources": ("pods",), "verbs": ("get", "list", "watch")},
     {"apiGroups": ("",), "resources": ("pods/log",), "verbs": ("get",)},
     {"apiGroups": ("",), "resources": ("events",), "verbs": ("list",)},

@@ -269,7 +269,7 @@ def translate_failure(
         if exc.status == 403:
             return MissingPermission(
                 f"{said}. Fix: grant the identity of connection {conn_id!r} the Role documented for the "
-                "provider (batch/jobs get/list/watch/create/delete, pods get/list/watch, pods/log get, "
+                "provider (batch/jobs get/list/watch/create/patch/delete, pods get/list/watch, pods/log get, "
                 "events list) in the runner namespace",
                 task_id=task_id,
                 job_name=job_name,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.operators.task import DruidK8sTaskOperator, sensitive_values
+from druid_k8s_provider.hooks.secrets import sensitive_values
+from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 
 TASK = {
     "type": "index_parallel",
