@@ -3,37 +3,46 @@
 Druid deletes, every ``taskCleanupInterval``, the Jobs labelled ``druid.k8s.peons=true`` that finished
 (condition ``Complete`` or ``Failed``) longer than ``taskCleanupDelay`` ago. Jobs kept by ``debugJobs``, Jobs
 of Airflow tasks whose worker died before cleaning up, and Jobs on clusters without a TTL controller all end
-up here.
+up here. A Job whose task the Overlord still holds (RUNNING: waiting, pending or running) is never deleted,
+whatever its Kubernetes state: the Overlord may still join it or read its pod, and a Job gone before the
+runner's create makes it launch the ingestion a second time (spec ``druid-overlord.md`` section 6).
 
 The module has three layers, so each can be tested on its own:
 
 - :func:`select_jobs_to_reap` is pure: given Job dicts and the current time it says, for every Job, whether
   to delete it and why. It never deletes a running Job, a Job finished less than ``taskCleanupDelay`` ago, a
   Job without the peon label or a Job already being deleted.
-- :func:`reap` walks the peon Jobs of a namespace page by page through a hook, deletes what the plan says and
-  returns counts. Memory stays flat in the number of Jobs: one page is held at a time.
+- :func:`keep_active_tasks` is pure too: it turns the deletions of a plan whose task the Overlord reports
+  active into "kept" decisions.
+- :func:`reap` walks the peon Jobs of a namespace page by page through a hook, asks the Overlord about the
+  tasks of a page's deletion candidates in ONE batched ``POST /druid/indexer/v1/taskStatus``, deletes what
+  is left and returns counts. Memory stays flat in the number of Jobs: one page is held at a time. An
+  Overlord that cannot be asked stops every deletion of the sweep (never delete blind).
 - :func:`create_reaper_dag` builds the Airflow DAG that runs :func:`reap` every ``taskCleanupInterval``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError
 from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
     from druid_k8s_provider.config import RunnerConfig
+    from druid_k8s_provider.hooks.overlord import DruidOverlordHook
+    from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,8 @@ class Verdict(enum.Enum):
     KEEP_UNLABELLED = "kept_unlabelled"
     KEEP_BEING_DELETED = "kept_being_deleted"
     KEEP_NO_FINISH_TIME = "kept_no_finish_time"
+    KEEP_TASK_ACTIVE = "kept_task_active"
+    KEEP_OVERLORD_UNREACHABLE = "kept_overlord_unreachable"
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,12 @@ class PeonJobClient(Protocol):
         task_id: str | None = None,
         uid: str | None = None,
     ) -> bool: ...
+
+
+class TaskStatusReader(Protocol):
+    """The part of ``DruidOverlordHook`` the reaper needs: one batched status request for many task ids."""
+
+    def task_statuses(self, task_ids: Sequence[str]) -> Mapping[str, OverlordTaskStatus]: ...
 
 
 def parse_kubernetes_time(value: str) -> dt.datetime:
@@ -193,6 +210,40 @@ def select_jobs_to_reap(
     return ReapPlan(tuple(decide(job, now, cleanup_delay) for job in jobs))
 
 
+def keep_active_tasks(plan: ReapPlan, statuses: Mapping[str, OverlordTaskStatus]) -> ReapPlan:
+    """``plan`` with every deletion whose task ``statuses`` reports active turned into
+    :attr:`Verdict.KEEP_TASK_ACTIVE`.
+
+    ``statuses`` is the Overlord's answer to a batched ``taskStatus`` about the plan's candidates: a task it
+    left out is unknown to it (never submitted, or forgotten), so its finished Job is as Druid's own cleanup
+    would treat it and may go.
+    """
+    decisions = []
+    for decision in plan.decisions:
+        status = statuses.get(decision.task_id or "") if decision.delete else None
+        if status is not None and status.active:
+            decision = replace(
+                decision,
+                verdict=Verdict.KEEP_TASK_ACTIVE,
+                explanation=f"its task is still {status.status_code} in the Overlord "
+                f"({decision.explanation}); the Overlord deletes the Job when the task completes",
+            )
+        decisions.append(decision)
+    return ReapPlan(tuple(decisions))
+
+
+def withhold_deletions(plan: ReapPlan, why: str) -> ReapPlan:
+    """``plan`` with every deletion turned into :attr:`Verdict.KEEP_OVERLORD_UNREACHABLE`, saying ``why``."""
+    return ReapPlan(
+        tuple(
+            replace(decision, verdict=Verdict.KEEP_OVERLORD_UNREACHABLE, explanation=why)
+            if decision.delete
+            else decision
+            for decision in plan.decisions
+        )
+    )
+
+
 def _check_reaper_permissions(hook: PeonJobClient, namespace: str) -> None:
     """Fail before the first list when the identity cannot list or delete Jobs (one rules review).
 
@@ -211,8 +262,11 @@ def reap(
     cleanup_delay: dt.timedelta,
     page_size: int = 500,
     now: dt.datetime | None = None,
+    *,
+    overlord: TaskStatusReader | None = None,
 ) -> dict[str, Any]:
-    """Delete the finished peon Jobs of ``namespace`` older than ``cleanup_delay``; return what happened.
+    """Delete the finished peon Jobs of ``namespace`` older than ``cleanup_delay`` whose task the Overlord no
+    longer holds; return what happened.
 
     Jobs are listed through the hook in pages of ``page_size`` (``limit``/``continue``), decided and deleted
     one page at a time, so memory does not grow with the number of Jobs. A Job that disappears between the
@@ -222,6 +276,14 @@ def reap(
     A missing permission is found before anything is listed (preflight). Any other failure (an API error
     that retries did not cure) stops the sweep with the hook's error, which names the Job and the task; the
     Jobs deleted so far stay deleted.
+
+    ``overlord`` (default: a ``DruidOverlordHook`` on ``[druid_k8s] druid_ingest_conn_id``, else
+    ``druid_ingest_default``) is asked once per page, about the tasks of that page's deletion candidates only
+    (no request for a page without any); their Jobs are kept while the task is active
+    (``kept_task_active``). When the Overlord cannot be asked (down, not leader, refused: an
+    :class:`OverlordApiError` after the hook's retries), the sweep deletes nothing more, logs why and counts
+    the Jobs it would have deleted as ``kept_overlord_unreachable``; a missing connection is a
+    :class:`DruidK8sConfigError` naming ``druid_ingest_conn_id``, raised before any deletion.
 
     The summary has ``examined``, ``deleted``, ``already_gone`` and one ``kept_<reason>`` count per reason to
     keep a Job (see :class:`Verdict`), plus the ``namespace`` and ``cleanup_delay_seconds`` used.
@@ -238,8 +300,51 @@ def reap(
         _human(cleanup_delay),
         sweep_time.isoformat(),
     )
+    with contextlib.ExitStack() as closing:
+        reader = overlord if overlord is not None else closing.enter_context(_configured_overlord())
+        _sweep(hook, namespace, cleanup_delay, page_size, sweep_time, reader, counts)
+    summary: dict[str, Any] = {
+        "namespace": namespace,
+        "cleanup_delay_seconds": int(cleanup_delay.total_seconds()),
+        **counts,
+    }
+    log.info("Reaper summary: %s", json.dumps(summary, sort_keys=True))
+    return summary
+
+
+def _configured_overlord() -> DruidOverlordHook:
+    """The Overlord of ``[druid_k8s] druid_ingest_conn_id`` (else ``druid_ingest_default``)."""
+    from druid_k8s_provider.hooks.overlord import DruidOverlordHook
+    from druid_k8s_provider.settings import configured_overlord_conn_id
+
+    return DruidOverlordHook(configured_overlord_conn_id())
+
+
+def _sweep(
+    hook: PeonJobClient,
+    namespace: str,
+    cleanup_delay: dt.timedelta,
+    page_size: int,
+    sweep_time: dt.datetime,
+    reader: TaskStatusReader,
+    counts: Counter[str],
+) -> None:
+    """Decide and delete page by page (see :func:`reap`), counting into ``counts``."""
+    unreachable: str | None = None
     for page in _pages(hook.list_peon_jobs(namespace, page_size=page_size), page_size):
         plan = select_jobs_to_reap(page, sweep_time, cleanup_delay)
+        if unreachable is None:
+            try:
+                plan = keep_active_tasks(plan, _statuses_of_candidates(reader, plan))
+            except OverlordApiError as exc:
+                unreachable = "not deleted: the Overlord could not be asked whether its task is still active"
+                log.error(
+                    "Skipping every deletion of this sweep: the Overlord could not be asked which tasks are "
+                    "still active, and a Job whose task is active must not be deleted (%s)",
+                    exc,
+                )
+        if unreachable is not None:
+            plan = withhold_deletions(plan, unreachable)
         counts["examined"] += len(plan.decisions)
         for decision in plan.decisions:
             if not decision.delete:
@@ -257,13 +362,12 @@ def reap(
                 log.info(
                     "Job %s (task.id=%s) was already gone when deleting it", decision.name, decision.task_id
                 )
-    summary: dict[str, Any] = {
-        "namespace": namespace,
-        "cleanup_delay_seconds": int(cleanup_delay.total_seconds()),
-        **counts,
-    }
-    log.info("Reaper summary: %s", json.dumps(summary, sort_keys=True))
-    return summary
+
+
+def _statuses_of_candidates(reader: TaskStatusReader, plan: ReapPlan) -> Mapping[str, OverlordTaskStatus]:
+    """One batched status request about the tasks of the plan's deletions (none when there are none)."""
+    task_ids = sorted({decision.task_id for decision in plan.to_delete if decision.task_id})
+    return reader.task_statuses(task_ids) if task_ids else {}
 
 
 def _pages(jobs: Iterator[dict[str, Any]], page_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -309,6 +413,7 @@ def create_reaper_dag(
     dag_id: str = "druid_k8s_reaper",
     kubernetes_conn_id: str | None = None,
     namespace: str | None = None,
+    druid_ingest_conn_id: str | None = None,
     runner_properties: Mapping[str, Any] | None = None,
     runtime_properties_file: str | None = None,
     page_size: int = 500,
@@ -321,13 +426,18 @@ def create_reaper_dag(
     a missing namespace or a bad property shows up as an import error naming the property. The schedule is
     ``taskCleanupInterval``, without catchup and with one active run at a time (an overlapping sweep would
     only race the first one). The task's return value, pushed to XCom, is :func:`reap`'s summary.
-    ``kubernetes_conn_id`` defaults to ``[druid_k8s] kubernetes_conn_id`` (itself ``kubernetes_default``).
+    ``kubernetes_conn_id`` defaults to ``[druid_k8s] kubernetes_conn_id`` (itself ``kubernetes_default``),
+    ``druid_ingest_conn_id`` (the Overlord asked which tasks are still active) to ``[druid_k8s]
+    druid_ingest_conn_id`` (itself ``druid_ingest_default``).
     """
     from airflow.configuration import conf
     from airflow.sdk import DAG, task
 
     config = resolve_runner_config(namespace, runner_properties, runtime_properties_file)
+    from druid_k8s_provider.settings import configured_overlord_conn_id
+
     conn_id = kubernetes_conn_id or conf.get("druid_k8s", "kubernetes_conn_id", fallback="kubernetes_default")
+    overlord_conn_id = druid_ingest_conn_id or configured_overlord_conn_id()
     cleanup_delay = dt.timedelta(seconds=config.task_cleanup_delay.total_seconds())
     interval = dt.timedelta(seconds=config.task_cleanup_interval.total_seconds())
     if interval <= dt.timedelta(0):
@@ -352,13 +462,15 @@ def create_reaper_dag(
         @task(task_id="reap_finished_peon_jobs", multiple_outputs=False)
         def reap_finished_peon_jobs() -> dict[str, Any]:
             from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+            from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 
             hook = DruidK8sHook(
                 kubernetes_conn_id=conn_id,
                 namespace=config.namespace,
                 disable_client_proxy=config.disable_client_proxy,
             )
-            return reap(hook, config.namespace, cleanup_delay, page_size=page_size)
+            with DruidOverlordHook(overlord_conn_id) as overlord:
+                return reap(hook, config.namespace, cleanup_delay, page_size=page_size, overlord=overlord)
 
         reap_finished_peon_jobs()
     return dag

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
 from druid_k8s_provider.testing import KubeEmulator
@@ -143,6 +144,19 @@ def airflow_environment(
         }
     )
     return env
+
+
+def overlord_connection(url: str) -> dict[str, Any]:
+    """The ``druid_ingest_default`` connection (as JSON for ``AIRFLOW_CONN_*``) of an Overlord at ``url``,
+    shaped as the Apache Druid provider's users have it: type ``druid``, host, port, schema, endpoint."""
+    parsed = urlsplit(url)
+    return {
+        "conn_type": "druid",
+        "host": parsed.hostname,
+        "port": parsed.port,
+        "schema": parsed.scheme,
+        "extra": {"endpoint": "druid/indexer/v1/task"},
+    }
 
 
 def run_airflow(arguments: Sequence[str], env: Mapping[str, str], log_file: Path) -> str:
