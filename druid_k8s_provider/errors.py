@@ -88,3 +88,8 @@ class TaskAlreadySubmitted(OverlordApiError):
     earlier try submitted it and lost the answer (a crash, a timeout): re-attach to that task, never submit
     it under another id.
     """
+
+
+class OverlordTaskUnknown(OverlordApiError):
+    """The Overlord kept leaving a task id out of its batched status (``POST /druid/indexer/v1/taskStatus``
+    answers only for ids it knows): it never had the task, or lost it. Waiting longer would wait forever."""

@@ -60,6 +60,8 @@ JOB_RELEASE_SLACK_SECONDS = 60.0
 DEFAULT_POD_GRACE_SECONDS = 30
 
 _JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
+#: The content type of a JSON merge patch (RFC 7386), which the API server applies to any resource.
+MERGE_PATCH = "application/merge-patch+json"
 _AUTH = ["BearerToken"]
 
 
@@ -755,12 +757,13 @@ class AsyncKubeSession:
         body: Any,
         timeout: aiohttp.ClientTimeout,
         accept: str = "application/json",
+        content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         response: aiohttp.ClientResponse = await self.api.call_api(
             path,
             method,
             query_params=list((query or {}).items()),
-            header_params={"Accept": accept, "Content-Type": "application/json"},
+            header_params={"Accept": accept, "Content-Type": content_type},
             body=body,
             auth_settings=_AUTH,
             _preload_content=False,
@@ -776,12 +779,19 @@ class AsyncKubeSession:
         return response
 
     async def request(
-        self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
     ) -> Any:
         """One API call with retries on transient failures; raises :class:`ApiCallFailed` otherwise."""
         async for attempt in self.retry_policy.asynchronous(f"{method} {path}"):
             with attempt:
-                response = await self._open(method, path, query, body, aiohttp.ClientTimeout(total=60))
+                timeout = aiohttp.ClientTimeout(total=60)
+                response = await self._open(method, path, query, body, timeout, content_type=content_type)
                 try:
                     data = await response.read()
                 finally:
@@ -860,6 +870,41 @@ class AsyncKubeSession:
             await self.request("DELETE", jobs_path(namespace, name), body=body)
         except ApiCallFailed as exc:
             if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_job(self, name: str, namespace: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Apply a JSON merge patch (RFC 7386) to a Job; the patched Job, or None when it does not exist.
+
+        Retried like any call (a merge patch is idempotent); a refusal (422 ``field is immutable``) raises
+        :class:`ApiCallFailed`.
+        """
+        try:
+            return dict(
+                await self.request(
+                    "PATCH", jobs_path(namespace, name), body=dict(patch), content_type=MERGE_PATCH
+                )
+            )
+        except ApiCallFailed as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete_job_version(self, job: Mapping[str, Any]) -> bool:
+        """Delete exactly this version of a Job (preconditions ``uid`` and ``resourceVersion``) and its pods;
+        False when it is gone or has changed since it was read (the API server's 404 / 409)."""
+        metadata = job["metadata"]
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+            "preconditions": {"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]},
+        }
+        try:
+            await self.request("DELETE", jobs_path(metadata["namespace"], metadata["name"]), body=body)
+        except ApiCallFailed as exc:
+            if exc.status in (404, 409):
                 return False
             raise
         return True

@@ -9,6 +9,7 @@ Strict field validation (unknown fields) uses the JSON schemas shipped with kube
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import json
 import re
@@ -17,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from druid_k8s_provider.testing.selectors import label_key_problems, label_value_problems
+from druid_k8s_provider.testing.selectors import (
+    label_key_problems,
+    label_value_problems,
+    selector_from_match,
+)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -189,12 +194,69 @@ def spec_causes(plural: str, obj: Mapping[str, Any]) -> list[Cause]:
     return []
 
 
+def _scheduling_directives_mutable(old: Mapping[str, Any]) -> bool:
+    """Whether the Job (as stored before the update) is suspended and has never started: only then may its
+    pod template's scheduling directives change (``AllowMutableSchedulingDirectives`` in Kubernetes'
+    ``pkg/registry/batch/job/strategy.go``: ``spec.suspend`` true and no ``status.startTime``)."""
+    return bool((old.get("spec") or {}).get("suspend")) and not (old.get("status") or {}).get("startTime")
+
+
+def _with_new_scheduling_directives(old_template: Any, new_template: Any) -> Any:
+    """The old pod template with the fields a suspended, never-started Job may change taken from the new
+    one: labels, annotations, ``nodeSelector``, ``tolerations``, ``schedulingGates`` and the node affinity
+    (``validatePodTemplateUpdate`` in Kubernetes' ``pkg/apis/batch/validation``, GA in 1.27)."""
+    if not isinstance(old_template, Mapping) or not isinstance(new_template, Mapping):
+        return old_template
+    template = copy.deepcopy(dict(old_template))
+    new_metadata = new_template.get("metadata") or {}
+    metadata = template.setdefault("metadata", {})
+    for key in ("labels", "annotations"):
+        if key in new_metadata:
+            metadata[key] = copy.deepcopy(new_metadata[key])
+        else:
+            metadata.pop(key, None)
+    spec, new_spec = template.get("spec"), new_template.get("spec")
+    if isinstance(spec, dict) and isinstance(new_spec, Mapping):
+        for key in ("nodeSelector", "tolerations", "schedulingGates"):
+            if key in new_spec:
+                spec[key] = copy.deepcopy(new_spec[key])
+            else:
+                spec.pop(key, None)
+        affinity = dict(spec.get("affinity") or {})
+        affinity.pop("nodeAffinity", None)
+        new_node_affinity = (new_spec.get("affinity") or {}).get("nodeAffinity")
+        if new_node_affinity is not None:
+            affinity["nodeAffinity"] = copy.deepcopy(new_node_affinity)
+        if affinity:
+            spec["affinity"] = affinity
+        else:
+            spec.pop("affinity", None)
+    return template
+
+
 def job_update_causes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Cause]:
-    """A Job's pod template and selector are immutable once created (real 422 "field is immutable")."""
+    """A Job's selector and completions are immutable once created, and so is its pod template, except the
+    scheduling directives (labels, annotations, node selection, tolerations, scheduling gates) of a Job that
+    is suspended and has never started (real 422 "field is immutable"). Changed template labels must still
+    be valid and match the selector."""
     causes: list[Cause] = []
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
-    if old_spec.get("template") != new_spec.get("template"):
-        causes.append(_invalid("spec.template", new_spec.get("template"), "field is immutable"))
+    old_template, new_template = old_spec.get("template"), new_spec.get("template")
+    if _scheduling_directives_mutable(old):
+        old_template = _with_new_scheduling_directives(old_template, new_template)
+    if old_template != new_template:
+        causes.append(_invalid("spec.template", new_template, "field is immutable"))
+    elif old_spec.get("template") != new_template and isinstance(new_template, Mapping):
+        metadata = new_template.get("metadata") or {}
+        labels = metadata.get("labels")
+        causes.extend(label_causes(labels, "spec.template.metadata.labels"))
+        causes.extend(annotation_causes(metadata.get("annotations")))
+        if not selector_from_match(new_spec.get("selector")).matches(labels):
+            causes.append(
+                _invalid(
+                    "spec.template.metadata.labels", labels, "`selector` does not match template `labels`"
+                )
+            )
     if old_spec.get("selector") != new_spec.get("selector"):
         causes.append(_invalid("spec.selector", new_spec.get("selector"), "field is immutable"))
     if old_spec.get("completions") != new_spec.get("completions"):

@@ -27,7 +27,8 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -50,13 +51,65 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Restart = Callable[[float], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the Overlord answered: method, path, query parameters and the HTTP status."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    status: int
+
+
+@dataclass
+class RequestLog:
+    """Every request the emulated Overlord answered (also those refused with 401 or 503), in order, so tests
+    can pin what a client asked; the emulator's control path is not recorded."""
+
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+    def count(self, method: str, path: str, **query: str) -> int:
+        """How many ``method path`` requests had at least the given query parameters (e.g.
+        ``count("GET", "/druid/indexer/v1/tasks", state="pending")``)."""
+        return sum(
+            1
+            for request in self.requests
+            if request.method == method
+            and request.path == path
+            and all(request.query.get(key) == value for key, value in query.items())
+        )
+
+    def clear(self) -> None:
+        """Forget what was recorded so far."""
+        self.requests.clear()
+
+
 def build_app(
-    overlord: Overlord, version: str | None, credentials: tuple[str, str] | None, restart: Restart
+    overlord: Overlord,
+    version: str | None,
+    credentials: tuple[str, str] | None,
+    restart: Restart,
+    request_log: RequestLog | None = None,
 ) -> web.Application:
-    """The aiohttp application serving ``overlord``; ``restart(downtime)`` backs the control path."""
+    """The aiohttp application serving ``overlord``; ``restart(downtime)`` backs the control path; every
+    answered request goes into ``request_log``."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        try:
+            response = await _guarded(request, handler)
+            status = response.status
+            return response
+        except web.HTTPException as error:  # the router's 404 / 405
+            status = error.status
+            raise
+        finally:
+            if request_log is not None and not request.path.startswith("/emulator/"):
+                record = RecordedRequest(request.method, request.path, dict(request.query), status)
+                request_log.requests.append(record)
+
+    async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (
             credentials is not None
             and not request.path.startswith(_OPEN_PATHS)

@@ -37,7 +37,7 @@ from aiohttp import web
 
 from druid_k8s_provider.config import RUNNER_PREFIX, RunnerConfig
 from druid_k8s_provider.testing.emulator import KubeEmulator
-from druid_k8s_provider.testing.overlord.api import build_app
+from druid_k8s_provider.testing.overlord.api import RequestLog, build_app
 from druid_k8s_provider.testing.overlord.runner import JOIN_EXISTING_JOB_SINCE, KubernetesRunner
 from druid_k8s_provider.testing.overlord.service import Overlord
 from druid_k8s_provider.testing.standin_actions import ESCALATOR_PASSWORD_ENV, ESCALATOR_USER_ENV
@@ -120,6 +120,8 @@ class OverlordEmulator:
         )
         self._site_runner: web.AppRunner | None = None
         self.url = ""
+        #: Every request the Overlord's API answered (see :class:`RequestLog`), for request budgets.
+        self.requests = RequestLog()
 
     # ------------------------------------------------------------------ properties
 
@@ -170,7 +172,9 @@ class OverlordEmulator:
             self.task_log_dir = Path(tempfile.mkdtemp(prefix="druid-task-logs-"))
             self.overlord.task_log_dir = self.task_log_dir
         self.task_log_dir.mkdir(parents=True, exist_ok=True)
-        app = build_app(self.overlord, self.druid_version, self.credentials, self.restart_async)
+        app = build_app(
+            self.overlord, self.druid_version, self.credentials, self.restart_async, self.requests
+        )
         # A peon killed in the middle of an action leaves its request unfinished: do not wait a minute for it.
         self._site_runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
         await self._site_runner.setup()

@@ -1,0 +1,337 @@
+"""Wait on the Overlord for many tasks at once: a few requests per interval for the whole process.
+
+A triggerer serves thousands of deferred tasks; asking the Overlord about each one every few seconds would
+load it as Druid's own per-task polling loads the Kubernetes API. One :class:`OverlordBoard` per
+(``druid_ingest_conn_id``, running event loop) serves every waiter of the process instead:
+
+- **Handed to the runner** (:meth:`OverlordBoard.wait_handed_to_runner`, the release of a suspended Job in
+  ``launch_mode="airflow"``): one *release round* = ``GET /druid/indexer/v1/tasks?state=pending`` and
+  ``?state=running``, every ``release_interval`` seconds, for all such waiters. A task listed there has been
+  handed to the Overlord's runner, so its locks are taken. The batched status cannot tell this (a WAITING
+  and a PENDING task both read RUNNING there) and absence from ``state=waiting`` is no signal either.
+- **Complete** (:meth:`OverlordBoard.wait_complete`): one *status round* = one batched
+  ``POST /druid/indexer/v1/taskStatus`` with every id waited on (by either kind of waiter), every
+  ``status_interval`` seconds; :meth:`OverlordBoard.check_soon` starts the next one now (a Job finished or
+  vanished: the outcome should not wait a full interval).
+
+No request is sent while nobody waits. An id the batched status leaves out :data:`UNKNOWN_ROUNDS` rounds in
+a row fails its waits with :class:`OverlordTaskUnknown`. The hook retries 429, 5xx and connection errors;
+when it gives up the board keeps going with a growing pause (an Overlord restart or leader election), and
+logs the outage once and its end once. Any other error (401, 403, a bad connection) fails the waits that
+depend on the request. Cancelling a wait ends it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError, OverlordTaskUnknown
+from druid_k8s_provider.hooks.overlord import DEFAULT_CONN_ID, DruidOverlordAsyncHook
+from druid_k8s_provider.hooks.overlord_api import INDEXER, OverlordTaskStatus
+from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
+
+log = logging.getLogger(__name__)
+
+#: Successful batched status rounds in a row that must leave a task id out before its waits fail. A task
+#: is known from its submission on; more than one round rides out an answer from a stale Overlord.
+UNKNOWN_ROUNDS = 3
+#: Longest pause between rounds while the Overlord keeps failing, in seconds.
+MAX_BACKOFF_SECONDS = 60.0
+#: The task lists whose entries the Overlord's runner holds.
+HANDED_STATES = ("pending", "running")
+
+_StatusFuture = asyncio.Future[OverlordTaskStatus]
+T = TypeVar("T")
+
+
+class _Waiters:
+    """The futures of the waits of one kind, by task id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, set[_StatusFuture]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.by_id)
+
+    def ids(self) -> list[str]:
+        return list(self.by_id)
+
+    def add(self, task_id: str) -> _StatusFuture:
+        future: _StatusFuture = asyncio.get_running_loop().create_future()
+        self.by_id.setdefault(task_id, set()).add(future)
+        return future
+
+    def discard(self, task_id: str, future: _StatusFuture) -> None:
+        futures = self.by_id.get(task_id)
+        if futures is not None:
+            futures.discard(future)
+            if not futures:
+                del self.by_id[task_id]
+
+    def resolve(self, task_id: str, status: OverlordTaskStatus) -> None:
+        for future in self.by_id.get(task_id, ()):
+            if not future.done():
+                future.set_result(status)
+
+    def fail(self, task_id: str, error: BaseException) -> None:
+        for future in self.by_id.get(task_id, ()):
+            if not future.done():
+                future.set_exception(error)
+
+    def fail_all(self, error: BaseException) -> None:
+        for task_id in self.ids():
+            self.fail(task_id, error)
+
+
+def _heals(error: Exception) -> bool:
+    """Whether an error the hook gave up on may heal by itself: the Overlord unreachable, 429 or 5xx (a
+    restart, a leader election). A refusal (401, 403, 404) or a bad connection does not."""
+    if not isinstance(error, OverlordApiError):
+        return False
+    return error.status is None or error.status == 429 or error.status >= 500
+
+
+class OverlordBoard:
+    """The Overlord's view of every task a process waits on, kept by shared polling rounds.
+
+    :param conn_id: the Overlord connection (``druid_ingest_conn_id``).
+    :param status_interval: seconds between batched status rounds (> 0).
+    :param release_interval: seconds between release rounds (> 0); short, because once the runner has the
+        task Druid looks for its pod with a bounded retry (about four minutes) and fails it without one.
+    :param unknown_rounds: status rounds in a row an id may be missing before its waits fail.
+    :param retry_policy: how the hook retries one request (the hook's default when None).
+
+    Raises :class:`DruidK8sConfigError` for an interval or round count that is not positive. Use
+    :meth:`shared` to get the board of the running loop; ``status_rounds`` and ``release_rounds`` count the
+    rounds that got an answer.
+    """
+
+    def __init__(
+        self,
+        conn_id: str = DEFAULT_CONN_ID,
+        *,
+        status_interval: float = 5.0,
+        release_interval: float = 2.0,
+        unknown_rounds: int = UNKNOWN_ROUNDS,
+        retry_policy: OverlordRetryPolicy | None = None,
+    ) -> None:
+        for name, value in (
+            ("status_interval", status_interval),
+            ("release_interval", release_interval),
+            ("unknown_rounds", unknown_rounds),
+        ):
+            if not value > 0:
+                raise DruidK8sConfigError(name, f"{value!r} is not positive", f"set {name} above 0")
+        self.conn_id = conn_id
+        self.status_interval = float(status_interval)
+        self.release_interval = float(release_interval)
+        self.unknown_rounds = unknown_rounds
+        self.retry_policy = retry_policy
+        self.status_rounds = 0
+        self.release_rounds = 0
+        self._hook = self._new_hook()
+        self._handed = _Waiters()
+        self._complete = _Waiters()
+        self._missing: dict[str, int] = {}
+        self._soon = asyncio.Event()
+        self._status_task: asyncio.Task[None] | None = None
+        self._release_task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def shared(
+        cls, conn_id: str = DEFAULT_CONN_ID, *, status_interval: float = 5.0, release_interval: float = 2.0
+    ) -> OverlordBoard:
+        """The board of ``conn_id`` on the running event loop, made on first use (with these intervals;
+        later callers share it as it is). Must be called from a coroutine."""
+        boards = _BOARDS.setdefault(asyncio.get_running_loop(), {})
+        board = boards.get(conn_id)
+        if board is None:
+            board = cls(conn_id, status_interval=status_interval, release_interval=release_interval)
+            boards[conn_id] = board
+        return board
+
+    # ------------------------------------------------------------------ waits
+
+    async def wait_handed_to_runner(self, task_id: str) -> OverlordTaskStatus:
+        """Wait until the Overlord has handed ``task_id`` to its runner, or the task is complete.
+
+        Returns the task's entry of ``GET /tasks?state=pending|running`` (``runner_status_code`` PENDING or
+        RUNNING: its locks are taken, a suspended Job may be released), or its batched status once it is
+        complete (``status_code`` SUCCESS or FAILED, ``active`` False: do NOT release its Job). Raises
+        :class:`OverlordTaskUnknown` when the Overlord does not know the id, :class:`OverlordApiError` /
+        :class:`DruidK8sConfigError` for an error retrying cannot fix.
+        """
+        return await self._wait(self._handed, task_id)
+
+    async def wait_complete(self, task_id: str) -> OverlordTaskStatus:
+        """Wait until ``task_id`` is complete; its batched status (SUCCESS or FAILED, ``error_msg``,
+        ``duration_ms``). Errors as :meth:`wait_handed_to_runner`."""
+        return await self._wait(self._complete, task_id)
+
+    def check_soon(self) -> None:
+        """Start the next batched status round now instead of at the end of the interval."""
+        self._soon.set()
+
+    async def _wait(self, waiters: _Waiters, task_id: str) -> OverlordTaskStatus:
+        future = waiters.add(task_id)
+        self._start_rounds()
+        try:
+            return await future
+        finally:
+            waiters.discard(task_id, future)
+            self._stop_idle_rounds()
+
+    # ------------------------------------------------------------------ rounds
+
+    def _new_hook(self) -> DruidOverlordAsyncHook:
+        return DruidOverlordAsyncHook(self.conn_id, retry_policy=self.retry_policy)
+
+    def _start_rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._status_task is None or self._status_task.done():
+            self._status_task = loop.create_task(
+                self._status_rounds(), name=f"druid-overlord-status {self.conn_id}"
+            )
+        if self._handed and (self._release_task is None or self._release_task.done()):
+            self._release_task = loop.create_task(
+                self._release_rounds(), name=f"druid-overlord-release {self.conn_id}"
+            )
+
+    def _stop_idle_rounds(self) -> None:
+        """Cancel the rounds nobody waits for any more (a request in flight or its retries included)."""
+        if not self._handed and self._release_task is not None:
+            self._release_task.cancel()
+            self._release_task = None
+        if not self._handed and not self._complete and self._status_task is not None:
+            self._status_task.cancel()
+            self._status_task = None
+            # The next waiter gets a fresh HTTP client; this one is closed once its requests are gone.
+            idle, self._hook = self._hook, self._new_hook()
+            closing = asyncio.get_running_loop().create_task(idle.aclose(), name="druid-overlord-close")
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    async def _status_rounds(self) -> None:
+        outage = _Outage(self.conn_id, f"POST {INDEXER}/taskStatus")
+        while self._handed or self._complete:
+            ids = sorted({*self._handed.ids(), *self._complete.ids()})
+            statuses = await outage.ask(self._hook.task_statuses(ids), self._fail_everyone)
+            if statuses is None:
+                await self._pause(outage.backoff(self.status_interval))
+                continue
+            self.status_rounds += 1
+            self._missing = {task_id: self._missing.get(task_id, 0) for task_id in ids}
+            for task_id in ids:
+                status = statuses.get(task_id)
+                if status is None:
+                    self._missing[task_id] += 1
+                    if self._missing[task_id] >= self.unknown_rounds:
+                        self._fail_unknown(task_id)
+                    continue
+                self._missing[task_id] = 0
+                if not status.active:
+                    self._handed.resolve(task_id, status)
+                    self._complete.resolve(task_id, status)
+            await self._pause(self.status_interval)
+
+    async def _release_rounds(self) -> None:
+        outage = _Outage(self.conn_id, f"GET {INDEXER}/tasks?state=pending|running")
+        while self._handed:
+            listed = await outage.ask(self._handed_tasks(), self._handed.fail_all)
+            if listed is None:
+                await asyncio.sleep(outage.backoff(self.release_interval))
+                continue
+            self.release_rounds += 1
+            for status in listed:
+                self._handed.resolve(status.task_id, status)
+            await asyncio.sleep(self.release_interval)
+
+    async def _handed_tasks(self) -> list[OverlordTaskStatus]:
+        listed: list[OverlordTaskStatus] = []
+        for state in HANDED_STATES:
+            listed.extend(await self._hook.tasks(state))
+        return listed
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep until the next status round; :meth:`check_soon` ends the sleep."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._soon.wait()
+        self._soon.clear()
+
+    def _fail_everyone(self, error: BaseException) -> None:
+        self._handed.fail_all(error)
+        self._complete.fail_all(error)
+
+    def _fail_unknown(self, task_id: str) -> None:
+        rounds = self._missing.pop(task_id)
+        error = OverlordTaskUnknown(
+            f"the Overlord of Airflow connection {self.conn_id!r} does not know the task: POST "
+            f"{INDEXER}/taskStatus left it out {rounds} times in a row. Fix: check that the connection "
+            "points at the Overlord (or Router) of the cluster the task was submitted to, and that the "
+            "Overlord's metadata store was not reset; then clear the Airflow task to submit it again",
+            conn_id=self.conn_id,
+            path=f"{INDEXER}/taskStatus",
+            status=200,
+            task_id=task_id,
+        )
+        self._handed.fail(task_id, error)
+        self._complete.fail(task_id, error)
+
+
+class _Outage:
+    """One kind of round's failures in a row: logged once when they start and once when they end."""
+
+    def __init__(self, conn_id: str, request: str) -> None:
+        self.conn_id = conn_id
+        self.request = request
+        self.failures = 0
+
+    async def ask(self, request: Awaitable[T], fail: Callable[[BaseException], None]) -> T | None:
+        """The answer to ``request``, or None after a failure: one that may heal is counted (and logged
+        when an outage starts); any other is handed to ``fail`` (the waits depending on it end with it)."""
+        try:
+            answer = await request
+        except (OverlordApiError, DruidK8sConfigError) as error:
+            if not _heals(error):
+                fail(error)
+                return None
+            self.failures += 1
+            if self.failures == 1:
+                log.warning(
+                    "%s (connection %r) failed after its retries; the waiting tasks keep waiting, asking "
+                    "again with back-off: %s",
+                    self.request,
+                    self.conn_id,
+                    error,
+                )
+            else:
+                log.debug(
+                    "%s (connection %r) failed again (%d in a row)", self.request, self.conn_id, self.failures
+                )
+            return None
+        if self.failures:
+            log.info(
+                "%s (connection %r) answers again after %d failed rounds",
+                self.request,
+                self.conn_id,
+                self.failures,
+            )
+            self.failures = 0
+        return answer
+
+    def backoff(self, interval: float) -> float:
+        """Seconds to pause after the latest failure: the interval doubling per failure, capped at
+        :data:`MAX_BACKOFF_SECONDS` (never below the interval itself)."""
+        return max(interval, min(interval * 2.0 ** min(self.failures, 16), MAX_BACKOFF_SECONDS))
+
+
+_BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, OverlordBoard]] = (
+    weakref.WeakKeyDictionary()
+)
