@@ -13,8 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from druid_k8s_provider.hooks.overlord import DruidOverlordHook
-from druid_k8s_provider.hooks.overlord_transport import client_options
 from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
 from druid_k8s_provider.testing.demo import overlord_connection
 
@@ -72,6 +70,14 @@ class Druid:
             time.sleep(0.05)
         return status
 
+    def client_requests(self) -> list[tuple[str, str]]:
+        """``(method, path)`` of every request the Overlord answered, but the peons' task actions."""
+        return [
+            (request.method, request.path)
+            for request in self.overlord.requests.requests
+            if request.path != "/druid/indexer/v1/action"
+        ]
+
     def job_names(self) -> set[str]:
         return {job["metadata"]["name"] for job in self.kube.store.list("jobs", NAMESPACE)}
 
@@ -102,21 +108,3 @@ def both_emulators(monkeypatch: pytest.MonkeyPatch, **properties: Any) -> Iterat
             yield druid
         finally:
             druid.http.close()
-
-
-class CountingOverlordHook(DruidOverlordHook):
-    """The real Overlord hook, recording every HTTP request it sends as ``(method, path)``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.requests: list[tuple[str, str]] = []
-
-    def get_conn(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                **client_options(self.endpoint, self.timeout),
-                event_hooks={
-                    "request": [lambda request: self.requests.append((request.method, request.url.path))]
-                },
-            )
-        return self._client

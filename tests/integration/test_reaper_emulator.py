@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from druid_support import CountingOverlordHook, Druid, both_emulators, index_parallel, wait_until
+from druid_support import Druid, both_emulators, index_parallel, wait_until
 
 from druid_k8s_provider.errors import DruidK8sTaskError
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
 from druid_k8s_provider.reaper import reap
@@ -316,23 +317,23 @@ def test_a_job_whose_task_is_active_in_the_overlord_is_kept_with_one_batched_sta
     druid: Druid,
 ) -> None:
     done_jobs, old_job_of_active_task, active_jobs = finished_tasks_and_an_active_one(druid)
-    overlord = CountingOverlordHook()
+    druid.overlord.requests.clear()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
 
     summary = reap(
-        DruidK8sHook(namespace=NAMESPACE), NAMESPACE, dt.timedelta(0), now=later, overlord=overlord
+        DruidK8sHook(namespace=NAMESPACE), NAMESPACE, dt.timedelta(0), now=later, overlord=DruidOverlordHook()
     )
 
     assert druid.job_names() == {old_job_of_active_task} | active_jobs
     assert summary["deleted"] == len(done_jobs) == 3
     assert summary["kept_task_active"] == 1 and summary["kept_running"] == 1
-    assert overlord.requests == [("POST", "/druid/indexer/v1/taskStatus")]
+    assert druid.client_requests() == [("POST", "/druid/indexer/v1/taskStatus")]
     assert druid.status("index_parallel_active")["statusCode"] == "RUNNING"
 
 
 def test_one_batched_status_request_per_page_of_jobs_with_deletion_candidates(druid: Druid) -> None:
     _, old_job_of_active_task, active_jobs = finished_tasks_and_an_active_one(druid)
-    overlord = CountingOverlordHook()
+    druid.overlord.requests.clear()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
 
     summary = reap(
@@ -341,11 +342,11 @@ def test_one_batched_status_request_per_page_of_jobs_with_deletion_candidates(dr
         dt.timedelta(0),
         page_size=1,
         now=later,
-        overlord=overlord,
+        overlord=DruidOverlordHook(),
     )
 
     # Five pages of one Job; the page holding the running Job has no candidate and asks nothing.
-    assert overlord.requests == [("POST", "/druid/indexer/v1/taskStatus")] * 4
+    assert druid.client_requests() == [("POST", "/druid/indexer/v1/taskStatus")] * 4
     assert summary["examined"] == 5 and summary["deleted"] == 3
     assert druid.job_names() == {old_job_of_active_task} | active_jobs
 
@@ -364,7 +365,7 @@ def test_an_overlord_that_cannot_be_reached_means_no_job_is_deleted_in_that_swee
             NAMESPACE,
             dt.timedelta(0),
             now=later,
-            overlord=CountingOverlordHook(retry_policy=impatient),
+            overlord=DruidOverlordHook(retry_policy=impatient),
         )
     druid.overlord.set_leader(True)
 
