@@ -1,17 +1,17 @@
-"""``DruidK8sTaskOperator``: run one Druid task as a Kubernetes Job, the way Druid's Kubernetes runner does.
+"""``DruidK8sTaskOperator``: run one Druid task through the Overlord as a Kubernetes Job, and report it.
 
-Lifecycle (spec section 6): build the Job from the task, the template pod and the runner properties (nothing
-is created when any input is bad); create it, or join the Job that already exists for the same Druid task
-(a retry after a worker crash never launches a second peon; a Job that is being deleted is not joined: the
-launch waits until its name is free); wait for the pod to start within
-``K8sjobLaunchTimeout`` (failing fast on reasons waiting will not cure); wait for completion while
-streaming the peon's log into the Airflow log; read the outcome (``status.json`` from the task-log location
-when configured, else the Job's and pod's state); delete the Job unless ``debugJobs``; return a summary to
-XCom and fail the Airflow task when the Druid task failed.
+The Airflow shell of the launch protocol in :mod:`druid_k8s_provider.launch` (spec ``druid-overlord.md``):
+every task is submitted to the Overlord, which holds its locks, publishes its segments and records its
+outcome. ``launch_mode`` picks who creates the Job: ``airflow`` (Druid 35.0.0 and later) builds it here with
+every runner semantic (template pod, adapters, sidecars), creates it suspended and unlabelled, submits the
+task and releases the Job once the Overlord has handed the task to its runner; ``overlord`` only submits and
+follows the Job the Overlord makes; ``auto`` chooses from the Overlord's version. A retry asks the Overlord
+about the attempts so far and re-attaches, reports, or submits the next attempt. The Overlord's status
+decides the outcome; the ingestion report goes to the log and XCom.
 
-Stopping follows Druid's promise that restarts do not affect tasks in flight: ``on_kill`` deletes the Job
-only when a person stopped the task (the API server no longer says it is running); when only the worker is
-going away, the Job keeps running and the next try re-attaches to it.
+Stopping follows Druid's promise that restarts do not affect tasks in flight: ``on_kill`` shuts the task down
+in the Overlord only when a person stopped it (the API server no longer says it is running); when only the
+worker is going away, the task keeps running and the next try re-attaches to it.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
-from airflow.sdk import BaseOperator, ObjectStoragePath, conf
+from airflow.sdk import BaseOperator, conf
 from airflow.sdk.log import mask_secret
 
 from druid_k8s_provider.config import RunnerConfig
@@ -38,28 +37,24 @@ from druid_k8s_provider.errors import (
     JobLaunchTimeout,
     KubernetesApiError,
     MissingPermission,
-    TemplatePodNotFound,
 )
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, task_id_of
-from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook
+from druid_k8s_provider.hooks.overlord import DEFAULT_CONN_ID, DruidOverlordHook
 from druid_k8s_provider.hooks.secrets import scrub, sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template, peon_job_name
+from druid_k8s_provider.launch.follow import COMPLETED, FollowSpec, follow_task, status_dict
+from druid_k8s_provider.launch.outcome import describe_report, overlord_outcome, report_summary
+from druid_k8s_provider.launch.stop import stop_task
+from druid_k8s_provider.launch.suspended import is_suspended
+from druid_k8s_provider.launch.worker import create_suspended, plan_launch, submit
+from druid_k8s_provider.launch_protocol import LAUNCH_MODES, AttemptAction
 from druid_k8s_provider.preflight import Requirements, check_permissions, operator_requirements
 from druid_k8s_provider.settings import CONFIG_SECTION, json_object, layered_runner_properties
 from druid_k8s_provider.task import DruidTask, derive_task_id
 from druid_k8s_provider.template_selection import TemplateSelection, parse_execution_config
-from druid_k8s_provider.triggers.job import (
-    ERROR,
-    FINISHED,
-    LAUNCH_FAILED,
-    MISSING,
-    SIDECAR_GRACE_SECONDS,
-    TIMED_OUT,
-    DruidK8sJobTrigger,
-    JobFollower,
-    OwnJob,
-)
+from druid_k8s_provider.triggers.job import ERROR, LAUNCH_FAILED, SIDECAR_GRACE_SECONDS, TIMED_OUT
+from druid_k8s_provider.triggers.overlord_task import DruidOverlordTaskTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -70,8 +65,6 @@ RUN_ID_ANNOTATION = "airflow.apache.org/run-id"
 MAP_INDEX_ANNOTATION = "airflow.apache.org/map-index"
 POD_TEMPLATE_BASE_PROPERTY = "druid.indexer.runner.k8s.podTemplate.base"
 ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
-#: Waiting beyond maxTaskDuration, so Kubernetes' own DeadlineExceeded is what the task reports.
-COMPLETION_SLACK_SECONDS = 60.0
 T = TypeVar("T")
 
 
@@ -119,25 +112,6 @@ def refuse_foreign_run(
     )
 
 
-def _check_join(
-    hook: DruidK8sHook,
-    requirements: Requirements,
-    job: Mapping[str, Any],
-    identity: Mapping[str, str],
-    task_id: str,
-    namespace: str,
-) -> None:
-    """Before joining a Job found by reading it: refuse another run's, and fail a Role that is too narrow for
-    the rest of the lifecycle here, naming every missing permission, before any write."""
-    refuse_foreign_run(job, identity, task_id, namespace)
-    check_permissions(hook, requirements, task_id=task_id, job_name=job["metadata"]["name"])
-
-
-def _epoch(timestamp: str | None) -> float:
-    parsed = job_state.parse_time(timestamp)
-    return parsed.timestamp() if parsed is not None else time.time()
-
-
 class DruidK8sTaskOperator(BaseOperator):
     """Run a Druid task as a Kubernetes Job (MiddleManager-less Druid) and report its outcome.
 
@@ -157,7 +131,15 @@ class DruidK8sTaskOperator(BaseOperator):
         template; default ``[druid_k8s] execution_config``, else by task type.
     :param kubernetes_conn_id: the Airflow connection to Kubernetes.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
-    :param task_logs_location: object-storage URL where peons push ``status.json`` (Druid's task logs).
+    :param task_logs_location: no longer used: the Overlord reads the peon's ``status.json`` and its status
+        decides the outcome (a warning says so when it is set).
+    :param launch_mode: who creates the Job: ``"auto"`` (default ``[druid_k8s] launch_mode``, else auto:
+        chosen from the Overlord's version), ``"airflow"`` (the provider builds it; Druid 35.0.0 and later)
+        or ``"overlord"`` (the Overlord builds it from its own configuration; the template and adapter
+        arguments then have no effect).
+    :param druid_ingest_conn_id: the Airflow connection to the Overlord (default
+        ``[druid_k8s] druid_ingest_conn_id``, else ``druid_ingest_default``); required: the Overlord must hold
+        every task's locks.
     :param image_pull_grace_seconds: how long ErrImagePull/ImagePullBackOff may last before failing fast.
     :param poll_interval: seconds between fallback polls while waiting (the watch does the real work).
     :param sidecar_grace_seconds: how long the peon pod may run on after its main container ended (a sidecar
@@ -174,6 +156,8 @@ class DruidK8sTaskOperator(BaseOperator):
         "execution_config",
         "kubernetes_conn_id",
         "task_logs_location",
+        "launch_mode",
+        "druid_ingest_conn_id",
     )
     template_ext: Sequence[str] = (".json",)
     template_fields_renderers = {
@@ -196,6 +180,8 @@ class DruidK8sTaskOperator(BaseOperator):
         kubernetes_conn_id: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         task_logs_location: str | None = None,
+        launch_mode: str | None = None,
+        druid_ingest_conn_id: str | None = None,
         image_pull_grace_seconds: float = 60.0,
         poll_interval: float = 60.0,
         sidecar_grace_seconds: float = SIDECAR_GRACE_SECONDS,
@@ -233,6 +219,15 @@ class DruidK8sTaskOperator(BaseOperator):
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
         self.task_logs_location = task_logs_location
+        if launch_mode is not None and launch_mode not in LAUNCH_MODES:
+            raise DruidK8sConfigError(
+                "launch_mode",
+                f"{launch_mode!r} is not a launch mode",
+                "use 'auto' (chosen from the Overlord's version), 'airflow' (Druid 35.0.0 and later) or "
+                "'overlord' (any Druid with the Kubernetes task runner)",
+            )
+        self.launch_mode = launch_mode
+        self.druid_ingest_conn_id = druid_ingest_conn_id
         self.image_pull_grace_seconds = image_pull_grace_seconds
         self.poll_interval = poll_interval
         self.sidecar_grace_seconds = sidecar_grace_seconds
@@ -342,15 +337,7 @@ class DruidK8sTaskOperator(BaseOperator):
     def druid_task_for(self, context: Context) -> DruidTask:
         """The Druid task, with the spec's id or one derived from the task instance."""
         document = self._task_document()
-        ti = context["ti"]
-        derived = derive_task_id(
-            ti.dag_id,
-            ti.task_id,
-            ti.run_id,
-            ti.map_index if ti.map_index is not None else -1,
-            str(document.get("type") or "task"),
-        )
-        return DruidTask.from_spec(document, default_id=derived)
+        return DruidTask.from_spec(document, default_id=self._derived_base_id(context, document))
 
     def _conn_id(self) -> str:
         return (
@@ -366,147 +353,154 @@ class DruidK8sTaskOperator(BaseOperator):
             or None
         )
 
-    def _logs_location(self) -> str | None:
-        return self.task_logs_location or conf.get(CONFIG_SECTION, "task_logs_location", fallback="") or None
+    def _requested_mode(self) -> str:
+        """``launch_mode``, else ``[druid_k8s] launch_mode``, else ``auto`` (checked when resolved)."""
+        return self.launch_mode or conf.get(CONFIG_SECTION, "launch_mode", fallback="") or "auto"
+
+    def _ingest_conn_id(self) -> str:
+        """``druid_ingest_conn_id``, else ``[druid_k8s] druid_ingest_conn_id``, else the default."""
+        return (
+            self.druid_ingest_conn_id
+            or conf.get(CONFIG_SECTION, "druid_ingest_conn_id", fallback="")
+            or DEFAULT_CONN_ID
+        )
+
+    def _derived_base_id(self, context: Context, document: Mapping[str, Any]) -> str:
+        """The base Druid task id of this task instance (dag, task, run, map index)."""
+        ti = context["ti"]
+        return derive_task_id(
+            ti.dag_id,
+            ti.task_id,
+            ti.run_id,
+            ti.map_index if ti.map_index is not None else -1,
+            str(document.get("type") or "task"),
+        )
 
     # -- execution ---------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        """Launch or join the Job, then wait for it here or in the triggerer."""
+        """Submit the task to the Overlord (and, in ``airflow`` mode, create its suspended Job), then wait
+        for it here or in the triggerer."""
         self._mask_task_secrets()
         config = self.runner_config()
-        task = self.druid_task_for(context)
-        hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
-        name = peon_job_name(task.id, config)
-        requirements = operator_requirements(config)
-        details = {
-            "druid_task_id": task.id,
-            "job_name": name,
-            "namespace": config.namespace,
-            "debug_jobs": config.debug_jobs,
-            "disable_client_proxy": config.disable_client_proxy,
-            "kubernetes_conn_id": self._conn_id(),
-        }
-        retry = int(getattr(context["ti"], "try_number", 1) or 1) > 1
-        job: dict[str, Any] | None = None
-        if retry:
-            # A retry usually finds its Job (the worker died while it ran): join it without reading the
-            # template pod, which may be gone by now.
-            namespace = config.namespace
-            job = self._explaining_refusals(
-                hook, requirements, task.id, name, lambda: hook.get_job(name, namespace, task_id=task.id)
+        document = self._task_document()
+        ingest_conn_id = self._ingest_conn_id()
+        if self.task_logs_location or conf.get(CONFIG_SECTION, "task_logs_location", fallback=""):
+            self.log.warning(
+                "task_logs_location has no effect: the Overlord reads the peon's status.json and its task "
+                "status decides the outcome"
             )
-            if job is not None and task_id_of(job) == task.id and job_state.being_deleted(job):
-                # An earlier try's Job on its way out (stopped by a person, the reaper): joining it would
-                # report that try's outcome. Once it is gone, this try goes on as if it had found none.
-                hook.wait_for_job_release(job, task_id=task.id)
-                job = None
-            recorded = self._recorded_outcome(job, task.id)
-            if recorded is not None:
-                return self._report(context, recorded, details, None)
+        with DruidOverlordHook(ingest_conn_id) as overlord:
+            plan = plan_launch(
+                overlord,
+                requested_mode=self._requested_mode(),
+                document=document,
+                derived_base_id=self._derived_base_id(context, document),
+                try_number=int(getattr(context["ti"], "try_number", 1) or 1),
+                say=self.log.info,
+            )
+            task, action = plan.task, plan.decision.action
+            name = peon_job_name(task.id, config, druid_version=plan.druid_version)
+            details = {
+                "druid_task_id": task.id,
+                "job_name": name,
+                "namespace": config.namespace,
+                "kubernetes_conn_id": self._conn_id(),
+                "druid_ingest_conn_id": ingest_conn_id,
+                "mode": plan.choice.mode,
+            }
+            if action is AttemptAction.REPORT:
+                assert plan.status is not None
+                event = {"status": COMPLETED, "overlord": status_dict(plan.status), "log_complete": True}
+                return self._finish(context, {**details, **event})
+            hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
+            release_pending = False
+            if plan.choice.mode == "overlord":
+                self._warn_ignored_options(config)
+                if action is AttemptAction.SUBMIT:
+                    submit(overlord, task, self.log.info)
+            elif action is AttemptAction.SUBMIT:
+                self._create_suspended(hook, task, config, plan.druid_version, context)
+                self._running = {**details, "context": context}
+                submit(overlord, task, self.log.info)
+                release_pending = True
+            else:
+                job = hook.get_job(name, config.namespace, task_id=task.id)
+                release_pending = job is not None and is_suspended(job)
+        spec = FollowSpec(
+            mode=plan.choice.mode,
+            druid_task_id=task.id,
+            job_name=name,
+            namespace=config.namespace,
+            druid_ingest_conn_id=ingest_conn_id,
+            kubernetes_conn_id=self._conn_id(),
+            disable_client_proxy=config.disable_client_proxy,
+            release_pending=release_pending,
+            launch_timeout_seconds=config.k8s_job_launch_timeout.total_seconds(),
+            max_task_duration_seconds=config.max_task_duration.total_seconds(),
+            image_pull_grace_seconds=self.image_pull_grace_seconds,
+            poll_interval=self.poll_interval,
+            sidecar_grace_seconds=self.sidecar_grace_seconds,
+        )
+        if self.deferrable:
+            self.defer(
+                trigger=DruidOverlordTaskTrigger(**spec.to_kwargs()),
+                method_name="execute_complete",
+                kwargs={"details": details},
+            )
+        self._running = {**details, "context": context}
+        spec.connection_extras = dict(hook.conn_extras)
+        return self._finish(context, {**details, **self._wait_in_process(spec)})
+
+    def _create_suspended(
+        self,
+        hook: DruidK8sHook,
+        task: DruidTask,
+        config: RunnerConfig,
+        druid_version: str | None,
+        context: Context,
+    ) -> None:
+        """``airflow`` mode: build the Job as the Overlord's adapter would and create it suspended and
+        unlabelled (or join this attempt's, left by a crash). A Role that is too narrow, or bad input, is
+        refused here, before any write."""
+        requirements = operator_requirements(config)
+        name = peon_job_name(task.id, config, druid_version=druid_version)
+        manifest = self._explaining_refusals(
+            hook, requirements, task.id, name, lambda: self._build(hook, task, config, druid_version)
+        )
+        check_permissions(hook, requirements, task_id=task.id, job_name=name)
         identity = airflow_identity(context)
-        if job is not None and task_id_of(job) == task.id:
-            _check_join(hook, requirements, job, identity, task.id, config.namespace)
-            created = False
-        else:
-            job, created = self._create_or_join(hook, requirements, task, config, identity, retry)
+        annotate(manifest, identity)
+        job, created = create_suspended(hook, manifest)
+        if not created:
+            refuse_foreign_run(job, identity, task.id, config.namespace)
         self.log.info(
-            "%s Job %s in namespace %s for Druid task %s",
-            "Created" if created else "Joined the existing",
+            "%s suspended Job %s in namespace %s for Druid task %s (released once its locks are taken)",
+            "Created the" if created else "Found this attempt's",
             name,
             config.namespace,
             task.id,
         )
-        created_at = _epoch(job["metadata"].get("creationTimestamp"))
-        launch_deadline = created_at + config.k8s_job_launch_timeout.total_seconds()
-        completion_deadline = (
-            launch_deadline + config.max_task_duration.total_seconds() + COMPLETION_SLACK_SECONDS
-        )
-        trigger = DruidK8sJobTrigger(
-            job_name=name,
-            namespace=config.namespace,
-            druid_task_id=task.id,
-            kubernetes_conn_id=self._conn_id(),
-            launch_deadline=launch_deadline,
-            completion_deadline=completion_deadline,
-            image_pull_grace_seconds=self.image_pull_grace_seconds,
-            poll_interval=self.poll_interval,
-            disable_client_proxy=config.disable_client_proxy,
-            sidecar_grace_seconds=self.sidecar_grace_seconds,
-        )
-        if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"details": details})
-        self._running = {**details, "context": context}
-        follower = trigger.follower()
-        follower.hook = DruidK8sAsyncHook(
-            self._conn_id(),
-            disable_client_proxy=config.disable_client_proxy,
-            connection_extras=dict(hook.conn_extras),
-        )
-        follower.emit_line = self._emit_peon_line
-        follower.own_job = OwnJob(job, created)
-        event = self._wait_in_process(follower)
-        return self._finish(context, event, details)
 
-    def _create_or_join(
-        self,
-        hook: DruidK8sHook,
-        requirements: Requirements,
-        task: DruidTask,
-        config: RunnerConfig,
-        identity: Mapping[str, str],
-        retry: bool,
-    ) -> tuple[dict[str, Any], bool]:
-        """Create the Job, or join the one already there: (job, created).
-
-        A first try creates straight away (the usual case, and one request fewer than looking first); a Job
-        that already exists answers ``409`` and is then read, so a re-execution joins it and a Job of
-        another run with the same Druid task id is refused, with nothing changed on the cluster. Bad input
-        is refused while building, before any request that writes.
-        """
-        name = peon_job_name(task.id, config)
-        try:
-            manifest = self._explaining_refusals(
-                hook, requirements, task.id, name, lambda: self._build(hook, task, config)
+    def _warn_ignored_options(self, config: RunnerConfig) -> None:
+        """In ``overlord`` mode the Overlord builds the Job from its own configuration."""
+        ignored = [
+            argument
+            for argument, value in (
+                ("overlord_pod_name", self.overlord_pod_name),
+                ("overlord_pod_selector", self.overlord_pod_selector),
+                ("pod_template_file", self.pod_template_file),
+                ("execution_config", self.execution_config),
             )
-        except TemplatePodNotFound:
-            if retry:
-                raise
-            # The Overlord pod is gone, but this task instance may have launched its Job already.
-            existing = hook.get_job(name, config.namespace, task_id=task.id)
-            if existing is None or task_id_of(existing) != task.id or job_state.being_deleted(existing):
-                raise
-            _check_join(hook, requirements, existing, identity, task.id, config.namespace)
-            return existing, False
-        # A Role that is too narrow fails here, naming every missing permission, before any write.
-        check_permissions(hook, requirements, task_id=task.id, job_name=name)
-        annotate(manifest, identity)
-        job, created = hook.create_or_join_job(manifest)
-        if not created:  # the create was refused (409), so the permissions were checked already
-            refuse_foreign_run(job, identity, task.id, config.namespace)
-        return job, created
-
-    def _recorded_outcome(self, job: dict[str, Any] | None, task_id: str) -> job_state.Outcome | None:
-        """On a retry whose Job is gone, the outcome the peon pushed to task logs, if it finished.
-
-        A worker may die after the Job finished and was deleted but before Airflow recorded the result;
-        launching the task again would, for an append ingestion, load its data twice. Only ``status.json``
-        remembers a finished-and-deleted task, so this needs ``task_logs_location`` (or ``debugJobs``, which
-        leaves deleting to the reaper). A first try always launches, even when an explicit id was used before.
-        """
-        location = self._logs_location()
-        if job is not None or not location:
-            return None
-        report = self._read_status_report(location, task_id)
-        if report is None:
-            return None
-        self.log.info(
-            "Druid task %s already finished (status.json found under %s and its Job was cleaned up): "
-            "reporting that outcome instead of launching the task again",
-            task_id,
-            location,
-        )
-        return self._outcome_from_report(report, None, None)
+            if value
+        ]
+        if ignored:
+            self.log.warning(
+                "launch_mode 'overlord': the Overlord builds the Job from its own pod template and adapter "
+                "(%s of its runtime.properties), so %s has no effect on it",
+                config.adapter_type,
+                ", ".join(ignored),
+            )
 
     @staticmethod
     def _explaining_refusals(
@@ -523,7 +517,9 @@ class DruidK8sTaskOperator(BaseOperator):
             check_permissions(hook, requirements, task_id=task_id, job_name=name)
             raise
 
-    def _build(self, hook: DruidK8sHook, task: DruidTask, config: RunnerConfig) -> dict[str, Any]:
+    def _build(
+        self, hook: DruidK8sHook, task: DruidTask, config: RunnerConfig, druid_version: str | None
+    ) -> dict[str, Any]:
         """The Job manifest; every input problem surfaces here, before anything is created."""
         selection = self._template_selection()
         if config.adapter_type == "customTemplateAdapter":
@@ -540,7 +536,7 @@ class DruidK8sTaskOperator(BaseOperator):
             template = hook.get_template_pod(
                 config.overlord_namespace or config.namespace, self.overlord_pod_name, self._selector()
             )
-        return build_job(task, template, config)
+        return build_job(task, template, config, druid_version=druid_version)
 
     def _template_selection(self) -> TemplateSelection:
         """Druid's execution config (this operator's, else ``[druid_k8s] execution_config``), checked."""
@@ -559,16 +555,16 @@ class DruidK8sTaskOperator(BaseOperator):
     def _emit_peon_line(self, line: str) -> None:
         self.log.info("%s", line)
 
-    def _wait_in_process(self, follower: JobFollower) -> dict[str, Any]:
+    def _wait_in_process(self, spec: FollowSpec) -> dict[str, Any]:
         """Run the same waiting logic as the trigger, on a private loop, cancellable by ``on_kill``."""
 
         async def wait() -> dict[str, Any]:
             task = asyncio.current_task()
             assert task is not None
             self._wait = (asyncio.get_running_loop(), task)
-            if self._stop_requested:  # on_kill came between the create and this wait
+            if self._stop_requested:  # on_kill came between the submit and this wait
                 raise asyncio.CancelledError
-            return await follower.outcome()
+            return await follow_task(spec, emit_line=self._emit_peon_line, say=self.log.info)
 
         try:
             return asyncio.run(wait())
@@ -576,18 +572,18 @@ class DruidK8sTaskOperator(BaseOperator):
             self._wait = None
             if self._kill_verdict is None:
                 self._decide_on_stop()
-            running = self._running or {}
-            if self._kill_verdict == "deleted":
+            if self._kill_verdict == "stopped":
                 raise JobFailed(
-                    "the Airflow task was stopped by a user; the Job was deleted",
-                    task_id=running.get("druid_task_id"),
-                    job_name=running.get("job_name"),
+                    "the Airflow task was stopped by a user; the Druid task was shut down in the Overlord "
+                    "(FAILED: Shutdown request from user), which deletes its Job",
+                    task_id=spec.druid_task_id,
+                    job_name=spec.job_name,
                 ) from None
             raise DruidK8sTaskError(
-                "the worker is shutting down; the Job keeps running and the next try of this task "
+                "the worker is shutting down; the Druid task keeps running and the next try of this task "
                 "re-attaches to it",
-                task_id=running.get("druid_task_id"),
-                job_name=running.get("job_name"),
+                task_id=spec.druid_task_id,
+                job_name=spec.job_name,
             ) from None
         finally:
             self._wait = None
@@ -595,92 +591,71 @@ class DruidK8sTaskOperator(BaseOperator):
     def execute_complete(
         self, context: Context, event: dict[str, Any], details: dict[str, Any] | None = None
     ) -> Any:
-        """Resume after the trigger fired: catch up the log, report the outcome, clean up.
+        """Resume after the trigger fired: catch up the log, report the outcome.
 
         ``details`` come from the deferral; when a runner drops them (``dag.test()`` passes only the
-        event), the event and the operator's own configuration say the same.
+        event), the event says the same.
         """
-        if details is None:
-            details = {
-                key: event[key]
-                for key in (
-                    "druid_task_id",
-                    "job_name",
-                    "namespace",
-                    "kubernetes_conn_id",
-                    "disable_client_proxy",
-                )
-            }
-            details["debug_jobs"] = self.runner_config().debug_jobs
-        return self._finish(context, event, details)
+        merged = {**(details or {}), **event}
+        merged.setdefault("druid_ingest_conn_id", self._ingest_conn_id())
+        return self._finish(context, merged)
 
     # -- outcome -----------------------------------------------------------------------------------------
 
-    def _finish(self, context: Context, event: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
-        hook = DruidK8sHook(
-            details["kubernetes_conn_id"], details["namespace"], details["disable_client_proxy"]
-        )
-        task_id, name, namespace = details["druid_task_id"], details["job_name"], details["namespace"]
-        status = event.get("status")
-        pod = event.get("pod")
-        if status == FINISHED and pod is not None and not event.get("log_complete"):
-            self._catch_up_log(hook, pod["metadata"]["name"], namespace, event.get("log_cursor"))
-        if status == LAUNCH_FAILED:
-            hook.delete_job(name, namespace, task_id=task_id)
-            raise JobLaunchTimeout(
-                f"{event.get('reason')}. Recent events: {event.get('events')}. The Job was deleted. Fix the "
-                "cause (image, resources, quota or LimitRange, node capacity, secrets) and clear the task",
-                task_id=task_id,
-                job_name=name,
-            )
-        if status == MISSING:
-            raise JobFailed(
-                "the Job disappeared before it finished (deleted by a person, the reaper or a TTL); clear "
-                "the task to run it again",
-                task_id=task_id,
-                job_name=name,
-            )
+    def _finish(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Decide from the Overlord's status, with the rest of the log and the ingestion report."""
+        task_id, name, status = event["druid_task_id"], event["job_name"], event.get("status")
         if status == ERROR:
             raise KubernetesApiError(
-                f"waiting for the Job failed: {event.get('error')}; the Job was left as it is and the next "
-                "try re-attaches to it",
+                f"waiting for the Druid task failed: {event.get('error')}; the task was left as it is and "
+                "the next try re-attaches to it",
                 task_id=task_id,
                 job_name=name,
             )
+        with DruidOverlordHook(event["druid_ingest_conn_id"]) as overlord:
+            if not event.get("log_complete"):
+                self._catch_up_log(overlord, task_id, int(event.get("log_offset") or 0))
+            report = report_summary(overlord.task_report(task_id))
+        if report is not None:
+            self.log.info("Ingestion report of Druid task %s: %s", task_id, describe_report(report))
+        if status == LAUNCH_FAILED:
+            raise JobLaunchTimeout(
+                f"{event.get('reason')}. Recent events: {event.get('events')}. The task was shut down in the "
+                "Overlord, which deletes its Job. Fix the cause (image, resources, quota or LimitRange, node "
+                "capacity, secrets) and clear the task",
+                task_id=task_id,
+                job_name=name,
+            )
+        outcome = overlord_outcome(event["overlord"], event.get("job"), event.get("pod"))
         if status == TIMED_OUT:
-            hook.delete_job(name, namespace, task_id=task_id)
             outcome = job_state.Outcome(
                 job_state.FAILED,
-                "the Job did not finish within maxTaskDuration (plus K8sjobLaunchTimeout); it was deleted",
-                None,
+                "the Job did not finish within maxTaskDuration (plus K8sjobLaunchTimeout); the task was shut "
+                f"down in the Overlord ({outcome.error})",
+                outcome.duration_ms,
             )
-        else:
-            outcome = self._outcome(event["job"], pod, task_id)
-            if event.get("held_by") is not None:
-                self.log.warning(
-                    "Container(s) %s kept pod %s running after the peon's main container ended: the outcome "
-                    "is the main container's; deleting Job %s (also with debugJobs: it would run on until "
-                    "maxTaskDuration)",
-                    ", ".join(event["held_by"]) or "(none named)",
-                    pod["metadata"]["name"] if pod else "?",
-                    name,
-                )
-                hook.delete_job(name, namespace, task_id=task_id)
-            elif details.get("debug_jobs"):
-                self.log.info(
-                    "debugJobs is set: keeping Job %s for inspection (the reaper removes it later)", name
-                )
-            else:
-                hook.delete_job(name, namespace, task_id=task_id)
-        return self._report(context, outcome, details, pod["metadata"]["name"] if pod else None)
+        if event.get("held_by") is not None:
+            self.log.warning(
+                "Container(s) %s kept the peon pod running after its main container ended: Job %s was "
+                "deleted so the Overlord could complete the task",
+                ", ".join(event["held_by"]) or "(none named)",
+                name,
+            )
+        pod = event.get("pod")
+        return self._report(context, outcome, event, pod["metadata"]["name"] if pod else None, report)
 
     def _report(
-        self, context: Context, outcome: job_state.Outcome, details: dict[str, Any], pod_name: str | None
+        self,
+        context: Context,
+        outcome: job_state.Outcome,
+        details: Mapping[str, Any],
+        pod_name: str | None,
+        report: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """The XCom summary; a FAILED outcome is pushed too, then fails the Airflow task saying why.
 
-        The error may quote the peon's last log lines (``FallbackToLogsOnError`` termination messages), and
-        XCom is stored and shown unmasked: the task's credentials are scrubbed from it first.
+        The error may quote the peon's last log lines, and XCom is stored and shown unmasked: the task's
+        credentials are scrubbed from it first.
         """
         secrets: list[str] = []
         with contextlib.suppress(DruidK8sConfigError):
@@ -694,6 +669,8 @@ class DruidK8sTaskOperator(BaseOperator):
             "status": outcome.status,
             "duration_ms": outcome.duration_ms,
             "error": outcome.error,
+            "launch_mode": details.get("mode"),
+            "report": report,
         }
         if outcome.status != job_state.SUCCESS:
             context["ti"].xcom_push(key="return_value", value=result)
@@ -705,62 +682,18 @@ class DruidK8sTaskOperator(BaseOperator):
         self.log.info("Druid task %s succeeded in %s ms", details["druid_task_id"], outcome.duration_ms)
         return result
 
-    def _outcome(self, job: dict[str, Any], pod: dict[str, Any] | None, task_id: str) -> job_state.Outcome:
-        location = self._logs_location()
-        if not location:
-            return job_state.outcome_from_state(job, pod)
-        report = self._read_status_report(location, task_id)
-        if report is None:
-            state = job_state.outcome_from_state(job, pod)
-            return job_state.Outcome(
-                job_state.FAILED,
-                f"Peon did not report status successfully (no status.json under {location}); "
-                + (state.error or "the peon exited without error"),
-                state.duration_ms,
-            )
-        return self._outcome_from_report(report, job, pod)
-
-    @staticmethod
-    def _outcome_from_report(
-        report: dict[str, Any], job: dict[str, Any] | None, pod: dict[str, Any] | None
-    ) -> job_state.Outcome:
-        """Druid's TaskStatus decides; the Job and pod (when still there) explain a FAILED without message."""
-        status = str(report.get("status") or report.get("statusCode") or job_state.FAILED).upper()
-        duration = report.get("duration")
-        error = report.get("errorMsg")
-        if status != job_state.SUCCESS and not error:
-            explained = job_state.outcome_from_state(job, pod).error if job is not None else None
-            error = explained or "the peon reported FAILED without a message"
-        return job_state.Outcome(
-            job_state.SUCCESS if status == job_state.SUCCESS else job_state.FAILED,
-            None if status == job_state.SUCCESS else str(error),
-            int(duration) if isinstance(duration, int | float) and duration >= 0 else None,
-        )
-
-    def _read_status_report(self, location: str, task_id: str) -> dict[str, Any] | None:
-        """Druid's TaskStatus at ``<location>/<id>/status.json`` (S3 ...) or ``<id>.status.json`` (file)."""
-        base = ObjectStoragePath(location)
-        for candidate in (base / task_id / "status.json", base / f"{task_id}.status.json"):
-            with contextlib.suppress(FileNotFoundError):
-                if candidate.exists():
-                    return dict(json.loads(candidate.read_text()))
-        return None
-
-    def _catch_up_log(
-        self, hook: DruidK8sHook, pod_name: str, namespace: str, cursor_data: dict[str, Any] | None
-    ) -> None:
-        """Show the log lines the waiter had not shown yet (none, usually)."""
-        cursor = LogCursor.from_dict(cursor_data)
-        cursor.begin_read()
-        for raw in hook.read_pod_log(pod_name, namespace, since_time=cursor.since_time()):
-            timestamp, text = split_line(raw)
-            if cursor.admit(timestamp):
-                self._emit_peon_line(text)
+    def _catch_up_log(self, overlord: DruidOverlordHook, task_id: str, offset: int) -> None:
+        """Show the rest of the peon's log from the Overlord's task log (the pod may be gone): from byte
+        ``offset``, which the Overlord honours once the task completed, so each line shows once."""
+        text = overlord.task_log(task_id, offset)
+        for line in (text or "").splitlines():
+            self._emit_peon_line(line)
 
     # -- stopping ----------------------------------------------------------------------------------------
 
     def on_kill(self) -> None:
-        """Delete the Job if a person stopped the task; leave it running if the worker is going away.
+        """Shut the Druid task down if a person stopped the Airflow task; leave it running if the worker is
+        going away.
 
         Airflow calls this from its SIGTERM handler, where starting threads or taking locks the interrupted
         code may hold can deadlock. So while the operator waits in the worker, this only cancels the wait;
@@ -775,27 +708,34 @@ class DruidK8sTaskOperator(BaseOperator):
             self._decide_on_stop()
 
     def _decide_on_stop(self) -> None:
-        """Ask the API server whether the task instance still runs; delete the Job only if it does not."""
+        """Ask the API server whether the task instance still runs; stop the Druid task only if not."""
         running = self._running
         if running is None:
             return
         state = self._state_on_server(running["context"])
         if state is not None and state != "running":
             self.log.info(
-                "The task instance is %s on the API server (stopped by a user): deleting Job %s",
+                "The task instance is %s on the API server (stopped by a user): shutting down Druid task %s",
                 state,
-                running["job_name"],
+                running["druid_task_id"],
             )
-            DruidK8sHook(
-                running["kubernetes_conn_id"], running["namespace"], running["disable_client_proxy"]
-            ).delete_job(running["job_name"], running["namespace"], task_id=running["druid_task_id"])
-            self._kill_verdict = "deleted"
+            asyncio.run(
+                stop_task(
+                    druid_ingest_conn_id=running["druid_ingest_conn_id"],
+                    kube=DruidK8sAsyncHook(running["kubernetes_conn_id"]),
+                    namespace=running["namespace"],
+                    task_id=running["druid_task_id"],
+                    own_job_name=running["job_name"] if running["mode"] == "airflow" else None,
+                    say=self.log.info,
+                )
+            )
+            self._kill_verdict = "stopped"
         else:
             self.log.warning(
-                "Worker shutdown (task instance still %s on the API server): Job %s keeps running and "
+                "Worker shutdown (task instance still %s on the API server): Druid task %s keeps running and "
                 "the next try re-attaches to it",
                 state or "unknown",
-                running["job_name"],
+                running["druid_task_id"],
             )
             self._kill_verdict = "kept"
 

@@ -261,3 +261,36 @@ class DruidCluster:
 def druid(kube: KubeEmulator) -> DruidCluster:
     """The emulated cluster, ready to start an Overlord with a chosen peon behaviour."""
     return DruidCluster(kube)
+
+
+def connect_overlord(
+    overlord: Any, monkeypatch: pytest.MonkeyPatch, conn_id: str = "druid_ingest_default"
+) -> None:
+    """Point the Overlord connection (``druid_ingest_default``, as the Apache Druid provider names it) at
+    the Overlord emulator."""
+    host, port = overlord.url.removeprefix("http://").rsplit(":", 1)
+    connection = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http"}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+
+
+@pytest.fixture
+def start_overlord(kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """Start an Overlord emulator beside the cluster (test timings) and point ``druid_ingest_default`` at it;
+    its pod is the peon template (selector ``component=overlord``). Keyword arguments go to the emulator
+    (``druid_version``, ``runner_properties`` ...)."""
+    from druid_k8s_provider.testing import OverlordEmulator
+
+    started: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        kwargs.setdefault("start_delay", 1.0)
+        kwargs.setdefault("pod_lookup_scale", 0.01)
+        kwargs.setdefault("poll_interval", 0.05)
+        emulator = OverlordEmulator(kube, **kwargs).__enter__()
+        started.append(emulator)
+        connect_overlord(emulator, monkeypatch)
+        return emulator
+
+    yield start
+    for emulator in reversed(started):
+        emulator.__exit__(None, None, None)

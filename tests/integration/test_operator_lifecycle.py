@@ -21,7 +21,7 @@ from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed, JobLaunchT
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.testing import KubeEmulator
 from druid_k8s_provider.testing.behaviours import exits, never_exits, oom_killed
-from druid_k8s_provider.triggers.job import DruidK8sJobTrigger
+from druid_k8s_provider.triggers.overlord_task import DruidOverlordTaskTrigger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -67,8 +67,8 @@ def run(op: DruidK8sTaskOperator, ti: FakeTaskInstance) -> Any:
         result = op.execute(context)
     except TaskDeferred as deferred:
         classpath, kwargs = deferred.trigger.serialize()
-        assert classpath == "druid_k8s_provider.triggers.job.DruidK8sJobTrigger"
-        trigger = DruidK8sJobTrigger(**json.loads(json.dumps(kwargs)))
+        assert classpath == "druid_k8s_provider.triggers.overlord_task.DruidOverlordTaskTrigger"
+        trigger = DruidOverlordTaskTrigger(**json.loads(json.dumps(kwargs)))
         event = asyncio.run(anext(trigger.run()))
         result = getattr(op, deferred.method_name)(context, event.payload, **(deferred.kwargs or {}))
     if result is not None:
@@ -290,10 +290,10 @@ def test_triggerer_restart_mid_run_gives_the_same_outcome(kube: KubeEmulator, dr
     _, kwargs = deferred.value.trigger.serialize()
 
     async def triggerer_dies_then_another_resumes() -> Any:
-        dying = asyncio.create_task(anext(DruidK8sJobTrigger(**kwargs).run()))
+        dying = asyncio.create_task(anext(DruidOverlordTaskTrigger(**kwargs).run()))
         await asyncio.sleep(0.5)
         dying.cancel()  # the triggerer process goes away: the trigger is cancelled, not killed by a user
-        return await anext(DruidK8sJobTrigger(**kwargs).run())
+        return await anext(DruidOverlordTaskTrigger(**kwargs).run())
 
     event = asyncio.run(triggerer_dies_then_another_resumes())
     result = op.execute_complete(context, event.payload, **deferred.value.kwargs)

@@ -1,20 +1,18 @@
-"""Today's DruidK8sTaskOperator against both emulators: the Kubernetes cluster and a stand-in Druid Overlord.
+"""DruidK8sTaskOperator against both emulators: the Kubernetes cluster and a stand-in Druid Overlord.
 
-The operator creates the peon Job itself and never submits the task, so by Druid's rules the peon's first
-lock request is refused ("Unable to grant lock to inactive Task") and the ingestion cannot succeed on a real
-cluster. The test states what users need (the ingestion succeeds) and is a strict expected failure until
-the operator submits its tasks to the Overlord.
+Before issue 14 the operator created the peon Job without submitting the task, so by Druid's rules the
+peon's first lock request was refused ("Unable to grant lock to inactive Task") and the ingestion could not
+succeed on a real cluster. Now the task is submitted first: the ingestion succeeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from test_operator_lifecycle import FakeTaskInstance, operator, run
 
-from druid_k8s_provider.errors import JobFailed
-from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
+from druid_k8s_provider.testing import KubeEmulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -31,19 +29,8 @@ TASK = {
 }
 
 
-@pytest.fixture
-def overlord(kube: KubeEmulator) -> Iterator[OverlordEmulator]:
-    with OverlordEmulator(kube, start_delay=1.0, pod_lookup_scale=0.01, poll_interval=0.05) as emulator:
-        yield emulator
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=JobFailed,
-    reason="the operator creates the peon Job without submitting the task to the Overlord, so the Overlord "
-    "refuses the peon's lock: Unable to grant lock to inactive Task [<id>]",
-)
-def test_todays_operator_ingests_through_the_overlord(kube: KubeEmulator, overlord: OverlordEmulator) -> None:
+def test_the_operator_ingests_through_the_overlord(kube: KubeEmulator, start_overlord: Any) -> None:
+    start_overlord()
     ti = FakeTaskInstance()
-    result = run(operator(druid_task=TASK, task_logs_location=f"file://{overlord.task_log_dir}"), ti)
+    result = run(operator(druid_task=TASK), ti)
     assert result["status"] == "SUCCESS"

@@ -1,0 +1,118 @@
+"""What a worker does before the wait: ask the Overlord, decide the attempt, create and submit.
+
+Every Druid task the provider runs is submitted to the Overlord (spec ``druid-overlord.md`` section 6): the
+Overlord holds its locks, publishes its segments, records its outcome and adopts its Job after a restart.
+The steps, each a blocking call an Airflow shell makes in order:
+
+1. :func:`plan_launch`: the Overlord's version (``GET /status``, read once per process) picks the launch mode
+   (:func:`~druid_k8s_provider.launch_protocol.choose_launch_mode`); one batched ``POST taskStatus`` over the
+   task instance's attempt ids decides submit / re-attach / report
+   (:func:`~druid_k8s_provider.launch_protocol.decide_attempt`). Without an Overlord connection nothing is
+   written: the hook refuses, naming ``druid_ingest_conn_id``.
+2. ``airflow`` mode: :func:`create_suspended` creates the Job the way Druid's adapter would, but suspended and
+   without the ``druid.k8s.peons`` label, so no pod runs and no Overlord adopts it before the task's locks are
+   taken; a Job of the same task already there (a crash between create and submit) is joined.
+3. :func:`submit`: ``POST /druid/indexer/v1/task``; ``entryAlreadyExists`` means an earlier try's submission
+   went through: re-attach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from druid_k8s_provider.errors import TaskAlreadySubmitted
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.overlord import DruidOverlordHook
+from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
+from druid_k8s_provider.launch.suspended import suspended_unlabelled
+from druid_k8s_provider.launch_protocol import (
+    AttemptDecision,
+    LaunchChoice,
+    TaskIdentity,
+    choose_launch_mode,
+    decide_attempt,
+)
+from druid_k8s_provider.task import DruidTask
+
+#: The Overlord's version per Overlord URL, read once per process (``GET /status``): a worker runs many
+#: tasks against the same Overlord, and a connection pointed elsewhere is another Overlord.
+_VERSIONS: dict[str, str | None] = {}
+
+
+def overlord_version(overlord: DruidOverlordHook) -> str | None:
+    """The Overlord's Druid version, from this process's cache or ``GET /status``."""
+    url = overlord.endpoint.base_url
+    if url not in _VERSIONS:
+        _VERSIONS[url] = overlord.overlord_version()
+    return _VERSIONS[url]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How this start of the Airflow task goes: the mode, the Druid version, what to do with which id.
+
+    ``task`` carries the decided id; ``status`` is the Overlord's status of that id when it knows it.
+    """
+
+    choice: LaunchChoice
+    druid_version: str | None
+    decision: AttemptDecision
+    task: DruidTask
+    status: OverlordTaskStatus | None
+
+
+def plan_launch(
+    overlord: DruidOverlordHook,
+    *,
+    requested_mode: str,
+    document: Mapping[str, Any],
+    derived_base_id: str,
+    try_number: int,
+    say: Callable[[str], None],
+) -> LaunchPlan:
+    """Resolve the launch mode and decide the attempt (two requests; the first only once per process).
+
+    ``document`` is the task JSON; an ``id`` in it is the user's, submitted as it is. Raises
+    DruidK8sConfigError for a missing connection, a mode the Overlord's version cannot run, or a retry of a
+    user-written id that FAILED.
+    """
+    DruidTask.from_spec(document, default_id=derived_base_id)  # bad task JSON: refused before any request
+    version = overlord_version(overlord)
+    choice = choose_launch_mode(requested_mode, version)
+    say(f"Launch mode {choice.mode}: {choice.reason}")
+    written = document.get("id")
+    identity = (
+        TaskIdentity(str(written), user_written=True)
+        if isinstance(written, str) and written
+        else TaskIdentity(derived_base_id, user_written=False)
+    )
+    statuses = overlord.task_statuses(identity.candidate_ids(try_number))
+    decision = decide_attempt(
+        identity, try_number, {task_id: status.status_code for task_id, status in statuses.items()}
+    )
+    say(f"Druid task {decision.task_id}: {decision.action.value} ({decision.reason})")
+    task = DruidTask.from_spec(document, default_id=decision.task_id)
+    return LaunchPlan(choice, version, decision, task, statuses.get(decision.task_id))
+
+
+def create_suspended(hook: DruidK8sHook, manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create the Job suspended and unlabelled, or join the one of the same task: ``(job, created)``.
+
+    A Job found (409) with the same ``task.id`` is this attempt's, left by a try that crashed before or
+    after its submission: the Overlord has not run it (no label, suspended), so joining it is safe.
+    """
+    return hook.create_or_join_job(suspended_unlabelled(dict(manifest)))
+
+
+def submit(overlord: DruidOverlordHook, task: DruidTask, say: Callable[[str], None]) -> bool:
+    """Submit the task; False when the Overlord already had the id (an earlier try's submission went
+    through before a crash): the caller re-attaches."""
+    try:
+        overlord.submit_task(task.spec)
+    except TaskAlreadySubmitted:
+        say(f"The Overlord already has Druid task {task.id} (an earlier try submitted it): re-attaching")
+        return False
+    say(f"Submitted Druid task {task.id} to the Overlord")
+    return True

@@ -1,0 +1,203 @@
+"""The launch through the Overlord (issue 14), end to end against both emulators over real HTTP.
+
+Both launch modes (``airflow``: an Overlord of Druid 38 joins the provider's Job; ``overlord``: an Overlord
+of Druid 34, chosen by ``auto``, creates its own), waited in the worker and in the triggerer. Each test
+asserts what a user sees: the Airflow result or error, XCom, the Overlord's task list, the Jobs in the
+cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+from test_operator_lifecycle import FakeTaskInstance, logged, operator, run
+
+from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed
+from druid_k8s_provider.testing import KubeEmulator
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+NAMESPACE = "druid"
+INTERVAL = "2026-01-01/2026-01-02"
+MODES = [
+    pytest.param("38.0.0", "airflow", id="airflow-mode"),
+    pytest.param("34.0.0", "overlord", id="overlord-mode"),
+]
+WAITS = [pytest.param(False, id="in-worker"), pytest.param(True, id="deferred")]
+
+
+def druid_task(**context: Any) -> dict[str, Any]:
+    """An ``index_parallel`` task over two inline rows of one day; context steers the stand-in peon."""
+    return {
+        "type": "index_parallel",
+        "spec": {
+            "dataSchema": {
+                "dataSource": "wikipedia",
+                "timestampSpec": {"column": "ts", "format": "iso"},
+                "dimensionsSpec": {"dimensions": ["page"]},
+                "granularitySpec": {"segmentGranularity": "DAY", "intervals": [INTERVAL]},
+            },
+            "ioConfig": {
+                "type": "index_parallel",
+                "inputSource": {
+                    "type": "inline",
+                    "data": '{"ts":"2026-01-01T01:00:00Z","page":"a"}\n'
+                    '{"ts":"2026-01-01T02:00:00Z","page":"b"}',
+                },
+                "inputFormat": {"type": "json"},
+            },
+        },
+        "context": {"standinDurationSeconds": 0.3, **context},
+    }
+
+
+def druid_tasks(overlord: Any) -> list[dict[str, Any]]:
+    """Every task the Overlord knows (``GET /druid/indexer/v1/tasks``)."""
+    response = httpx.get(f"{overlord.url}/druid/indexer/v1/tasks", trust_env=False)
+    response.raise_for_status()
+    return list(response.json())
+
+
+def our_jobs(kube: KubeEmulator) -> list[dict[str, Any]]:
+    """Jobs carrying the Airflow identity: created by the operator, not by the Overlord."""
+    return [
+        job
+        for job in kube.store.list("jobs", NAMESPACE)
+        if "airflow.apache.org/dag-id" in ((job["metadata"].get("annotations")) or {})
+    ]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        time.sleep(0.05)
+    return value
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+@pytest.mark.parametrize("deferrable", WAITS)
+def test_success_reports_the_overlords_status_and_the_ingestion_report(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str, deferrable: bool
+) -> None:
+    overlord = start_overlord(druid_version=version)
+    ti = FakeTaskInstance()
+    with capture_logs() as logs:
+        result = run(operator(druid_task=druid_task(), deferrable=deferrable), ti)
+    assert result["status"] == "SUCCESS" and result["error"] is None
+    assert result["launch_mode"] == mode
+    assert result["report"]["processed"] == 2 and result["report"]["unparseable"] == 0
+    assert ti.xcom["return_value"]["report"] == result["report"]
+    tasks = druid_tasks(overlord)
+    assert [(task["id"], task["statusCode"]) for task in tasks] == [(result["druid_task_id"], "SUCCESS")]
+    assert result["druid_task_id"].endswith("_attempt1")
+    lines = logged(logs)
+    peon_lines = [line for line in lines if "Running task" in line or "Task completed" in line]
+    assert len(peon_lines) == len(set(peon_lines))  # each line of the peon's log once
+    assert any("Ingestion report" in line for line in lines)
+    assert len(our_jobs(kube)) == (1 if mode == "airflow" else 0) or not kube.store.list("jobs", NAMESPACE)
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+@pytest.mark.parametrize("deferrable", WAITS)
+def test_a_failed_druid_task_fails_with_the_peons_error(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str, deferrable: bool
+) -> None:
+    overlord = start_overlord(druid_version=version)
+    ti = FakeTaskInstance()
+    with pytest.raises(JobFailed) as raised:
+        run(operator(druid_task=druid_task(standinOutcome="FAILED"), deferrable=deferrable), ti)
+    (task,) = druid_tasks(overlord)
+    assert task["statusCode"] == "FAILED" and task["errorMsg"]
+    assert task["errorMsg"] in str(raised.value)
+    assert ti.xcom["return_value"]["status"] == "FAILED"
+    assert ti.xcom["return_value"]["launch_mode"] == mode
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+@pytest.mark.parametrize("deferrable", WAITS)
+def test_a_task_waiting_for_locks_has_no_pod_and_no_launch_timeout_then_runs(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str, deferrable: bool
+) -> None:
+    overlord = start_overlord(druid_version=version)
+    holder = {**druid_task(standinDurationSeconds=4.0), "id": "lock_holder"}
+    httpx.post(f"{overlord.url}/druid/indexer/v1/task", json=holder, trust_env=False).raise_for_status()
+    wait_until(
+        lambda: kube.store.list("pods", NAMESPACE, label_selector="druid.k8s.peons"), what="holder pod"
+    )
+    properties = {"druid.indexer.runner.k8sjobLaunchTimeout": "PT1S"}
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run(
+                operator(druid_task=druid_task(), deferrable=deferrable, properties=properties),
+                FakeTaskInstance(),
+            )
+        except Exception as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work)
+    worker.start()
+
+    def waiting() -> list[dict[str, Any]]:
+        return [task for task in druid_tasks(overlord) if task["id"] != "lock_holder"]
+
+    (ours,) = wait_until(waiting, what="our task submitted")
+    status = httpx.get(f"{overlord.url}/druid/indexer/v1/task/{ours['id']}/status", trust_env=False).json()
+    assert status["status"]["runnerStatusCode"] == "WAITING"
+    time.sleep(1.5)  # longer than K8sjobLaunchTimeout: waiting for locks is no launch
+    pods = kube.store.list("pods", NAMESPACE)
+    assert not [pod for pod in pods if ours["id"].replace("_", "") in str(pod["metadata"].get("annotations"))]
+    worker.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"]["status"] == "SUCCESS"
+    statuses = {task["id"]: task["statusCode"] for task in druid_tasks(overlord)}
+    assert statuses == {"lock_holder": "SUCCESS", ours["id"]: "SUCCESS"}
+
+
+def test_without_an_overlord_connection_nothing_is_written(
+    kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", raising=False)
+    kube.metrics.reset()
+    with pytest.raises(DruidK8sConfigError) as raised:
+        run(operator(druid_task=druid_task()), FakeTaskInstance())
+    assert raised.value.field == "druid_ingest_conn_id"
+    assert "locks" in str(raised.value)
+    writes = [r for r in kube.metrics.records() if r.verb in ("create", "update", "patch", "delete")]
+    assert writes == []
+
+
+@pytest.mark.parametrize("deferrable", WAITS)
+def test_druid_34_in_auto_mode_lets_the_overlord_create_the_job(
+    kube: KubeEmulator, start_overlord: Any, deferrable: bool
+) -> None:
+    overlord = start_overlord(druid_version="34.0.0")
+    with capture_logs() as logs:
+        result = run(operator(druid_task=druid_task(), deferrable=deferrable), FakeTaskInstance())
+    assert result["status"] == "SUCCESS" and result["launch_mode"] == "overlord"
+    assert any("below 35.0.0" in line for line in logged(logs))
+    assert our_jobs(kube) == []
+    assert any(f"Created Job[{result['job_name']}]" in line for line in overlord.log_lines)
+
+
+@pytest.mark.parametrize("deferrable", WAITS)
+def test_a_prefix_mismatch_deletes_our_suspended_job_and_follows_the_overlords(
+    kube: KubeEmulator, start_overlord: Any, deferrable: bool
+) -> None:
+    overlord = start_overlord(runner_properties={"druid.indexer.runner.k8sTaskPodNamePrefix": "theirs"})
+    with capture_logs() as logs:
+        result = run(operator(druid_task=druid_task(), deferrable=deferrable), FakeTaskInstance())
+    assert result["status"] == "SUCCESS"
+    assert result["job_name"].startswith("theirs")
+    assert any("its own Job" in line for line in logged(logs))
+    assert our_jobs(kube) == []
+    assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
