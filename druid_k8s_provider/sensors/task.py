@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
@@ -30,8 +31,8 @@ from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook, task_id_of
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.hooks.secrets import job_task_secrets, scrub
-from druid_k8s_provider.ingestion_report import row_counts
 from druid_k8s_provider.job_builder import peon_job_name
+from druid_k8s_provider.launch.outcome import overlord_outcome, report_summary
 from druid_k8s_provider.settings import CONFIG_SECTION, configured_overlord_conn_id
 from druid_k8s_provider.triggers.task_status import COMPLETE, DruidTaskStatusTrigger
 
@@ -57,8 +58,9 @@ class DruidK8sTaskSensor(BaseSensorOperator):
     Each poke reads the task's status from the Overlord (``GET /druid/indexer/v1/task/{id}/status``); while it
     is WAITING, PENDING or RUNNING the sensor waits. Once it completed, the sensor reads its Job and pod (if
     the Overlord kept them: ``debugJobs``) and its ingestion report, and pushes the summary ``{druid_task_id,
-    job_name, namespace, pod_name, status, duration_ms, error, rows}`` (``rows``: processed /
-    processedWithError / thrownAway / unparseable, None without a report). A FAILED task fails the sensor
+    job_name, namespace, pod_name, status, duration_ms, error, report}`` (``report``: the rows processed /
+    processedWithError / thrownAway / unparseable and segmentsPublished, as the operator's; None without an
+    ingestion report). A FAILED task fails the sensor
     (:class:`~druid_k8s_provider.errors.JobFailed`) with Druid's ``errorMsg`` and the pod's reason, after
     pushing the same summary to XCom. In deferrable mode the triggerer asks the Overlord about every task
     waited on in the process in one batched request per interval.
@@ -142,31 +144,23 @@ class DruidK8sTaskSensor(BaseSensorOperator):
         """The Job name Druid's runner gives this task (``k8sTaskPodNamePrefix`` of the layered config)."""
         return peon_job_name(self.druid_task_id, self._kubernetes()[2])
 
-    def _pod_side(self, status: OverlordTaskStatus) -> dict[str, Any]:
-        """Job name, namespace, pod name and (for a failed task) the pod's reason; the Job may be gone.
+    def _job_and_pod(self) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+        """Where the task's Job is looked for (``job_name``, ``namespace``) and the Job and pod found there;
+        both None once the Overlord deleted them (it does at completion, unless ``debugJobs``).
 
-        A Kubernetes error here does not hide the Overlord's verdict: it is logged and the reason left out.
+        A Kubernetes error here does not hide the Overlord's verdict: it is logged and the Job left out.
         """
-        seen: dict[str, Any] = {"job_name": None, "namespace": self.namespace, "pod_name": None}
-        seen |= {"pod_reason": None, "secrets": []}
+        where: dict[str, Any] = {"job_name": None, "namespace": self.namespace}
         try:
             hook, namespace, config = self._kubernetes()
-            name = peon_job_name(self.druid_task_id, config)
-            seen |= {"job_name": name, "namespace": namespace}
-            job = hook.get_job(name, namespace, task_id=self.druid_task_id)
+            where = {"job_name": peon_job_name(self.druid_task_id, config), "namespace": namespace}
+            job = hook.get_job(where["job_name"], namespace, task_id=self.druid_task_id)
             if job is None or task_id_of(job) != self.druid_task_id:
-                return seen
-            pod = hook.find_job_pod(name, namespace)
-            seen |= {"pod_name": pod["metadata"]["name"] if pod else None, "secrets": job_task_secrets(job)}
-            if status.status_code != job_state.SUCCESS and job_state.is_finished(job):
-                seen["pod_reason"] = job_state.outcome_from_state(job, pod).error
+                return where, None, None
+            return where, job, hook.find_job_pod(where["job_name"], namespace)
         except (KubernetesApiError, MissingPermission) as exc:
             self.log.warning("Could not read the Job of Druid task %s: %s", self.druid_task_id, exc)
-        return seen
-
-    def _rows(self) -> dict[str, int] | None:
-        with DruidOverlordHook(self.druid_ingest_conn_id) as overlord:
-            return row_counts(overlord.task_report(self.druid_task_id))
+            return where, None, None
 
     def _finish(self, context: Context, status: OverlordTaskStatus) -> dict[str, Any]:
         """The XCom summary of the completed task; a FAILED task fails the sensor (unless ``any_end``).
@@ -174,25 +168,26 @@ class DruidK8sTaskSensor(BaseSensorOperator):
         The summary is pushed to XCom before the failure, as the operator does, so the reason can be read
         there too.
         """
-        pod_side = self._pod_side(status)
-        reasons = [reason for reason in (status.error_msg, pod_side["pod_reason"]) if reason]
+        where, job, pod = self._job_and_pod()
+        outcome = overlord_outcome(asdict(status), job, pod)
+        with DruidOverlordHook(self.druid_ingest_conn_id) as overlord:
+            report = report_summary(overlord.task_report(self.druid_task_id))
         summary = {
             "druid_task_id": self.druid_task_id,
-            "job_name": pod_side["job_name"],
-            "namespace": pod_side["namespace"],
-            "pod_name": pod_side["pod_name"],
-            "status": status.status_code,
-            "duration_ms": status.duration_ms,
-            "error": scrub("; pod: ".join(reasons), pod_side["secrets"]) or None,  # XCom is stored unmasked
-            "rows": self._rows(),
+            **where,
+            "pod_name": pod["metadata"]["name"] if pod else None,
+            "status": outcome.status,
+            "duration_ms": outcome.duration_ms,
+            "error": scrub(outcome.error, job_task_secrets(job) if job else []),  # XCom is stored unmasked
+            "report": report,
         }
-        if status.status_code != job_state.SUCCESS and not self.any_end:
+        if outcome.status != job_state.SUCCESS and not self.any_end:
             context["ti"].xcom_push(key="return_value", value=summary)
             raise JobFailed(
-                f"the Druid task ended {status.status_code}: {summary['error'] or 'no reason recorded'}. "
-                "The sensor waits for success; pass any_end=True to accept any end",
+                f"the Druid task ended {outcome.status}: {summary['error']}. The sensor waits for success; "
+                "pass any_end=True to accept any end",
                 task_id=self.druid_task_id,
-                job_name=pod_side["job_name"],
+                job_name=where["job_name"],
             )
         return summary
 

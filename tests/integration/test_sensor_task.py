@@ -73,7 +73,10 @@ def test_waits_for_a_task_druid_itself_submitted_and_reports_its_outcome_and_row
     assert result["status"] == "SUCCESS" and result["error"] is None
     assert result["job_name"] == peon_job_name(task_id, CONFIG)
     assert result["job_name"] in druid.job_names() and result["pod_name"].startswith(result["job_name"])
-    assert result["rows"] == {"processed": 2, "processedWithError": 0, "thrownAway": 0, "unparseable": 0}
+    rows = {
+        key: result["report"][key] for key in ("processed", "processedWithError", "thrownAway", "unparseable")
+    }
+    assert rows == {"processed": 2, "processedWithError": 0, "thrownAway": 0, "unparseable": 0}
     assert result["duration_ms"] >= 0
 
 
@@ -110,7 +113,7 @@ def test_the_overlord_deleting_the_job_at_completion_does_not_hide_the_outcome(
     task_id = druid_deleting_jobs.submit(index_parallel("index_parallel_no_debug_jobs"))
     result = sensor(task_id).execute(context())
     assert result["status"] == "SUCCESS" and result["pod_name"] is None
-    assert result["rows"]["processed"] == 2
+    assert result["report"]["processed"] == 2
 
 
 def test_an_id_the_overlord_does_not_know_fails_at_once_naming_the_id_and_connection(druid: Druid) -> None:
@@ -138,7 +141,7 @@ def test_reschedule_mode_frees_the_worker_while_the_task_is_active(druid: Druid)
 def test_deferrable_mode_resumes_with_the_outcome_once_the_overlord_reports_it(druid: Druid) -> None:
     task_id = druid.submit(index_parallel("index_parallel_deferred"))
     result = run_deferred(sensor(task_id, deferrable=True), context())
-    assert result["status"] == "SUCCESS" and result["rows"]["processed"] == 2
+    assert result["status"] == "SUCCESS" and result["report"]["processed"] == 2
     assert result["pod_name"].startswith(peon_job_name(task_id, CONFIG))
 
 
