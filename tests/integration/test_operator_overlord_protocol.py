@@ -20,6 +20,7 @@ from test_operator_lifecycle import FakeTaskInstance, logged, operator, run
 
 from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.behaviours import oom_killed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -201,3 +202,98 @@ def test_a_prefix_mismatch_deletes_our_suspended_job_and_follows_the_overlords(
     assert any("its own Job" in line for line in logged(logs))
     assert our_jobs(kube) == []
     assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+@pytest.mark.parametrize("deferrable", WAITS)
+def test_an_overlord_restart_mid_run_adopts_the_job_and_the_task_completes(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str, deferrable: bool
+) -> None:
+    overlord = start_overlord(druid_version=version)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run(
+                operator(druid_task=druid_task(standinDurationSeconds=4.0), deferrable=deferrable),
+                FakeTaskInstance(),
+            )
+        except Exception as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_until(
+        lambda: [
+            pod
+            for pod in kube.store.list("pods", NAMESPACE, label_selector="druid.k8s.peons")
+            if (pod.get("status") or {}).get("phase") == "Running"
+        ],
+        what="the peon running",
+    )
+    overlord.restart(downtime=0.5)
+    worker.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"]["status"] == "SUCCESS"
+    assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
+    assert not [line for line in overlord.log_lines if "Shutdown" in line or "shutdown" in line]
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+def test_a_retry_after_a_real_failure_runs_the_next_attempt(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str
+) -> None:
+    overlord = start_overlord(druid_version=version)
+    with pytest.raises(JobFailed):
+        run(operator(druid_task=druid_task(standinOutcome="FAILED")), FakeTaskInstance())
+    retry = FakeTaskInstance()
+    retry.try_number = 2  # type: ignore[attr-defined]
+    with capture_logs() as logs:
+        result = run(operator(druid_task=druid_task()), retry)
+    assert result["status"] == "SUCCESS" and result["druid_task_id"].endswith("_attempt2")
+    assert any("FAILED in Druid, so this try runs attempt 2" in line for line in logged(logs))
+    statuses = sorted((task["id"][-8:], task["statusCode"]) for task in druid_tasks(overlord))
+    assert statuses == [("attempt1", "FAILED"), ("attempt2", "SUCCESS")]
+
+
+def test_a_retry_of_a_succeeded_attempt_reports_it_and_runs_nothing(
+    kube: KubeEmulator, start_overlord: Any
+) -> None:
+    overlord = start_overlord()
+    first = run(operator(druid_task=druid_task()), FakeTaskInstance())
+    creates = kube.metrics.creates("jobs")
+    retry = FakeTaskInstance()
+    retry.try_number = 2  # type: ignore[attr-defined]
+    result = run(operator(druid_task=druid_task()), retry)
+    assert result["status"] == "SUCCESS" and result["druid_task_id"] == first["druid_task_id"]
+    assert result["report"] == first["report"]
+    assert kube.metrics.creates("jobs") == creates
+    assert len(druid_tasks(overlord)) == 1
+
+
+def test_a_retry_of_a_failed_task_with_a_written_id_is_refused_saying_how_to_template_it(
+    kube: KubeEmulator, start_overlord: Any
+) -> None:
+    overlord = start_overlord()
+    written = {**druid_task(standinOutcome="FAILED"), "id": "my_index_2026"}
+    with pytest.raises(JobFailed):
+        run(operator(druid_task=written), FakeTaskInstance())
+    retry = FakeTaskInstance()
+    retry.try_number = 2  # type: ignore[attr-defined]
+    with pytest.raises(DruidK8sConfigError) as raised:
+        run(operator(druid_task=written), retry)
+    assert raised.value.field == "task.id" and "ti.try_number" in str(raised.value)
+    assert [task["id"] for task in druid_tasks(overlord)] == ["my_index_2026"]
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+def test_a_peon_killed_for_memory_fails_with_druids_message_and_the_pods_reason(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str
+) -> None:
+    start_overlord(druid_version=version)
+    kube.register_image("apache/druid*", oom_killed(after=0.3, lines=["allocating"]))
+    ti = FakeTaskInstance()
+    with pytest.raises(JobFailed) as raised:
+        run(operator(druid_task=druid_task()), ti)
+    assert "Peon did not report status successfully" in str(raised.value)
+    assert "OOMKilled" in str(raised.value)
