@@ -5,6 +5,7 @@ failure, and fails clearly for an unknown id or a missing connection."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -181,3 +182,31 @@ def test_deferred_sensors_of_a_process_share_one_batched_status_request_per_roun
     ]
     assert set(asked) == {("POST", "/druid/indexer/v1/taskStatus")}, asked
     assert len(asked) == board_rounds, "every status request is one shared round for all five sensors"
+
+
+def test_request_budget_one_status_per_poke_then_the_report_and_one_look_at_the_job(druid: Druid) -> None:
+    """While the task runs a poke costs one Overlord request and nothing in Kubernetes; the end costs the
+    report and, in Kubernetes, the Job and its pod."""
+    running = druid.submit(index_parallel("index_parallel_budget_running", standinDurationSeconds=1.0))
+    druid.wait_for(running, "RUNNING")
+    druid.overlord.requests.clear()
+    sensor(running, poke_interval=0.2).execute(context())
+    asked = Counter(druid.client_requests())
+    pokes = asked[("GET", f"/druid/indexer/v1/task/{running}/status")]
+    assert pokes >= 2, "the sensor should have poked the running task more than once"
+    assert asked == {
+        ("GET", f"/druid/indexer/v1/task/{running}/status"): pokes,
+        ("GET", f"/druid/indexer/v1/task/{running}/reports"): 1,
+    }
+
+    done = druid.submit(index_parallel("index_parallel_budget_done", "2026-04-01/2026-04-02"))
+    druid.wait_for(done, "SUCCESS")
+    druid.overlord.requests.clear()
+    druid.kube.metrics.reset()
+    sensor(done).execute(context())
+    assert Counter(druid.client_requests()) == {
+        ("GET", f"/druid/indexer/v1/task/{done}/status"): 1,
+        ("GET", f"/druid/indexer/v1/task/{done}/reports"): 1,
+    }
+    kubernetes = Counter(f"{record.verb} {record.resource}" for record in druid.kube.metrics.records())
+    assert kubernetes == {"get jobs": 1, "list pods": 1}
