@@ -19,6 +19,7 @@ from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError, Jo
 from druid_k8s_provider.job_builder import peon_job_name
 from druid_k8s_provider.sensors.task import DruidK8sTaskSensor
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
+from druid_k8s_provider.triggers.task_status import DruidTaskStatusTrigger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -210,3 +211,38 @@ def test_request_budget_one_status_per_poke_then_the_report_and_one_look_at_the_
     }
     kubernetes = Counter(f"{record.verb} {record.resource}" for record in druid.kube.metrics.records())
     assert kubernetes == {"get jobs": 1, "list pods": 1}
+
+
+def test_a_deferred_wait_for_a_task_the_overlord_lost_ends_with_an_error_naming_it(druid: Druid) -> None:
+    """A task id the Overlord does not know while the sensor waits in the triggerer (it lost the task, e.g. a
+    reset metadata store; here it never had it): the wait ends with an error naming the task and the
+    connection instead of lasting until the sensor's timeout."""
+    waiting = sensor("index_parallel_lost", deferrable=True)
+    trigger = DruidTaskStatusTrigger(
+        druid_task_id="index_parallel_lost",
+        druid_ingest_conn_id="druid_ingest_default",
+        kubernetes_conn_id="kubernetes_default",
+        namespace=NAMESPACE,
+        job_name=peon_job_name("index_parallel_lost", CONFIG),
+        status_interval=0.05,
+    )
+    event = asyncio.run(anext(trigger.run()))
+    assert event.payload["status"] == "error"
+    with pytest.raises(DruidK8sTaskError) as raised:
+        waiting.execute_complete(context(), event.payload)
+    assert "index_parallel_lost" in str(raised.value) and "'druid_ingest_default'" in str(raised.value)
+    assert "does not know the task" in str(raised.value)
+
+
+def test_the_trigger_rebuilds_itself_from_its_serialized_kwargs() -> None:
+    trigger = DruidTaskStatusTrigger(
+        druid_task_id="t",
+        druid_ingest_conn_id="druid_ingest_default",
+        kubernetes_conn_id="kubernetes_default",
+        namespace=NAMESPACE,
+        job_name="j",
+        status_interval=5.0,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "druid_k8s_provider.triggers.task_status.DruidTaskStatusTrigger"
+    assert DruidTaskStatusTrigger(**kwargs).serialize() == (classpath, kwargs)
