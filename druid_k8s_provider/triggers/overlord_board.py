@@ -88,7 +88,7 @@ class _Waiters:
             self.fail(task_id, error)
 
 
-def _heals(error: Exception) -> bool:
+def _heals(error: BaseException) -> bool:
     """Whether an error the hook gave up on may heal by itself: the Overlord unreachable, 429 or 5xx (a
     restart, a leader election). A refusal (401, 403, 404) or a bad connection does not."""
     if not isinstance(error, OverlordApiError):
@@ -298,8 +298,10 @@ class _Outage:
         when an outage starts); any other is handed to ``fail`` (the waits depending on it end with it)."""
         try:
             answer = await request
-        except (OverlordApiError, DruidK8sConfigError) as error:
+        except Exception as error:  # every wait depending on the request must learn of it, not hang
             if not _heals(error):
+                if not isinstance(error, OverlordApiError | DruidK8sConfigError):
+                    log.exception("%s (connection %r) failed unexpectedly", self.request, self.conn_id)
                 fail(error)
                 return None
             self.failures += 1

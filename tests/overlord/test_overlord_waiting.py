@@ -295,3 +295,26 @@ async def test_one_board_per_connection_and_event_loop() -> None:
     board = OverlordBoard.shared("druid_ingest_default", status_interval=1.0)
     assert OverlordBoard.shared("druid_ingest_default") is board and board.status_interval == 1.0
     assert OverlordBoard.shared("druid_ingest_other") is not board
+
+
+async def test_releasing_a_released_job_again_changes_nothing(both: Both) -> None:
+    """A retry after a crash right after the release finds the Job released and running: no harm done."""
+    task = index_parallel("index_parallel_released_twice", standinDurationSeconds=FOREVER)
+    ours = both.our_suspended_job(task)
+    await both.druid.submit_task(task)
+    board = both.board()
+    first = await release_job(
+        both.k8s, board, namespace=NAMESPACE, job_name=ours, task_id=task["id"], log=both.lines.append
+    )
+    await eventually(lambda: both.is_running(task["id"]), "the peon's start in our Job")
+    job = both.job(ours)
+    assert job is not None
+    again = await release_job(
+        both.k8s, board, namespace=NAMESPACE, job_name=ours, task_id=task["id"], log=both.lines.append
+    )
+    assert first.resumed and again.resumed and again.job_name == ours
+    assert again.status is not None and again.status.runner_status_code == "RUNNING"
+    after = both.job(ours)
+    assert after is not None and after["metadata"]["generation"] == job["metadata"]["generation"]
+    assert after["metadata"]["labels"] == job["metadata"]["labels"] and after["spec"] == job["spec"]
+    await both.druid.shutdown_task(task["id"])
