@@ -503,7 +503,8 @@ class JobFollower:
         if job is None and not poll:
             job, pod = await self._read_state(session, jobs, pods, True)
         if job is None:
-            return self._payload(MISSING, pod=pod), False
+            # Deleted at completion (the Overlord does): the pod as last seen may still say how it ended.
+            return self._payload(MISSING, pod=pod or self._final_pod or self._known_pod), False
         started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
             self._start_logs(session, jobs, pods, pod["metadata"]["name"], job)
@@ -667,6 +668,10 @@ class JobFollower:
             while (_live(jobs) or _live(pods)) and (remaining := give_up - time.monotonic()) > 0:
                 job = jobs.objects.get(self.job_name) if _live(jobs) else None
                 if job is not None and job_state.is_finished(job):
+                    if not job_state.succeeded(job):
+                        # How the peon died (eviction, OOMKilled) is on the pod, which the Overlord's
+                        # delete of the Job at completion takes away soon: read it while it is there.
+                        self._final_pod = await session.get(pods_path(self.namespace, pod_name))
                     return True
                 cached = pods.objects.get(pod_name) if _live(pods) else None
                 if cached is not None and _main_terminated(cached):

@@ -9,7 +9,6 @@ written as the environment variable a deployment would use.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -210,57 +209,54 @@ def scripted(api: KubeEmulator) -> Callable[[str, str], ScriptedJob]:
     return lambda name, task_id: ScriptedJob(api, name, task_id)
 
 
-IMAGE = "example/druid:31.0.0"
-
-
 class DruidCluster:
-    """The emulated cluster with a Druid Overlord pod (the peon template) whose image runs ``peon`` in
-    peon containers and idles in the Overlord."""
+    """The emulated cluster with a stand-in Druid Overlord (:class:`OverlordEmulator`, Druid 38 unless told):
+    its pod ``druid-overlord-0`` (selector ``component=overlord``) is the peon template, and
+    ``druid_ingest_default`` points at its API. Peons run the stand-in peon unless a test gives them another
+    behaviour (which then pushes no ``status.json``: the Overlord says "Peon did not report status
+    successfully.")."""
 
-    def __init__(self, kube: KubeEmulator) -> None:
+    def __init__(self, kube: KubeEmulator, start_overlord: Callable[..., Any]) -> None:
         self.kube = kube
+        self._start_overlord = start_overlord
+        self.overlord: Any = None
 
     def start(
         self,
-        peon: Any,
+        peon: Any = None,
         sidecars: list[dict[str, Any]] | None = None,
         env: list[dict[str, Any]] | None = None,
-        image: str = IMAGE,
+        image: str | None = None,
+        **overlord: Any,
     ) -> dict[str, Any]:
-        """Register the image behaviour and start the Overlord; returns the Running pod."""
-        from druid_k8s_provider.testing.behaviours import never_exits
-        from druid_k8s_provider.testing.standin_peon import is_peon
+        """Start the Overlord (keyword arguments go to the emulator), give peons of its image ``peon``'s
+        behaviour, and add ``sidecars`` / ``env`` / another ``image`` to its pod; returns the pod."""
+        self.overlord = self._start_overlord(**overlord)
+        pod_name = "druid-overlord-0"
+        if peon is not None:
+            peon_image = (image or "apache/druid").split(":")[0] + "*"
+            self.kube.register_image(peon_image, peon)
 
-        service = never_exits()
+        def change(pod: dict[str, Any]) -> None:
+            main = pod["spec"]["containers"][0]
+            main["env"] = [*main.get("env", []), *(env or [])]
+            if image is not None:
+                main["image"] = image
+            pod["spec"]["containers"] = [main, *(sidecars or [])]
 
-        async def druid_image(ctx: Any) -> int:
-            return int(await (peon(ctx) if is_peon(ctx) else service(ctx)))
+        if sidecars or env or image:
+            self.kube.store.mutate("pods", NAMESPACE, pod_name, change)
+        return dict(self.kube.store.get("pods", NAMESPACE, pod_name))
 
-        self.kube.register_image(image.split(":")[0] + "*", druid_image)
-        containers = [{"name": "druid", "image": image, "args": ["overlord"], "env": env or []}]
-        self.kube.store.create(
-            "pods",
-            NAMESPACE,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "druid-overlord-0", "labels": {"app": "druid", "component": "overlord"}},
-                "spec": {"containers": [*containers, *(sidecars or [])]},
-            },
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pod = self.kube.store.get("pods", NAMESPACE, "druid-overlord-0")
-            if (pod.get("status") or {}).get("phase") == "Running":
-                return pod
-            time.sleep(0.02)
-        raise AssertionError(f"the Overlord pod did not start: {pod.get('status')}")
+    def peon_env(self) -> list[dict[str, Any]]:
+        """The Overlord pod's env a peon needs to reach the Overlord and its task logs (for pod templates)."""
+        return list(self.overlord.overlord_pod()["spec"]["containers"][0]["env"])
 
 
 @pytest.fixture
-def druid(kube: KubeEmulator) -> DruidCluster:
+def druid(kube: KubeEmulator, start_overlord: Callable[..., Any]) -> DruidCluster:
     """The emulated cluster, ready to start an Overlord with a chosen peon behaviour."""
-    return DruidCluster(kube)
+    return DruidCluster(kube, start_overlord)
 
 
 def connect_overlord(

@@ -2,8 +2,9 @@
 
 A table of malformed inputs (task JSON, runner properties, templates, labels, annotations, durations,
 sizes, names, templated fields, pod template files, JVM options, sidecars) runs through
-``DruidK8sTaskOperator`` as a worker would run it, against an emulated cluster. For each, the error must
-name the offending field and say how to fix it, and the API server must have recorded no write at all.
+``DruidK8sTaskOperator`` as a worker would run it, against an emulated cluster and a stand-in Overlord. For
+each, the error must name the offending field and say how to fix it, the API server must have recorded no
+write at all, and the Overlord no submission.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from airflow.sdk import DAG
 
 from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
-from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.testing.behaviours import exits
+from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -306,6 +306,12 @@ CORPUS = (
         "kubernetes_conn_id",
         arguments={"kubernetes_conn_id": "kubernetes_typo"},
     ),
+    BadInput(
+        "overlord-connection-not-defined",
+        "druid_ingest_conn_id",
+        arguments={"druid_ingest_conn_id": "druid_ingest_typo"},
+    ),
+    BadInput("launch-mode-unknown", "launch_mode", arguments={"launch_mode": "kubernetes"}),
     BadInput("poll-interval-zero", "poll_interval", arguments={"poll_interval": 0}),
     BadInput(
         "image-pull-grace-negative", "image_pull_grace_seconds", arguments={"image_pull_grace_seconds": -5}
@@ -326,30 +332,41 @@ CORPUS = (
 
 
 @pytest.fixture(scope="module")
-def kube() -> Iterator[KubeEmulator]:
-    with KubeEmulator() as emulator:
-        emulator.register_image("peon:*", exits(0))
-        emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        emulator.store.create(
-            "pods",
-            NAMESPACE,
-            {"metadata": {"name": OVERLORD}, "spec": {"containers": [{"name": "druid", "image": "peon:ok"}]}},
-        )
-        sidecar = {"name": "log-shipper", "image": "peon:ok", "args": ["--ship", "/logs"]}
+def cluster() -> Iterator[tuple[KubeEmulator, OverlordEmulator]]:
+    """The cluster and an Overlord (Druid 38) whose pod ``druid-overlord-0`` is the peon template."""
+    with (
+        KubeEmulator() as emulator,
+        OverlordEmulator(emulator, start_delay=1.0, pod_lookup_scale=0.01, poll_interval=0.05) as overlord,
+    ):
+        sidecar = {"name": "log-shipper", "image": "apache/druid:38.0.0", "args": ["--ship", "/logs"]}
         emulator.store.create(
             "pods",
             NAMESPACE,
             {
                 "metadata": {"name": WITH_SIDECAR},
-                "spec": {"containers": [{"name": "druid", "image": "peon:ok"}, sidecar]},
+                "spec": {"containers": [{"name": "druid", "image": "apache/druid:38.0.0"}, sidecar]},
             },
         )
-        yield emulator
+        yield emulator, overlord
 
 
-def connect(kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+@pytest.fixture
+def kube(cluster: tuple[KubeEmulator, OverlordEmulator], monkeypatch: pytest.MonkeyPatch) -> KubeEmulator:
+    """The cluster, its Kubernetes and Overlord connections set, request records cleared."""
+    emulator, overlord = cluster
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+    host, port = overlord.url.removeprefix("http://").rsplit(":", 1)
+    druid = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", json.dumps(druid))
+    emulator.metrics.reset()
+    overlord.requests.clear()
+    return emulator
+
+
+@pytest.fixture
+def overlord(cluster: tuple[KubeEmulator, OverlordEmulator]) -> OverlordEmulator:
+    return cluster[1]
 
 
 def worker_context(run_id: str = "manual_1", try_number: int = 1) -> dict[str, Any]:
@@ -370,9 +387,8 @@ def writes_recorded(kube: KubeEmulator) -> list[str]:
     ]
 
 
-def refuse(kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Exception:
+def refuse(bad: BadInput, tmp_path: Path) -> Exception:
     """Run the operator on the bad input like a worker; return what it raised."""
-    connect(kube, monkeypatch)
     arguments: dict[str, Any] = {"overlord_pod_name": OVERLORD, "poll_interval": 0.5, **bad.arguments}
     for name, text in bad.files.items():
         (tmp_path / name).write_text(text)
@@ -403,10 +419,9 @@ def refuse(kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytes
 
 @pytest.mark.parametrize("bad", CORPUS, ids=lambda bad: bad.case)
 def test_bad_input_is_refused_naming_the_field_and_the_fix_before_any_write(
-    kube: KubeEmulator, bad: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube: KubeEmulator, overlord: OverlordEmulator, bad: BadInput, tmp_path: Path
 ) -> None:
-    kube.metrics.reset()
-    error = refuse(kube, bad, tmp_path, monkeypatch)
+    error = refuse(bad, tmp_path)
     message = str(error)
     assert isinstance(error, bad.refused_as), f"{type(error).__name__}: {message}"
     assert bad.field in message, f"the error does not name {bad.field!r}: {message}"
@@ -414,6 +429,7 @@ def test_bad_input_is_refused_naming_the_field_and_the_fix_before_any_write(
     writes = writes_recorded(kube)
     assert writes == [], f"bad input {bad.case!r} reached the cluster: {writes}"
     assert kube.store.list("jobs", NAMESPACE) == []
+    assert overlord.requests.count("POST", "/druid/indexer/v1/task") == 0
 
 
 def test_the_corpus_covers_every_kind_of_input() -> None:
@@ -421,38 +437,32 @@ def test_the_corpus_covers_every_kind_of_input() -> None:
     assert len({bad.case for bad in CORPUS}) == len(CORPUS)
 
 
-def test_a_task_id_already_run_by_another_dag_run_is_refused_not_joined(
-    kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+def test_a_retry_of_a_written_id_that_failed_is_refused_before_any_write(
+    kube: KubeEmulator, overlord: OverlordEmulator
 ) -> None:
-    """Druid refuses a second task with an id it has seen; joining the old Job instead would report the
-    earlier run's outcome for a task that never ran. A retry of the same run must still re-attach."""
-    connect(kube, monkeypatch)
-    daily = {"type": "compact", "id": "compact_wiki_daily", "dataSource": "wiki"}
-    properties = {RUNNER + "namespace": NAMESPACE, RUNNER + "debugJobs": "true"}
+    """Druid never accepts an id twice: a retry of a task whose id is written in its JSON cannot run it
+    again after its FAILED; it is refused, saying how to template the id, and nothing is written."""
+    failing = {
+        "type": "index_parallel",
+        "id": "wiki_daily_fixed",
+        "spec": {"dataSchema": {"dataSource": "wiki"}},
+        "context": {"standinOutcome": "FAILED", "standinDurationSeconds": 0.1},
+    }
+    properties = {RUNNER + "namespace": NAMESPACE}
 
-    def run(run_id: str, try_number: int) -> Any:
+    def run(try_number: int) -> Any:
         operator = DruidK8sTaskOperator(
-            task_id="druid", druid_task=daily, runner_properties=properties, overlord_pod_name=OVERLORD
+            task_id="druid", druid_task=failing, runner_properties=properties, overlord_pod_name=OVERLORD
         )
-        return operator.execute(worker_context(run_id, try_number))
+        return operator.execute(worker_context("manual_1", try_number))
 
-    try:
-        first = run("scheduled__2026-01-01T00:00:00+00:00", 1)
-        retry = run("scheduled__2026-01-01T00:00:00+00:00", 2)
-        assert first["status"] == retry["status"] == "SUCCESS" and retry["pod_name"] == first["pod_name"]
-        (job_before,) = kube.store.list("jobs", NAMESPACE)
-        kube.metrics.reset()
-        with pytest.raises(DruidK8sConfigError) as raised:
-            run("scheduled__2026-01-02T00:00:00+00:00", 1)
-        message = str(raised.value)
-        assert "task.id" in message and "compact_wiki_daily" in message and "Fix:" in message, message
-        # A first try creates straight away; the Job already there makes the server refuse the create
-        # (409), and nothing on the cluster changed.
-        assert writes_recorded(kube) == ["create jobs"]
-        creates = [r for r in kube.metrics.records() if r.verb == "create" and r.resource == "jobs"]
-        assert [r.status for r in creates] == [409]
-        (job_after,) = kube.store.list("jobs", NAMESPACE)
-        assert job_after["metadata"]["resourceVersion"] == job_before["metadata"]["resourceVersion"]
-    finally:
-        for job in kube.store.list("jobs", NAMESPACE):
-            kube.store.delete("jobs", NAMESPACE, job["metadata"]["name"])
+    with pytest.raises(DruidK8sTaskError):
+        run(1)
+    kube.metrics.reset()
+    overlord.requests.clear()
+    with pytest.raises(DruidK8sConfigError) as raised:
+        run(2)
+    message = str(raised.value)
+    assert "task.id" in message and "wiki_daily_fixed" in message and "try_number" in message, message
+    assert writes_recorded(kube) == []
+    assert overlord.requests.count("POST", "/druid/indexer/v1/task") == 0

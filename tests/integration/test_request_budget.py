@@ -1,10 +1,19 @@
-"""What one Druid task costs the API server, request by request (the budget: at most 5 of its own).
+"""What one Druid task costs the API server and the Overlord, request by request.
 
-Waited in the triggerer, a task's own requests are the permission preflight (one rules review), the template
-pod, the create, the log stream and the delete; the watches that tell that its pod started and its Job
-finished are shared by every task of the triggerer (a list and a watch of peon Jobs, and of peon pods).
-Waited in its worker, a task has nothing to share: it watches only its own Job and pods, starting from the
-create's resourceVersion, so it lists nothing.
+A task launched in ``airflow`` mode (an Overlord of Druid 38) asks Kubernetes, itself: the permission
+preflight (one rules review), the template pod, the create of its suspended Job, the check for a Job the
+Overlord made of its own (one list by the task's label) and the release (one merge patch); the watches that
+tell that its pod started and its Job finished are shared by every task of the process. It deletes nothing:
+the Overlord deletes the Job when the task completes.
+
+It asks the Overlord: the version (``GET /status``, once per process), the decision over its attempts (one
+batched ``POST taskStatus``), the submission, and at the end its report. While it waits, the Overlord is
+polled by rounds shared by every task of the process: two list requests (pending, running) while a release
+is pending, one batched ``POST taskStatus`` for completion; never one request per task.
+
+The Overlord's own runner talks to the same API server with the same client library as the triggerer, so
+only requests that the runner never makes are counted here (the runner creates, reads, lists by job name,
+and deletes; it never patches, reviews rules, or lists Jobs by label).
 """
 
 from __future__ import annotations
@@ -16,26 +25,19 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from test_operator_lifecycle import TASK
 
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.testing.behaviours import exits
-from druid_k8s_provider.triggers.job import DruidK8sJobTrigger
+from druid_k8s_provider.triggers.overlord_task import DruidOverlordTaskTrigger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 NAMESPACE = "druid"
-TASK = {"type": "index_parallel", "spec": {"dataSchema": {"dataSource": "wikipedia"}}}
 Druid = Any  # tests/integration/conftest.py DruidCluster
-
-# What every task asks for itself, in either mode (the template pod is found by a label selector here).
-OWN_REQUESTS = {
-    "create selfsubjectrulesreviews": 1,
-    "list pods": 1,
-    "create jobs": 1,
-    "get pods/log": 1,
-    "delete jobs": 1,
-}
+INDEXER = "/druid/indexer/v1"
+#: The requests the operator's sync client (the worker) makes per task: it is the only user of that client.
+WORKER_REQUESTS = {"create selfsubjectrulesreviews": 1, "list pods": 1, "create jobs": 1}
 
 
 class TaskInstance:
@@ -62,50 +64,91 @@ def operator(deferrable: bool) -> DruidK8sTaskOperator:
     )
 
 
-def requests_by_kind(kube: KubeEmulator) -> Counter[str]:
-    """Every request the emulator answered, once it noticed the streams closed (a stream is recorded when its
-    handler ends, a moment after the client went away)."""
+def kube_requests(kube: KubeEmulator, *, worker: bool) -> Counter[str]:
+    """Requests of the worker's sync client (``worker``) or of the asynchronous clients, by kind."""
     assert kube.metrics.settle(), "a stream the client closed is still open on the server"
+    sync_agent = "OpenAPI-Generator/36."
     return Counter(
         f"{record.verb} {record.resource}" + (f"/{record.subresource}" if record.subresource else "")
         for record in kube.metrics.records()
+        if record.user_agent.startswith(sync_agent) == worker
     )
 
 
-def test_a_task_waited_in_its_worker_lists_nothing_and_watches_only_its_own_job_and_pods(
-    kube: KubeEmulator, druid: Druid
-) -> None:
-    druid.start(exits(0, ["peon done"], after=0.3))
+def overlord_requests(druid: Druid) -> Counter[str]:
+    return Counter(
+        f"{request.method} {request.path}"
+        + (f"?state={request.query['state']}" if "state" in request.query else "")
+        for request in druid.overlord.requests.requests
+        if request.path != f"{INDEXER}/action"  # the peons' task actions
+    )
+
+
+def test_a_task_waited_in_its_worker(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start()
     kube.metrics.reset()
+    druid.overlord.requests.clear()
     result = operator(deferrable=False).execute({"ti": TaskInstance("manual__1")})  # type: ignore[arg-type]
-    assert result["status"] == "SUCCESS"
-    assert requests_by_kind(kube) == Counter({**OWN_REQUESTS, "watch jobs": 1, "watch pods": 1})
-    assert kube.store.list("jobs", NAMESPACE) == []
+    assert result["status"] == "SUCCESS" and result["report"]["processed"] == 1
+    assert kube_requests(kube, worker=True) == Counter(WORKER_REQUESTS)
+    own = kube_requests(kube, worker=False)
+    assert own["patch jobs"] == 1  # the release
+    assert own["list jobs"] == 2  # the shared watch's list, and the release's look for the Overlord's Job
+    assert own["watch jobs"] == own["watch pods"] == 1
+    asked = overlord_requests(druid)
+    assert asked["GET /status"] <= 1  # once per process
+    assert asked[f"POST {INDEXER}/task"] == 1
+    assert asked[f"GET {INDEXER}/task/{result['druid_task_id']}/reports"] == 1
+    assert asked[f"GET {INDEXER}/tasks?state=pending"] == asked[f"GET {INDEXER}/tasks?state=running"] >= 1
+    assert not [kind for kind in asked if kind.endswith("/status") and "/task/" in kind]
 
 
-def test_tasks_waited_in_the_triggerer_cost_five_requests_each_plus_the_shared_watches(
+def test_tasks_waited_in_the_triggerer_share_the_watches_and_the_overlord_rounds(
     kube: KubeEmulator, druid: Druid
 ) -> None:
-    druid.start(exits(0, ["peon done"], after=0.3))
+    druid.start()
     tasks = 3
     kube.metrics.reset()
+    druid.overlord.requests.clear()
     runs = [(operator(deferrable=True), {"ti": TaskInstance(f"manual__{n}")}) for n in range(tasks)]
     deferrals = []
     for op, context in runs:
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(context)  # type: ignore[arg-type]
         deferrals.append(deferred.value)
+    submitted = overlord_requests(druid)
+    assert submitted[f"POST {INDEXER}/taskStatus"] == tasks  # one batched decision per task
+    assert submitted[f"POST {INDEXER}/task"] == tasks
+    assert submitted["GET /status"] <= 1
+    druid.overlord.requests.clear()
 
     async def triggerer() -> list[Any]:
-        triggers = [DruidK8sJobTrigger(**json.loads(json.dumps(d.trigger.serialize()[1]))) for d in deferrals]
+        triggers = [
+            DruidOverlordTaskTrigger(**json.loads(json.dumps(d.trigger.serialize()[1]))) for d in deferrals
+        ]
         return await asyncio.gather(*(anext(trigger.run()) for trigger in triggers))
 
     events = asyncio.run(triggerer())
+    waited = overlord_requests(druid)
+    druid.overlord.requests.clear()
     for (op, context), deferral, event in zip(runs, deferrals, events, strict=True):
         result = getattr(op, deferral.method_name)(context, event.payload, **(deferral.kwargs or {}))
         assert result["status"] == "SUCCESS"
-    own = Counter({kind: count * tasks for kind, count in OWN_REQUESTS.items()})
-    shared = Counter({"list jobs": 1, "watch jobs": 1, "list pods": 1, "watch pods": 1})
-    assert requests_by_kind(kube) == own + shared
-    assert sum(own.values()) == 5 * tasks
-    assert kube.store.list("jobs", NAMESPACE) == []
+    # While waiting: shared rounds only (two lists per release round, batched statuses), nothing per task.
+    assert set(waited) <= {
+        f"GET {INDEXER}/tasks?state=pending",
+        f"GET {INDEXER}/tasks?state=running",
+        f"POST {INDEXER}/taskStatus",
+    }
+    assert waited[f"GET {INDEXER}/tasks?state=pending"] == waited[f"GET {INDEXER}/tasks?state=running"]
+    # At the end: the report of each task, and nothing else (its log was streamed whole).
+    assert overlord_requests(druid) == Counter(
+        {f"GET {INDEXER}/task/{event.payload['druid_task_id']}/reports": 1 for event in events}
+    )
+    assert kube_requests(kube, worker=True) == Counter(
+        {kind: n * tasks for kind, n in WORKER_REQUESTS.items()}
+    )
+    own = kube_requests(kube, worker=False)
+    assert own["patch jobs"] == tasks
+    assert own["list jobs"] == 1 + tasks  # one shared list, one look per release
+    assert own["watch jobs"] == own["watch pods"] == 1
