@@ -140,10 +140,6 @@ class DruidK8sTaskSensor(BaseSensorOperator):
         namespace = hook.resolve_namespace(self.namespace)
         return hook, namespace, resolve_runner_config(namespace)
 
-    def job_name(self) -> str:
-        """The Job name Druid's runner gives this task (``k8sTaskPodNamePrefix`` of the layered config)."""
-        return peon_job_name(self.druid_task_id, self._kubernetes()[2])
-
     def _job_and_pod(self) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
         """Where the task's Job is looked for (``job_name``, ``namespace``) and the Job and pod found there;
         both None once the Overlord deleted them (it does at completion, unless ``debugJobs``).
