@@ -6,16 +6,20 @@ Three steps, as a DAG author would write them:
    run into the datasource ``demo_wiki_edits``;
 2. ``compact``: a ``compact`` task over the same day, once the ingestion succeeded;
 3. ``compaction_job_finished``: a sensor on the compaction's Druid task id, as a downstream DAG would wait for
-   a task it did not launch.
+   a task it did not launch (it asks the Overlord first, then looks at the Job).
 
-Each Druid task runs as a Kubernetes Job built from the Overlord pod (``[druid_k8s] overlord_pod_selector``)
-in the namespace of ``[druid_k8s] runner_properties`` / ``runtime_properties_file``. The tasks have no
-``id``: the operator derives one from the DAG run, so a retry re-attaches to the same Job. Capacity (Druid's
-``druid.indexer.runner.capacity``) is the Airflow pool ``druid_k8s_peons``; create it with
+Every task is submitted to the Druid Overlord of the connection ``druid_ingest_default`` (the one users of
+the Apache Druid provider already have), which holds its locks and records its outcome; the operator picks
+the launch mode from the Overlord's version (``launch_mode="auto"``). Each Druid task runs as a Kubernetes
+Job built from the Overlord pod (``[druid_k8s] overlord_pod_selector``) in the namespace of ``[druid_k8s]
+runner_properties`` / ``runtime_properties_file``. The tasks have no ``id``: the operator derives one per
+attempt from the DAG run, so a retry after a crash re-attaches and a retry after a failure runs again. The
+Jobs in flight are bounded by the Airflow pool ``druid_k8s_peons``; create it with
 ``airflow pools set druid_k8s_peons 2 "Druid peon Jobs in flight" --include-deferred``.
 
-``debugJobs`` keeps finished Jobs so the sensor (and you, with ``kubectl``) can still see them; the
-``druid_k8s_reaper`` DAG deletes them after ``taskCleanupDelay``.
+``debugJobs`` (set on the Overlord too, as ``druid.indexer.runner.debugJobs``) keeps finished Jobs so you
+can still see them with ``kubectl``; the ``druid_k8s_reaper`` DAG deletes them after ``taskCleanupDelay``
+once the Overlord no longer holds their task.
 """
 
 from __future__ import annotations

@@ -52,7 +52,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Druid on Kubernetes",
-                "python-modules": ["druid_k8s_provider.triggers.job"],
+                "python-modules": [
+                    "druid_k8s_provider.triggers.job",
+                    "druid_k8s_provider.triggers.task_status",
+                ],
             }
         ],
         "config": {

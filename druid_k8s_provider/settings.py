@@ -17,6 +17,13 @@ from druid_k8s_provider.config import read_runtime_properties
 from druid_k8s_provider.errors import DruidK8sConfigError
 
 CONFIG_SECTION = "druid_k8s"
+#: The Apache Druid provider's default Overlord connection.
+DEFAULT_OVERLORD_CONN_ID = "druid_ingest_default"
+
+
+def configured_overlord_conn_id() -> str:
+    """``[druid_k8s] druid_ingest_conn_id``, else ``druid_ingest_default`` (the Apache Druid provider's)."""
+    return conf.get(CONFIG_SECTION, "druid_ingest_conn_id", fallback="") or DEFAULT_OVERLORD_CONN_ID
 
 
 def layered_runner_properties(

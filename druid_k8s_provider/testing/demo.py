@@ -2,21 +2,26 @@
 
 Run as ``python -m druid_k8s_provider.testing.demo`` from a clone of the repository. It
 
-1. starts the Kubernetes API emulator in this process, with the stand-in peon registered for
-   ``apache/druid*`` images (see :mod:`druid_k8s_provider.testing.standin_peon`: not Druid, a test double);
-2. creates namespace ``druid`` and a Running pod ``druid-overlord-0`` shaped like a Druid Overlord (labels
-   ``app=druid,component=overlord``, image ``apache/druid:33.0.0``), the template of every peon Job;
-3. points Airflow at it: ``AIRFLOW_HOME=./.demo/airflow``, the connection ``kubernetes_default`` through
-   ``AIRFLOW_CONN_KUBERNETES_DEFAULT`` (the emulator's kubeconfig), the ``[druid_k8s]`` options through
+1. starts the Kubernetes API emulator in this process, and beside it the Overlord emulator
+   (:class:`~druid_k8s_provider.testing.OverlordEmulator`: a stand-in Druid Overlord with its task queue,
+   lockbox and Kubernetes runner, at the newest Druid version, with ``debugJobs`` so finished Jobs stay). The
+   Overlord keeps a Running pod ``druid/druid-overlord-0`` (labels ``app=druid,component=overlord``), the
+   template of every peon Job; the peons are the stand-in peon (see
+   :mod:`druid_k8s_provider.testing.standin_peon`: not Druid, a test double) and take their locks from it;
+2. points Airflow at both: ``AIRFLOW_HOME=./.demo/airflow``, the connections ``kubernetes_default`` (the
+   emulator's kubeconfig) and ``druid_ingest_default`` (the Overlord's host and port, as the Apache Druid
+   provider's users have it) through ``AIRFLOW_CONN_*``, the ``[druid_k8s]`` options through
    ``AIRFLOW__DRUID_K8S__*``, and the pool ``druid_k8s_peons``;
-4. runs ``airflow dags test example_druid_k8s``, then ``airflow dags test druid_k8s_reaper`` with a
-   ``taskCleanupDelay`` of a second so the finished Jobs (kept by ``debugJobs``) are reaped, each as a
-   subprocess talking to the emulator over HTTP;
-5. prints the Jobs created, their outcomes, an excerpt of a peon log as Airflow logged it, and the Jobs
-   reaped.
+3. runs ``airflow dags test example_druid_k8s`` (every task is submitted to the Overlord, its Job released
+   once the Overlord holds its locks), then ``airflow dags test druid_k8s_reaper`` with a
+   ``taskCleanupDelay`` of a second so the finished Jobs are reaped, each as a subprocess talking to the
+   emulators over HTTP;
+4. prints, beside each Job created, the Overlord's view of its task (status, duration, and the ingestion
+   report's rows processed / with errors / thrown away / unparseable), an excerpt of a peon log as Airflow
+   logged it, and the Jobs reaped.
 
 Everything it writes is under ``./.demo`` (``make clean`` removes it). Exit code 0 when both DAG runs
-succeeded and the reaper deleted every Job the example created.
+succeeded, the Overlord reports every task SUCCESS and the reaper deleted every Job the example created.
 """
 
 from __future__ import annotations
@@ -32,15 +37,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+
+from druid_k8s_provider.hooks.overlord_api import INDEXER, OverlordTaskStatus
+from druid_k8s_provider.launch.outcome import describe_report, report_summary
 from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
-from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.testing.standin_peon import LOGS_DIRECTORY_ENV, LOGS_TYPE_ENV, register_standin_peon
+from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
 
 NAMESPACE = "druid"
-OVERLORD_POD = "druid-overlord-0"
 OVERLORD_SELECTOR = "app=druid,component=overlord"
-DRUID_IMAGE = "apache/druid:33.0.0"
 POOL = "druid_k8s_peons"
 POOL_SLOTS = 2
 EXAMPLE_DAG = "example_druid_k8s"
@@ -64,7 +71,7 @@ class DemoFailed(RuntimeError):
 class DemoResult:
     """What the demo observed, for the printed summary and for tests."""
 
-    jobs_created: list[dict[str, str]] = field(default_factory=list)
+    jobs_created: list[dict[str, Any]] = field(default_factory=list)
     dag_run_states: dict[str, str] = field(default_factory=dict)
     peon_log_excerpt: list[str] = field(default_factory=list)
     reaper_summary: dict[str, Any] = field(default_factory=dict)
@@ -72,55 +79,10 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def overlord_pod(task_logs_directory: Path) -> dict[str, Any]:
-    """A pod shaped like a Druid Overlord run by the Druid image, with the Kubernetes runner configured.
-
-    The peons inherit its container (image, env, resources); its ``druid_*`` env vars are how the Druid image
-    takes runtime properties, so ``druid_indexer_logs_*`` tells the (stand-in) peon where task logs go.
-    """
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": OVERLORD_POD,
-            "namespace": NAMESPACE,
-            "labels": {"app": "druid", "component": "overlord"},
-        },
-        "spec": {
-            "containers": [
-                {
-                    "name": "druid",
-                    "image": DRUID_IMAGE,
-                    "args": ["overlord"],
-                    "ports": [{"name": "http", "containerPort": 8090, "protocol": "TCP"}],
-                    "env": [
-                        {"name": "DRUID_XMX", "value": "1g"},
-                        {"name": "DRUID_XMS", "value": "1g"},
-                        {"name": "druid_indexer_runner_type", "value": "k8s"},
-                        {"name": "druid_indexer_runner_namespace", "value": NAMESPACE},
-                        {"name": "druid_indexer_task_encapsulatedTask", "value": "true"},
-                        {"name": "druid_processing_intermediaryData_storage_type", "value": "deepstore"},
-                        {"name": LOGS_TYPE_ENV, "value": "file"},
-                        {"name": LOGS_DIRECTORY_ENV, "value": str(task_logs_directory)},
-                    ],
-                    "resources": {
-                        "requests": {"cpu": "1", "memory": "2Gi"},
-                        "limits": {"cpu": "1", "memory": "2Gi"},
-                    },
-                    "readinessProbe": {
-                        "httpGet": {"path": "/status/health", "port": 8090},
-                        "periodSeconds": 10,
-                    },
-                }
-            ],
-        },
-    }
-
-
 def airflow_environment(
-    workdir: Path, kube: KubeEmulator, runner_properties: Mapping[str, str]
+    workdir: Path, kube: KubeEmulator, overlord_url: str, runner_properties: Mapping[str, str]
 ) -> dict[str, str]:
-    """The environment of the ``airflow`` subprocesses: a private Airflow home pointed at the emulator."""
+    """The environment of the ``airflow`` subprocesses: a private Airflow home pointed at both emulators."""
     dags_folder = Path(__file__).resolve().parents[2] / "dags"
     if not (dags_folder / f"{EXAMPLE_DAG}.py").exists():
         raise DemoFailed(f"no {EXAMPLE_DAG}.py in {dags_folder}: run the demo from a clone of the repository")
@@ -135,6 +97,7 @@ def airflow_environment(
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection),
+            "AIRFLOW_CONN_DRUID_INGEST_DEFAULT": json.dumps(overlord_connection(overlord_url)),
             "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES": json.dumps(dict(runner_properties)),
             "AIRFLOW__DRUID_K8S__OVERLORD_POD_SELECTOR": OVERLORD_SELECTOR,
             "AIRFLOW__DRUID_K8S__TASK_LOGS_LOCATION": (workdir / "task-logs").as_uri(),
@@ -143,6 +106,19 @@ def airflow_environment(
         }
     )
     return env
+
+
+def overlord_connection(url: str) -> dict[str, Any]:
+    """The ``druid_ingest_default`` connection (as JSON for ``AIRFLOW_CONN_*``) of an Overlord at ``url``,
+    shaped as the Apache Druid provider's users have it: type ``druid``, host, port, schema, endpoint."""
+    parsed = urlsplit(url)
+    return {
+        "conn_type": "druid",
+        "host": parsed.hostname,
+        "port": parsed.port,
+        "schema": parsed.scheme,
+        "extra": {"endpoint": "druid/indexer/v1/task"},
+    }
 
 
 def run_airflow(arguments: Sequence[str], env: Mapping[str, str], log_file: Path) -> str:
@@ -176,18 +152,10 @@ def run_airflow(arguments: Sequence[str], env: Mapping[str, str], log_file: Path
     return output
 
 
-def wait_until_running(kube: KubeEmulator, namespace: str, name: str, timeout: float = 30.0) -> None:
-    """Wait for the emulated kubelet to start the pod (it is the template: it must be Running)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (kube.store.get("pods", namespace, name).get("status") or {}).get("phase") == "Running":
-            return
-        time.sleep(0.05)
-    raise DemoFailed(f"pod {namespace}/{name} did not reach Running within {timeout:.0f}s")
-
-
-def describe_jobs(kube: KubeEmulator, task_logs: Path) -> list[dict[str, str]]:
-    """Name, Druid task id, Job condition and Druid status (the peon's ``status.json``) of each peon Job."""
+def describe_jobs(kube: KubeEmulator, overlord_url: str) -> list[dict[str, Any]]:
+    """Each peon Job (name, Druid task id, Job condition) beside the Overlord's view of its task: status,
+    duration (ms) and the ingestion report's summary (:func:`~druid_k8s_provider.launch.outcome.
+    report_summary`), from one batched ``POST taskStatus`` and one ``GET reports`` per task."""
     jobs = []
     for job in kube.store.list("jobs", NAMESPACE, label_selector=f"{PEON_LABEL}=true"):
         conditions = (job.get("status") or {}).get("conditions") or []
@@ -200,18 +168,19 @@ def describe_jobs(kube: KubeEmulator, task_logs: Path) -> list[dict[str, str]]:
             "Running",
         )
         task_id = (job["metadata"].get("annotations") or {}).get(TASK_ID_ANNOTATION, "?")
-        status_file = task_logs / f"{task_id}.status.json"
-        druid_status = (
-            json.loads(status_file.read_text())["status"] if status_file.exists() else "no status.json"
-        )
-        jobs.append(
-            {
-                "name": job["metadata"]["name"],
-                "task_id": task_id,
-                "condition": condition,
-                "status": druid_status,
-            }
-        )
+        jobs.append({"name": job["metadata"]["name"], "task_id": task_id, "condition": condition})
+    with httpx.Client(base_url=overlord_url, timeout=30, trust_env=False) as druid:
+        answer = druid.post(f"{INDEXER}/taskStatus", json=[job["task_id"] for job in jobs]) if jobs else None
+        statuses = {
+            task_id: OverlordTaskStatus.from_json(status, task_id)
+            for task_id, status in (answer.json() if answer is not None else {}).items()
+        }
+        for job in jobs:
+            status = statuses.get(job["task_id"])
+            reports = druid.get(f"{INDEXER}/task/{job['task_id']}/reports")
+            job["status"] = status.status_code if status else "unknown to the Overlord"
+            job["duration_ms"] = status.duration_ms if status else None
+            job["report"] = report_summary(reports.json()) if reports.status_code == 200 else None
     return jobs
 
 
@@ -243,14 +212,16 @@ def run_demo(workdir: Path) -> DemoResult:
         "druid.indexer.runner.namespace": NAMESPACE,
         "druid.indexer.runner.debugJobs": "true",
     }
-    with KubeEmulator() as kube:
-        register_standin_peon(kube)
-        kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        kube.store.create("pods", NAMESPACE, overlord_pod(task_logs))
-        wait_until_running(kube, NAMESPACE, OVERLORD_POD)
-        _say(f"Kubernetes emulator at {kube.url}; Overlord pod {NAMESPACE}/{OVERLORD_POD} is Running")
+    with (
+        KubeEmulator() as kube,
+        OverlordEmulator(kube, runner_properties=example_properties, task_log_dir=task_logs) as overlord,
+    ):
+        _say(
+            f"Kubernetes emulator at {kube.url}; Overlord emulator (Druid {overlord.druid_version}) at "
+            f"{overlord.url}, its pod {overlord.namespace}/druid-overlord-0 Running"
+        )
 
-        env = airflow_environment(workdir, kube, example_properties)
+        env = airflow_environment(workdir, kube, overlord.url, example_properties)
         _say("Preparing Airflow (db migrate, pool) in", env["AIRFLOW_HOME"])
         run_airflow(["db", "migrate"], env, logs / "db-migrate.log")
         run_airflow(
@@ -261,12 +232,15 @@ def run_demo(workdir: Path) -> DemoResult:
 
         _say(f"Running `airflow dags test {EXAMPLE_DAG}` ...")
         example_output = run_airflow(["dags", "test", EXAMPLE_DAG], env, logs / f"{EXAMPLE_DAG}.log")
-        result.jobs_created = describe_jobs(kube, task_logs)
+        result.jobs_created = describe_jobs(kube, overlord.url)
         result.dag_run_states[EXAMPLE_DAG] = dag_run_state(example_output)
         result.peon_log_excerpt = peon_log_excerpt(example_output)
 
         reaper_env = airflow_environment(
-            workdir, kube, {**example_properties, "druid.indexer.runner.taskCleanupDelay": DEMO_CLEANUP_DELAY}
+            workdir,
+            kube,
+            overlord.url,
+            {**example_properties, "druid.indexer.runner.taskCleanupDelay": DEMO_CLEANUP_DELAY},
         )
         time.sleep(1.1)  # let the Jobs age past the demo's one-second taskCleanupDelay
         _say(f"Running `airflow dags test {REAPER_DAG}` (taskCleanupDelay {DEMO_CLEANUP_DELAY}) ...")
@@ -276,22 +250,23 @@ def run_demo(workdir: Path) -> DemoResult:
             raise DemoFailed(f"the reaper logged no summary; see {logs / f'{REAPER_DAG}.log'}")
         result.reaper_summary = json.loads(summaries[-1])
         result.dag_run_states[REAPER_DAG] = dag_run_state(reaper_output)
-        result.jobs_left = [job["name"] for job in describe_jobs(kube, task_logs)]
+        result.jobs_left = [job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE)]
     result.seconds = time.monotonic() - started
     return result
 
 
 def print_summary(result: DemoResult, workdir: Path) -> None:
     """What a first-time user reads: what ran, what it created, what the peon said, what was reaped."""
-    print("\n=== druid-k8s-provider demo: Kubernetes emulator + stand-in peon (no cluster, no Druid) ===")
+    print(
+        "\n=== druid-k8s-provider demo: Kubernetes emulator + Overlord emulator + stand-in peon "
+        "(no cluster, no Druid) ==="
+    )
     for dag_id, state in result.dag_run_states.items():
         print(f"DAG run {dag_id}: {state}")
-    print(f"Jobs created by {EXAMPLE_DAG}: {len(result.jobs_created)}")
+    print(f"Jobs created by {EXAMPLE_DAG}: {len(result.jobs_created)}, with the Overlord's view of each task")
     for job in result.jobs_created:
-        print(
-            f"  {job['name']}  Job {job['condition']}, Druid status {job['status']} "
-            f"(task.id={job['task_id']})"
-        )
+        print(f"  {job['name']}  Job {job['condition']}  (task.id={job['task_id']})")
+        print(f"    Overlord: {overlord_view(job)}")
     print("Peon log excerpt, as streamed into the Airflow task log:")
     for line in result.peon_log_excerpt:
         print(f"  {_compact(line)[:140]}")
@@ -305,8 +280,17 @@ def print_summary(result: DemoResult, workdir: Path) -> None:
     print(f"Done in {result.seconds:.0f}s. Full Airflow output: {workdir / 'logs'}")
 
 
+def overlord_view(job: Mapping[str, Any]) -> str:
+    """``SUCCESS in 1.2s; rows processed 5, with errors 0, thrown away 0, unparseable 0`` for one task."""
+    duration = job.get("duration_ms")
+    took = f" in {duration / 1000:.1f}s" if isinstance(duration, int) and duration >= 0 else ""
+    report = job.get("report")
+    return f"{job['status']}{took}; " + (describe_report(report) if report else "no ingestion report")
+
+
 def succeeded(result: DemoResult) -> bool:
-    """Both DAG runs succeeded, every Job completed with a SUCCESS status, and the reaper removed them all."""
+    """Both DAG runs succeeded, every Job completed and the Overlord reports its task SUCCESS, and the reaper
+    removed them all."""
     return (
         bool(result.jobs_created)
         and all(state == "success" for state in result.dag_run_states.values())

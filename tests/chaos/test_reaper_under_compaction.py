@@ -10,13 +10,14 @@ past its continue token after a few pages: every finished Job must still be dele
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from emulated_cluster import NAMESPACE, connected_emulator, peon_like_job
 
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.reaper import reap
 from druid_k8s_provider.testing import KubeEmulator
 
@@ -35,6 +36,13 @@ def finished_long_ago(job: dict[str, Any]) -> None:
     }
 
 
+class OverlordWithoutTheseTasks:
+    """The Overlord's batched status for tasks it no longer knows (their Jobs are Druid's to clean up)."""
+
+    def task_statuses(self, task_ids: Sequence[str]) -> dict[str, OverlordTaskStatus]:
+        return {}
+
+
 @pytest.fixture
 def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
     with connected_emulator(monkeypatch, cluster=False, history_window=20) as emulator:
@@ -48,7 +56,13 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
 def test_a_sweep_whose_continue_token_expires_starts_over_and_deletes_every_finished_job(
     kube: KubeEmulator,
 ) -> None:
-    summary = reap(DruidK8sHook(namespace=NAMESPACE), NAMESPACE, dt.timedelta(days=2), page_size=PAGE_SIZE)
+    summary = reap(
+        DruidK8sHook(namespace=NAMESPACE),
+        NAMESPACE,
+        dt.timedelta(days=2),
+        page_size=PAGE_SIZE,
+        overlord=OverlordWithoutTheseTasks(),
+    )
     left = [job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE)]
     assert kube.metrics.count(verb="list", resource="jobs", status=410) >= 1, "the sweep never met a 410"
     assert left == [], f"{len(left)} finished Jobs were left behind"

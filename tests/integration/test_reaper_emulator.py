@@ -1,21 +1,28 @@
-"""The reaper against the Kubernetes API emulator over real HTTP: paging, races, faults and the DAG itself."""
+"""The reaper over real HTTP: against the Kubernetes API emulator alone (paging, races, faults, with an
+Overlord that knows none of the tasks) and against both emulators (a Job whose task is still active in the
+Overlord is kept, one batched status request per page, an unreachable Overlord deletes nothing, the DAG)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from druid_support import Druid, both_emulators, index_parallel, wait_until
 
 from druid_k8s_provider.errors import DruidK8sTaskError
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.overlord import DruidOverlordHook
+from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
+from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
 from druid_k8s_provider.reaper import reap
 from druid_k8s_provider.testing import KubeEmulator
 
@@ -47,8 +54,11 @@ def add_job(
     finished: str | None,
     age: dt.timedelta = dt.timedelta(0),
     labelled: bool = True,
+    task_id: str | None = None,
 ) -> None:
-    """Store a peon-like Job, then give it the status a finished (or running) Job has."""
+    """Store a peon-like Job of ``task_id`` (default ``task_<name>``), then give it the status a finished (or
+    running) Job has. In a whole cluster the Job is created suspended and finished once the Job controller
+    has seen it, so no pod of it ever runs."""
     labels = {"druid.k8s.peons": "true"} if labelled else {"app": "batch-report"}
     kube.store.create(
         "jobs",
@@ -56,9 +66,14 @@ def add_job(
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": name, "labels": labels, "annotations": {"task.id": f"task_{name}"}},
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {"task.id": task_id or f"task_{name}"},
+            },
             "spec": {
                 "backoffLimit": 0,
+                "suspend": kube.cluster is not None,
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
@@ -69,6 +84,8 @@ def add_job(
             },
         },
     )
+    if kube.cluster is not None:
+        wait_until(lambda: "conditions" in (kube.store.get("jobs", NAMESPACE, name).get("status") or {}))
     when = (dt.datetime.now(dt.UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def set_status(job: dict[str, Any]) -> None:
@@ -87,6 +104,17 @@ def add_job(
 
 def job_names(kube: KubeEmulator) -> set[str]:
     return {job["metadata"]["name"] for job in kube.store.list("jobs", NAMESPACE)}
+
+
+class NoActiveTasks:
+    """An Overlord that knows none of the tasks (so it keeps no Job), recording the ids of each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[list[str]] = []
+
+    def task_statuses(self, task_ids: Sequence[str]) -> dict[str, OverlordTaskStatus]:
+        self.requests.append(list(task_ids))
+        return {}
 
 
 class InterceptedListing:
@@ -136,7 +164,8 @@ def test_reaper_pages_through_2000_jobs_and_deletes_exactly_the_old_finished_one
         foreign.add(f"other-{index}")
     lists_before = kube.metrics.count(verb="list", resource="jobs")
 
-    summary = reap(hook, NAMESPACE, TWO_DAYS, page_size=300)
+    overlord = NoActiveTasks()
+    summary = reap(hook, NAMESPACE, TWO_DAYS, page_size=300, overlord=overlord)
 
     assert summary["examined"] == 2000
     assert summary["deleted"] == len(old) == 1400
@@ -145,6 +174,10 @@ def test_reaper_pages_through_2000_jobs_and_deletes_exactly_the_old_finished_one
     assert summary["already_gone"] == 0
     assert job_names(kube) == running | young | foreign
     assert kube.metrics.count(verb="list", resource="jobs") - lists_before == 7  # ceil(2000 / 300) pages
+    assert len(overlord.requests) == 7, "one batched status request per page"
+    assert sorted(task for request in overlord.requests for task in request) == sorted(
+        f"task_{n}" for n in old
+    )
 
 
 def test_jobs_deleted_by_someone_else_during_the_sweep_count_as_already_gone(
@@ -159,7 +192,13 @@ def test_jobs_deleted_by_someone_else_during_the_sweep_count_as_already_gone(
             for victim in range(position - 2, position + 1):
                 kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
 
-    summary = reap(InterceptedListing(hook, ttl_controller_wins), NAMESPACE, TWO_DAYS, page_size=10)
+    summary = reap(
+        InterceptedListing(hook, ttl_controller_wins),
+        NAMESPACE,
+        TWO_DAYS,
+        page_size=10,
+        overlord=NoActiveTasks(),
+    )
 
     assert summary["examined"] == 30
     assert summary["deleted"] == 21
@@ -181,7 +220,9 @@ def test_a_job_launched_again_under_the_same_name_during_the_sweep_is_not_delete
             kube.store.delete("jobs", NAMESPACE, "peon-2")
             add_job(kube, "peon-2", None)
 
-    summary = reap(InterceptedListing(hook, launched_again), NAMESPACE, TWO_DAYS, page_size=10)
+    summary = reap(
+        InterceptedListing(hook, launched_again), NAMESPACE, TWO_DAYS, page_size=10, overlord=NoActiveTasks()
+    )
 
     assert (summary["examined"], summary["deleted"], summary["already_gone"]) == (3, 2, 1)
     (survivor,) = kube.store.list("jobs", NAMESPACE)
@@ -200,7 +241,13 @@ def test_jobs_deleted_between_pages_neither_break_paging_nor_are_missed(
             for victim in range(30, 40):  # on later pages, not listed yet
                 kube.store.delete("jobs", NAMESPACE, f"peon-{victim:02d}")
 
-    summary = reap(InterceptedListing(hook, delete_later_pages), NAMESPACE, TWO_DAYS, page_size=10)
+    summary = reap(
+        InterceptedListing(hook, delete_later_pages),
+        NAMESPACE,
+        TWO_DAYS,
+        page_size=10,
+        overlord=NoActiveTasks(),
+    )
 
     assert summary["deleted"] + summary["already_gone"] == summary["examined"]
     assert summary["deleted"] == 30
@@ -215,7 +262,7 @@ def test_transient_api_errors_on_delete_are_retried_not_reported(
     kube.faults.add(verb="delete", resource="jobs", status=503, count=2)
     kube.faults.add(verb="list", resource="jobs", status=429, retry_after=0, count=1)
 
-    summary = reap(hook, NAMESPACE, TWO_DAYS)
+    summary = reap(hook, NAMESPACE, TWO_DAYS, overlord=NoActiveTasks())
 
     assert summary["deleted"] == 5
     assert job_names(kube) == set()
@@ -231,29 +278,124 @@ def test_a_permission_error_stops_the_sweep_naming_the_job_and_the_task(
     )
 
     with pytest.raises(DruidK8sTaskError) as failure:
-        reap(hook, NAMESPACE, TWO_DAYS)
+        reap(hook, NAMESPACE, TWO_DAYS, overlord=NoActiveTasks())
 
     assert "task_peon-forbidden" in str(failure.value)
     assert "peon-forbidden" in str(failure.value)
     assert job_names(kube) == {"peon-forbidden"}
 
 
-def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest(
-    kube: KubeEmulator, tmp_path: Path
+@pytest.fixture
+def druid(monkeypatch: pytest.MonkeyPatch) -> Iterator[Druid]:
+    """Both emulators; the Overlord keeps finished Jobs (``debugJobs``) for the reaper to find."""
+    with both_emulators(monkeypatch, **{"druid.indexer.runner.debugJobs": "true"}) as druid:
+        yield druid
+
+
+def finished_tasks_and_an_active_one(druid: Druid) -> tuple[set[str], str, set[str]]:
+    """Three tasks the Overlord completed (their Jobs kept by debugJobs) and one still RUNNING whose earlier
+    Job (hand-made, finished three days ago) carries its task id. Returns the completed tasks' Jobs, that
+    old Job's name and the active task's own running Job."""
+    before = druid.job_names()
+    for day in (1, 2, 3):
+        task_id = druid.submit(
+            index_parallel(f"index_parallel_done_{day}", f"2026-01-0{day}/2026-01-0{day + 1}")
+        )
+        druid.wait_for(task_id, "SUCCESS")
+    done_jobs = druid.job_names() - before
+    active = druid.submit(
+        index_parallel("index_parallel_active", "2026-02-01/2026-02-02", standinDurationSeconds=60)
+    )
+    druid.wait_for(active, "RUNNING")
+    wait_until(lambda: len(druid.job_names() - before) == 4, what="the active task's Job")
+    active_jobs = druid.job_names() - before - done_jobs
+    add_job(druid.kube, "peon-of-active-task", "Failed", age=dt.timedelta(days=3), task_id=active)
+    return done_jobs, "peon-of-active-task", active_jobs
+
+
+def test_a_job_whose_task_is_active_in_the_overlord_is_kept_with_one_batched_status_request(
+    druid: Druid,
 ) -> None:
+    done_jobs, old_job_of_active_task, active_jobs = finished_tasks_and_an_active_one(druid)
+    druid.overlord.requests.clear()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+
+    summary = reap(
+        DruidK8sHook(namespace=NAMESPACE), NAMESPACE, dt.timedelta(0), now=later, overlord=DruidOverlordHook()
+    )
+
+    assert druid.job_names() == {old_job_of_active_task} | active_jobs
+    assert summary["deleted"] == len(done_jobs) == 3
+    assert summary["kept_task_active"] == 1 and summary["kept_running"] == 1
+    assert druid.client_requests() == [("POST", "/druid/indexer/v1/taskStatus")]
+    assert druid.status("index_parallel_active")["statusCode"] == "RUNNING"
+
+
+def test_one_batched_status_request_per_page_of_jobs_with_deletion_candidates(druid: Druid) -> None:
+    _, old_job_of_active_task, active_jobs = finished_tasks_and_an_active_one(druid)
+    druid.overlord.requests.clear()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+
+    summary = reap(
+        DruidK8sHook(namespace=NAMESPACE),
+        NAMESPACE,
+        dt.timedelta(0),
+        page_size=1,
+        now=later,
+        overlord=DruidOverlordHook(),
+    )
+
+    # Five pages of one Job; the page holding the running Job has no candidate and asks nothing.
+    assert druid.client_requests() == [("POST", "/druid/indexer/v1/taskStatus")] * 4
+    assert summary["examined"] == 5 and summary["deleted"] == 3
+    assert druid.job_names() == {old_job_of_active_task} | active_jobs
+
+
+def test_an_overlord_that_cannot_be_reached_means_no_job_is_deleted_in_that_sweep(
+    druid: Druid, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished_tasks_and_an_active_one(druid)
+    jobs_before = druid.job_names()
+    druid.overlord.set_leader(False)  # every API request answers 503
+    impatient = OverlordRetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.01)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    with caplog.at_level(logging.INFO, logger="druid_k8s_provider.reaper"):
+        summary = reap(
+            DruidK8sHook(namespace=NAMESPACE),
+            NAMESPACE,
+            dt.timedelta(0),
+            now=later,
+            overlord=DruidOverlordHook(retry_policy=impatient),
+        )
+    druid.overlord.set_leader(True)
+
+    assert druid.job_names() == jobs_before
+    assert summary["deleted"] == 0 and summary["kept_overlord_unreachable"] == 4
+    assert "Skipping every deletion of this sweep: the Overlord could not be asked" in caplog.text
+    assert "druid_ingest_default" in caplog.text
+
+
+def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest(
+    druid: Druid, tmp_path: Path
+) -> None:
+    kube = druid.kube
+    active = druid.submit(index_parallel("index_parallel_still_active", standinDurationSeconds=60))
+    druid.wait_for(active, "RUNNING")
     add_job(kube, "old-complete", "Complete", age=dt.timedelta(days=3))
     add_job(kube, "old-failed", "Failed", age=dt.timedelta(days=4))
-    add_job(kube, "still-running", None, age=dt.timedelta(days=4))
+    add_job(kube, "old-of-active-task", "Failed", age=dt.timedelta(days=4), task_id=active)
     add_job(kube, "finished-an-hour-ago", "Complete", age=dt.timedelta(hours=1))
     add_job(kube, "not-a-peon", "Complete", age=dt.timedelta(days=9), labelled=False)
-    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+    jobs_before = job_names(kube)
     env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
     env |= {
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags" / "druid_k8s_reaper.py"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection),
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT": os.environ["AIRFLOW_CONN_KUBERNETES_DEFAULT"],
+        "AIRFLOW_CONN_DRUID_INGEST_DEFAULT": os.environ["AIRFLOW_CONN_DRUID_INGEST_DEFAULT"],
         "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES": json.dumps({"druid.indexer.runner.namespace": NAMESPACE}),
+        "NO_PROXY": "*",
     }
 
     def airflow(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -271,9 +413,9 @@ def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest
 
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
-    assert job_names(kube) == {"still-running", "finished-an-hour-ago", "not-a-peon"}
+    assert job_names(kube) == jobs_before - {"old-complete", "old-failed"}
     assert "Deleted Job old-complete (task.id=task_old-complete)" in output
-    assert "Keeping Job still-running (task.id=task_still-running): still running" in output
+    assert f"Keeping Job old-of-active-task (task.id={active}): its task is still RUNNING" in output
     with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as db:
         xcom = db.execute(
             "SELECT key, value FROM xcom WHERE dag_id = ? AND task_id = ?",
@@ -284,7 +426,7 @@ def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest
     assert json.loads(value) == {
         "namespace": NAMESPACE,
         "cleanup_delay_seconds": 172800,
-        "examined": 4,
+        "examined": 5,
         "deleted": 2,
         "already_gone": 0,
         "kept_running": 1,
@@ -292,4 +434,6 @@ def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest
         "kept_unlabelled": 0,
         "kept_being_deleted": 0,
         "kept_no_finish_time": 0,
+        "kept_task_active": 1,
+        "kept_overlord_unreachable": 0,
     }

@@ -1,29 +1,43 @@
-"""DruidK8sTaskSensor against the emulator: waits for an existing Job to succeed, fails clearly when it
-failed, disappeared or never existed."""
+"""DruidK8sTaskSensor against both emulators (Kubernetes + Overlord) over real HTTP: it waits on the
+Overlord's status by Druid task id (also for tasks Druid itself submitted), adds the pod's reason to a
+failure, and fails clearly for an unknown id or a missing connection."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, TaskDeferred
+from druid_support import NAMESPACE, Druid, both_emulators, index_parallel
 
-from druid_k8s_provider.errors import DruidK8sTaskError, JobFailed
-from druid_k8s_provider.naming import job_name
+from druid_k8s_provider.config import RunnerConfig
+from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError, JobFailed
+from druid_k8s_provider.job_builder import peon_job_name
 from druid_k8s_provider.sensors.task import DruidK8sTaskSensor
-from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.triggers.overlord_board import OverlordBoard
+from druid_k8s_provider.triggers.task_status import DruidTaskStatusTrigger
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-NAMESPACE = "druid"
-ScriptedJob = Any  # tests/integration/conftest.py ScriptedJob
-TASK_ID = "index_parallel_wikipedia_2026-01-01T00:00:00.000Z"
+CONFIG = RunnerConfig.from_properties({"druid.indexer.runner.namespace": NAMESPACE})
+
+
+@pytest.fixture
+def druid(monkeypatch: pytest.MonkeyPatch) -> Iterator[Druid]:
+    """Both emulators; the Overlord keeps finished Jobs (``debugJobs``) so the pod's reason can be read."""
+    with both_emulators(monkeypatch, **{"druid.indexer.runner.debugJobs": "true"}) as druid:
+        yield druid
+
+
+@pytest.fixture
+def druid_deleting_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Druid]:
+    """Both emulators; the Overlord deletes each Job as soon as its task completes (Druid's default)."""
+    with both_emulators(monkeypatch) as druid:
+        yield druid
 
 
 def context() -> dict[str, Any]:
@@ -41,156 +55,194 @@ def context() -> dict[str, Any]:
     return {"ti": ti}
 
 
-def run_deferred(waiting: DruidK8sTaskSensor, ctx: dict[str, Any], change: Callable[[], None]) -> Any:
-    """Execute a deferrable sensor as Airflow would: defer, apply ``change`` to the cluster, resume."""
+def sensor(task_id: str, **kwargs: Any) -> DruidK8sTaskSensor:
+    kwargs.setdefault("poke_interval", 0.1)
+    kwargs.setdefault("timeout", 60)
+    return DruidK8sTaskSensor(task_id="wait", druid_task_id=task_id, namespace=NAMESPACE, **kwargs)
+
+
+def run_deferred(waiting: DruidK8sTaskSensor, ctx: dict[str, Any]) -> Any:
+    """Execute a deferrable sensor as Airflow would: defer, run the trigger to its event, resume."""
     with pytest.raises(TaskDeferred) as deferred:
         waiting.execute(ctx)
-    threading.Timer(0.3, change).start()
     event = asyncio.run(anext(deferred.value.trigger.run()))
     return getattr(waiting, deferred.value.method_name)(ctx, event.payload)
 
 
-def deadline_exceeded(job: ScriptedJob) -> None:
-    """The Job controller stops the Job at activeDeadlineSeconds: Failed/DeadlineExceeded, pod killed."""
-
-    def fail(obj: dict[str, Any]) -> None:
-        obj.setdefault("status", {})["conditions"] = [
-            {
-                "type": "Failed",
-                "status": "True",
-                "reason": "DeadlineExceeded",
-                "message": "Job was active longer than specified deadline",
-            }
-        ]
-
-    job.kube.store.mutate("jobs", NAMESPACE, job.name, fail, subresource="status")
+def test_waits_for_a_task_druid_itself_submitted_and_reports_its_outcome_and_rows(druid: Druid) -> None:
+    task_id = druid.submit(index_parallel("index_parallel_by_supervisor"))
+    result = sensor(task_id).execute(context())
+    assert result["status"] == "SUCCESS" and result["error"] is None
+    assert result["job_name"] == peon_job_name(task_id, CONFIG)
+    assert result["job_name"] in druid.job_names() and result["pod_name"].startswith(result["job_name"])
+    rows = {
+        key: result["report"][key] for key in ("processed", "processedWithError", "thrownAway", "unparseable")
+    }
+    assert rows == {"processed": 2, "processedWithError": 0, "thrownAway": 0, "unparseable": 0}
+    assert result["duration_ms"] >= 0
 
 
-def sensor(**kwargs: Any) -> DruidK8sTaskSensor:
-    return DruidK8sTaskSensor(
-        task_id="wait", druid_task_id=TASK_ID, namespace=NAMESPACE, poke_interval=0.1, timeout=20, **kwargs
+def test_a_task_waiting_for_locks_has_no_job_yet_and_is_waited_for(druid: Druid) -> None:
+    holder = druid.submit(index_parallel("index_parallel_holder", standinDurationSeconds=1.0))
+    waiter = druid.submit(index_parallel("index_parallel_waiter"))
+    assert druid.status(waiter)["runnerStatusCode"] == "WAITING"
+    assert peon_job_name(waiter, CONFIG) not in druid.job_names()
+    assert sensor(waiter).execute(context())["status"] == "SUCCESS"
+    assert sensor(holder).execute(context())["status"] == "SUCCESS"
+
+
+def test_a_failed_task_fails_the_sensor_with_druids_error_and_the_pods_reason(druid: Druid) -> None:
+    task_id = druid.submit(index_parallel("index_parallel_failing", standinOutcome="FAILED"))
+    ctx = context()
+    with pytest.raises(JobFailed) as raised:
+        sensor(task_id).execute(ctx)
+    message = str(raised.value)
+    assert "ended FAILED" in message and "Stand-in peon failed on purpose" in message
+    assert "exited with code 1" in message and "any_end=True" in message
+    summary = ctx["ti"].xcom["return_value"]
+    assert summary["status"] == "FAILED" and "exited with code 1" in summary["error"]
+
+
+def test_any_end_accepts_a_failed_task_with_the_outcome_in_the_summary(druid: Druid) -> None:
+    task_id = druid.submit(index_parallel("index_parallel_failing", standinOutcome="FAILED"))
+    result = sensor(task_id, any_end=True).execute(context())
+    assert result["status"] == "FAILED" and "Stand-in peon failed on purpose" in result["error"]
+
+
+def test_the_overlord_deleting_the_job_at_completion_does_not_hide_the_outcome(
+    druid_deleting_jobs: Druid,
+) -> None:
+    task_id = druid_deleting_jobs.submit(index_parallel("index_parallel_no_debug_jobs"))
+    result = sensor(task_id).execute(context())
+    assert result["status"] == "SUCCESS" and result["pod_name"] is None
+    assert result["report"]["processed"] == 2
+
+
+def test_an_id_the_overlord_does_not_know_fails_at_once_naming_the_id_and_connection(druid: Druid) -> None:
+    with pytest.raises(DruidK8sTaskError) as raised:
+        sensor("index_parallel_never_submitted", timeout=3600).execute(context())
+    assert "index_parallel_never_submitted" in str(raised.value)
+    assert "'druid_ingest_default'" in str(raised.value)
+
+
+def test_without_an_overlord_connection_the_error_names_druid_ingest_conn_id(
+    druid: Druid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT")
+    with pytest.raises(DruidK8sConfigError) as raised:
+        sensor("index_parallel_any").execute(context())
+    assert raised.value.field == "druid_ingest_conn_id" and "druid_ingest_default" in str(raised.value)
+
+
+def test_reschedule_mode_frees_the_worker_while_the_task_is_active(druid: Druid) -> None:
+    task_id = druid.submit(index_parallel("index_parallel_long", standinDurationSeconds=5.0))
+    with pytest.raises(AirflowRescheduleException):
+        sensor(task_id, mode="reschedule", poke_interval=30).execute(context())
+
+
+def test_deferrable_mode_resumes_with_the_outcome_once_the_overlord_reports_it(druid: Druid) -> None:
+    task_id = druid.submit(index_parallel("index_parallel_deferred"))
+    result = run_deferred(sensor(task_id, deferrable=True), context())
+    assert result["status"] == "SUCCESS" and result["report"]["processed"] == 2
+    assert result["pod_name"].startswith(peon_job_name(task_id, CONFIG))
+
+
+def test_deferrable_mode_fails_with_druids_error_and_the_pods_reason(druid: Druid) -> None:
+    task_id = druid.submit(index_parallel("index_parallel_deferred_failing", standinOutcome="FAILED"))
+    with pytest.raises(JobFailed) as raised:
+        run_deferred(sensor(task_id, deferrable=True), context())
+    assert "Stand-in peon failed on purpose" in str(raised.value) and "exited with code 1" in str(
+        raised.value
     )
 
 
-def test_poke_mode_waits_until_the_job_succeeds_and_reports_its_outcome(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
-) -> None:
-    job = scripted(job_name(TASK_ID), TASK_ID)
-    job.running()
-    threading.Timer(0.5, job.exits, args=(0,)).start()
-    result = sensor().execute(context())
-    assert result["status"] == "SUCCESS" and result["error"] is None
-    assert result["job_name"] == job.name and result["pod_name"] == job.pod
+def test_deferred_sensors_of_a_process_share_one_batched_status_request_per_round(druid: Druid) -> None:
+    """Five sensors waiting in one triggerer: the Overlord sees batched status rounds, never a request per
+    sensor per interval."""
+    task_ids = [
+        druid.submit(index_parallel(f"index_parallel_many_{day}", f"2026-03-0{day}/2026-03-0{day + 1}"))
+        for day in range(1, 6)
+    ]
+    triggers = []
+    for task_id in task_ids:
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor(task_id, deferrable=True, poke_interval=1).execute(context())
+        triggers.append(deferred.value.trigger)
+    druid.overlord.requests.clear()
+
+    async def wait_all() -> tuple[list[Any], int]:
+        events = await asyncio.gather(*(anext(trigger.run()) for trigger in triggers))
+        return list(events), OverlordBoard.shared("druid_ingest_default").status_rounds
+
+    events, board_rounds = asyncio.run(wait_all())
+    assert [event.payload["overlord"]["status_code"] for event in events] == ["SUCCESS"] * 5
+    asked = [
+        (request.method, request.path)
+        for request in druid.overlord.requests.requests
+        if request.path != "/druid/indexer/v1/action"  # the peons' lock and publish actions
+    ]
+    assert set(asked) == {("POST", "/druid/indexer/v1/taskStatus")}, asked
+    assert len(asked) == board_rounds, "every status request is one shared round for all five sensors"
 
 
-def test_poke_mode_fails_with_the_reason_when_the_job_fails_and_still_pushes_the_summary(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
-) -> None:
-    job = scripted(job_name(TASK_ID), TASK_ID)
-    job.running()
-    threading.Timer(0.5, job.exits, args=(1,)).start()
-    ctx = context()
-    with pytest.raises(JobFailed) as raised:
-        sensor().execute(ctx)
-    assert "exited with code 1" in str(raised.value) and "any_end=True" in str(raised.value)
-    summary = ctx["ti"].xcom["return_value"]
-    assert summary["status"] == "FAILED" and "exited with code 1" in summary["error"]
-    assert summary["pod_name"] == job.pod
+def test_request_budget_one_status_per_poke_then_the_report_and_one_look_at_the_job(druid: Druid) -> None:
+    """While the task runs a poke costs one Overlord request and nothing in Kubernetes; the end costs the
+    report and, in Kubernetes, the Job and its pod."""
+    running = druid.submit(index_parallel("index_parallel_budget_running", standinDurationSeconds=1.0))
+    druid.wait_for(running, "RUNNING")
+    druid.overlord.requests.clear()
+    sensor(running, poke_interval=0.2).execute(context())
+    asked = Counter(druid.client_requests())
+    pokes = asked[("GET", f"/druid/indexer/v1/task/{running}/status")]
+    assert pokes >= 2, "the sensor should have poked the running task more than once"
+    assert asked == {
+        ("GET", f"/druid/indexer/v1/task/{running}/status"): pokes,
+        ("GET", f"/druid/indexer/v1/task/{running}/reports"): 1,
+    }
+
+    done = druid.submit(index_parallel("index_parallel_budget_done", "2026-04-01/2026-04-02"))
+    druid.wait_for(done, "SUCCESS")
+    druid.overlord.requests.clear()
+    druid.kube.metrics.reset()
+    sensor(done).execute(context())
+    assert Counter(druid.client_requests()) == {
+        ("GET", f"/druid/indexer/v1/task/{done}/status"): 1,
+        ("GET", f"/druid/indexer/v1/task/{done}/reports"): 1,
+    }
+    kubernetes = Counter(f"{record.verb} {record.resource}" for record in druid.kube.metrics.records())
+    assert kubernetes == {"get jobs": 1, "list pods": 1}
 
 
-@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferred"])
-def test_a_job_stopped_at_its_deadline_fails_the_sensor_saying_so(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob], deferrable: bool
-) -> None:
-    job = scripted(job_name(TASK_ID), TASK_ID)
-    job.running()
-    with pytest.raises(JobFailed) as raised:
-        if deferrable:
-            run_deferred(sensor(deferrable=True), context(), lambda: deadline_exceeded(job))
-        else:
-            threading.Timer(0.3, deadline_exceeded, args=(job,)).start()
-            sensor().execute(context())
-    assert "DeadlineExceeded" in str(raised.value) and "maxTaskDuration" in str(raised.value)
-
-
-@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferred"])
-def test_any_end_lets_a_failed_job_end_the_wait_with_the_outcome_in_xcom(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob], deferrable: bool
-) -> None:
-    job = scripted(job_name(TASK_ID), TASK_ID)
-    job.running()
-    if deferrable:
-        waiting = sensor(deferrable=True, any_end=True)
-        result = run_deferred(waiting, context(), lambda: deadline_exceeded(job))
-    else:
-        threading.Timer(0.3, deadline_exceeded, args=(job,)).start()
-        result = sensor(any_end=True).execute(context())
-    assert result["status"] == "FAILED" and "DeadlineExceeded" in result["error"]
-
-
-@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferred"])
-def test_a_job_deleted_while_running_is_reported_as_disappeared(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob], deferrable: bool
-) -> None:
-    job = scripted(job_name(TASK_ID), TASK_ID)
-    job.running()
-
-    def delete() -> None:
-        api.store.delete("jobs", NAMESPACE, job.name)
-
-    with pytest.raises(JobFailed) as raised:
-        if deferrable:
-            run_deferred(sensor(deferrable=True), context(), delete)
-        else:
-            threading.Timer(0.3, delete).start()
-            sensor().execute(context())
-    assert "disappeared before it finished" in str(raised.value)
-    assert "no Job exists" not in str(raised.value)
-
-
-def test_reschedule_mode_knows_a_missing_job_was_running_at_an_earlier_poke(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
-) -> None:
-    """A rescheduled sensor starts afresh: that an earlier poke of this try rescheduled means the Job ran."""
-    scripted(job_name(TASK_ID), TASK_ID).running()
-    with pytest.raises(AirflowRescheduleException):
-        sensor(mode="reschedule").execute(context())
-    api.store.delete("jobs", NAMESPACE, job_name(TASK_ID))
-    later = context()
-    later["ti"].get_first_reschedule_date = lambda _context: datetime.now(UTC)
-    with pytest.raises(JobFailed, match="disappeared before it finished"):
-        sensor(mode="reschedule").execute(later)
-
-
-def test_reschedule_mode_frees_the_worker_while_the_job_runs(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
-) -> None:
-    scripted(job_name(TASK_ID), TASK_ID).running()
-    with pytest.raises(AirflowRescheduleException):
-        sensor(mode="reschedule").execute(context())
-
-
-def test_deferrable_mode_resumes_when_the_job_finishes(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
-) -> None:
-    job = scripted(job_name(TASK_ID), TASK_ID)
-    job.running()
-    result = run_deferred(sensor(deferrable=True), context(), lambda: job.exits(0))
-    assert result["status"] == "SUCCESS"
-
-
-def test_a_task_without_a_job_fails_at_once_with_a_clear_message(api: KubeEmulator) -> None:
-    started = time.monotonic()
+def test_a_deferred_wait_for_a_task_the_overlord_lost_ends_with_an_error_naming_it(druid: Druid) -> None:
+    """A task id the Overlord does not know while the sensor waits in the triggerer (it lost the task, e.g. a
+    reset metadata store; here it never had it): the wait ends with an error naming the task and the
+    connection instead of lasting until the sensor's timeout."""
+    waiting = sensor("index_parallel_lost", deferrable=True)
+    trigger = DruidTaskStatusTrigger(
+        druid_task_id="index_parallel_lost",
+        druid_ingest_conn_id="druid_ingest_default",
+        kubernetes_conn_id="kubernetes_default",
+        namespace=NAMESPACE,
+        job_name=peon_job_name("index_parallel_lost", CONFIG),
+        status_interval=0.05,
+    )
+    event = asyncio.run(anext(trigger.run()))
+    assert event.payload["status"] == "error"
     with pytest.raises(DruidK8sTaskError) as raised:
-        sensor().execute(context())
-    assert time.monotonic() - started < 5
-    assert "no Job exists for this Druid task" in str(raised.value)
-    assert TASK_ID in str(raised.value) and NAMESPACE in str(raised.value)
+        waiting.execute_complete(context(), event.payload)
+    assert "index_parallel_lost" in str(raised.value) and "'druid_ingest_default'" in str(raised.value)
+    assert "does not know the task" in str(raised.value)
 
 
-def test_a_job_of_another_task_with_the_same_name_is_not_waited_for(
-    api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob]
-) -> None:
-    scripted(job_name(TASK_ID), "some-other-task")
-    with pytest.raises(DruidK8sTaskError, match="belongs to task 'some-other-task'"):
-        sensor().execute(context())
+def test_the_trigger_rebuilds_itself_from_its_serialized_kwargs() -> None:
+    trigger = DruidTaskStatusTrigger(
+        druid_task_id="t",
+        druid_ingest_conn_id="druid_ingest_default",
+        kubernetes_conn_id="kubernetes_default",
+        namespace=NAMESPACE,
+        job_name="j",
+        status_interval=5.0,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "druid_k8s_provider.triggers.task_status.DruidTaskStatusTrigger"
+    assert DruidTaskStatusTrigger(**kwargs).serialize() == (classpath, kwargs)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.reaper import Verdict, reap, select_jobs_to_reap
+# Imported before any test: importing the Kubernetes hook sets Airflow's logging up, which would drop the
+# caplog handler of whichever test first imported it (the sweep's preflight imports it).
+import druid_k8s_provider.hooks.druid_k8s  # noqa: F401
+from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError
+from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
+from druid_k8s_provider.reaper import Verdict, keep_active_tasks, reap, select_jobs_to_reap
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 TWO_DAYS = dt.timedelta(days=2)
@@ -186,6 +190,29 @@ def test_property_never_deletes_running_young_or_unlabelled_jobs(
         assert age > dt.timedelta(seconds=delay_seconds)
 
 
+class FakeOverlord:
+    """Answers batched status requests from ``states`` (task id → statusCode) and records each request."""
+
+    def __init__(self, states: dict[str, str] | None = None, down: bool = False) -> None:
+        self.states = states or {}
+        self.down = down
+        self.requests: list[list[str]] = []
+
+    def task_statuses(self, task_ids: Sequence[str]) -> dict[str, OverlordTaskStatus]:
+        self.requests.append(list(task_ids))
+        if self.down:
+            raise OverlordApiError(
+                "POST /druid/indexer/v1/taskStatus failed: HTTP 503",
+                conn_id="druid_ingest_default",
+                path="/druid/indexer/v1/taskStatus",
+            )
+        return {
+            task_id: OverlordTaskStatus(task_id, self.states[task_id])
+            for task_id in task_ids
+            if task_id in self.states
+        }
+
+
 class FakeHook:
     """Lists Jobs in pages like the hook and remembers deletes; ``vanished`` Jobs are already gone."""
 
@@ -230,7 +257,7 @@ def test_reap_deletes_by_plan_counts_everything_and_tolerates_vanished_jobs(
         vanished=frozenset({"gone"}),
     )
     with caplog.at_level(logging.INFO, logger="druid_k8s_provider.reaper"):
-        summary = reap(hook, "druid", TWO_DAYS, page_size=2, now=NOW)
+        summary = reap(hook, "druid", TWO_DAYS, page_size=2, now=NOW, overlord=FakeOverlord())
     assert hook.deleted == ["old-1", "old-2"]
     assert hook.pages_served == 3
     assert summary == {
@@ -244,6 +271,8 @@ def test_reap_deletes_by_plan_counts_everything_and_tolerates_vanished_jobs(
         "kept_unlabelled": 0,
         "kept_being_deleted": 0,
         "kept_no_finish_time": 0,
+        "kept_task_active": 0,
+        "kept_overlord_unreachable": 0,
     }
     assert "Deleted Job old-1 (task.id=index_parallel_old-1): Complete 3d ago" in caplog.text
     assert "Keeping Job running (task.id=index_parallel_running): still running" in caplog.text
@@ -274,12 +303,70 @@ def test_reap_pulls_one_page_at_a_time() -> None:
 
     old = dt.timedelta(days=3)
     hook = RecordingHook([job(f"j{i}", finished="Complete", finished_ago=old) for i in range(4)])
-    reap(hook, "druid", TWO_DAYS, page_size=2, now=NOW)
+    reap(hook, "druid", TWO_DAYS, page_size=2, now=NOW, overlord=FakeOverlord())
     assert events == ["page 0", "delete j0", "delete j1", "page 1", "delete j2", "delete j3"]
 
 
 def test_reap_refuses_a_zero_page_size_before_listing() -> None:
     hook = FakeHook([job("old", finished="Complete", finished_ago=dt.timedelta(days=3))])
     with pytest.raises(DruidK8sConfigError, match="page_size"):
-        reap(hook, "druid", TWO_DAYS, page_size=0, now=NOW)
+        reap(hook, "druid", TWO_DAYS, page_size=0, now=NOW, overlord=FakeOverlord())
     assert hook.pages_served == 0
+
+
+OLD = dt.timedelta(days=3)
+
+
+def test_a_job_whose_task_is_active_in_the_overlord_is_kept_saying_why() -> None:
+    plan = select_jobs_to_reap(
+        [
+            job("active", finished="Failed", finished_ago=OLD),
+            job("done", finished="Complete", finished_ago=OLD),
+        ],
+        NOW,
+        TWO_DAYS,
+    )
+    statuses = {
+        "index_parallel_active": OverlordTaskStatus("index_parallel_active", "RUNNING"),
+        "index_parallel_done": OverlordTaskStatus("index_parallel_done", "SUCCESS"),
+    }
+    kept = keep_active_tasks(plan, statuses)
+    assert [d.name for d in kept.to_delete] == ["done"]
+    [active] = kept.to_keep
+    assert active.verdict is Verdict.KEEP_TASK_ACTIVE
+    assert active.explanation.startswith("its task is still RUNNING in the Overlord (Failed 3d ago")
+
+
+def test_a_task_the_overlord_does_not_know_does_not_keep_its_finished_job() -> None:
+    plan = select_jobs_to_reap([job("orphan", finished="Complete", finished_ago=OLD)], NOW, TWO_DAYS)
+    assert [d.name for d in keep_active_tasks(plan, {}).to_delete] == ["orphan"]
+
+
+def test_reap_asks_the_overlord_once_per_page_and_only_about_deletion_candidates() -> None:
+    hook = FakeHook(
+        [
+            job("a", finished="Complete", finished_ago=OLD),
+            job("b", finished="Complete", finished_ago=OLD),
+            job("running-1"),
+            job("running-2"),
+            job("c", finished="Failed", finished_ago=OLD),
+            job("young", finished="Complete", finished_ago=dt.timedelta(minutes=1)),
+        ]
+    )
+    overlord = FakeOverlord({"index_parallel_b": "RUNNING", "index_parallel_a": "SUCCESS"})
+    summary = reap(hook, "druid", TWO_DAYS, page_size=2, now=NOW, overlord=overlord)
+    assert overlord.requests == [["index_parallel_a", "index_parallel_b"], ["index_parallel_c"]]
+    assert hook.deleted == ["a", "c"]
+    assert summary["kept_task_active"] == 1 and summary["deleted"] == 2
+
+
+def test_an_unreachable_overlord_skips_every_deletion_of_the_sweep(caplog: pytest.LogCaptureFixture) -> None:
+    hook = FakeHook([job(f"old-{i}", finished="Complete", finished_ago=OLD) for i in range(4)] + [job("run")])
+    overlord = FakeOverlord(down=True)
+    with caplog.at_level(logging.INFO, logger="druid_k8s_provider.reaper"):
+        summary = reap(hook, "druid", TWO_DAYS, page_size=2, now=NOW, overlord=overlord)
+    assert hook.deleted == []
+    assert len(overlord.requests) == 1, "the sweep must not keep asking a down Overlord page after page"
+    assert summary["kept_overlord_unreachable"] == 4 and summary["kept_running"] == 1
+    assert "Skipping every deletion of this sweep: the Overlord could not be asked" in caplog.text
+    assert "HTTP 503" in caplog.text
