@@ -15,8 +15,11 @@ from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.task import DruidTask
 from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.testing.demo import overlord_pod
-from druid_k8s_provider.testing.standin_peon import register_standin_peon
+from druid_k8s_provider.testing.standin_peon import (
+    LOGS_DIRECTORY_ENV,
+    LOGS_TYPE_ENV,
+    register_standin_peon,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +32,30 @@ def kube() -> Iterator[KubeEmulator]:
         register_standin_peon(emulator)
         emulator.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
         yield emulator
+
+
+def overlord_pod(task_logs_directory: Path) -> dict[str, Any]:
+    """A pod shaped like a Druid Overlord with file task logs, and no Overlord URL: the stand-in peon runs
+    on its own (it takes no locks), as these tests of the Jobs themselves want."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "druid-overlord-0", "namespace": NAMESPACE, "labels": {"component": "overlord"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "druid",
+                    "image": "apache/druid:35.0.0",
+                    "args": ["overlord"],
+                    "env": [
+                        {"name": LOGS_TYPE_ENV, "value": "file"},
+                        {"name": LOGS_DIRECTORY_ENV, "value": str(task_logs_directory)},
+                    ],
+                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+                }
+            ],
+        },
+    }
 
 
 def kill_task(task_id: str, **context: Any) -> DruidTask:
