@@ -32,7 +32,7 @@ from druid_k8s_provider.launch.follow import COMPLETED, FollowSpec, follow_task,
 from druid_k8s_provider.launch.stop import stop_task
 from druid_k8s_provider.launch.suspended import is_suspended
 from druid_k8s_provider.launch.worker import create_suspended, plan_launch, submit
-from druid_k8s_provider.launch_protocol import LAUNCH_MODES, AttemptAction
+from druid_k8s_provider.launch_protocol import AttemptAction
 from druid_k8s_provider.operators.inputs import (
     airflow_identity,
     annotate,
@@ -157,13 +157,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
         self.task_logs_location = task_logs_location
-        if launch_mode is not None and launch_mode not in LAUNCH_MODES:
-            raise DruidK8sConfigError(
-                "launch_mode",
-                f"{launch_mode!r} is not a launch mode",
-                "use 'auto' (chosen from the Overlord's version), 'airflow' (Druid 35.0.0 and later) or "
-                "'overlord' (any Druid with the Kubernetes task runner)",
-            )
+        # Checked when it is resolved (it is templated): choose_launch_mode, before anything is written.
         self.launch_mode = launch_mode
         self.druid_ingest_conn_id = druid_ingest_conn_id
         self.image_pull_grace_seconds = image_pull_grace_seconds
