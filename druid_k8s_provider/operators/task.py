@@ -32,7 +32,7 @@ from druid_k8s_provider.launch.follow import COMPLETED, FollowSpec, follow_task,
 from druid_k8s_provider.launch.stop import stop_task
 from druid_k8s_provider.launch.suspended import is_suspended
 from druid_k8s_provider.launch.worker import create_suspended, plan_launch, submit
-from druid_k8s_provider.launch_protocol import LAUNCH_MODES, AttemptAction
+from druid_k8s_provider.launch_protocol import AttemptAction
 from druid_k8s_provider.operators.inputs import (
     airflow_identity,
     annotate,
@@ -50,14 +50,15 @@ if TYPE_CHECKING:
 
 
 class DruidK8sTaskOperator(DruidTaskOutcome):
-    """Run a Druid task as a Kubernetes Job (MiddleManager-less Druid) and report its outcome.
+    """Run a Druid task through the Overlord as a Kubernetes Job (MiddleManager-less Druid); report it.
 
     Runner settings are layered: the Overlord ``runtime.properties`` file, then the ``[druid_k8s]`` Airflow
     config section, then this operator's arguments (later wins).
 
     :param druid_task: the task JSON as a dict, a JSON string, or a path to a ``.json`` file (templated; a
         relative path is looked up in the DAG folder and ``template_searchpath``). Without an ``id`` the id is
-        derived from the task instance (dag, task, run, map index), so every try maps to the same Job.
+        derived from the task instance (dag, task, run, map index) plus an attempt number, so a try after a
+        crash re-attaches and a try after a failure runs the next attempt.
     :param runner_properties: Druid runner properties (``druid.indexer.runner.*`` names) as a dict or JSON.
     :param runtime_properties_file: an Overlord ``runtime.properties`` file to start from.
     :param overlord_pod_name: the pod whose spec is the peon template (overlord adapters).
@@ -80,7 +81,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
     :param image_pull_grace_seconds: how long ErrImagePull/ImagePullBackOff may last before failing fast.
     :param poll_interval: seconds between fallback polls while waiting (the watch does the real work).
     :param sidecar_grace_seconds: how long the peon pod may run on after its main container ended (a sidecar
-        nothing stops) before the main container's exit code decides and the Job is deleted.
+        nothing stops) before the Job is deleted, so the Overlord completes the task from the peon's status.
     """
 
     template_fields: Sequence[str] = (
@@ -156,13 +157,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
         self.task_logs_location = task_logs_location
-        if launch_mode is not None and launch_mode not in LAUNCH_MODES:
-            raise DruidK8sConfigError(
-                "launch_mode",
-                f"{launch_mode!r} is not a launch mode",
-                "use 'auto' (chosen from the Overlord's version), 'airflow' (Druid 35.0.0 and later) or "
-                "'overlord' (any Druid with the Kubernetes task runner)",
-            )
+        # Checked when it is resolved (it is templated): choose_launch_mode, before anything is written.
         self.launch_mode = launch_mode
         self.druid_ingest_conn_id = druid_ingest_conn_id
         self.image_pull_grace_seconds = image_pull_grace_seconds

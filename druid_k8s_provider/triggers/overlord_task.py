@@ -34,9 +34,13 @@ class DruidOverlordTaskTrigger(BaseTrigger):
     def _say(self, line: str) -> None:
         self.log.info("%s", line)
 
+    def _emit_line(self, line: str) -> None:
+        """A line of the peon's log."""
+        self.log.info("%s", line)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait, then yield exactly one event describing what happened."""
-        event = await follow_task(self.spec, emit_line=self._say, say=self._say)
+        event = await follow_task(self.spec, emit_line=self._emit_line, say=self._say)
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def on_kill(self) -> None:

@@ -2,6 +2,9 @@
 
 An emulator reachable through the ``kubernetes_default`` Airflow connection (as a deployment defines it, with
 the ``AIRFLOW_CONN_`` variable), the runner namespace, and the Overlord pods whose spec the peons inherit.
+With a cluster, a stand-in Overlord (Druid 38) runs beside it, reachable through ``druid_ingest_default``:
+the Overlord pods carry its spec (how peons reach it) with the test's image, and a peon that ends with exit
+code 0 pushes a SUCCESS ``status.json`` to the task logs as a Druid peon does, which the Overlord reads.
 Images get their behaviour before any pod exists, so no container ever starts without one.
 """
 
@@ -10,11 +13,19 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
+from druid_k8s_provider.testing.standin_peon import (
+    LOGS_DIRECTORY_ENV,
+    decode_task_payload,
+    is_peon,
+    task_payload,
+    task_status,
+)
 
 NAMESPACE = "druid"
 OVERLORD = "druid-overlord-0"
@@ -27,23 +38,62 @@ def connected_emulator(
     *,
     images: Mapping[str, Any] | None = None,
     overlords: Mapping[str, str] | None = None,
+    overlord_properties: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Iterator[KubeEmulator]:
     """``KubeEmulator(**options)`` with ``images`` (pattern -> behaviour) registered and ``overlords``
-    (pod name -> image) Running in the runner namespace."""
-    with KubeEmulator(**options) as kube:
+    (pod name -> image) Running in the runner namespace; with a cluster, an Overlord emulator with
+    ``overlord_properties`` (runner properties such as ``debugJobs``) beside it."""
+    with KubeEmulator(**options) as kube, contextlib.ExitStack() as stack:
         connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
         monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
         for pattern, behaviour in (images or {}).items():
-            kube.register_image(pattern, behaviour)
-        kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        for name, image in (overlords or {}).items():
-            kube.store.create(
-                "pods",
-                NAMESPACE,
-                {"metadata": {"name": name}, "spec": {"containers": [{"name": "druid", "image": image}]}},
+            kube.register_image(pattern, reporting_to_the_overlord(behaviour))
+        if not options.get("cluster", True):
+            kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+            yield kube
+            return
+        overlord = stack.enter_context(
+            OverlordEmulator(
+                kube,
+                runner_properties=overlord_properties,
+                start_delay=1.0,
+                pod_lookup_scale=0.01,
+                poll_interval=0.05,
             )
+        )
+        host, port = overlord.url.removeprefix("http://").rsplit(":", 1)
+        druid = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http"}
+        monkeypatch.setenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", json.dumps(druid))
+        for name, image in (overlords or {}).items():
+            if name == OVERLORD:  # the Overlord's own pod: its peons get the test's image
+
+                def use(pod: dict[str, Any], image: str = image) -> None:
+                    pod["spec"]["containers"][0]["image"] = image
+
+                kube.store.mutate("pods", NAMESPACE, OVERLORD, use)
+                continue
+            pod = overlord.overlord_pod()
+            pod["metadata"] = {"name": name}
+            pod["spec"]["containers"][0]["image"] = image
+            kube.store.create("pods", NAMESPACE, pod)
         yield kube
+
+
+def reporting_to_the_overlord(behaviour: Any) -> Any:
+    """A peon behaviour that, once it ended with exit code 0, pushes its task's SUCCESS ``status.json`` to
+    the task-log directory it inherited from the Overlord's pod (the chaos tasks take no locks); other
+    containers and failures are the behaviour's alone (no status: the Overlord says FAILED)."""
+
+    async def peon(ctx: Any) -> int:
+        code = int(await behaviour(ctx))
+        if code == 0 and is_peon(ctx) and ctx.env.get(LOGS_DIRECTORY_ENV):
+            task_id = str(decode_task_payload(task_payload(ctx))["id"])
+            status = json.dumps(task_status(task_id, "SUCCESS", 0, None))
+            (Path(ctx.env[LOGS_DIRECTORY_ENV]) / f"{task_id}.status.json").write_text(status)
+        return code
+
+    return peon
 
 
 def peon_like_job(name: str, task_id: str) -> dict[str, Any]:

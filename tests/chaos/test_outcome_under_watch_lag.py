@@ -4,25 +4,28 @@ The waiter follows Jobs and pods on two separate watch streams. Under load, or w
 reconnecting, the Job's ``Failed`` condition can arrive before the pod's terminated state. The chaos suite
 saw it (two failed tasks reported only "the Job failed (BackoffLimitExceeded)"); here it is made
 deterministic on an API server without controllers: the Job is marked Failed first, the pod's
-``exit code 1`` lands a moment later, as the lagging watch would deliver it. The error must still name the
-peon's exit code, the one fact a person needs to start looking.
+``exit code 1`` lands a moment later, as the lagging watch would deliver it. The outcome the operator
+reports (the Overlord's FAILED "Peon did not report status successfully.", with the pod's reason added)
+must still name the peon's exit code, the one fact a person needs to start looking. The follower the
+operator and the trigger wait with runs here on its own (the Job is not a task of an Overlord).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from emulated_cluster import NAMESPACE, PEON_LABELS, connected_emulator, peon_like_job
 
-from druid_k8s_provider.errors import JobFailed
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook
+from druid_k8s_provider.launch.outcome import overlord_outcome
 from druid_k8s_provider.naming import job_name
-from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.triggers.job import FINISHED, JobFollower
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
@@ -82,22 +85,13 @@ def fail_job(job: dict[str, Any]) -> None:
 def test_the_error_names_the_exit_code_when_the_pod_update_arrives_after_the_job_update(
     api: KubeEmulator,
 ) -> None:
-    operator = DruidK8sTaskOperator(
-        task_id="druid",
-        druid_task={"type": "index_parallel", "id": TASK_ID, "spec": {}},
-        runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
-        overlord_pod_name="unused: the Job already exists and is joined",
-        poll_interval=30.0,
+    events: list[dict[str, Any]] = []
+    follower = JobFollower(
+        job_name=JOB, namespace=NAMESPACE, druid_task_id=TASK_ID, hook=DruidK8sAsyncHook(), poll_interval=30.0
     )
-    ti = SimpleNamespace(dag_id="chaos", task_id="druid", run_id="r", map_index=-1, try_number=1,
-                         xcom_push=lambda key, value: None)  # fmt: skip
-    outcome: dict[str, BaseException] = {}
 
     def run() -> None:
-        try:
-            operator.execute({"ti": ti})
-        except BaseException as error:
-            outcome["error"] = error
+        events.append(asyncio.run(follower.outcome()))
 
     worker = threading.Thread(target=run)
     worker.start()
@@ -114,6 +108,9 @@ def test_the_error_names_the_exit_code_when_the_pod_update_arrives_after_the_job
     set_pod_status(api, {"terminated": terminated}, "Failed")
     worker.join(timeout=30)
     assert not worker.is_alive()
-    error = outcome.get("error")
-    assert isinstance(error, JobFailed), repr(error)
-    assert "exited with code 1" in str(error), f"the failure reason was lost: {error}"
+    [event] = events
+    assert event["status"] == FINISHED
+    druid = {"status_code": "FAILED", "error_msg": "Peon did not report status successfully."}
+    outcome = overlord_outcome(druid, event["job"], event["pod"])
+    assert outcome.error is not None and "Peon did not report status successfully" in outcome.error
+    assert "exited with code 1" in outcome.error, f"the failure reason was lost: {outcome.error}"

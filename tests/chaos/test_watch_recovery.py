@@ -83,7 +83,7 @@ def test_the_shared_watch_reconnects_promptly_after_each_of_repeated_interruptio
         waiting.cancel()
         loop.call_soon_threadsafe(loop.stop)
         triggerer.join(timeout=10)
-        DruidK8sHook(namespace=NAMESPACE).delete_job(deferred.value.trigger.job_name, NAMESPACE)
+        DruidK8sHook(namespace=NAMESPACE).delete_job(deferred.value.trigger.spec.job_name, NAMESPACE)
     slow = [gap for gap in gaps if gap is None or gap > PROMPT_RECONNECT_SECONDS]
     assert len(gaps) == INTERRUPTIONS and not slow, (
         f"seconds to reconnect after each interruption: {gaps}; each should take under "

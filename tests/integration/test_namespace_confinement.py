@@ -3,7 +3,8 @@
 Another team's namespace holds Jobs and pods that look exactly like ours (peon label, finished long ago).
 The operator (in the worker and deferred), the sensor and the reaper run against the runner namespace;
 the emulator's request log must show no request outside it (the Overlord's namespace aside, where only the
-template pod is read), no cluster-wide list or watch, and the other team's objects untouched.
+template pod is read), no cluster-wide list or watch, and the other team's objects untouched. Tasks run
+through a stand-in Overlord (Druid 38) that keeps finished Jobs (``debugJobs``) for the sensor and reaper.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.reaper import reap
 from druid_k8s_provider.sensors.task import DruidK8sTaskSensor
-from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
 from druid_k8s_provider.testing.behaviours import exits
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -60,28 +61,35 @@ def finish_long_ago(job: dict[str, Any]) -> None:
 
 @pytest.fixture
 def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
-    with KubeEmulator() as emulator:
+    with (
+        KubeEmulator() as emulator,
+        OverlordEmulator(
+            emulator,
+            runner_properties={"druid.indexer.runner.debugJobs": "true"},
+            start_delay=1.0,
+            pod_lookup_scale=0.01,
+            poll_interval=0.05,
+        ) as overlord,
+    ):
         connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
         monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        emulator.register_image("peon:ok", exits(0, lines=["peon ran"], after=0.1))
+        host, port = overlord.url.removeprefix("http://").rsplit(":", 1)
+        druid = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http"}
+        monkeypatch.setenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", json.dumps(druid))
         emulator.register_image("peon:fails", exits(1, lines=["peon failed"]))
         emulator.register_image("foreign:*", exits(0, after=30))
-        for namespace in (RUNNER_NAMESPACE, OVERLORD_NAMESPACE, FOREIGN_NAMESPACE):
+        for namespace in (OVERLORD_NAMESPACE, FOREIGN_NAMESPACE):
             emulator.store.create("namespaces", None, {"metadata": {"name": namespace}})
         for namespace, name, image in (
-            (RUNNER_NAMESPACE, "druid-overlord-0", "peon:ok"),
             (RUNNER_NAMESPACE, "druid-overlord-fails", "peon:fails"),
-            (OVERLORD_NAMESPACE, "druid-overlord-0", "peon:ok"),
+            (OVERLORD_NAMESPACE, "druid-overlord-0", None),
             (FOREIGN_NAMESPACE, "druid-overlord-0", "foreign:1"),
         ):
-            emulator.store.create(
-                "pods",
-                namespace,
-                {
-                    "metadata": {"name": name, "labels": {"app": "druid", "component": "overlord"}},
-                    "spec": {"containers": [{"name": "druid", "image": image}]},
-                },
-            )
+            pod = overlord.overlord_pod()  # the Overlord's spec (how its peons reach it), elsewhere
+            pod["metadata"] = {"name": name, "labels": {"app": "druid", "component": "overlord"}}
+            if image is not None:
+                pod["spec"]["containers"][0]["image"] = image
+            emulator.store.create("pods", namespace, pod)
         for name in ("analytics-peon-finished", "analytics-peon-running"):
             emulator.store.create("jobs", FOREIGN_NAMESPACE, peon_like_job(name))
         emulator.store.mutate(
@@ -148,7 +156,7 @@ def test_operator_sensor_and_reaper_stay_in_the_runner_namespace(kube: KubeEmula
                 overlord_pod_name="druid-overlord-fails",
             )
         )
-    kept = run(operator("confined-kept", properties={"druid.indexer.runner.debugJobs": "true"}))
+    kept = run(operator("confined-kept"))
     sensed = DruidK8sTaskSensor(
         task_id="wait",
         druid_task_id="confined-kept",
@@ -158,7 +166,7 @@ def test_operator_sensor_and_reaper_stay_in_the_runner_namespace(kube: KubeEmula
     ).execute(context())
     assert sensed["status"] == "SUCCESS"
     summary = reap(DruidK8sHook(namespace=RUNNER_NAMESPACE), RUNNER_NAMESPACE, dt.timedelta(0))
-    assert summary["deleted"] == 1 and summary["examined"] == 1, summary
+    assert summary["deleted"] == summary["examined"] == 3, summary  # the Overlord's debugJobs kept all three
     assert kube.store.list("jobs", RUNNER_NAMESPACE) == [], kept
 
     seen = requests_by_namespace(kube)
@@ -190,7 +198,7 @@ def test_the_sensor_without_a_namespace_looks_in_the_configured_runner_namespace
     operator puts Jobs; a sensor given no namespace must look there, not in the connection's default."""
     runner = json.dumps({"druid.indexer.runner.namespace": RUNNER_NAMESPACE})
     monkeypatch.setenv("AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES", runner)
-    kept = run(operator("confined-sensed", properties={"druid.indexer.runner.debugJobs": "true"}))
+    kept = run(operator("confined-sensed"))
     kube.metrics.reset()
     sensed = DruidK8sTaskSensor(
         task_id="wait", druid_task_id="confined-sensed", poke_interval=0.1, timeout=20

@@ -1,9 +1,11 @@
-"""``airflow dags test`` of a DAG using the provider, against the emulator: what CI runs for users' DAGs.
+"""``airflow dags test`` of a DAG using the provider, against both emulators (the cluster and a stand-in
+Overlord): what CI runs for users' DAGs.
 
 The DAG (tests/integration/dags/druid_k8s_emulator_dag.py) runs one task in the worker, one deferred (the
 trigger runs inline, as ``dags test`` does) and a sensor on the deferred task's Job. Airflow gets its runner
-settings from the ``[druid_k8s]`` section through environment variables, its connection from
-``AIRFLOW_CONN_KUBERNETES_DEFAULT``, and a fresh SQLite metadata database.
+settings from the ``[druid_k8s]`` section through environment variables, its connections from
+``AIRFLOW_CONN_KUBERNETES_DEFAULT`` and ``AIRFLOW_CONN_DRUID_INGEST_DEFAULT``, and a fresh SQLite metadata
+database. The Overlord keeps finished Jobs (``debugJobs``) for the sensor downstream.
 """
 
 from __future__ import annotations
@@ -41,21 +43,17 @@ async def peon_that_echoes_its_credential(ctx: Any) -> int:
 def test_airflow_dags_test_runs_the_dag_against_the_emulator(
     kube: KubeEmulator, druid: Druid, tmp_path: Path
 ) -> None:
-    druid.start(peon_that_echoes_its_credential)
+    druid.start(peon_that_echoes_its_credential, runner_properties={"druid.indexer.runner.debugJobs": "true"})
+    connections = ("AIRFLOW_CONN_KUBERNETES_DEFAULT", "AIRFLOW_CONN_DRUID_INGEST_DEFAULT")
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("AIRFLOW") or key == "AIRFLOW_CONN_KUBERNETES_DEFAULT"
+        key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW") or key in connections
     }
     env.update(
         {
             "AIRFLOW_HOME": str(tmp_path),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES": json.dumps(
-                # debugJobs keeps the deferred task's Job for the sensor downstream
-                {"druid.indexer.runner.namespace": "druid", "druid.indexer.runner.debugJobs": "true"}
-            ),
+            "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES": json.dumps({"druid.indexer.runner.namespace": "druid"}),
             "AIRFLOW__DRUID_K8S__OVERLORD_POD_SELECTOR": "component=overlord",
         }
     )

@@ -297,3 +297,30 @@ def test_a_peon_killed_for_memory_fails_with_druids_message_and_the_pods_reason(
         run(operator(druid_task=druid_task()), ti)
     assert "Peon did not report status successfully" in str(raised.value)
     assert "OOMKilled" in str(raised.value)
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+def test_a_submission_whose_answer_was_lost_is_reattached_not_repeated(
+    kube: KubeEmulator, start_overlord: Any, monkeypatch: pytest.MonkeyPatch, version: str, mode: str
+) -> None:
+    """The Overlord got the task, but the answer never reached the worker (a retried request, a crash): the
+    submission answers entryAlreadyExists, and the try follows that task instead of failing or submitting
+    another."""
+    from druid_k8s_provider.operators import task as operator_module
+
+    overlord = start_overlord(druid_version=version)
+    plan_launch = operator_module.plan_launch
+
+    def plan_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        plan = plan_launch(*args, **kwargs)
+        lost = httpx.post(f"{overlord.url}/druid/indexer/v1/task", json=plan.task.spec, trust_env=False)
+        lost.raise_for_status()
+        return plan
+
+    monkeypatch.setattr(operator_module, "plan_launch", plan_then_lose_the_answer)
+    with capture_logs() as logs:
+        result = run(operator(druid_task=druid_task()), FakeTaskInstance())
+    assert result["status"] == "SUCCESS"
+    assert any("an earlier try submitted it): re-attaching" in line for line in logged(logs))
+    assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
+    assert kube.metrics.creates("jobs") == 1

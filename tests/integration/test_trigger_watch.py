@@ -17,7 +17,7 @@ import pytest
 
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook
 from druid_k8s_provider.testing import KubeEmulator
-from druid_k8s_provider.triggers import job as job_trigger
+from druid_k8s_provider.triggers import watch as shared_watch_module
 from druid_k8s_provider.triggers.job import (
     FINISHED,
     LAUNCH_FAILED,
@@ -76,7 +76,7 @@ async def test_finished_job_fires_fast_with_every_log_line_once_in_order(
 async def test_waiters_in_one_process_share_one_watch_per_kind(
     api: KubeEmulator, scripted: Callable[[str, str], ScriptedJob], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(job_trigger, "WATCH_KEEP_ALIVE_SECONDS", 0.5)
+    monkeypatch.setattr(shared_watch_module, "WATCH_KEEP_ALIVE_SECONDS", 0.5)
     jobs = [scripted(f"peon-{i}", f"task-{i}") for i in range(20)]
     waits = [asyncio.create_task(follower(job.name, [], stream_logs=False).run()) for job in jobs]
     await until(lambda: api.metrics.open_watches >= 2)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -56,6 +58,8 @@ JOIN_EXISTING_JOB_SINCE = (35, 0, 0)
 POD_LOOKUP_TRIES = 10
 _POD_LOOKUP_BASE_SECONDS = 1.0
 _POD_LOOKUP_MAX_SECONDS = 60.0
+#: How long a request failing with a 429, a 5xx or a dropped connection is retried (an API server outage).
+_API_RETRY_SECONDS = 120.0
 
 #: ``(task id, status code, duration ms, errorMsg)``: the runner's outcome of a task.
 OutcomeCallback = Callable[[str, str, int, str | None], Awaitable[None]]
@@ -145,15 +149,26 @@ class KubernetesRunner:
     def _core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(self._api)
 
-    async def _read(self, call: Awaitable[Any]) -> Any:
-        """The JSON of a raw (``_preload_content=False``) call; ApiException for a non-2xx answer."""
-        response = await call
-        try:
-            if not 200 <= response.status <= 299:
-                raise ApiException(status=response.status, reason=response.reason)
-            return await response.json()
-        finally:
-            response.release()
+    async def _read(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """The JSON of a raw (``_preload_content=False``) call; ApiException for a non-2xx answer. A 429, a
+        5xx or a dropped connection is retried every poll interval for up to :data:`_API_RETRY_SECONDS`,
+        as Druid's Kubernetes client retries with back-off."""
+        deadline = asyncio.get_running_loop().time() + _API_RETRY_SECONDS
+        while True:
+            try:
+                response = await call()
+                try:
+                    if not 200 <= response.status <= 299:
+                        raise ApiException(status=response.status, reason=response.reason)
+                    return await response.json()
+                finally:
+                    response.release()
+            except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+                status = getattr(error, "status", None)
+                transient = not isinstance(error, ApiException) or status == 429 or (status or 0) >= 500
+                if not transient or asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(self._poll_interval)
 
     # ------------------------------------------------------------------ tasks
 
@@ -189,7 +204,7 @@ class KubernetesRunner:
             [naming.PEON_LABEL, *(f"{key}={value}" for key, value in self._restore_labels.items())]
         )
         listed = await self._read(
-            self._batch.list_namespaced_job(
+            lambda: self._batch.list_namespaced_job(
                 self.config.namespace, label_selector=selector, _preload_content=False
             )
         )
@@ -218,7 +233,7 @@ class KubernetesRunner:
     async def delete_finished_jobs_older_than(self, seconds: float, now: float) -> list[str]:
         """Delete labelled Jobs that finished more than ``seconds`` ago (the runner's cleanup thread)."""
         listed = await self._read(
-            self._batch.list_namespaced_job(
+            lambda: self._batch.list_namespaced_job(
                 self.config.namespace, label_selector=naming.PEON_LABEL, _preload_content=False
             )
         )
@@ -267,12 +282,12 @@ class KubernetesRunner:
     async def _launch(self, item: WorkItem) -> None:
         namespace, pod_name = self._overlord_pod
         template = await self._read(
-            self._core.read_namespaced_pod(pod_name, namespace, _preload_content=False)
+            lambda: self._core.read_namespaced_pod(pod_name, namespace, _preload_content=False)
         )
         job = build_job(item.task, template, self.config, druid_version=self._druid_version)
         try:
             await self._read(
-                self._batch.create_namespaced_job(
+                lambda: self._batch.create_namespaced_job(
                     self.config.namespace, cast(Any, job), _preload_content=False
                 )
             )
@@ -297,10 +312,11 @@ class KubernetesRunner:
                     f"{self.config.k8s_job_launch_timeout.total_seconds():g} s (K8sjobLaunchTimeout)"
                 )
             await asyncio.sleep(self._poll_interval)
+            name = str(pod["metadata"]["name"])
             try:
                 pod = await self._read(
-                    self._core.read_namespaced_pod(
-                        pod["metadata"]["name"], self.config.namespace, _preload_content=False
+                    functools.partial(
+                        self._core.read_namespaced_pod, name, self.config.namespace, _preload_content=False
                     )
                 )
             except ApiException as error:
@@ -322,7 +338,7 @@ class KubernetesRunner:
         delays = pod_lookup_delays(self._pod_lookup_scale)
         for attempt in range(POD_LOOKUP_TRIES):
             listed = await self._read(
-                self._core.list_namespaced_pod(
+                lambda: self._core.list_namespaced_pod(
                     self.config.namespace, label_selector=f"job-name={item.job_name}", _preload_content=False
                 )
             )
@@ -336,7 +352,7 @@ class KubernetesRunner:
 
     async def _why_no_pod(self, item: WorkItem) -> str:
         events = await self._read(
-            self._core.list_namespaced_event(
+            lambda: self._core.list_namespaced_event(
                 self.config.namespace,
                 field_selector=f"involvedObject.name={item.job_name}",
                 _preload_content=False,
@@ -349,7 +365,7 @@ class KubernetesRunner:
         while True:
             try:
                 job = await self._read(
-                    self._batch.read_namespaced_job(
+                    lambda: self._batch.read_namespaced_job(
                         item.job_name, self.config.namespace, _preload_content=False
                     )
                 )
@@ -380,7 +396,7 @@ class KubernetesRunner:
     async def _delete_job(self, name: str) -> None:
         with contextlib.suppress(ApiException):
             await self._read(
-                self._batch.delete_namespaced_job(
+                lambda: self._batch.delete_namespaced_job(
                     name, self.config.namespace, propagation_policy="Background", _preload_content=False
                 )
             )
