@@ -6,12 +6,14 @@ resets the connection of one in fifty, every watch stream is cut every second, w
 ``410 Expired``, and the API server itself restarts twice. Forty tasks run in this process (half waiting in
 the worker, half deferred to a shared "triggerer" loop); ten run in worker subprocesses that are SIGKILLed at
 a chosen point (before the create, after it, while waiting, while the log streams) and then retried, as
-Airflow retries a task whose worker died. Afterwards the reaper sweeps the Jobs kept by ``debugJobs``, still
-under the API faults.
+Airflow retries a task whose worker died. Every task goes through a stand-in Overlord (Druid 38: the
+operator creates each Job suspended, submits, releases it), which keeps the finished Jobs (``debugJobs``);
+afterwards the reaper sweeps them, still under the API faults.
 
 Checked for every task: the outcome is the right one (SUCCESS; FAILED for a peon that exits 1; a launch
-failure naming the image pull for a peon whose image never pulls, its Job deleted), exactly one Job was ever
-created for it (the emulator's store events), every line of the peon's log appears exactly once and in
+failure naming the image pull for a peon whose image never pulls, shut down in the Overlord), exactly one
+Job was ever created for it (the emulator's store events: the Overlord's runner joins the operator's
+Job), every line of the peon's log appears exactly once and in
 order in the log of the try that finished, and nothing is left in the namespace after the reaper.
 Faults are seeded, so a failing run replays the same faults.
 """
@@ -75,7 +77,6 @@ class ChaosTask:
     index: int
     kind: str  # "ok", "fail" (the peon exits 1) or "unpullable" (its image never pulls)
     deferrable: bool
-    debug_jobs: bool
     kill_at: str | None = None
 
     @property
@@ -91,7 +92,6 @@ class ChaosTask:
             "druid.indexer.runner.namespace": NAMESPACE,
             "druid.indexer.runner.K8sjobLaunchTimeout": "PT90S",
             "druid.indexer.runner.maxTaskDuration": "PT5M",
-            "druid.indexer.runner.debugJobs": str(self.debug_jobs).lower(),
         }
         return {
             "druid_task": {"type": "index_parallel", "id": self.druid_id, "spec": {}},
@@ -115,15 +115,14 @@ class TaskResult:
 
 
 def plan() -> list[ChaosTask]:
-    """50 tasks: one in five fails, one in ten cannot pull its image, one in seven keeps its Job
-    (debugJobs), half defer, ten of those that run get killed."""
+    """50 tasks: one in five fails, one in ten cannot pull its image, half defer, ten of those that run get
+    killed."""
     rng = random.Random(SEED)
     tasks = [
         ChaosTask(
             index,
             kind="fail" if index % 5 == 3 else "unpullable" if index % 10 == 9 else "ok",
             deferrable=index % 2 == 1,
-            debug_jobs=index % 7 == 2,
         )
         for index in range(TASKS)
     ]
@@ -201,7 +200,7 @@ class Triggerer:
     def run_trigger(self, deferred: TaskDeferred) -> dict[str, Any]:
         """Rebuild the trigger from its serialized form and wait for its event."""
         classpath, kwargs = deferred.trigger.serialize()
-        assert classpath.endswith(".DruidK8sJobTrigger")
+        assert classpath.endswith(".DruidOverlordTaskTrigger")
         trigger = type(deferred.trigger)(**kwargs)
 
         async def first_event() -> dict[str, Any]:
@@ -283,7 +282,12 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
     images = {"chaos-peon:*": chaos_peon, "chaos-unpullable:*": image_pull_fails()}
     overlords = {OVERLORD: "chaos-peon:1", UNPULLABLE_OVERLORD: "chaos-unpullable:1"}
     with connected_emulator(
-        monkeypatch, images=images, overlords=overlords, fault_seed=SEED, bookmark_interval=1.0
+        monkeypatch,
+        images=images,
+        overlords=overlords,
+        overlord_properties={"druid.indexer.runner.debugJobs": "true"},
+        fault_seed=SEED,
+        bookmark_interval=1.0,
     ) as emulator:
         yield emulator
 

@@ -11,9 +11,9 @@ and on deferral what Airflow stores for the triggerer) to ``report_file``.
 
 At each lifecycle point it writes ``PHASE <spec path> <name>`` to stdout; at the point named by
 ``freeze_at`` it stops and waits for the parent to kill it, so a SIGKILL lands exactly there:
-``before_create``, ``after_create``, ``waiting`` (the wait began; not frozen, the parent kills it a moment
-later while the peon runs), ``reading_logs`` (after the ``freeze_after_lines``-th peon log line) and
-``after_delete`` (the operator deleted the finished Job and has not returned yet).
+``before_create``, ``after_create`` (the Job is created, suspended, and the task not yet submitted),
+``waiting`` (the wait began; not frozen, the parent kills it a moment later while the peon runs) and
+``reading_logs`` (after the ``freeze_after_lines``-th peon log line).
 
 Usage: ``python worker.py SPEC.json`` runs one try. ``python worker.py --serve`` is a fork server: it imports
 Airflow and the provider once, then for every spec path read from stdin forks a worker process for that try
@@ -63,8 +63,8 @@ def import_airflow_and_the_provider() -> None:
 def run_try(spec_path: str) -> int:
     """One try of the task described by the spec file; the report is written even when the task fails.
 
-    The lifecycle points are found by wrapping the hook's create and delete and the waiter's ``run`` in this
-    process only: the operator under test is the real one.
+    The lifecycle points are found by wrapping the hook's create and the waiter's ``run`` in this process
+    only: the operator under test is the real one.
     """
     spec = json.loads(Path(spec_path).read_text())
     freeze_at = spec.get("freeze_at")
@@ -90,13 +90,6 @@ def run_try(spec_path: str) -> int:
         phase(spec_path, "after_create", freeze_at)
         return result
 
-    delete_job = DruidK8sHook.delete_job
-
-    def instrumented_delete(self: DruidK8sHook, *args: Any, **kwargs: Any) -> bool:
-        deleted = delete_job(self, *args, **kwargs)
-        phase(spec_path, "after_delete", freeze_at)
-        return deleted
-
     follow = JobFollower.run
 
     async def instrumented_run(self: JobFollower) -> dict[str, Any]:
@@ -115,7 +108,6 @@ def run_try(spec_path: str) -> int:
         return await follow(self)
 
     DruidK8sHook.create_or_join_job = instrumented_create  # type: ignore[method-assign]
-    DruidK8sHook.delete_job = instrumented_delete  # type: ignore[method-assign]
     JobFollower.run = instrumented_run  # type: ignore[method-assign]
 
     pushed: dict[str, Any] = {}

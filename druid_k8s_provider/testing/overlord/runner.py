@@ -60,6 +60,7 @@ _POD_LOOKUP_BASE_SECONDS = 1.0
 _POD_LOOKUP_MAX_SECONDS = 60.0
 #: How long a request failing with a 429, a 5xx or a dropped connection is retried (an API server outage).
 _API_RETRY_SECONDS = 120.0
+_LOG_PUSH_TRIES = 20
 
 #: ``(task id, status code, duration ms, errorMsg)``: the runner's outcome of a task.
 OutcomeCallback = Callable[[str, str, int, str | None], Awaitable[None]]
@@ -226,7 +227,7 @@ class KubernetesRunner:
             text = await self._core.read_namespaced_pod_log(
                 item.pod_name, self.config.namespace, container=MAIN_CONTAINER_NAME
             )
-        except ApiException:
+        except (ApiException, aiohttp.ClientError, TimeoutError):
             return None
         return str(text)
 
@@ -381,6 +382,11 @@ class KubernetesRunner:
     async def _save_log(self, item: WorkItem) -> None:
         """Push the pod's log to the task-log storage, as the Overlord does at the end of a task."""
         text = await self.live_log(item.task.id)
+        for _ in range(_LOG_PUSH_TRIES):  # a failed read (an API fault) is tried again, as a push is
+            if text is not None:
+                break
+            await asyncio.sleep(self._poll_interval)
+            text = await self.live_log(item.task.id)
         if text is not None:
             self._task_log_dir.mkdir(parents=True, exist_ok=True)
             (self._task_log_dir / f"{item.task.id}.log").write_text(text)
