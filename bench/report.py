@@ -165,6 +165,11 @@ def lifecycle_section(document: dict[str, Any] | None) -> str:
             f"{mode['job_seconds']:g}",
             mode["requests_per_task"],
             ", ".join(f"{kind} {count:g}" for kind, count in mode["requests_per_task_by_kind"].items()),
+            mode.get("overlord_requests_per_task", "none"),
+            ", ".join(
+                f"{kind} {count:g}"
+                for kind, count in (mode.get("overlord_requests_per_task_by_kind") or {}).items()
+            ),
             mode["jobs_left"],
         ]
         for mode in document["modes"]
@@ -180,8 +185,22 @@ def lifecycle_section(document: dict[str, Any] | None) -> str:
     ]
     return (
         "## Lifecycle: requests per task\n\n"
+        "Ours launches each Druid task through the Overlord (an Overlord emulator beside the cluster): its "
+        "Kubernetes requests include those the Overlord's runner makes for the task (it joins, then deletes "
+        "the Job), and its requests to the Overlord's API are counted apart (the peons' own task actions "
+        "left out). The peer runs a plain Job, with no Overlord.\n\n"
         + table(
-            ["operator", "mode", "tasks", "peon (s)", "requests / task", "by kind (per task)", "Jobs left"],
+            [
+                "operator",
+                "mode",
+                "tasks",
+                "peon (s)",
+                "Kubernetes requests / task",
+                "by kind (per task)",
+                "Overlord requests / task",
+                "by kind (per task)",
+                "Jobs left",
+            ],
             rows,
         )
         + (
