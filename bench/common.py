@@ -31,6 +31,8 @@ NAMESPACE = "druid"
 PEON_IMAGE = "apache/druid:33.0.0"
 #: Druid's task API, where the Overlord emulator's request log names every request ours made.
 TASK_API = "/druid/indexer/v1"
+#: User agent of the Overlord emulator's Kubernetes client in the benchmarks (see :func:`overlord_emulator`).
+DRUID_RUNNER_AGENT = "druid-k8s-bench-overlord-runner"
 #: The peons' task actions (locks, segment allocation, publish): Druid's own traffic, not the provider's.
 PEON_ACTIONS_PATH = TASK_API + "/action"
 
@@ -53,6 +55,39 @@ def overlord_connection_env(overlord_url: str, conn_id: str = "druid_ingest_defa
     from druid_k8s_provider.testing.demo import overlord_connection
 
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(overlord_connection(overlord_url))}
+
+
+def overlord_emulator(kube: Any, **kwargs: Any) -> Any:
+    """An ``OverlordEmulator`` beside ``kube`` with the benchmarks' runner properties, whose runner calls the
+    Kubernetes API with the user agent :data:`DRUID_RUNNER_AGENT`, so :func:`druid_runner_requests` can tell
+    the requests Druid makes for a task (its runner creates, reads and deletes the Job) from the provider's.
+    """
+    from druid_k8s_provider.testing import OverlordEmulator
+
+    class TaggedOverlordEmulator(OverlordEmulator):  # type: ignore[misc]
+        def _make_runner(self) -> Any:
+            runner = super()._make_runner()
+            open_client = runner.open
+
+            async def open_tagged() -> None:
+                await open_client()
+                runner._api.user_agent = DRUID_RUNNER_AGENT
+
+            runner.open = open_tagged
+            return runner
+
+    kwargs.setdefault("runner_properties", runner_properties())
+    return TaggedOverlordEmulator(kube, **kwargs)
+
+
+def druid_runner_requests(kube: Any) -> Counter[str]:
+    """The Kubernetes requests the Overlord emulator's runner made since the metrics were reset, by
+    ``"<verb> <resource>"`` (as in the metrics' ``by_verb_resource``)."""
+    return Counter(
+        f"{record.verb} {record.resource}" + (f"/{record.subresource}" if record.subresource else "")
+        for record in kube.metrics.records()
+        if record.user_agent == DRUID_RUNNER_AGENT
+    )
 
 
 def overlord_pod(namespace: str = NAMESPACE) -> dict[str, Any]:

@@ -4,9 +4,10 @@ Each operator's ``execute`` runs against one emulated cluster, for K short tasks
 lines and exits after ``--seconds``), in the two modes users pick. Ours launches every Druid task through
 the Overlord, so its runs have an Overlord emulator beside the cluster (the ``druid_ingest_default``
 connection points at it; the Overlord's default version makes ``launch_mode="auto"`` choose ``airflow``):
-the figures are of the real launch path, the cluster's requests (ours and the Overlord runner's, which
-Druid makes for every task too) and, apart, the requests ours sent to the Overlord (peons' task actions
-left out). The peer runs a plain Job with no Overlord, as before.
+the figures are of the real launch path: the cluster's requests ours made, and apart the requests ours
+sent to the Overlord (peons' task actions left out) and those the Overlord's runner sent to the cluster
+for the task (Druid makes them whoever launches; the emulator polls where Druid watches). The peer runs a
+plain Job with no Overlord, as before.
 
 - non-deferrable: ``execute`` waits in the worker; the K tasks run one after another (a worker process each
   in real life, so nothing is shared between them);
@@ -43,7 +44,9 @@ from bench.common import (
     PEON_IMAGE,
     RESULTS_DIR,
     connection_env,
+    druid_runner_requests,
     overlord_connection_env,
+    overlord_emulator,
     overlord_requests_by_kind,
     overlord_task,
     private_airflow_home,
@@ -172,8 +175,11 @@ def run_mode(
     by_kind = Counter({kind: count for kind, count in snapshot["by_verb_resource"].items()})
     druid: dict[str, Any] = {}
     if side == "ours":
+        runner_kinds = druid_runner_requests(kube)
+        by_kind -= runner_kinds
         overlord_kinds = overlord_requests_by_kind(overlord.requests.requests)
         druid = {
+            "druid_runner_kubernetes_requests_per_task": round(runner_kinds.total() / tasks, 2),
             "overlord_requests_per_task": round(overlord_kinds.total() / tasks, 2),
             "overlord_requests_per_task_by_kind": {
                 kind: round(n / tasks, 2) for kind, n in sorted(overlord_kinds.items())
@@ -185,8 +191,8 @@ def run_mode(
         "tasks": tasks,
         "job_seconds": job_seconds,
         "wall_seconds": round(time.monotonic() - started, 2),
-        "requests_total": snapshot["requests_total"],
-        "requests_per_task": round(snapshot["requests_total"] / tasks, 2),
+        "requests_total": by_kind.total(),
+        "requests_per_task": round(by_kind.total() / tasks, 2),
         "requests_per_task_by_kind": {kind: round(n / tasks, 2) for kind, n in sorted(by_kind.items())},
         "jobs_left": len(kube.store.list("jobs", NAMESPACE)) - jobs_before,
         **druid,
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     private_airflow_home()
     logging.basicConfig(level=logging.WARNING)
-    from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
+    from druid_k8s_provider.testing import KubeEmulator
 
     if args.more_tasks <= args.tasks:
         parser.error("--more-tasks must be larger than --tasks")
@@ -227,11 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
         for side in ("ours", "peer"):
             # The Overlord runs only beside our runs: its runner's own requests stay out of the peer's.
-            druid: AbstractContextManager[Any] = (
-                OverlordEmulator(kube, runner_properties=runner_properties())
-                if side == "ours"
-                else nullcontext()
-            )
+            druid: AbstractContextManager[Any] = overlord_emulator(kube) if side == "ours" else nullcontext()
             with druid as overlord:
                 if overlord is not None:
                     os.environ.update(overlord_connection_env(overlord.url))
@@ -271,7 +273,8 @@ def describe(mode: dict[str, Any]) -> str:
     if "overlord_requests_per_task" in mode:
         line += (
             f"; Overlord {mode['overlord_requests_per_task']} requests/task "
-            f"{mode['overlord_requests_per_task_by_kind']}"
+            f"{mode['overlord_requests_per_task_by_kind']}; Druid's runner "
+            f"{mode['druid_runner_kubernetes_requests_per_task']} Kubernetes requests/task"
         )
     return line
 

@@ -170,6 +170,7 @@ def lifecycle_section(document: dict[str, Any] | None) -> str:
                 f"{kind} {count:g}"
                 for kind, count in (mode.get("overlord_requests_per_task_by_kind") or {}).items()
             ),
+            mode.get("druid_runner_kubernetes_requests_per_task", "none"),
             mode["jobs_left"],
         ]
         for mode in document["modes"]
@@ -185,10 +186,11 @@ def lifecycle_section(document: dict[str, Any] | None) -> str:
     ]
     return (
         "## Lifecycle: requests per task\n\n"
-        "Ours launches each Druid task through the Overlord (an Overlord emulator beside the cluster): its "
-        "Kubernetes requests include those the Overlord's runner makes for the task (it joins, then deletes "
-        "the Job), and its requests to the Overlord's API are counted apart (the peons' own task actions "
-        "left out). The peer runs a plain Job, with no Overlord.\n\n"
+        "Ours launches each Druid task through the Overlord (an Overlord emulator beside the cluster). Its "
+        "Kubernetes requests are its own; counted apart are its requests to the Overlord's API (the peons' "
+        "own task actions left out) and the Kubernetes requests the "
+        "Overlord's runner makes for the task (it joins, reads and deletes the Job, whoever launched it; the "
+        "emulator polls where Druid watches). The peer runs a plain Job, with no Overlord.\n\n"
         + table(
             [
                 "operator",
@@ -199,6 +201,7 @@ def lifecycle_section(document: dict[str, Any] | None) -> str:
                 "by kind (per task)",
                 "Overlord requests / task",
                 "by kind (per task)",
+                "Druid runner's Kubernetes requests / task",
                 "Jobs left",
             ],
             rows,
