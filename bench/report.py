@@ -115,6 +115,7 @@ def triggerer_section(document: dict[str, Any] | None) -> str:
             "ours" if phase["side"] == "ours" else "cncf KubernetesJobTrigger",
             phase["job_seconds"],
             phase["requests_per_task"],
+            phase.get("overlord_requests_per_task", "none"),
             phase["steady_requests_per_second"],
             f"{steady_watches(phase)} / {phase['peak_watches']}",
             phase["cpu_seconds"],
@@ -131,6 +132,7 @@ def triggerer_section(document: dict[str, Any] | None) -> str:
         "side",
         "T (s)",
         "requests / task",
+        "Overlord requests / task",
         "steady requests/s",
         "watches steady / peak",
         "CPU (s)",
@@ -147,6 +149,10 @@ def triggerer_section(document: dict[str, Any] | None) -> str:
     )
     return (
         "## Triggerer: N concurrent tasks\n\n"
+        "Ours follows Druid tasks submitted to an Overlord emulator beside the cluster (its runner creates "
+        "the Jobs): its Kubernetes figures leave out the requests of the Overlord's runner, its requests to "
+        "the Overlord's API are a column of their own, and its latency runs until the Overlord's status says "
+        "the task completed.\n\n"
         + table(header, rows)
         + "\nRequests by kind (whole phase):\n\n"
         + breakdown
