@@ -63,17 +63,19 @@ def overlord_emulator(kube: Any, **kwargs: Any) -> Any:
     the requests Druid makes for a task (its runner creates, reads and deletes the Job) from the provider's.
     """
     from druid_k8s_provider.testing import OverlordEmulator
+    from druid_k8s_provider.testing.overlord.runner import KubernetesRunner
 
-    class TaggedOverlordEmulator(OverlordEmulator):  # type: ignore[misc]
-        def _make_runner(self) -> Any:
+    class TaggedRunner(KubernetesRunner):
+        async def open(self) -> None:
+            await super().open()
+            assert self._api is not None
+            self._api.user_agent = DRUID_RUNNER_AGENT
+
+    class TaggedOverlordEmulator(OverlordEmulator):
+        # The emulator has no option for its client's user agent: its runner is made here, tagged.
+        def _make_runner(self) -> KubernetesRunner:
             runner = super()._make_runner()
-            open_client = runner.open
-
-            async def open_tagged() -> None:
-                await open_client()
-                runner._api.user_agent = DRUID_RUNNER_AGENT
-
-            runner.open = open_tagged
+            runner.__class__ = TaggedRunner
             return runner
 
     kwargs.setdefault("runner_properties", runner_properties())
