@@ -1,7 +1,9 @@
-"""What every benchmark shares: a private Airflow home, the emulator connection, peon Jobs, result files.
+"""What every benchmark shares: a private Airflow home, the emulators' connections, Druid tasks, result files.
 
-Benchmarks talk only to an emulator on 127.0.0.1 and write their figures as JSON under ``bench/results``
-(or ``--results-dir``), one file per benchmark, which ``bench.report`` turns into docs/performance.md.
+Benchmarks talk only to emulators on 127.0.0.1 (the Kubernetes emulator, and for our side the Overlord
+emulator beside it, through which the provider launches every Druid task) and write their figures as JSON
+under ``bench/results`` (or ``--results-dir``), one file per benchmark, which ``bench.report`` turns into
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,12 @@ RESULTS_DIR = REPO / "bench" / "results"
 NAMESPACE = "druid"
 #: Image of the peons the benchmarks start; the emulator gives it a sleeping behaviour.
 PEON_IMAGE = "apache/druid:33.0.0"
+#: Druid's task API, where the Overlord emulator's request log names every request ours made.
+TASK_API = "/druid/indexer/v1"
+#: User agent of the Overlord emulator's Kubernetes client in the benchmarks (see :func:`overlord_emulator`).
+DRUID_RUNNER_AGENT = "druid-k8s-bench-overlord-runner"
+#: The peons' task actions (locks, segment allocation, publish): Druid's own traffic, not the provider's.
+PEON_ACTIONS_PATH = TASK_API + "/action"
 
 
 def private_airflow_home() -> None:
@@ -37,6 +48,48 @@ def connection_env(kubeconfig_path: str, conn_id: str = "kubernetes_default") ->
     """The environment variable that defines the Airflow connection to the emulator."""
     connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": kubeconfig_path}}
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
+
+
+def overlord_connection_env(overlord_url: str, conn_id: str = "druid_ingest_default") -> dict[str, str]:
+    """The environment variable that defines the Airflow connection to the Overlord emulator."""
+    from druid_k8s_provider.testing.demo import overlord_connection
+
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(overlord_connection(overlord_url))}
+
+
+def overlord_emulator(kube: Any, **kwargs: Any) -> Any:
+    """An ``OverlordEmulator`` beside ``kube`` with the benchmarks' runner properties, whose runner calls the
+    Kubernetes API with the user agent :data:`DRUID_RUNNER_AGENT`, so :func:`druid_runner_requests` can tell
+    the requests Druid makes for a task (its runner creates, reads and deletes the Job) from the provider's.
+    """
+    from druid_k8s_provider.testing import OverlordEmulator
+    from druid_k8s_provider.testing.overlord.runner import KubernetesRunner
+
+    class TaggedRunner(KubernetesRunner):
+        async def open(self) -> None:
+            await super().open()
+            assert self._api is not None
+            self._api.user_agent = DRUID_RUNNER_AGENT
+
+    class TaggedOverlordEmulator(OverlordEmulator):
+        # The emulator has no option for its client's user agent: its runner is made here, tagged.
+        def _make_runner(self) -> KubernetesRunner:
+            runner = super()._make_runner()
+            runner.__class__ = TaggedRunner
+            return runner
+
+    kwargs.setdefault("runner_properties", runner_properties())
+    return TaggedOverlordEmulator(kube, **kwargs)
+
+
+def druid_runner_requests(kube: Any) -> Counter[str]:
+    """The Kubernetes requests the Overlord emulator's runner made since the metrics were reset, by
+    ``"<verb> <resource>"`` (as in the metrics' ``by_verb_resource``)."""
+    return Counter(
+        f"{record.verb} {record.resource}" + (f"/{record.subresource}" if record.subresource else "")
+        for record in kube.metrics.records()
+        if record.user_agent == DRUID_RUNNER_AGENT
+    )
 
 
 def overlord_pod(namespace: str = NAMESPACE) -> dict[str, Any]:
@@ -89,6 +142,34 @@ def index_task(number: int) -> dict[str, Any]:
         },
         "context": {"priority": 50},
     }
+
+
+def overlord_task(number: int, seconds: float, task_id: str | None = None) -> dict[str, Any]:
+    """:func:`index_task` as the Overlord emulator runs it: its own day of data (so no two tasks wait for
+    each other's locks), a stand-in peon running ``seconds``, and ``task_id`` or, without it, no id (the
+    operator then derives one per Airflow run and attempt, so runs never collide in the Overlord)."""
+    task = index_task(number)
+    day = date(2026, 1, 1) + timedelta(days=number)
+    task["spec"]["dataSchema"]["granularitySpec"]["intervals"] = [f"{day}/{day + timedelta(days=1)}"]
+    task["context"]["standinDurationSeconds"] = seconds
+    if task_id is None:
+        del task["id"]
+    else:
+        task["id"] = task_id
+    return task
+
+
+def overlord_requests_by_kind(requests: Iterable[Any]) -> Counter[str]:
+    """The provider's requests in an Overlord emulator's request log (``overlord.requests.requests``), as
+    ``"<METHOD> <path>"`` with task ids shown as ``{id}`` and ``?state=`` kept; peon task actions left out."""
+    kinds: Counter[str] = Counter()
+    for request in requests:
+        if request.path == PEON_ACTIONS_PATH:
+            continue
+        path = re.sub(r"^(/druid/indexer/v1/task)/[^/]+", r"\1/{id}", request.path)
+        state = request.query.get("state")
+        kinds[f"{request.method} {path}" + (f"?state={state}" if state else "")] += 1
+    return kinds
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:

@@ -1,7 +1,13 @@
 """End-to-end benchmark: API requests of one task's whole lifecycle, ours vs ``KubernetesJobOperator``.
 
 Each operator's ``execute`` runs against one emulated cluster, for K short tasks (a peon that logs a few
-lines and exits after ``--seconds``), in the two modes users pick:
+lines and exits after ``--seconds``), in the two modes users pick. Ours launches every Druid task through
+the Overlord, so its runs have an Overlord emulator beside the cluster (the ``druid_ingest_default``
+connection points at it; the Overlord's default version makes ``launch_mode="auto"`` choose ``airflow``):
+the figures are of the real launch path: the cluster's requests ours made, and apart the requests ours
+sent to the Overlord (peons' task actions left out) and those the Overlord's runner sent to the cluster
+for the task (Druid makes them whoever launches; the emulator polls where Druid watches). The peer runs a
+plain Job with no Overlord, as before.
 
 - non-deferrable: ``execute`` waits in the worker; the K tasks run one after another (a worker process each
   in real life, so nothing is shared between them);
@@ -28,6 +34,7 @@ import os
 import sys
 import time
 from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,8 +44,11 @@ from bench.common import (
     PEON_IMAGE,
     RESULTS_DIR,
     connection_env,
-    index_task,
-    overlord_pod,
+    druid_runner_requests,
+    overlord_connection_env,
+    overlord_emulator,
+    overlord_requests_by_kind,
+    overlord_task,
     private_airflow_home,
     runner_properties,
     settled_metrics,
@@ -84,13 +94,15 @@ def task_context(task_id: str, run_number: int) -> dict[str, Any]:
     }
 
 
-def our_operator(number: int, deferrable: bool, poll_interval: float) -> Any:
-    del poll_interval  # ours waits on watches; its fallback poll keeps the operator's default
+def our_operator(number: int, deferrable: bool, seconds: float) -> Any:
+    """Ours as documented: the Overlord pod as template, the operator's defaults otherwise (its fallback
+    poll included: it waits on watches); the task id is derived per run, the stand-in peon runs
+    ``seconds``."""
     from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 
     return DruidK8sTaskOperator(
         task_id=f"druid_{number}",
-        druid_task=index_task(number),
+        druid_task=overlord_task(number, seconds),
         runner_properties=runner_properties(),
         overlord_pod_name="druid-overlord-0",
         deferrable=deferrable,
@@ -113,6 +125,7 @@ def peer_operator(number: int, deferrable: bool, poll_interval: float) -> Any:
 
 def run_mode(
     kube: Any,
+    overlord: Any,
     side: str,
     deferrable: bool,
     tasks: int,
@@ -120,15 +133,19 @@ def run_mode(
     run_number: int,
     peer_poll_interval: float,
 ) -> dict[str, Any]:
-    """K tasks of one side in one mode; returns requests per task and their breakdown."""
+    """K tasks of one side in one mode; returns requests per task and their breakdown (``overlord``: the
+    Overlord emulator beside the cluster, ours only)."""
     from airflow.sdk.exceptions import TaskDeferred
 
-    make = our_operator if side == "ours" else peer_operator
-    kube.register_image(PEON_IMAGE, peon_behaviour(job_seconds))
+    if side == "ours":
+        operators = [our_operator(number, deferrable, job_seconds) for number in range(tasks)]
+        overlord.requests.clear()
+    else:
+        kube.register_image(PEON_IMAGE, peon_behaviour(job_seconds))
+        operators = [peer_operator(number, deferrable, peer_poll_interval) for number in range(tasks)]
     kube.metrics.reset()
     jobs_before = len(kube.store.list("jobs", NAMESPACE))
     started = time.monotonic()
-    operators = [make(number, deferrable, peer_poll_interval) for number in range(tasks)]
     contexts = [task_context(op.task_id, run_number) for op in operators]
     if not deferrable:
         for operator, context in zip(operators, contexts, strict=True):
@@ -156,16 +173,29 @@ def run_mode(
             getattr(operator, deferral.method_name)(context, event.payload, **(deferral.kwargs or {}))
     snapshot = settled_metrics(kube)
     by_kind = Counter({kind: count for kind, count in snapshot["by_verb_resource"].items()})
+    druid: dict[str, Any] = {}
+    if side == "ours":
+        runner_kinds = druid_runner_requests(kube)
+        by_kind -= runner_kinds
+        overlord_kinds = overlord_requests_by_kind(overlord.requests.requests)
+        druid = {
+            "druid_runner_kubernetes_requests_per_task": round(runner_kinds.total() / tasks, 2),
+            "overlord_requests_per_task": round(overlord_kinds.total() / tasks, 2),
+            "overlord_requests_per_task_by_kind": {
+                kind: round(n / tasks, 2) for kind, n in sorted(overlord_kinds.items())
+            },
+        }
     return {
         "side": side,
         "mode": "deferrable" if deferrable else "non-deferrable",
         "tasks": tasks,
         "job_seconds": job_seconds,
         "wall_seconds": round(time.monotonic() - started, 2),
-        "requests_total": snapshot["requests_total"],
-        "requests_per_task": round(snapshot["requests_total"] / tasks, 2),
+        "requests_total": by_kind.total(),
+        "requests_per_task": round(by_kind.total() / tasks, 2),
         "requests_per_task_by_kind": {kind: round(n / tasks, 2) for kind, n in sorted(by_kind.items())},
         "jobs_left": len(kube.store.list("jobs", NAMESPACE)) - jobs_before,
+        **druid,
     }
 
 
@@ -196,28 +226,28 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.more_tasks <= args.tasks:
         parser.error("--more-tasks must be larger than --tasks")
-    runs: list[tuple[str, bool, int, float]] = []
-    for side in ("ours", "peer"):
-        runs += [
-            (side, False, args.tasks, args.seconds),
-            (side, True, args.tasks, args.seconds),
-            (side, True, args.more_tasks, args.seconds),
-        ]
-    if args.long_seconds > 0:
-        runs += [(side, True, args.tasks, args.long_seconds) for side in ("ours", "peer")]
     modes = []
+    run_number = 0
     with KubeEmulator(node_cpu="1000", node_memory="100Ti") as kube:
         os.environ.update(connection_env(kube.kubeconfig_path))
         kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        kube.store.create("pods", NAMESPACE, overlord_pod())
-        for run_number, (side, deferrable, tasks, seconds) in enumerate(runs):
-            mode = run_mode(kube, side, deferrable, tasks, seconds, run_number, args.peer_poll_interval)
-            modes.append(mode)
-            print(
-                f"lifecycle {side:>4} {mode['mode']:>14} K={tasks} T={seconds:g}s: "
-                f"{mode['requests_per_task']} requests/task {mode['requests_per_task_by_kind']}",
-                flush=True,
-            )
+        for side in ("ours", "peer"):
+            # The Overlord runs only beside our runs: its runner's own requests stay out of the peer's.
+            druid: AbstractContextManager[Any] = overlord_emulator(kube) if side == "ours" else nullcontext()
+            with druid as overlord:
+                if overlord is not None:
+                    os.environ.update(overlord_connection_env(overlord.url))
+                runs = [(False, args.tasks, args.seconds), (True, args.tasks, args.seconds)]
+                runs += [(True, args.more_tasks, args.seconds)]
+                if args.long_seconds > 0:
+                    runs += [(True, args.tasks, args.long_seconds)]
+                for deferrable, tasks, seconds in runs:
+                    mode = run_mode(
+                        kube, overlord, side, deferrable, tasks, seconds, run_number, args.peer_poll_interval
+                    )
+                    run_number += 1
+                    modes.append(mode)
+                    print(describe(mode), flush=True)
     write_result(
         args.results_dir,
         "lifecycle",
@@ -232,6 +262,21 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     return 0
+
+
+def describe(mode: dict[str, Any]) -> str:
+    """One line of a run's figures."""
+    line = (
+        f"lifecycle {mode['side']:>4} {mode['mode']:>14} K={mode['tasks']} T={mode['job_seconds']:g}s: "
+        f"{mode['requests_per_task']} requests/task {mode['requests_per_task_by_kind']}"
+    )
+    if "overlord_requests_per_task" in mode:
+        line += (
+            f"; Overlord {mode['overlord_requests_per_task']} requests/task "
+            f"{mode['overlord_requests_per_task_by_kind']}; Druid's runner "
+            f"{mode['druid_runner_kubernetes_requests_per_task']} Kubernetes requests/task"
+        )
+    return line
 
 
 def fixed_costs(

@@ -2,11 +2,15 @@
 
 For each N and each side, in a phase of its own (so every request the emulator counts belongs to that side):
 
-1. a fresh emulator (with cluster) runs in this process; a *stand-in triggerer* subprocess starts and
+1. a fresh emulator (with cluster) runs in this process, for our side with an Overlord emulator beside it
+   (ours launches every Druid task through the Overlord); a *stand-in triggerer* subprocess starts and
    imports everything, then waits;
-2. N peon Jobs (``build_job`` output, image behaviour ``sleeps(T)``) are written straight into the store;
+2. N peon Jobs run: ours as N Druid tasks (T seconds of stand-in peon) submitted to the Overlord, whose
+   runner creates their Jobs (``launch_mode="overlord"``; in ``airflow`` mode the trigger first releases
+   the Job it created, then follows it the same way); the peer's are ``build_job`` output with image
+   behaviour ``sleeps(T)``, written straight into the store;
 3. the stand-in triggerer builds N triggers exactly as the operators would defer (ours as
-   ``DruidK8sTaskOperator(deferrable=True)`` builds ``DruidK8sJobTrigger``; the peer as
+   ``DruidK8sTaskOperator(deferrable=True)`` builds ``DruidOverlordTaskTrigger``; the peer as
    ``KubernetesJobOperator(deferrable=True, wait_until_job_complete=True)`` builds ``KubernetesJobTrigger``,
    default settings: 10 s poll, a new API client per poll), round-trips them through ``serialize()`` as the
    triggerer does, and runs them all as tasks of one asyncio loop until each has fired, starting them
@@ -16,7 +20,10 @@ For each N and each side, in a phase of its own (so every request the emulator c
    the trigger event times are compared with.
 
 Figures per phase: API requests per task, requests/s in steady state (all pods running, none finished yet),
-peak open watch streams, CPU seconds and peak RSS of the stand-in triggerer, detection latency p50/p95.
+peak open watch streams, CPU seconds and peak RSS of the stand-in triggerer, detection latency p50/p95 (for
+ours, until the Overlord's status says the task completed, which its runner records after seeing the Job
+finish). Ours' Kubernetes figures leave out the requests of the Overlord's runner (Druid makes them
+whoever launches; counted apart); its requests to the Overlord's API are a figure of their own.
 Run ``python -m bench.triggerer --help``.
 """
 
@@ -34,6 +41,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +53,13 @@ from bench.common import (
     REPO,
     RESULTS_DIR,
     connection_env,
+    druid_runner_requests,
     index_task,
+    overlord_connection_env,
+    overlord_emulator,
     overlord_pod,
+    overlord_requests_by_kind,
+    overlord_task,
     percentile,
     private_airflow_home,
     runner_properties,
@@ -64,6 +78,9 @@ SAMPLE_SECONDS = 0.5
 PER_TRIGGER_BUDGET = 0.5
 #: Seconds after the last pod started before the steady-state window opens (initial lists and polls done).
 SETTLE_SECONDS = 3.0
+#: The Overlord emulator's runner polls each task's Job (Druid's watches it); every 2 s keeps its load on a
+#: small machine bounded at N = 1,000, and adds at most that much to ours' detection latency.
+OVERLORD_POLL_SECONDS = 2.0
 
 
 # ---------------------------------------------------------------------------------------------------- worker
@@ -74,28 +91,26 @@ def build_triggers(side: str, jobs: list[dict[str, Any]], peer_poll_interval: fl
     from airflow.providers.cncf.kubernetes.triggers.job import KubernetesJobTrigger
 
     from druid_k8s_provider.config import RunnerConfig
-    from druid_k8s_provider.launch.follow import COMPLETION_SLACK_SECONDS
-    from druid_k8s_provider.triggers.job import DruidK8sJobTrigger
+    from druid_k8s_provider.launch.follow import FollowSpec
+    from druid_k8s_provider.triggers.overlord_task import DruidOverlordTaskTrigger
 
     config = RunnerConfig.from_properties(runner_properties())
     built: list[Any] = []
     for job in jobs:
         if side == OURS:
-            # DruidK8sTaskOperator.execute: deadlines from the Job's creation, operator defaults otherwise.
-            launch_deadline = job["created"] + config.k8s_job_launch_timeout.total_seconds()
-            trigger: Any = DruidK8sJobTrigger(
+            # DruidK8sTaskOperator.execute for a task the Overlord launches: operator defaults otherwise.
+            spec = FollowSpec(
+                mode="overlord",
+                druid_task_id=job["task_id"],
                 job_name=job["name"],
                 namespace=job["namespace"],
-                druid_task_id=job["task_id"],
+                druid_ingest_conn_id="druid_ingest_default",
                 kubernetes_conn_id="kubernetes_default",
-                launch_deadline=launch_deadline,
-                completion_deadline=launch_deadline
-                + config.max_task_duration.total_seconds()
-                + COMPLETION_SLACK_SECONDS,
-                image_pull_grace_seconds=60.0,
-                poll_interval=60.0,
                 disable_client_proxy=config.disable_client_proxy,
+                launch_timeout_seconds=config.k8s_job_launch_timeout.total_seconds(),
+                max_task_duration_seconds=config.max_task_duration.total_seconds(),
             )
+            trigger: Any = DruidOverlordTaskTrigger(**spec.to_kwargs())
         else:
             # KubernetesJobOperator.execute_deferrable with the operator's defaults.
             trigger = KubernetesJobTrigger(
@@ -128,8 +143,12 @@ async def run_triggers(triggers: list[Any], spread: float) -> dict[str, dict[str
 
     async def run_one(index: int, trigger: Any) -> None:
         await asyncio.sleep(index * spread / len(triggers))
+        job_name = trigger.spec.job_name if hasattr(trigger, "spec") else trigger.job_name
         async for event in trigger.run():
-            fired[trigger.job_name] = {"at": time.time(), "status": event.payload.get("status")}
+            status = str(event.payload.get("status"))
+            if "overlord" in event.payload:  # ours: the Overlord's verdict decides
+                status += f" ({event.payload['overlord']['status_code']})"
+            fired[job_name] = {"at": time.time(), "status": status}
             break
 
     await asyncio.gather(*(run_one(index, trigger) for index, trigger in enumerate(triggers)))
@@ -205,8 +224,11 @@ class Sample:
     rss_bytes: int
 
 
-def sample_until(stop: threading.Event, kube: Any, pid: int, go: float, samples: list[Sample]) -> None:
-    """Append a :class:`Sample` every half second until ``stop`` is set or the process ends."""
+def sample_until(
+    stop: threading.Event, kube: Any, pid: int, go: float, samples: list[Sample], side: str
+) -> None:
+    """Append a :class:`Sample` every half second until ``stop`` is set or the process ends (ours: the
+    Overlord runner's requests left out)."""
     import psutil
 
     try:
@@ -214,10 +236,11 @@ def sample_until(stop: threading.Event, kube: Any, pid: int, go: float, samples:
         while not stop.is_set():
             times = process.cpu_times()
             snapshot = kube.metrics.snapshot()
+            runner = druid_runner_requests(kube).total() if side == OURS else 0
             samples.append(
                 Sample(
                     at=time.time() - go,
-                    requests=int(snapshot["requests_total"]),
+                    requests=int(snapshot["requests_total"]) - runner,
                     open_watches=int(snapshot["open_watches"]),
                     cpu_seconds=times.user + times.system,
                     rss_bytes=process.memory_info().rss,
@@ -270,21 +293,35 @@ def run_phase(side: str, n: int, seconds: float, peer_poll_interval: float) -> d
         assert worker.stdin is not None and worker.stdout is not None
         try:
             config = RunnerConfig.from_properties(runner_properties())
-            manifests = [build_job(index_task(i), overlord_pod(), config) for i in range(n)]
-            with KubeEmulator(node_cpu="100000", node_memory="1000Ti", history_window=50_000) as kube:
-                kube.register_image(PEON_IMAGE, sleeps(seconds))
-                kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+            manifests = (
+                [build_job(index_task(i), overlord_pod(), config) for i in range(n)] if side == PEER else []
+            )
+            with (
+                KubeEmulator(node_cpu="100000", node_memory="1000Ti", history_window=50_000) as kube,
+                beside(kube, side) as overlord,
+            ):
                 kube.store.add_listener(clock.on_change)
-                wait_until_ready(worker.stdout, side)
-                jobs = create_jobs(kube, manifests)
+                environment = connection_env(kube.kubeconfig_path)
+                if overlord is None:
+                    kube.register_image(PEON_IMAGE, sleeps(seconds))
+                    kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
+                    wait_until_ready(worker.stdout, side)
+                    jobs = create_jobs(kube, manifests)
+                else:
+                    environment.update(overlord_connection_env(overlord.url))
+                    wait_until_ready(worker.stdout, side)
+                    jobs = submit_tasks(kube, overlord, n, seconds)
+                    overlord.requests.clear()
                 kube.metrics.reset()
                 go = time.time()
-                order = {"environment": connection_env(kube.kubeconfig_path), "jobs": jobs}
+                order = {"environment": environment, "jobs": jobs}
                 worker.stdin.write(json.dumps(order) + "\n")
                 worker.stdin.flush()
                 samples: list[Sample] = []
                 stop = threading.Event()
-                sampler = threading.Thread(target=sample_until, args=(stop, kube, worker.pid, go, samples))
+                sampler = threading.Thread(
+                    target=sample_until, args=(stop, kube, worker.pid, go, samples, side)
+                )
                 sampler.start()
                 budget = seconds + peer_poll_interval + 120 + n * PER_TRIGGER_BUDGET
                 try:
@@ -304,12 +341,51 @@ def run_phase(side: str, n: int, seconds: float, peer_poll_interval: float) -> d
                     )
                 ended = time.time()
                 snapshot = settled_metrics(kube)
+                if overlord is not None:
+                    snapshot["druid_runner"] = druid_runner_requests(kube)
+                    snapshot["overlord"] = overlord_requests_by_kind(overlord.requests.requests)
         finally:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
         report = json.loads(result_path.read_text())
     return figures(side, n, seconds, peer_poll_interval, go, ended, clock, samples, snapshot, report)
+
+
+def beside(kube: Any, side: str) -> AbstractContextManager[Any]:
+    """Ours: an Overlord emulator beside the cluster (its runner polling every
+    :data:`OVERLORD_POLL_SECONDS`); the peer: nothing."""
+    return overlord_emulator(kube, poll_interval=OVERLORD_POLL_SECONDS) if side == OURS else nullcontext()
+
+
+def submit_tasks(kube: Any, overlord: Any, n: int, seconds: float) -> list[dict[str, Any]]:
+    """Submit N Druid tasks of ``seconds`` to the Overlord, wait for the Jobs its runner creates and their
+    pods; what a trigger needs to know about each (as the operator knew)."""
+    import httpx
+
+    with httpx.Client(base_url=overlord.url, timeout=60, trust_env=False) as http:
+        for number in range(n):
+            task_id = f"index_parallel_bench_{number:05d}"
+            http.post(
+                "/druid/indexer/v1/task", json=overlord_task(number, seconds, task_id)
+            ).raise_for_status()
+    # A Job is noted as soon as its pod exists: a short task may complete, and the Overlord delete its Job,
+    # before the last of the others has its pod.
+    jobs: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 120.0
+    while len(jobs) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(jobs)} of {n} peon Jobs were created with a pod within 120s")
+        time.sleep(0.1)
+        pods = pods_by_job(kube)
+        for job in kube.store.list("jobs", NAMESPACE):
+            name = job["metadata"]["name"]
+            if name in pods:
+                task_id = job["metadata"]["annotations"]["task.id"]
+                jobs.setdefault(
+                    name, {"name": name, "namespace": NAMESPACE, "task_id": task_id, "pod": pods[name]}
+                )
+    return list(jobs.values())
 
 
 def wait_until_ready(stdout: Any, side: str) -> None:
@@ -330,7 +406,6 @@ def create_jobs(kube: Any, manifests: list[dict[str, Any]]) -> list[dict[str, An
                 "name": created["metadata"]["name"],
                 "namespace": NAMESPACE,
                 "task_id": created["metadata"]["annotations"]["task.id"],
-                "created": time.time(),
             }
         )
     pods = wait_for_pods(kube, len(jobs))
@@ -343,15 +418,21 @@ def wait_for_pods(kube: Any, n: int, timeout: float = 120.0) -> dict[str, str]:
     """Job name -> pod name, once the Job controller made a pod for each of the N Jobs."""
     deadline = time.monotonic() + timeout
     while True:
-        pods = {
-            (pod["metadata"].get("labels") or {}).get("job-name"): pod["metadata"]["name"]
-            for pod in kube.store.list("pods", NAMESPACE)
-        }
+        pods = pods_by_job(kube)
         if len(pods) >= n:
-            return {str(job): pod for job, pod in pods.items()}
+            return pods
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(pods)} of {n} peon pods were created within {timeout:.0f}s")
         time.sleep(0.1)
+
+
+def pods_by_job(kube: Any) -> dict[str, str]:
+    """Job name -> pod name of every pod a Job made in the namespace (the Overlord's own pod is none)."""
+    return {
+        str(labels["job-name"]): pod["metadata"]["name"]
+        for pod in kube.store.list("pods", NAMESPACE)
+        if "job-name" in (labels := pod["metadata"].get("labels") or {})
+    }
 
 
 def figures(
@@ -375,7 +456,19 @@ def figures(
     first_finish = min(clock.finished.values(), default=ended) - go
     all_running = max(last_start, peer_poll_interval)  # every pod started and every trigger registered
     window = (all_running + SETTLE_SECONDS, first_finish - SAMPLE_SECONDS)
-    requests = int(snapshot["requests_total"])
+    runner: Counter[str] = snapshot.get("druid_runner", Counter())
+    by_kind = Counter(snapshot["by_verb_resource"]) - runner
+    requests = by_kind.total()
+    overlord: Counter[str] | None = snapshot.get("overlord")
+    druid = (
+        {}
+        if overlord is None
+        else {
+            "overlord_requests_per_task": round(overlord.total() / n, 2),
+            "overlord_requests_by_kind": dict(sorted(overlord.items())),
+            "druid_runner_kubernetes_requests_per_task": round(runner.total() / n, 2),
+        }
+    )
     return {
         "side": side,
         "n": n,
@@ -386,7 +479,8 @@ def figures(
         "wall_seconds": round(ended - go, 2),
         "requests_total": requests,
         "requests_per_task": round(requests / n, 2),
-        "requests_by_kind": snapshot["by_verb_resource"],
+        "requests_by_kind": dict(sorted(by_kind.items())),
+        **druid,
         "steady_window_seconds": [round(window[0], 1), round(window[1], 1)],
         "steady_requests_per_second": _rounded(rate_between(samples, *window, "requests")),
         "steady_cpu_cores": _rounded(rate_between(samples, *window, "cpu_seconds"), 4),
@@ -439,7 +533,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"steady {phase['steady_requests_per_second']} req/s, {phase['peak_watches']} watches, "
                 f"CPU {phase['cpu_seconds']}s (steady {phase['steady_cpu_cores']} cores), "
                 f"RSS {phase['peak_rss_mib']} MiB, latency p50 {phase['latency_p50_seconds']}s "
-                f"p95 {phase['latency_p95_seconds']}s, fired {phase['fired']}/{n} {phase['statuses']}",
+                f"p95 {phase['latency_p95_seconds']}s, fired {phase['fired']}/{n} {phase['statuses']}"
+                + (
+                    f"; Overlord {phase['overlord_requests_per_task']} req/task "
+                    f"{phase['overlord_requests_by_kind']}; Druid's runner "
+                    f"{phase['druid_runner_kubernetes_requests_per_task']} Kubernetes req/task"
+                    if side == OURS
+                    else ""
+                ),
                 flush=True,
             )
     write_result(args.results_dir, "triggerer", {"quick": args.quick, "phases": phases})

@@ -48,6 +48,10 @@ def test_every_benchmark_runs_at_tiny_size_and_the_page_is_written(tmp_path: Pat
     triggerer = json.loads((results / "triggerer.json").read_text())
     assert {(phase["side"], phase["fired"]) for phase in triggerer["phases"]} == {("ours", 2), ("peer", 2)}
     assert all(phase["requests_total"] > 0 for phase in triggerer["phases"])
+    # Ours follows tasks the Overlord ran: its verdict is in the events, its status was asked.
+    ours = next(phase for phase in triggerer["phases"] if phase["side"] == "ours")
+    assert ours["statuses"] == ["finished (SUCCESS)"]
+    assert ours["overlord_requests_per_task"] > 0
     lifecycle = json.loads((results / "lifecycle.json").read_text())
     assert {(mode["side"], mode["mode"]) for mode in lifecycle["modes"]} == {
         ("ours", "non-deferrable"),
@@ -56,6 +60,11 @@ def test_every_benchmark_runs_at_tiny_size_and_the_page_is_written(tmp_path: Pat
         ("peer", "deferrable"),
     }
     assert set(lifecycle["fixed_cost"]) == {"ours", "peer"}
+    # Ours launched each task through the Overlord: submitted there, and its Job gone with the task.
+    for mode in lifecycle["modes"]:
+        if mode["side"] == "ours":
+            assert mode["overlord_requests_per_task_by_kind"]["POST /druid/indexer/v1/task"] == 1
+            assert mode["jobs_left"] == 0
     reaper = json.loads((results / "reaper.json").read_text())
     assert all(
         sweep["deleted"] == sweep["finished_jobs"] and sweep["jobs_left"] == sweep["running_jobs"]
@@ -68,5 +77,6 @@ def test_every_benchmark_runs_at_tiny_size_and_the_page_is_written(tmp_path: Pat
     for heading in ("## Machine", "## Targets", "## Triggerer", "## Lifecycle", "## Reaper", "## build_job"):
         assert heading in text
     assert "Not measured" not in text
+    assert "Overlord requests / task" in text
     assert "](img/bench.png)" in text
     assert image.read_bytes().startswith(b"\x89PNG")
