@@ -12,7 +12,10 @@ load it as Druid's own per-task polling loads the Kubernetes API. One :class:`Ov
 - **Complete** (:meth:`OverlordBoard.wait_complete`): one *status round* = one batched
   ``POST /druid/indexer/v1/taskStatus`` with every id waited on (by either kind of waiter), every
   ``status_interval`` seconds; :meth:`OverlordBoard.check_soon` starts the next one now (a Job finished or
-  vanished: the outcome should not wait a full interval).
+  vanished: the outcome should not wait a full interval), then follows up after 1, 2, 4 ... seconds up to
+  the interval, because the Overlord records the outcome a moment after the Job ends (its runner first sees
+  the Job finish, then reads the peon's ``status.json``). Follow-ups are at least
+  :data:`FOLLOW_UP_SECONDS` apart, so a steady stream of completions costs at most one request a second.
 
 No request is sent while nobody waits. An id the batched status leaves out :data:`UNKNOWN_ROUNDS` rounds in
 a row fails its waits with :class:`OverlordTaskUnknown`. The hook retries 429, 5xx and connection errors;
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 #: Successful batched status rounds in a row that must leave a task id out before its waits fail. A task
 #: is known from its submission on; more than one round rides out an answer from a stale Overlord.
 UNKNOWN_ROUNDS = 3
+#: The shortest pause between status rounds once :meth:`OverlordBoard.check_soon` asked for one, and the
+#: first follow-up after it (seconds).
+FOLLOW_UP_SECONDS = 1.0
 #: Longest pause between rounds while the Overlord keeps failing, in seconds.
 MAX_BACKOFF_SECONDS = 60.0
 #: The task lists whose entries the Overlord's runner holds.
@@ -139,6 +145,8 @@ class OverlordBoard:
         self._complete = _Waiters()
         self._missing: dict[str, int] = {}
         self._soon = asyncio.Event()
+        self._follow_up: float | None = None
+        self._last_status_round = 0.0
         self._status_task: asyncio.Task[None] | None = None
         self._release_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -175,7 +183,10 @@ class OverlordBoard:
         return await self._wait(self._complete, task_id)
 
     def check_soon(self) -> None:
-        """Start the next batched status round now instead of at the end of the interval."""
+        """Start the next batched status round now instead of at the end of the interval, and follow it
+        up after 1, 2, 4 ... seconds (up to the interval): the Overlord may not have recorded the outcome
+        yet."""
+        self._follow_up = FOLLOW_UP_SECONDS
         self._soon.set()
 
     async def _wait(self, waiters: _Waiters, task_id: str) -> OverlordTaskStatus:
@@ -221,6 +232,7 @@ class OverlordBoard:
         outage = _Outage(self.conn_id, f"POST {INDEXER}/taskStatus")
         while self._handed or self._complete:
             ids = sorted({*self._handed.ids(), *self._complete.ids()})
+            self._last_status_round = asyncio.get_running_loop().time()
             statuses = await outage.ask(self._hook.task_statuses(ids), self._fail_everyone)
             if statuses is None:
                 await self._pause(outage.backoff(self.status_interval))
@@ -238,7 +250,16 @@ class OverlordBoard:
                 if not status.active:
                     self._handed.resolve(task_id, status)
                     self._complete.resolve(task_id, status)
-            await self._pause(self.status_interval)
+            await self._pause(self._next_status_pause())
+
+    def _next_status_pause(self) -> float:
+        """The interval, or the next follow-up after :meth:`check_soon` (doubling until the interval)."""
+        follow_up = self._follow_up
+        if follow_up is None or follow_up >= self.status_interval:
+            self._follow_up = None
+            return self.status_interval
+        self._follow_up = follow_up * 2
+        return follow_up
 
     async def _release_rounds(self) -> None:
         outage = _Outage(self.conn_id, f"GET {INDEXER}/tasks?state=pending|running")
@@ -259,11 +280,15 @@ class OverlordBoard:
         return listed
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep until the next status round; :meth:`check_soon` ends the sleep."""
+        """Sleep until the next status round; :meth:`check_soon` ends the sleep, but rounds stay at least
+        :data:`FOLLOW_UP_SECONDS` apart (many Jobs ending together cost one request, not one each)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._soon.wait()
         self._soon.clear()
+        since = asyncio.get_running_loop().time() - self._last_status_round
+        if since < FOLLOW_UP_SECONDS:
+            await asyncio.sleep(FOLLOW_UP_SECONDS - since)
 
     def _fail_everyone(self, error: BaseException) -> None:
         self._handed.fail_all(error)
