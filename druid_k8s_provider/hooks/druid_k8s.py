@@ -174,7 +174,7 @@ class RetryPolicy:
     without one, until it is cancelled.
     """
 
-    attempts: int | None = 6
+    attempts: int | None = 10
     initial_wait: float = 0.2
     max_wait: float = 2.0
     max_retry_after: float = 30.0
