@@ -183,14 +183,21 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
                 "status decides the outcome"
             )
         with DruidOverlordHook(ingest_conn_id) as overlord:
-            plan = plan_launch(
-                overlord,
-                requested_mode=self._requested_mode(),
-                document=document,
-                derived_base_id=self._derived_base_id(context, document),
-                try_number=int(getattr(context["ti"], "try_number", 1) or 1),
-                say=self.log.info,
-            )
+            try:
+                plan = plan_launch(
+                    overlord,
+                    requested_mode=self._requested_mode(),
+                    document=document,
+                    derived_base_id=self._derived_base_id(context, document),
+                    try_number=int(getattr(context["ti"], "try_number", 1) or 1),
+                    say=self.log.info,
+                )
+            except DruidK8sConfigError as refusal:
+                if refusal.field == "task.id" and isinstance(document.get("id"), str):
+                    # The written id's task FAILED in Druid (the try that ran it may have died first):
+                    # show its log here, then refuse to run it again.
+                    self._catch_up_log(overlord, document["id"], 0)
+                raise
             task, action = plan.task, plan.decision.action
             name = peon_job_name(task.id, config, druid_version=plan.druid_version)
             details = {
@@ -203,7 +210,14 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
             }
             if action is AttemptAction.REPORT:
                 assert plan.status is not None
-                event = {"status": COMPLETED, "overlord": status_dict(plan.status), "log_complete": True}
+                # The try that ran it may have died before its log was shown: show it from the Overlord's
+                # task log, so the try that reports the outcome also holds the peon's whole log.
+                event = {
+                    "status": COMPLETED,
+                    "overlord": status_dict(plan.status),
+                    "log_complete": False,
+                    "log_offset": 0,
+                }
                 return self._finish(context, {**details, **event})
             hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
             release_pending = False
