@@ -42,7 +42,7 @@ from airflow.sdk.exceptions import TaskDeferred
 from chaos_workers import ForkServer, wait_for
 from emulated_cluster import NAMESPACE, OVERLORD, connected_emulator
 
-from druid_k8s_provider.errors import JobFailed, JobLaunchTimeout
+from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed, JobLaunchTimeout
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.naming import PEON_LABEL
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
@@ -231,6 +231,8 @@ def run_in_process(task: ChaosTask, triggerer: Triggerer) -> TaskResult:
         return TaskResult("FAILED", str(failure))
     except JobLaunchTimeout as failure:
         return TaskResult("LAUNCH_FAILED", str(failure))
+    except DruidK8sConfigError as refusal:
+        return TaskResult(_refused_status(str(refusal)), str(refusal))
     except Exception as error:
         return TaskResult("ERROR", f"{type(error).__name__}: {error}")
     return TaskResult(str(result["status"]), json.dumps(result))
@@ -267,14 +269,23 @@ def run_in_worker_process(
         report = json.loads((attempt / "report.json").read_text())
         lines = [match.group(0) for match in PEON_LINE.finditer((attempt / "task.log").read_text())]
         if "error" in report:
-            status = {"JobFailed": "FAILED", "JobLaunchTimeout": "LAUNCH_FAILED"}.get(
-                report["error_type"], "ERROR"
-            )
+            status = {
+                "JobFailed": "FAILED",
+                "JobLaunchTimeout": "LAUNCH_FAILED",
+                "DruidK8sConfigError": _refused_status(report["error"]),
+            }.get(report["error_type"], "ERROR")
             return TaskResult(status, report["error"], lines, 2, killed_with)
         return TaskResult(
             report["return_value"]["status"], json.dumps(report["return_value"]), lines, 2, killed_with
         )
     raise AssertionError("unreachable")
+
+
+def _refused_status(message: str) -> str:
+    """A retry of a task whose id is written in the task JSON, after Druid recorded it FAILED (the try that
+    ran it was killed before it saw the end), is refused: Druid never accepts an id twice. The Airflow task
+    fails saying so, which is the task's true outcome; any other refusal is an error."""
+    return "FAILED" if "already has a FAILED task with the id" in message else "ERROR"
 
 
 @pytest.fixture
