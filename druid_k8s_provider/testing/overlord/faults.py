@@ -11,8 +11,8 @@ neither, on every match. What it does to the request:
 - ``reset_connection=True``: the Overlord is unreachable: the connection is closed before the request is
   handled, nothing is done and no answer comes (the client sees a dropped connection). For connections
   refused by the whole Overlord, see ``OverlordEmulator.restart(refuse_connections=True)``.
-- ``latency=N``: the request is handled N seconds late (a slow Overlord); combined with the others, the wait
-  comes first.
+- ``latency=N``: the request is handled N seconds late (a slow Overlord), also when the client gave up
+  waiting meanwhile; combined with the others, the wait comes first.
 - ``lose_answer=True``: the request is handled (a submit stores the task) and the connection is then reset,
   so the answer never arrives: the client must find out what happened (``entryAlreadyExists``).
 
@@ -238,6 +238,8 @@ async def apply_fault(
 ) -> web.StreamResponse:
     """Answer ``request`` as ``decision`` says; ``handle()`` is its normal handling."""
     if decision.latency > 0:
+        # The request arrived whole: a client that gives up meanwhile does not stop its handling.
+        await request.read()
         await asyncio.sleep(decision.latency)
     if decision.reset_connection:
         return _closed(request)
