@@ -13,20 +13,24 @@ watching, and no outcome is lost, whatever fails. While the tasks run:
   dropped, or are slow; a third of the submissions and some reports and shutdowns are handled and their
   answer lost; the Overlord fails over twice (once with its process gone: connections refused), adopting
   the running Jobs.
-- **Workers and triggerer**: forty tasks run in this process (half waiting in the worker, half deferred to a
-  shared triggerer, which restarts once); for each step of the launch (before the create, after it, after
-  the submission, after the release, while waiting, while the log streams) one task waiting in its worker
-  and one deferred have their worker SIGKILLed there, and are retried as Airflow retries a task whose worker
-  died.
+- **Workers and triggerer**: 38 tasks run in this process (half waiting in the worker, half deferred to a
+  shared triggerer, which restarts once while at least ten triggers run in it); for each step of the launch
+  (before the create, after it, after the submission, after the release, while waiting, while the log
+  streams) one task waiting in its worker and one deferred have their worker SIGKILLed there, and are
+  retried as Airflow retries a task whose worker died. A try that fails because an API stayed unavailable
+  through its retries is tried again, as Airflow's ``retries`` would.
 
 The Overlord keeps the finished Jobs (``debugJobs``); afterwards the reaper sweeps them, still under the
 faults. Checked and printed (``CHAOS FIGURES``): Druid tasks submitted (one per task), duplicates (a
-second Druid task for one Airflow task), Jobs created per task (at most one: the Overlord's runner joins
-the operator's Job), wrong outcomes (SUCCESS; FAILED for a peon that exits 1; a launch failure naming the
-image pull for a peon whose image never pulls, shut down in the Overlord), tasks left active in the
-Overlord, Jobs and pods left after the reaper, and peon log lines lost or repeated in the log of the try
-that finished (a trigger restarted with its triggerer shows the lines shown before the restart again:
-counted apart). Faults are seeded, so a failing run replays the same faults.
+second Druid task for one Airflow task: the tasks that succeed have derived, per-attempt ids), Jobs created
+per task (at most one: the Overlord's runner joins the operator's Job), wrong outcomes (SUCCESS; FAILED for a
+peon that exits 1; a launch failure naming the image pull for a peon whose image never pulls, shut down in
+the Overlord), tasks left active in the Overlord, Jobs and pods left after the reaper, and peon log lines
+lost or repeated in the log of the try that reported. Counted apart, as Airflow's trigger model makes them:
+the lines a restarted trigger shows again (a trigger starts from the kwargs of the deferral), and a launch
+failure whose trigger was cancelled right after its shutdown (the next one reports Druid's "Shutdown request
+from user", which then says the shutdown may have been the provider's own). Faults are seeded, so a failing
+run replays the same faults (the timing of threads aside).
 """
 
 from __future__ import annotations
