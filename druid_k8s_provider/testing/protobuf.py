@@ -11,7 +11,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from druid_k8s_provider.testing.store import ResourceType, bad_request
+from druid_k8s_provider.testing.api_errors import bad_request
+from druid_k8s_provider.testing.resources import ResourceType
 
 
 def _protobuf_fields(data: bytes) -> dict[int, list[Any]]:

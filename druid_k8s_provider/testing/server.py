@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from druid_k8s_provider.testing import openapi
+from druid_k8s_provider.testing.api_errors import ApiError
 from druid_k8s_provider.testing.certificates import self_signed_certificate
 from druid_k8s_provider.testing.faults import FaultInjector
 from druid_k8s_provider.testing.logs import LogStore
@@ -38,7 +39,7 @@ from druid_k8s_provider.testing.server_logs import PodLogs
 from druid_k8s_provider.testing.server_objects import ObjectHandlers
 from druid_k8s_provider.testing.server_routing import ResourceRequest, parse_resource_request
 from druid_k8s_provider.testing.server_watch import WatchStreams
-from druid_k8s_provider.testing.store import ApiError, ObjectStore
+from druid_k8s_provider.testing.store import ObjectStore
 
 log = logging.getLogger(__name__)
 

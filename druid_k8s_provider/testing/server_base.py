@@ -8,11 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
+from druid_k8s_provider.testing.api_errors import ApiError, bad_request
 from druid_k8s_provider.testing.faults import FaultInjector
 from druid_k8s_provider.testing.logs import LogStore
 from druid_k8s_provider.testing.metrics import RequestMetrics
 from druid_k8s_provider.testing.rbac import Authorizer
-from druid_k8s_provider.testing.store import ApiError, ObjectStore, bad_request
+from druid_k8s_provider.testing.store import ObjectStore
 
 JSON = "application/json"
 PROTOBUF = "application/vnd.kubernetes.protobuf"

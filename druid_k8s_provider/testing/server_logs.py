@@ -10,10 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from druid_k8s_provider.testing.api_errors import bad_request
 from druid_k8s_provider.testing.logs import LogLine
 from druid_k8s_provider.testing.server_base import HandlerBase, optional_int
 from druid_k8s_provider.testing.server_routing import ResourceRequest
-from druid_k8s_provider.testing.store import bad_request
 from druid_k8s_provider.testing.tables import parse_time
 
 log = logging.getLogger(__name__)

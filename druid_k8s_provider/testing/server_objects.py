@@ -12,9 +12,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from druid_k8s_provider.testing.api_errors import ApiError, bad_request, expired
 from druid_k8s_provider.testing.patch import apply_patch, check_media_type
 from druid_k8s_provider.testing.protobuf import decode_protobuf_object
 from druid_k8s_provider.testing.rbac import User, rules_review
+from druid_k8s_provider.testing.resources import ResourceType, list_key
 from druid_k8s_provider.testing.server_base import (
     PROTOBUF,
     UNKNOWN_FORMAT,
@@ -24,14 +26,7 @@ from druid_k8s_provider.testing.server_base import (
     wants_table,
 )
 from druid_k8s_provider.testing.server_routing import ResourceRequest
-from druid_k8s_provider.testing.store import (
-    ApiError,
-    ObjectStore,
-    ResourceType,
-    bad_request,
-    expired,
-    list_key,
-)
+from druid_k8s_provider.testing.store import ObjectStore
 from druid_k8s_provider.testing.tables import table
 from druid_k8s_provider.testing.validation import prune_unknown_fields
 

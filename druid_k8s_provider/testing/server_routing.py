@@ -8,7 +8,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from druid_k8s_provider.testing.store import RESOURCES, ApiError, ResourceType
+from druid_k8s_provider.testing.api_errors import ApiError
+from druid_k8s_provider.testing.resources import RESOURCES, ResourceType
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from druid_k8s_provider.testing.api_errors import ApiError, bad_request, expired
 from druid_k8s_provider.testing.rbac import User
 from druid_k8s_provider.testing.selectors import (
     FieldSelector,
@@ -23,7 +24,7 @@ from druid_k8s_provider.testing.selectors import (
 )
 from druid_k8s_provider.testing.server_base import JSON, HandlerBase, dumps, optional_int, wants_table
 from druid_k8s_provider.testing.server_routing import ResourceRequest
-from druid_k8s_provider.testing.store import ApiError, WatchEvent, bad_request, expired
+from druid_k8s_provider.testing.store_events import WatchEvent
 from druid_k8s_provider.testing.tables import table
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pendulum
 
-from druid_k8s_provider.testing.store import ResourceType, bad_request
+from druid_k8s_provider.testing.api_errors import bad_request
+from druid_k8s_provider.testing.resources import ResourceType
 
 
 def human_duration(seconds: float) -> str:
