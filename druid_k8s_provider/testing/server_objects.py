@@ -13,6 +13,7 @@ import yaml
 from aiohttp import web
 
 from druid_k8s_provider.testing.api_errors import ApiError, bad_request, expired
+from druid_k8s_provider.testing.field_validation import prune_unknown_fields
 from druid_k8s_provider.testing.patch import apply_patch, check_media_type
 from druid_k8s_provider.testing.protobuf import decode_protobuf_object
 from druid_k8s_provider.testing.rbac import User, rules_review
@@ -28,7 +29,6 @@ from druid_k8s_provider.testing.server_base import (
 from druid_k8s_provider.testing.server_routing import ResourceRequest
 from druid_k8s_provider.testing.store import ObjectStore
 from druid_k8s_provider.testing.tables import table
-from druid_k8s_provider.testing.validation import prune_unknown_fields
 
 
 class ObjectHandlers(HandlerBase):

@@ -35,6 +35,7 @@ from druid_k8s_provider.testing.api_errors import (
     invalid,
     not_found,
 )
+from druid_k8s_provider.testing.defaults import apply_create_defaults
 from druid_k8s_provider.testing.garbage_collector import GarbageCollector
 from druid_k8s_provider.testing.quota import quota_refusal
 from druid_k8s_provider.testing.resources import (
@@ -48,7 +49,6 @@ from druid_k8s_provider.testing.resources import (
 from druid_k8s_provider.testing.store_deletion import StoreDeletion
 from druid_k8s_provider.testing.validation import (
     Cause,
-    apply_create_defaults,
     job_update_causes,
     label_causes,
     metadata_causes,
