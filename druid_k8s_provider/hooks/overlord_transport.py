@@ -20,7 +20,8 @@ import httpx
 import tenacity
 
 from druid_k8s_provider.errors import OverlordApiError
-from druid_k8s_provider.hooks.overlord_api import OverlordAnswer, OverlordCall
+from druid_k8s_provider.hooks.overlord_answer import OverlordAnswer
+from druid_k8s_provider.hooks.overlord_api import OverlordCall
 from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint
 
 log = logging.getLogger(__name__)
