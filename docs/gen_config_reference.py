@@ -153,7 +153,9 @@ EFFECTS: Mapping[str, str] = {
     "druid.indexer.runner.overlordNamespace": (
         "Namespace in which the Overlord pod used as the template is looked up (overlord adapters). "
         "Everything the pod refers to (service account, ConfigMaps, Secrets) must also exist in the Jobs' "
-        "namespace."
+        "namespace. `customTemplateAdapter` (Druid 33+): the value of the label `druid.overlord.namespace` "
+        "on each Job and pod (else the runner namespace); set on the Overlord, its restore adopts only Jobs "
+        "with that label, so several Druid clusters can share one Jobs namespace."
     ),
     "druid.indexer.runner.sidecarTermination": (
         "How `overlordMultiContainer` ends sidecars: `kubexit` wraps every container as Druid does; "

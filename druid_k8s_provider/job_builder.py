@@ -99,6 +99,8 @@ def build_job(
     labels = naming.peon_labels(druid_task, config.labels)
     annotations = naming.peon_annotations(druid_task, config.annotations, config.enable_tls_port)
     if config.adapter_type == CUSTOM_TEMPLATE_ADAPTER:
+        if layout.overlord_namespace_label:
+            labels[naming.OVERLORD_NAMESPACE_LABEL] = config.overlord_namespace or config.namespace
         pod_metadata, pod_spec = custom_template.custom_template_pod(
             druid_task, template, config, labels, annotations, layout
         )

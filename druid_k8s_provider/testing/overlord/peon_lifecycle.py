@@ -11,7 +11,10 @@ from typing import Any, cast
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from druid_k8s_provider.job_builder import PEON_PORT, PEON_TLS_PORT, build_job
+from druid_k8s_provider.config import CUSTOM_TEMPLATE_ADAPTER
+from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.job_builder import PEON_PORT, PEON_TLS_PORT, build_job, load_pod_template
+from druid_k8s_provider.task import DruidTask
 from druid_k8s_provider.testing.overlord.jobs import job_finished
 from druid_k8s_provider.testing.overlord.queue import RUNNING
 from druid_k8s_provider.testing.overlord.runner_client import RunnerClient, WorkItem
@@ -71,12 +74,26 @@ class PeonLifecycle(RunnerClient):
         self.items.pop(task_id, None)
         await self._on_outcome(task_id, status_code, duration, error_msg)
 
-    async def _launch(self, item: WorkItem) -> None:
+    async def _template(self, task: DruidTask) -> dict[str, Any]:
+        """The pod template file the pod template adapter reads, else the Overlord's own pod."""
+        if self.config.adapter_type == CUSTOM_TEMPLATE_ADAPTER:
+            return load_pod_template(self.config, task)
         namespace, pod_name = self._overlord_pod
-        template = await self._read(
-            lambda: self._core.read_namespaced_pod(pod_name, namespace, _preload_content=False)
+        return cast(
+            dict[str, Any],
+            await self._read(
+                lambda: self._core.read_namespaced_pod(pod_name, namespace, _preload_content=False)
+            ),
         )
-        job = build_job(item.task, template, self.config, druid_version=self._druid_version)
+
+    async def _launch(self, item: WorkItem) -> None:
+        try:
+            job = build_job(
+                item.task, await self._template(item.task), self.config, druid_version=self._druid_version
+            )
+        except DruidK8sConfigError as error:
+            # Druid's adapter throws and the runner fails the task; nothing was created.
+            raise LaunchFailed(f"building the Job failed: {error}") from error
         try:
             await self._read(
                 lambda: self._batch.create_namespaced_job(
