@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from druid_k8s_provider.config import CUSTOM_TEMPLATE_ADAPTER
+from druid_k8s_provider.config_names import CUSTOM_TEMPLATE_ADAPTER
 from druid_k8s_provider.errors import MissingPermission
 from druid_k8s_provider.hooks.druid_k8s import ApiCallFailed, translate_failure
 

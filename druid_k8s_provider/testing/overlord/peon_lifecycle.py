@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from druid_k8s_provider.config import CUSTOM_TEMPLATE_ADAPTER
+from druid_k8s_provider.config_names import CUSTOM_TEMPLATE_ADAPTER
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.job_builder import PEON_PORT, PEON_TLS_PORT, build_job, load_pod_template
 from druid_k8s_provider.task import DruidTask
