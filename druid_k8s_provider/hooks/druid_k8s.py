@@ -245,13 +245,16 @@ class DruidK8sHook(KubeClientHook):
                     return None
                 raise
 
-    def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        """Every Job labelled ``druid.k8s.peons=true`` in the namespace, fetched a page at a time."""
+    def list_peon_jobs(
+        self, namespace: str, page_size: int = 500, *, selector: str = PEON_SELECTOR
+    ) -> Iterator[dict[str, Any]]:
+        """Every Job labelled ``druid.k8s.peons=true`` (or matching the label ``selector``) in the namespace,
+        fetched a page at a time."""
         namespace = self.resolve_namespace(namespace)
         continue_token: str | None = None
         seen: set[str] = set()
         while True:
-            query: dict[str, Any] = {"labelSelector": PEON_SELECTOR, "limit": page_size}
+            query: dict[str, Any] = {"labelSelector": selector, "limit": page_size}
             if continue_token:
                 query["continue"] = continue_token
             with self._explained(f"listing peon Jobs in namespace {namespace!r}"):
@@ -282,13 +285,15 @@ class DruidK8sHook(KubeClientHook):
         *,
         task_id: str | None = None,
         uid: str | None = None,
+        resource_version: str | None = None,
     ) -> bool:
         """Delete the Job and (background propagation) its pods; False when it was already gone.
 
         The pods get their own ``terminationGracePeriodSeconds`` (Druid's ``graceTerminationPeriodSeconds``)
         unless ``grace_period_seconds`` overrides it. With ``uid`` only that very Job is deleted: when the
         name now belongs to a newer Job (the same task launched again), the API server refuses (``409``)
-        and this returns False, as the Job that was meant is gone.
+        and this returns False, as the Job that was meant is gone. With ``resource_version`` too, only that
+        version of it: a Job changed since it was read (e.g. released) is refused the same way.
         """
         namespace = self.resolve_namespace(namespace)
         body: dict[str, Any] = {
@@ -298,13 +303,14 @@ class DruidK8sHook(KubeClientHook):
         }
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
-        if uid is not None:
-            body["preconditions"] = {"uid": uid}
+        preconditions = {"uid": uid, "resourceVersion": resource_version}
+        if uid is not None or resource_version is not None:
+            body["preconditions"] = {key: value for key, value in preconditions.items() if value is not None}
         with self._explained(f"deleting Job {name!r}", task_id=task_id, job_name=name):
             try:
                 self.request("DELETE", jobs_path(namespace, name), body=body)
             except ApiCallFailed as exc:
-                if exc.status == 404 or (exc.status == 409 and uid is not None):
+                if exc.status == 404 or (exc.status == 409 and "preconditions" in body):
                     return False
                 raise
         return True

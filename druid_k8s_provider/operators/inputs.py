@@ -23,6 +23,12 @@ from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.hooks.overlord import DEFAULT_CONN_ID
 from druid_k8s_provider.hooks.secrets import sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
+from druid_k8s_provider.naming import (
+    AIRFLOW_DAG_ID_ANNOTATION,
+    AIRFLOW_MAP_INDEX_ANNOTATION,
+    AIRFLOW_RUN_ID_ANNOTATION,
+    AIRFLOW_TASK_ID_ANNOTATION,
+)
 from druid_k8s_provider.preflight import Requirements, check_permissions
 from druid_k8s_provider.settings import CONFIG_SECTION, json_object, layered_runner_properties
 from druid_k8s_provider.task import DruidTask, derive_task_id
@@ -31,10 +37,6 @@ from druid_k8s_provider.template_selection import TemplateSelection, parse_execu
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DAG_ID_ANNOTATION = "airflow.apache.org/dag-id"
-TASK_ID_ANNOTATION = "airflow.apache.org/task-id"
-RUN_ID_ANNOTATION = "airflow.apache.org/run-id"
-MAP_INDEX_ANNOTATION = "airflow.apache.org/map-index"
 POD_TEMPLATE_BASE_PROPERTY = "druid.indexer.runner.k8s.podTemplate.base"
 ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
 T = TypeVar("T")
@@ -45,10 +47,10 @@ def airflow_identity(context: Context) -> dict[str, str]:
     ti = context["ti"]
     map_index = ti.map_index if ti.map_index is not None else -1
     return {
-        DAG_ID_ANNOTATION: str(ti.dag_id),
-        TASK_ID_ANNOTATION: str(ti.task_id),
-        RUN_ID_ANNOTATION: str(ti.run_id),
-        MAP_INDEX_ANNOTATION: str(map_index),
+        AIRFLOW_DAG_ID_ANNOTATION: str(ti.dag_id),
+        AIRFLOW_TASK_ID_ANNOTATION: str(ti.task_id),
+        AIRFLOW_RUN_ID_ANNOTATION: str(ti.run_id),
+        AIRFLOW_MAP_INDEX_ANNOTATION: str(map_index),
     }
 
 
@@ -73,7 +75,8 @@ def refuse_foreign_run(
     if not recorded or all(recorded[key] == identity[key] for key in recorded):
         return
     other = "/".join(
-        recorded.get(key, "?") for key in (DAG_ID_ANNOTATION, RUN_ID_ANNOTATION, TASK_ID_ANNOTATION)
+        recorded.get(key, "?")
+        for key in (AIRFLOW_DAG_ID_ANNOTATION, AIRFLOW_RUN_ID_ANNOTATION, AIRFLOW_TASK_ID_ANNOTATION)
     )
     raise DruidK8sConfigError(
         "task.id",

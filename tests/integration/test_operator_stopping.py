@@ -60,6 +60,7 @@ def druid_task(seconds: float) -> dict[str, Any]:
 WORKER = textwrap.dedent(
     """
     import json, os, signal, sys
+    from druid_k8s_provider.launch import airflow_mode
     from druid_k8s_provider.operators import task as operator_module
     from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 
@@ -74,7 +75,8 @@ WORKER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return accepted
 
-    operator_module.submit = crashing_submit
+    operator_module.submit = crashing_submit  # launch_mode="overlord"
+    airflow_mode.submit = crashing_submit  # launch_mode="airflow", inside submit_suspended
 
     class TaskInstance:
         dag_id, task_id, run_id, map_index, try_number = "druid_dag", "ingest", "manual__1", -1, 1

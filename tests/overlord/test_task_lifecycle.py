@@ -89,6 +89,22 @@ def test_duplicate_submit_is_refused_with_entry_already_exists(druid: Druid) -> 
     }
 
 
+def test_a_task_type_no_module_registers_is_refused_with_jacksons_message_and_not_stored(
+    druid: Druid,
+) -> None:
+    task = {**index_parallel("index_paralel_typo"), "type": "index_paralel"}
+    refused = druid.submit(task)
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error.startswith(
+        "Could not resolve type id 'index_paralel' as a subtype of "
+        "`org.apache.druid.indexing.common.task.Task`"
+    )
+    assert "known type ids = [" in error and "index_parallel" in error
+    assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/status").status_code == 404
+    assert druid.kube.metrics.creates("jobs") == 0
+
+
 def test_shutdown_fails_the_task_and_deletes_its_job(druid: Druid) -> None:
     task = index_parallel("index_parallel_wikipedia_stopped", standinDurationSeconds=60)
     druid.submit(task)
