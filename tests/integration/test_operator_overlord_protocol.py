@@ -190,6 +190,35 @@ def test_druid_34_in_auto_mode_lets_the_overlord_create_the_job(
     assert any(f"Created Job[{result['job_name']}]" in line for line in overlord.log_lines)
 
 
+@pytest.mark.parametrize(("version", "mode"), MODES)
+def test_settings_the_overlord_decides_are_named_in_a_warning_and_the_task_still_runs(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str
+) -> None:
+    """debugJobs on the operator keeps nothing (the Overlord's own decides); in overlord mode the template
+    selector and a Job-shaping property given to the operator do not shape the Overlord's Job either."""
+    start_overlord(druid_version=version)
+    properties = {"druid.indexer.runner.debugJobs": "true", "druid.indexer.runner.labels": {"team": "ingest"}}
+    with capture_logs() as logs:
+        result = run(operator(druid_task=druid_task(), properties=properties), FakeTaskInstance())
+    assert result["status"] == "SUCCESS" and result["launch_mode"] == mode
+    warnings = [str(entry["event"]) for entry in logs if entry["log_level"] == "warning"]
+    assert [line for line in warnings if "debugJobs" in line] == [
+        "druid.indexer.runner.debugJobs (set in runner_properties) has no effect: the Overlord deletes a "
+        "task's Job when the task completes unless its own druid.indexer.runner.debugJobs is true; set it in "
+        "the Overlord's runtime.properties"
+    ]
+    ignored = [line for line in warnings if line.startswith("launch_mode 'overlord'")]
+    if mode == "overlord":
+        (warning,) = ignored
+        assert warning.endswith(
+            "no effect on it: overlord_pod_selector; druid.indexer.runner.labels (set in runner_properties). "
+            "Configure the Overlord's runner instead"
+        )
+    else:
+        assert ignored == []
+    wait_until(lambda: not kube.store.list("jobs", NAMESPACE), what="the Overlord deleting the Job")
+
+
 @pytest.mark.parametrize("deferrable", WAITS)
 def test_a_prefix_mismatch_deletes_our_suspended_job_and_follows_the_overlords(
     kube: KubeEmulator, start_overlord: Any, deferrable: bool
