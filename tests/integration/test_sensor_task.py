@@ -104,6 +104,29 @@ def test_a_failed_task_fails_the_sensor_with_druids_error_and_the_pods_reason(dr
     assert summary["status"] == "FAILED" and "exited with code 1" in summary["error"]
 
 
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferred"])
+def test_the_job_is_found_by_its_task_id_when_the_overlords_name_prefix_differs(
+    monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    """The Overlord names its Jobs after its own k8sTaskPodNamePrefix; the sensor, configured without it,
+    still finds the Job (by its task.id annotation) and adds the pod's reason to the failure."""
+    properties = {
+        "druid.indexer.runner.debugJobs": "true",
+        "druid.indexer.runner.k8sTaskPodNamePrefix": "theirs",
+    }
+    with both_emulators(monkeypatch, **properties) as druid:
+        task_id = druid.submit(index_parallel_task("index_parallel_prefixed", standinOutcome="FAILED"))
+        ctx = context()
+        with pytest.raises(JobFailed) as raised:
+            waiting = sensor(task_id, deferrable=deferrable)
+            run_deferred(waiting, ctx) if deferrable else waiting.execute(ctx)
+    assert "exited with code 1" in str(raised.value)
+    summary = ctx["ti"].xcom["return_value"]
+    assert summary["job_name"].startswith("theirs-") and summary["job_name"] != peon_job_name(task_id, CONFIG)
+    assert summary["pod_name"].startswith(summary["job_name"])
+    assert "exited with code 1" in summary["error"]
+
+
 def test_any_end_accepts_a_failed_task_with_the_outcome_in_the_summary(druid: Druid) -> None:
     task_id = druid.submit(index_parallel_task("index_parallel_failing", standinOutcome="FAILED"))
     result = sensor(task_id, any_end=True).execute(context())
