@@ -1,6 +1,6 @@
 """Write the property table of docs/configuration.md from RunnerConfig, so the reference cannot drift.
 
-Run it after changing ``druid_k8s_provider/config.py``::
+Run it after changing ``druid_k8s_provider/config.py``, ``config_names.py`` or ``config_properties.py``::
 
     .venv/bin/python docs/gen_config_reference.py
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import pendulum
 
-from druid_k8s_provider import config, get_provider_info
+from druid_k8s_provider import config, config_names, get_provider_info
 from druid_k8s_provider.operators.ignored import job_shaping
 
 CONFIGURATION_PAGE = Path(__file__).resolve().parent / "configuration.md"
@@ -69,8 +69,8 @@ OVERLORD_MODE_NOTE = (
 
 # Fields whose text is one of a fixed set; the type hint says only ``str`` for some of them.
 _CHOICES: Mapping[str, tuple[str, ...]] = {
-    "adapter_type": config.ADAPTER_TYPES,
-    "sidecar_termination": config.SIDECAR_TERMINATIONS,
+    "adapter_type": config_names.ADAPTER_TYPES,
+    "sidecar_termination": config_names.SIDECAR_TERMINATIONS,
 }
 
 # Fields whose type hint is not what the user writes: template paths are strings on disk, and the per-type
@@ -165,7 +165,9 @@ EFFECTS: Mapping[str, str] = {
     "druid.indexer.runner.overlordNamespace": (
         "Namespace in which the Overlord pod used as the template is looked up (overlord adapters). "
         "Everything the pod refers to (service account, ConfigMaps, Secrets) must also exist in the Jobs' "
-        "namespace."
+        "namespace. `customTemplateAdapter` (Druid 33+): the value of the label `druid.overlord.namespace` "
+        "on each Job and pod (else the runner namespace); set on the Overlord, its restore adopts only Jobs "
+        "with that label, so several Druid clusters can share one Jobs namespace."
     ),
     "druid.indexer.runner.sidecarTermination": (
         "How `overlordMultiContainer` ends sidecars: `kubexit` wraps every container as Druid does; "
@@ -314,8 +316,8 @@ def render_reference() -> str:
     ]
     for row in property_references():
         lines.append(f"| `{row.druid_name}` | {row.value_type} | {row.default} | {row.effect} |")
-    ignored = sorted(config._OTHER_RUNNER_PROPERTIES)
-    ignored_prefixes = sorted(config._OTHER_RUNNER_PREFIXES)
+    ignored = sorted(config_names.OTHER_RUNNER_PROPERTIES)
+    ignored_prefixes = sorted(config_names.OTHER_RUNNER_PREFIXES)
     lines += [
         "",
         "These `druid.indexer.runner.*` properties belong to Druid's other task runners or to the "

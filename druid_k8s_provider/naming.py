@@ -25,6 +25,9 @@ TASK_ID_LABEL = "druid.task.id"
 TASK_GROUP_ID_LABEL = "druid.task.group.id"
 TASK_TYPE_LABEL = "druid.task.type"
 TASK_DATASOURCE_LABEL = "druid.task.datasource"
+#: Set by Druid's pod template adapter from 33.0.0; the Overlord's restore lists only Jobs carrying it with
+#: its own ``overlordNamespace`` when that property is set.
+OVERLORD_NAMESPACE_LABEL = "druid.overlord.namespace"
 
 TASK_ID_ANNOTATION = "task.id"
 TASK_TYPE_ANNOTATION = "task.type"

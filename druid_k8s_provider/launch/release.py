@@ -20,15 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from druid_k8s_provider.errors import DruidK8sTaskError
-from druid_k8s_provider.hooks.druid_k8s import (
-    PEON_SELECTOR,
-    ApiCallFailed,
-    AsyncKubeSession,
-    DruidK8sAsyncHook,
-    jobs_path,
-    task_id_of,
-    translate_failure,
-)
+from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import PEON_SELECTOR, jobs_path, task_id_of
+from druid_k8s_provider.hooks.k8s_errors import ApiCallFailed, translate_failure
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.launch.suspended import is_suspended, release_patch
 from druid_k8s_provider.naming import TASK_ID_LABEL, id_label_value

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from druid_k8s_provider.config import POD_TEMPLATE_PREFIX, druid_name_of
+from druid_k8s_provider.config import druid_name_of
+from druid_k8s_provider.config_names import POD_TEMPLATE_PREFIX
 
 #: ``RunnerConfig`` fields that only shape the Job the provider builds (``launch_mode="airflow"``).
 _JOB_SHAPING_ATTRIBUTES = (

@@ -25,7 +25,8 @@ from airflow.sdk import conf
 
 from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError, JobFailed
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.job_builder import peon_job_name
 from druid_k8s_provider.launch.follow import COMPLETED, FollowSpec, follow_task, status_dict

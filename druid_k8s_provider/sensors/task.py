@@ -27,15 +27,9 @@ from druid_k8s_provider.errors import (
     MissingPermission,
 )
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.hooks.druid_k8s import (
-    CONNECTION_ERRORS,
-    PEON_SELECTOR,
-    ApiCallFailed,
-    DruidK8sHook,
-    jobs_path,
-    task_id_of,
-    translate_failure,
-)
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.k8s_api import PEON_SELECTOR, jobs_path, task_id_of
+from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, translate_failure
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.hooks.secrets import job_task_secrets, scrub

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.job_builder import build_job
@@ -119,3 +121,57 @@ def test_a_labelled_job_without_a_readable_task_is_a_logged_startup_error(druid:
     task = index_parallel_task("index_parallel_wikipedia_after_mystery")
     assert druid.submit(task).status_code == 200
     assert druid.wait_complete(task["id"])["statusCode"] == "SUCCESS"
+
+
+def test_with_overlord_namespace_set_a_restart_joins_the_pod_template_job_it_labelled(
+    kube: KubeEmulator, tmp_path: Path
+) -> None:
+    """With ``overlordNamespace`` set, Druid's restore lists only Jobs labelled with it; Druid 33's pod
+    template adapter sets that label, so the running task's Job is joined, not missed."""
+    template = tmp_path / "base.yaml"
+    properties = {
+        "druid.indexer.runner.k8s.adapter.type": "customTemplateAdapter",
+        "druid.indexer.runner.k8s.podTemplate.base": str(template),
+        "druid.indexer.runner.overlordNamespace": NAMESPACE,
+    }
+    with overlord_for(kube, runner_properties=properties) as overlord:
+        # The template carries what the Overlord pod's container does (task logs, the Overlord's URL):
+        # with a pod template nothing is cloned, so a real one must say it too.
+        druid_container = overlord.overlord_pod()["spec"]["containers"][0]
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "base"},
+            "template": {"spec": {"containers": [{**druid_container, "args": ["peon"]}]}},
+        }
+        template.write_text(yaml.safe_dump(pod_template), encoding="utf-8")
+        druid = Druid(kube, overlord)
+        task = index_parallel_task("index_parallel_wikipedia_template_joined", standinDurationSeconds=3)
+        druid.submit(task)
+        druid.wait_for(task["id"], lambda s: s["runnerStatusCode"] == "RUNNING")
+        [job] = druid.jobs()
+        assert job["metadata"]["labels"]["druid.overlord.namespace"] == NAMESPACE
+        overlord.restart()
+        assert logged_in_order(druid, "No longer leader", f"Joined Job of task[{task['id']}] at startup")
+        assert druid.wait_complete(task["id"])["statusCode"] == "SUCCESS"
+        assert kube.metrics.creates("jobs") == 1
+
+
+def test_a_pod_template_the_adapter_cannot_read_fails_the_task_with_nothing_created(
+    kube: KubeEmulator, tmp_path: Path
+) -> None:
+    properties = {
+        "druid.indexer.runner.k8s.adapter.type": "customTemplateAdapter",
+        "druid.indexer.runner.k8s.podTemplate.base": str(tmp_path / "missing.yaml"),
+    }
+    with overlord_for(kube, runner_properties=properties) as overlord:
+        druid = Druid(kube, overlord)
+        task = index_parallel_task("index_parallel_wikipedia_no_template")
+        druid.submit(task)
+        status = druid.wait_complete(task["id"])
+        assert (status["statusCode"], status["errorMsg"]) == (
+            "FAILED",
+            "Failed to run task. See overlord logs for more details.",
+        )
+        assert logged_in_order(druid, f"Task [{task['id']}] failed to run: building the Job failed")
+        assert kube.metrics.creates("jobs") == 0
