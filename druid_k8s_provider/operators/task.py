@@ -219,8 +219,8 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
                 return self._finish(context, {**details, **event})
             hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
             release_pending = False
+            self._warn_ignored_options(plan.choice.mode)
             if plan.choice.mode == "overlord":
-                self._warn_ignored_options(config)
                 if action is AttemptAction.SUBMIT:
                     submit(overlord, task, self.log.info)
             elif action is AttemptAction.SUBMIT:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from druid_support import Druid, both_emulators, index_parallel, wait_until
+from druid_support import Druid, both_emulators, wait_until
 
 from druid_k8s_provider.errors import DruidK8sTaskError
 from druid_k8s_provider.hooks.druid_k8s import PEON_SELECTOR, DruidK8sHook
@@ -25,6 +25,7 @@ from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
 from druid_k8s_provider.reaper import reap
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
 pytestmark = pytest.mark.integration
 
@@ -306,12 +307,12 @@ def finished_tasks_and_an_active_one(druid: Druid) -> tuple[set[str], str, set[s
     before = druid.job_names()
     for day in (1, 2, 3):
         task_id = druid.submit(
-            index_parallel(f"index_parallel_done_{day}", f"2026-01-0{day}/2026-01-0{day + 1}")
+            index_parallel_task(f"index_parallel_done_{day}", f"2026-01-0{day}/2026-01-0{day + 1}")
         )
         druid.wait_for(task_id, "SUCCESS")
     done_jobs = druid.job_names() - before
     active = druid.submit(
-        index_parallel("index_parallel_active", "2026-02-01/2026-02-02", standinDurationSeconds=60)
+        index_parallel_task("index_parallel_active", "2026-02-01/2026-02-02", standinDurationSeconds=60)
     )
     druid.wait_for(active, "RUNNING")
     wait_until(lambda: len(druid.job_names() - before) == 4, what="the active task's Job")
@@ -457,7 +458,7 @@ def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest
     druid: Druid, tmp_path: Path
 ) -> None:
     kube = druid.kube
-    active = druid.submit(index_parallel("index_parallel_still_active", standinDurationSeconds=60))
+    active = druid.submit(index_parallel_task("index_parallel_still_active", standinDurationSeconds=60))
     druid.wait_for(active, "RUNNING")
     add_job(kube, "old-complete", "Complete", age=dt.timedelta(days=3))
     add_job(kube, "old-failed", "Failed", age=dt.timedelta(days=4))
