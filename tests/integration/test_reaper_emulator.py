@@ -415,7 +415,7 @@ def add_suspended_job(kube: KubeEmulator, name: str, task_id: str, ours: bool = 
 def test_old_suspended_leftovers_go_unless_the_overlord_holds_their_task(druid: Druid) -> None:
     """A suspended, unlabelled Job of the operator whose submission never went through is deleted once old;
     one whose task is active in the Overlord, and an unlabelled Job that is not the provider's, stay."""
-    active = druid.submit(index_parallel("index_parallel_active", standinDurationSeconds=60))
+    active = druid.submit(index_parallel_task("index_parallel_active", standinDurationSeconds=60))
     druid.wait_for(active, "RUNNING")
     wait_until(lambda: bool(druid.job_names()), what="the active task's Job")
     active_jobs = druid.job_names()

@@ -95,7 +95,7 @@ def test_duplicate_submit_is_refused_with_entry_already_exists(druid: Druid) -> 
 def test_a_task_type_no_module_registers_is_refused_with_jacksons_message_and_not_stored(
     druid: Druid,
 ) -> None:
-    task = {**index_parallel("index_paralel_typo"), "type": "index_paralel"}
+    task = {**index_parallel_task("index_paralel_typo"), "type": "index_paralel"}
     refused = druid.submit(task)
     assert refused.status_code == 400
     error = refused.json()["error"]
