@@ -54,6 +54,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Druid on Kubernetes",
                 "python-modules": [
                     "druid_k8s_provider.triggers.job",
+                    "druid_k8s_provider.triggers.overlord_task",
                     "druid_k8s_provider.triggers.task_status",
                 ],
             }

@@ -81,6 +81,7 @@ def run_try(spec_path: str) -> int:
     from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
 
     from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+    from druid_k8s_provider.launch import airflow_mode
     from druid_k8s_provider.launch import follow as follow_module
     from druid_k8s_provider.operators import task as operator_module
     from druid_k8s_provider.operators.task import DruidK8sTaskOperator
@@ -126,7 +127,8 @@ def run_try(spec_path: str) -> int:
         return await follow(self)
 
     DruidK8sHook.create_or_join_job = instrumented_create  # type: ignore[method-assign]
-    operator_module.submit = instrumented_submit
+    operator_module.submit = instrumented_submit  # launch_mode="overlord"
+    airflow_mode.submit = instrumented_submit  # launch_mode="airflow", inside submit_suspended
     follow_module.release_job = instrumented_release
     JobFollower.run = instrumented_run  # type: ignore[method-assign]
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 from test_operator_lifecycle import FakeTaskInstance, logged, operator, run
-from test_operator_overlord_protocol import druid_task, druid_tasks, wait_until
+from test_operator_overlord_protocol import druid_tasks, wait_until
 
 from druid_k8s_provider.errors import TaskAlreadySubmitted
 from druid_k8s_provider.hooks import overlord as overlord_hooks
@@ -25,6 +25,7 @@ from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
 from druid_k8s_provider.launch import stop
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -64,7 +65,7 @@ def test_a_fault_at_every_step_of_a_launch_changes_nothing_the_user_sees(
     for step in LAUNCH_STEPS:
         overlord.faults.add(step=step, count=1, **KINDS[kind])
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task()), FakeTaskInstance())
+        result = run(operator(druid_task=index_parallel_task()), FakeTaskInstance())
     assert result["status"] == "SUCCESS" and result["report"]["processed"] == 2
     assert [(task["id"], task["statusCode"]) for task in druid_tasks(overlord)] == [
         (result["druid_task_id"], "SUCCESS")
@@ -79,7 +80,7 @@ def test_faults_of_every_kind_while_deferred_change_nothing(kube: KubeEmulator, 
     overlord = start_overlord(pod_lookup_scale=POD_LOOKUP_SCALE)
     for step, kind in zip(LAUNCH_STEPS, [*KINDS, "not-leader"], strict=True):
         overlord.faults.add(step=step, count=1, **KINDS[kind])
-    result = run(operator(druid_task=druid_task(), deferrable=True), FakeTaskInstance())
+    result = run(operator(druid_task=index_parallel_task(), deferrable=True), FakeTaskInstance())
     assert result["status"] == "SUCCESS"
     assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
     assert peon_job_creates(kube) == 1
@@ -90,14 +91,14 @@ def test_a_retry_reports_the_success_through_faults_on_the_status_the_log_and_th
     kube: KubeEmulator, start_overlord: Any
 ) -> None:
     overlord = start_overlord()
-    first = run(operator(druid_task=druid_task()), FakeTaskInstance())
+    first = run(operator(druid_task=index_parallel_task()), FakeTaskInstance())
     overlord.faults.add(step="task_statuses", lose_answer=True, count=1)
     overlord.faults.add(step="log", status=503, count=2)
     overlord.faults.add(step="reports", reset_connection=True, count=1)
     retry = FakeTaskInstance()
     retry.try_number = 2  # type: ignore[attr-defined]
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task()), retry)
+        result = run(operator(druid_task=index_parallel_task()), retry)
     assert result["status"] == "SUCCESS" and result["druid_task_id"] == first["druid_task_id"]
     assert result["report"] == first["report"]
     peon_lines = [line for line in logged(logs) if "Running task" in line]
@@ -113,7 +114,7 @@ def test_a_user_stop_through_a_lost_answer_and_a_standby_still_shuts_the_task_do
     overlord = start_overlord()
     overlord.faults.add(step="shutdown", lose_answer=True, count=1)
     overlord.faults.add(step="shutdown", status=503, count=1)
-    op, ti = operator(druid_task=druid_task(standinDurationSeconds=60)), FakeTaskInstance()
+    op, ti = operator(druid_task=index_parallel_task(standinDurationSeconds=60)), FakeTaskInstance()
     outcome: dict[str, BaseException] = {}
 
     def work() -> None:
@@ -141,13 +142,13 @@ def test_an_overlord_failover_while_tasks_wait_for_locks_and_run_adopts_them_all
     deferred. The Overlord process goes away (connections refused) and a new leader takes over; later, while
     one of ours runs, leadership changes again. Nothing is shut down, nothing runs twice."""
     overlord = start_overlord(pod_lookup_scale=POD_LOOKUP_SCALE)
-    holder = {**druid_task(standinDurationSeconds=2.0), "id": "lock_holder"}
+    holder = index_parallel_task("lock_holder", standinDurationSeconds=2.0)
     kube_jobs_before = peon_job_creates(kube)
     httpx.post(f"{overlord.url}/druid/indexer/v1/task", json=holder, trust_env=False).raise_for_status()
     results: dict[str, Any] = {}
 
     def work(name: str, deferrable: bool) -> None:
-        task = druid_task(standinDurationSeconds=1.0)
+        task = index_parallel_task(standinDurationSeconds=1.0)
         try:
             results[name] = run(operator(druid_task=task, deferrable=deferrable), FakeTaskInstance(name))
         except Exception as exc:
@@ -196,7 +197,7 @@ def test_a_submit_slower_than_the_clients_timeout_is_stored_once_whichever_reque
     first: one of the two stores the task, the other is told ``entryAlreadyExists``."""
     overlord = start_overlord()
     overlord.faults.add(step="submit", latency=latency, count=1)
-    task = {**druid_task(), "id": "slow_submit"}
+    task = index_parallel_task("slow_submit")
     policy = OverlordRetryPolicy(attempts=3, initial_wait=retry_wait, max_wait=retry_wait)
     with DruidOverlordHook(timeout=0.2, retry_policy=policy) as hook:
         try:

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from druid_k8s_provider.testing.overlord.faults import STEPS, OverlordFaults, step_of
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
-from .conftest import Druid, index_parallel, wait_until
+from .conftest import Druid, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -45,7 +46,7 @@ def test_a_not_leader_fault_answers_503_like_a_standby_overlord_for_the_next_req
     druid: Druid,
 ) -> None:
     druid.overlord.faults.add(step="submit", status=503, count=2)
-    task = index_parallel("faulted_503")
+    task = index_parallel_task("faulted_503")
     refused = [druid.submit(task) for _ in range(2)]
     assert [(answer.status_code, answer.content) for answer in refused] == [(503, b""), (503, b"")]
     assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/status").status_code == 404  # nothing stored
@@ -57,7 +58,7 @@ def test_a_not_leader_fault_answers_503_like_a_standby_overlord_for_the_next_req
 
 def test_a_lost_answer_stores_the_task_and_the_retry_is_told_entry_already_exists(druid: Druid) -> None:
     druid.overlord.faults.add(step="submit", lose_answer=True, count=1)
-    task = index_parallel("faulted_lost_answer")
+    task = index_parallel_task("faulted_lost_answer")
     with pytest.raises(httpx.TransportError):
         druid.submit(task)
     again = druid.submit(task)
@@ -68,7 +69,7 @@ def test_a_lost_answer_stores_the_task_and_the_retry_is_told_entry_already_exist
 
 def test_an_unreachable_step_closes_the_connection_without_handling_the_request(druid: Druid) -> None:
     druid.overlord.faults.add(step="submit", reset_connection=True, count=1)
-    task = index_parallel("faulted_reset")
+    task = index_parallel_task("faulted_reset")
     with pytest.raises(httpx.TransportError):
         druid.submit(task)
     assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/status").status_code == 404
@@ -86,7 +87,7 @@ def test_a_slow_step_answers_late_and_other_steps_meanwhile_do_not_wait(druid: D
 
     lister = threading.Thread(target=slow_list)
     lister.start()
-    task = index_parallel("while_slow")
+    task = index_parallel_task("while_slow")
     assert druid.submit(task).status_code == 200
     assert not answered  # the submit was answered while the list still waited
     lister.join(10)
@@ -128,7 +129,7 @@ def test_faults_are_scripted_over_the_control_path(druid: Druid) -> None:
 
 
 def test_a_restart_that_refuses_connections_keeps_the_port_and_the_tasks(druid: Druid) -> None:
-    task = index_parallel("across_the_outage", standinDurationSeconds=2)
+    task = index_parallel_task("across_the_outage", standinDurationSeconds=2)
     assert druid.submit(task).status_code == 200
     druid.wait_for(task["id"], lambda s: s["runnerStatusCode"] == "RUNNING")
     host, port = druid.overlord.url.removeprefix("http://").rsplit(":", 1)
