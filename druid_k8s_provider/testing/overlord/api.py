@@ -59,8 +59,9 @@ Restart = Callable[[float, bool], Coroutine[Any, Any, None]]
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request the Overlord answered: method, path, query parameters and the HTTP status; ``fault`` is
-    the kind of scripted fault that fired on it (``reset_connection``: status 499, never answered;
-    ``status``, ``latency``, ``lose_answer``: handled, the answer never arrived), empty for none."""
+    the kind of scripted fault that fired on it, empty for none: ``reset_connection`` (closed unanswered,
+    status 499), ``status`` (answered with the scripted error, not handled), ``latency`` (handled and
+    answered late) or ``lose_answer`` (handled, its answer never arrived)."""
 
     method: str
     path: str
