@@ -15,18 +15,32 @@ from druid_k8s_provider.hooks import job_state
 
 #: Druid's row counters of an ingestion report (``RowIngestionMeters``), as they are shown and kept in XCom.
 ROW_COUNTERS = ("processed", "processedWithError", "thrownAway", "unparseable")
+#: The ``errorMsg`` Druid records for every ``POST /task/{id}/shutdown`` (``TaskQueue.shutdown``), whoever
+#: sent it.
+DRUID_SHUTDOWN_MESSAGE = "Shutdown request from user"
+#: Added to that message: the shutdown may have been the provider's own, whose reason only its log gives.
+SHUTDOWN_NOTE = (
+    " (Druid records every shutdown so: a stop from Druid's web console or API, or the provider's own "
+    "shutdown of a launch that could not succeed or of a task past maxTaskDuration, whose reason the task's "
+    "log gives above)"
+)
 
 
 def overlord_outcome(
     status: Mapping[str, Any], job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None
 ) -> job_state.Outcome:
     """The outcome from the Overlord's terminal status (``status_code``, ``error_msg``, ``duration_ms``),
-    with the pod's reason added to a FAILED one when the Job and pod tell how the peon died."""
+    with the pod's reason added to a FAILED one when the Job and pod tell how the peon died. Druid's
+    "Shutdown request from user" gets :data:`SHUTDOWN_NOTE`: a try that reports a shutdown it did not see
+    (its trigger or worker was replaced after the provider shut a hopeless launch down) must not blame a
+    user."""
     duration = status.get("duration_ms")
     duration_ms = int(duration) if isinstance(duration, int | float) and duration >= 0 else None
     if status.get("status_code") == job_state.SUCCESS:
         return job_state.Outcome(job_state.SUCCESS, None, duration_ms)
     error = str(status.get("error_msg") or "the Druid task FAILED without a message from the Overlord")
+    if error == DRUID_SHUTDOWN_MESSAGE:
+        error += SHUTDOWN_NOTE
     pod_reason = _peon_death(job, pod)
     if pod_reason is not None and pod_reason not in error:
         error = f"{error} (the peon pod: {pod_reason})"

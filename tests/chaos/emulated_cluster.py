@@ -44,42 +44,77 @@ def connected_emulator(
     """``KubeEmulator(**options)`` with ``images`` (pattern -> behaviour) registered and ``overlords``
     (pod name -> image) Running in the runner namespace; with a cluster, an Overlord emulator with
     ``overlord_properties`` (runner properties such as ``debugJobs``) beside it."""
-    with KubeEmulator(**options) as kube, contextlib.ExitStack() as stack:
-        connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
-        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        for pattern, behaviour in (images or {}).items():
-            kube.register_image(pattern, reporting_to_the_overlord(behaviour))
-        if not options.get("cluster", True):
+    if not options.get("cluster", True):
+        with KubeEmulator(**options) as kube:
+            _connect_kubernetes(monkeypatch, kube, images)
             kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
             yield kube
-            return
-        overlord = stack.enter_context(
-            OverlordEmulator(
-                kube,
-                runner_properties=overlord_properties,
-                start_delay=1.0,
-                # Druid looks for a joined Job's pod for about four minutes; a fifth of that leaves room for
-                # a release retried through the faults and restarts (a hundredth would not).
-                pod_lookup_scale=0.2,
-                poll_interval=0.05,
-            )
-        )
-        host, port = overlord.url.removeprefix("http://").rsplit(":", 1)
-        druid = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http"}
-        monkeypatch.setenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", json.dumps(druid))
-        for name, image in (overlords or {}).items():
-            if name == OVERLORD:  # the Overlord's own pod: its peons get the test's image
-
-                def use(pod: dict[str, Any], image: str = image) -> None:
-                    pod["spec"]["containers"][0]["image"] = image
-
-                kube.store.mutate("pods", NAMESPACE, OVERLORD, use)
-                continue
-            pod = overlord.overlord_pod()
-            pod["metadata"] = {"name": name}
-            pod["spec"]["containers"][0]["image"] = image
-            kube.store.create("pods", NAMESPACE, pod)
+        return
+    with connected_cluster(
+        monkeypatch, images=images, overlords=overlords, overlord_properties=overlord_properties, **options
+    ) as (kube, _):
         yield kube
+
+
+@contextlib.contextmanager
+def connected_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    images: Mapping[str, Any] | None = None,
+    overlords: Mapping[str, str] | None = None,
+    overlord_properties: Mapping[str, Any] | None = None,
+    overlord_fault_seed: int = 0,
+    **options: Any,
+) -> Iterator[tuple[KubeEmulator, OverlordEmulator]]:
+    """:func:`connected_emulator` with a cluster, giving the Overlord emulator too (its faults seeded with
+    ``overlord_fault_seed``)."""
+    with KubeEmulator(**options) as kube:
+        _connect_kubernetes(monkeypatch, kube, images)  # before the Overlord registers its stand-in peon
+        with OverlordEmulator(
+            kube,
+            runner_properties=overlord_properties,
+            start_delay=1.0,
+            # Druid looks for a joined Job's pod for about four minutes; a fifth of that leaves room for a
+            # release retried through the faults and restarts (a hundredth would not).
+            pod_lookup_scale=0.2,
+            poll_interval=0.05,
+            fault_seed=overlord_fault_seed,
+        ) as overlord:
+            yield _connect_overlord(monkeypatch, kube, overlord, overlords)
+
+
+def _connect_overlord(
+    monkeypatch: pytest.MonkeyPatch,
+    kube: KubeEmulator,
+    overlord: OverlordEmulator,
+    overlords: Mapping[str, str] | None,
+) -> tuple[KubeEmulator, OverlordEmulator]:
+    """Point ``druid_ingest_default`` at the Overlord and start the Overlord pods (their images given)."""
+    host, port = overlord.url.removeprefix("http://").rsplit(":", 1)
+    druid = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", json.dumps(druid))
+    for name, image in (overlords or {}).items():
+        if name == OVERLORD:  # the Overlord's own pod: its peons get the test's image
+
+            def use(pod: dict[str, Any], image: str = image) -> None:
+                pod["spec"]["containers"][0]["image"] = image
+
+            kube.store.mutate("pods", NAMESPACE, OVERLORD, use)
+            continue
+        pod = overlord.overlord_pod()
+        pod["metadata"] = {"name": name}
+        pod["spec"]["containers"][0]["image"] = image
+        kube.store.create("pods", NAMESPACE, pod)
+    return kube, overlord
+
+
+def _connect_kubernetes(
+    monkeypatch: pytest.MonkeyPatch, kube: KubeEmulator, images: Mapping[str, Any] | None
+) -> None:
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kube.kubeconfig_path)}}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+    for pattern, behaviour in (images or {}).items():
+        kube.register_image(pattern, reporting_to_the_overlord(behaviour))
 
 
 def reporting_to_the_overlord(behaviour: Any) -> Any:

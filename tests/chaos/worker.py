@@ -10,9 +10,11 @@ a fresh, re-rendered operator (as a new worker would). It writes the task log to
 and on deferral what Airflow stores for the triggerer) to ``report_file``.
 
 At each lifecycle point it writes ``PHASE <spec path> <name>`` to stdout; at the point named by
-``freeze_at`` it stops and waits for the parent to kill it, so a SIGKILL lands exactly there:
-``before_create``, ``after_create`` (the Job is created, suspended, and the task not yet submitted),
-``waiting`` (the wait began; not frozen, the parent kills it a moment later while the peon runs) and
+``freeze_at`` it stops and waits for the parent to kill it, so a SIGKILL lands exactly there: each step of
+the launch through the Overlord: ``before_create``, ``after_create`` (the Job is created, suspended, and the
+task not yet submitted), ``after_submit`` (the Overlord has the task; its Job is still suspended),
+``after_resume`` (the Job was labelled and resumed once the Overlord's runner had the task), ``waiting``
+(the Job is followed; not frozen, the parent kills it a moment later while the peon runs) and
 ``reading_logs`` (after the ``freeze_after_lines``-th peon log line).
 
 Usage: ``python worker.py SPEC.json`` runs one try. ``python worker.py --serve`` is a fork server: it imports
@@ -63,8 +65,8 @@ def import_airflow_and_the_provider() -> None:
 def run_try(spec_path: str) -> int:
     """One try of the task described by the spec file; the report is written even when the task fails.
 
-    The lifecycle points are found by wrapping the hook's create and the waiter's ``run`` in this process
-    only: the operator under test is the real one.
+    The lifecycle points are found by wrapping the hook's create, the submission, the release and the
+    waiter's ``run`` in this process only: the operator under test is the real one.
     """
     spec = json.loads(Path(spec_path).read_text())
     freeze_at = spec.get("freeze_at")
@@ -79,6 +81,9 @@ def run_try(spec_path: str) -> int:
     from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
 
     from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+    from druid_k8s_provider.launch import airflow_mode
+    from druid_k8s_provider.launch import follow as follow_module
+    from druid_k8s_provider.operators import task as operator_module
     from druid_k8s_provider.operators.task import DruidK8sTaskOperator
     from druid_k8s_provider.triggers.job import JobFollower
 
@@ -89,6 +94,20 @@ def run_try(spec_path: str) -> int:
         result = create_or_join(self, manifest)
         phase(spec_path, "after_create", freeze_at)
         return result
+
+    submit = operator_module.submit
+
+    def instrumented_submit(*args: Any, **kwargs: Any) -> Any:
+        accepted = submit(*args, **kwargs)
+        phase(spec_path, "after_submit", freeze_at)
+        return accepted
+
+    release_job = follow_module.release_job
+
+    async def instrumented_release(*args: Any, **kwargs: Any) -> Any:
+        released = await release_job(*args, **kwargs)
+        phase(spec_path, "after_resume", freeze_at)  # frozen here, the loop stops with the process
+        return released
 
     follow = JobFollower.run
 
@@ -108,6 +127,9 @@ def run_try(spec_path: str) -> int:
         return await follow(self)
 
     DruidK8sHook.create_or_join_job = instrumented_create  # type: ignore[method-assign]
+    operator_module.submit = instrumented_submit  # launch_mode="overlord"
+    airflow_mode.submit = instrumented_submit  # launch_mode="airflow", inside submit_suspended
+    follow_module.release_job = instrumented_release
     JobFollower.run = instrumented_run  # type: ignore[method-assign]
 
     pushed: dict[str, Any] = {}

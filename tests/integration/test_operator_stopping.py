@@ -41,12 +41,13 @@ SHUTDOWN_BY_USER = "Shutdown request from user"
 
 
 # The worker: builds the same operator, installs a SIGTERM handler that calls on_kill (as Airflow's task
-# runner does), optionally SIGKILLs itself just before or just after the submission, runs execute and prints
-# how it ended.
+# runner does), optionally SIGKILLs itself just before or just after the submission or just after the release
+# of its Job, runs execute and prints how it ended.
 WORKER = textwrap.dedent(
     """
     import json, os, signal, sys
     from druid_k8s_provider.launch import airflow_mode
+    from druid_k8s_provider.launch import follow as follow_module
     from druid_k8s_provider.operators import task as operator_module
     from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 
@@ -63,6 +64,15 @@ WORKER = textwrap.dedent(
 
     operator_module.submit = crashing_submit  # launch_mode="overlord"
     airflow_mode.submit = crashing_submit  # launch_mode="airflow", inside submit_suspended
+    release_job = follow_module.release_job
+
+    async def crashing_release(*args, **kwargs):
+        released = await release_job(*args, **kwargs)
+        if crash == "after-release":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return released
+
+    follow_module.release_job = crashing_release
 
     class TaskInstance:
         dag_id, task_id, run_id, map_index, try_number = "druid_dag", "ingest", "manual__1", -1, 1
@@ -246,10 +256,11 @@ def test_worker_sigterm_leaves_the_task_running_and_the_retry_reattaches(
         pytest.param("38.0.0", "before-submit", id="airflow-mode-create-before-submit"),
         pytest.param("38.0.0", "after-submit", id="airflow-mode-after-submit"),
         pytest.param("34.0.0", "after-submit", id="overlord-mode-after-submit"),
+        pytest.param("38.0.0", "after-release", id="airflow-mode-after-release"),
     ],
 )
 @pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
-def test_worker_sigkill_around_the_submission_then_the_retry_runs_one_task_in_one_job(
+def test_worker_sigkill_at_a_step_of_the_launch_then_the_retry_runs_one_task_in_one_job(
     kube: KubeEmulator, start_overlord: Any, tmp_path: Path, version: str, crash: str, deferrable: bool
 ) -> None:
     overlord = start_overlord(druid_version=version)

@@ -17,18 +17,20 @@ From apache/druid ``OverlordResource`` and ``StatusResource``:
 - Not leader: every ``/druid/indexer/v1`` path answers 503 with an empty body, except ``isLeader`` (404
   ``{"leader": false}``).
 - Basic auth (Druid basic security) when credentials are configured: 401 without or with wrong ones; as in
-  Druid ``/status/health`` stays open. ``/emulator/v1/*`` is the emulator's control path, not Druid's.
+  Druid ``/status/health`` stays open. ``/emulator/v1/*`` is the emulator's control path, not Druid's
+  (``restart``, and ``faults``: see :mod:`.faults`, whose scripted faults apply before anything else).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,7 @@ from aiohttp import web
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import KNOWN_TASK_TYPES, DruidTask
 from druid_k8s_provider.testing.overlord.actions import ActionRefused, UnknownAction
+from druid_k8s_provider.testing.overlord.faults import OverlordFaults, apply_fault, control_routes, step_of
 from druid_k8s_provider.testing.overlord.queue import API_TASK_STATES, EntryAlreadyExists
 from druid_k8s_provider.testing.overlord.service import Overlord
 
@@ -49,17 +52,22 @@ NO_REPORTS = (
 _OPEN_PATHS = ("/status/health", "/emulator/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Restart = Callable[[float], Awaitable[None]]
+#: ``restart(downtime, refuse_connections)``: see ``OverlordEmulator.restart_async``.
+Restart = Callable[[float, bool], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request the Overlord answered: method, path, query parameters and the HTTP status."""
+    """One request the Overlord answered: method, path, query parameters and the HTTP status; ``fault`` is
+    the kind of scripted fault that fired on it, empty for none: ``reset_connection`` (closed unanswered,
+    status 499), ``status`` (answered with the scripted error, not handled), ``latency`` (handled and
+    answered late) or ``lose_answer`` (handled, its answer never arrived)."""
 
     method: str
     path: str
     query: Mapping[str, str]
     status: int
+    fault: str = ""
 
 
 @dataclass
@@ -91,15 +99,24 @@ def build_app(
     credentials: tuple[str, str] | None,
     restart: Restart,
     request_log: RequestLog | None = None,
+    faults: OverlordFaults | None = None,
 ) -> web.Application:
-    """The aiohttp application serving ``overlord``; ``restart(downtime)`` backs the control path; every
-    answered request goes into ``request_log``."""
+    """The aiohttp application serving ``overlord``; ``restart(downtime, refuse_connections)`` backs the
+    control path; ``faults`` fire on the steps they match; every answered request goes into
+    ``request_log``."""
+    faults = faults if faults is not None else OverlordFaults()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        status = 500
+        status, fault = 500, ""
         try:
-            response = await _guarded(request, handler)
+            step = step_of(request.method, request.path)
+            decision = faults.decide(step) if step is not None else None
+            if decision is None:
+                response = await _guarded(request, handler)
+            else:
+                fault = decision.kind
+                response = await apply_fault(decision, request, lambda: _guarded(request, handler))
             status = response.status
             return response
         except web.HTTPException as error:  # the router's 404 / 405
@@ -107,7 +124,7 @@ def build_app(
             raise
         finally:
             if request_log is not None and not request.path.startswith("/emulator/"):
-                record = RecordedRequest(request.method, request.path, dict(request.query), status)
+                record = RecordedRequest(request.method, request.path, dict(request.query), status, fault)
                 request_log.requests.append(record)
 
     async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -142,6 +159,7 @@ def build_app(
             web.get("/status", routes.service_status),
             web.get("/status/health", routes.health),
             web.post("/emulator/v1/restart", routes.restart),
+            *control_routes(faults),
         ]
     )
     return app
@@ -174,6 +192,7 @@ class _Routes:
         self.overlord = overlord
         self.version = version
         self._restart = restart
+        self._restarts: set[asyncio.Task[None]] = set()
 
     async def submit(self, request: web.Request) -> web.Response:
         try:
@@ -315,13 +334,21 @@ class _Routes:
         return _json(True)
 
     async def restart(self, request: web.Request) -> web.Response:
-        downtime = 0.0
+        downtime, refuse_connections = 0.0, False
         if request.can_read_body:
             try:
-                downtime = float((await request.json()).get("downtime", 0.0))
+                body = await request.json()
+                downtime = float(body.get("downtime", 0.0))
+                refuse_connections = bool(body.get("refuse_connections", False))
             except (ValueError, AttributeError, TypeError):
-                return _error(400, 'body must be {"downtime": <seconds>}')
-        await self._restart(downtime)
+                return _error(400, 'body must be {"downtime": <seconds>, "refuse_connections": <bool>}')
+        if refuse_connections:
+            # This answer's own connection is about to be cut: answer first, restart right after.
+            restarting = asyncio.create_task(self._restart(downtime, True), name="overlord-restart")
+            self._restarts.add(restarting)
+            restarting.add_done_callback(self._restarts.discard)
+            return _json({"leader": False, "restarting": True}, status=202)
+        await self._restart(downtime, False)
         return _json({"leader": self.overlord.leader})
 
 

@@ -20,6 +20,11 @@ Overlord pod (``druid/druid-overlord-0``, labels ``app=druid,component=overlord`
 
 The runner talks to the Kubernetes emulator over its real HTTP API, so its requests show in
 ``kube.metrics`` like a real Overlord's.
+
+Failures for tests: :attr:`OverlordEmulator.faults` scripts, per step of a client's conversation (submit,
+task lists, batched status, reports, log, shutdown ...), a standby's 503, a dropped connection, a slow
+answer or an answer lost after the request was handled (:mod:`.faults`); :meth:`OverlordEmulator.restart`
+plays a failover (with ``refuse_connections``, the process itself is gone meanwhile).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.config_names import RUNNER_PREFIX
 from druid_k8s_provider.testing.emulator import KubeEmulator
 from druid_k8s_provider.testing.overlord.api import RequestLog, build_app
+from druid_k8s_provider.testing.overlord.faults import OverlordFaults
 from druid_k8s_provider.testing.overlord.runner import JOIN_EXISTING_JOB_SINCE, KubernetesRunner
 from druid_k8s_provider.testing.overlord.service import Overlord
 from druid_k8s_provider.testing.standin_actions import ESCALATOR_PASSWORD_ENV, ESCALATOR_USER_ENV
@@ -87,6 +93,7 @@ class OverlordEmulator:
         poll_interval: seconds between the runner's reads of a Job or pod it waits for.
         basic_auth: ``(user, password)``: require HTTP Basic auth as Druid's basic security does.
         host, port: where the API listens (port 0: ephemeral).
+        fault_seed: seed of the fault script's random draws (:attr:`faults`), for reproducible fault runs.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class OverlordEmulator:
         basic_auth: tuple[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        fault_seed: int = 0,
     ) -> None:
         self.kube = kube
         self.druid_version = druid_version
@@ -123,6 +131,9 @@ class OverlordEmulator:
         self.url = ""
         #: Every request the Overlord's API answered (see :class:`RequestLog`), for request budgets.
         self.requests = RequestLog()
+        #: Scripted failures per step of the conversation (see :mod:`.faults`): not leader, unreachable,
+        #: slow, an answer lost after the request was handled.
+        self.faults = OverlordFaults(seed=fault_seed)
 
     # ------------------------------------------------------------------ properties
 
@@ -174,18 +185,37 @@ class OverlordEmulator:
             self.overlord.task_log_dir = self.task_log_dir
         self.task_log_dir.mkdir(parents=True, exist_ok=True)
         app = build_app(
-            self.overlord, self.druid_version, self.credentials, self.restart_async, self.requests
+            self.overlord,
+            self.druid_version,
+            self.credentials,
+            self.restart_async,
+            self.requests,
+            self.faults,
         )
         # A peon killed in the middle of an action leaves its request unfinished: do not wait a minute for it.
         self._site_runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)
         await self._site_runner.setup()
-        site = web.TCPSite(self._site_runner, self._host, self._port)
-        await site.start()
-        port = self._site_runner.addresses[0][1]
-        self.url = f"http://{self._host}:{port}"
+        await self._listen(self._port)
+        self._port = self._site_runner.addresses[0][1]
+        self.url = f"http://{self._host}:{self._port}"
         register_standin_peon(self.kube)
         await self._start_overlord_pod()
         await self.overlord.become_leader()
+
+    async def _listen(self, port: int) -> None:
+        assert self._site_runner is not None
+        await web.TCPSite(self._site_runner, self._host, port).start()
+
+    async def _refuse_connections(self) -> None:
+        """The Overlord process is gone: stop listening (new connections are refused) and cut the open
+        ones."""
+        assert self._site_runner is not None
+        for site in list(self._site_runner.sites):
+            await site.stop()
+        server = self._site_runner.server
+        for connection in list(server.connections if server is not None else []):
+            if connection.transport is not None:
+                connection.transport.abort()
 
     async def _stop(self) -> None:
         try:
@@ -258,11 +288,22 @@ class OverlordEmulator:
             },
         }
 
-    async def restart_async(self, downtime: float = 0.0) -> None:
-        """A new leader: step down (503 for ``downtime`` seconds), then lead again (join, start delay)."""
+    async def restart_async(self, downtime: float = 0.0, refuse_connections: bool = False) -> None:
+        """A new leader: step down (503 for ``downtime`` seconds), then lead again (join, start delay).
+
+        With ``refuse_connections`` the Overlord process itself is gone for ``downtime``: its port refuses
+        connections and the open ones are cut (a failover behind a Router or Service looks like this); it
+        then listens on the same port again.
+        """
         await self.overlord.step_down()
-        if downtime > 0:
-            await asyncio.sleep(downtime)
+        if refuse_connections:
+            await self._refuse_connections()
+        try:
+            if downtime > 0:
+                await asyncio.sleep(downtime)
+        finally:
+            if refuse_connections:
+                await self._listen(self._port)
         await self.overlord.become_leader()
 
     async def set_leader_async(self, leading: bool) -> None:
@@ -276,9 +317,9 @@ class OverlordEmulator:
         """:meth:`set_leader_async` from synchronous code (``with`` mode)."""
         self.kube.run(self.set_leader_async(leading))
 
-    def restart(self, downtime: float = 0.0) -> None:
+    def restart(self, downtime: float = 0.0, refuse_connections: bool = False) -> None:
         """:meth:`restart_async` from synchronous code (``with`` mode)."""
-        self.kube.run(self.restart_async(downtime), timeout=downtime + 30)
+        self.kube.run(self.restart_async(downtime, refuse_connections), timeout=downtime + 30)
 
     def __enter__(self) -> OverlordEmulator:
         self.kube.run(self._start(), timeout=60)
