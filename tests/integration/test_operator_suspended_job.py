@@ -14,7 +14,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 from test_operator_lifecycle import FakeTaskInstance, logged, operator, run
-from test_operator_overlord_protocol import druid_task, druid_tasks, our_jobs
+from test_operator_overlord_protocol import druid_tasks, our_jobs
 
 from druid_k8s_provider.errors import OverlordApiError
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
@@ -24,6 +24,7 @@ from druid_k8s_provider.launch import airflow_mode
 from druid_k8s_provider.naming import PEON_LABEL
 from druid_k8s_provider.operators import task as operator_module
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -72,7 +73,7 @@ def test_a_submission_druid_refuses_fails_saying_so_and_deletes_the_suspended_jo
     kube: KubeEmulator, start_overlord: Any
 ) -> None:
     overlord = start_overlord(druid_version="38.0.0")
-    typo = {**druid_task(), "type": "index_paralel"}  # no Druid module registers this type
+    typo = {**index_parallel_task(), "type": "index_paralel"}  # no Druid module registers this type
     with pytest.raises(OverlordApiError) as raised, capture_logs() as logs:
         run(operator(druid_task=typo, launch_mode="airflow"), FakeTaskInstance())
     message = str(raised.value)
@@ -108,7 +109,7 @@ def test_an_overlord_unreachable_at_submission_keeps_the_job_and_the_retry_submi
         patched.setattr(operator_module, "DruidOverlordHook", QuickOverlordHook)
         patched.setattr(operator_module, "plan_launch", plan_then_lose_the_leader)
         with pytest.raises(OverlordApiError) as raised:
-            run(operator(druid_task=druid_task(), launch_mode="airflow"), FakeTaskInstance())
+            run(operator(druid_task=index_parallel_task(), launch_mode="airflow"), FakeTaskInstance())
     assert "still unavailable after the retries" in str(raised.value)
     assert "is kept: a retry of this Airflow task submits the task and releases the Job" in str(raised.value)
     (kept,) = our_jobs(kube)
@@ -116,7 +117,7 @@ def test_an_overlord_unreachable_at_submission_keeps_the_job_and_the_retry_submi
     assert kube.store.list("pods", NAMESPACE, label_selector=f"job-name={kept['metadata']['name']}") == []
 
     overlord.set_leader(True)
-    result = run(operator(druid_task=druid_task(), launch_mode="airflow"), retry())
+    result = run(operator(druid_task=index_parallel_task(), launch_mode="airflow"), retry())
     assert result["status"] == "SUCCESS" and result["job_name"] == kept["metadata"]["name"]
     assert [(task["id"], task["statusCode"]) for task in druid_tasks(overlord)] == [
         (result["druid_task_id"], "SUCCESS")
@@ -128,11 +129,11 @@ def test_a_retry_with_a_changed_task_json_replaces_the_leftover_suspended_job_an
     kube: KubeEmulator, start_overlord: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     overlord = start_overlord(druid_version="38.0.0", runner_properties=KEEP_JOBS)
-    first_try_killed_before_submit(monkeypatch, druid_task())
+    first_try_killed_before_submit(monkeypatch, index_parallel_task())
     (leftover,) = our_jobs(kube)
     assert leftover["spec"]["suspend"] is True and druid_tasks(overlord) == []
 
-    changed = druid_task(standinRowCount=7)
+    changed = index_parallel_task(standinRowCount=7)
     with capture_logs() as logs:
         result = run(operator(druid_task=changed, launch_mode="airflow"), retry())
     assert result["status"] == "SUCCESS" and result["druid_task_id"].endswith("_attempt1")
@@ -154,7 +155,7 @@ def test_a_retry_whose_attempt_the_overlord_already_has_follows_it_and_says_the_
     """The earlier try's task reached the Overlord with the old JSON (another try of the same task
     instance submitted it just after this one asked): Druid runs that one, and so does the Job."""
     overlord = start_overlord(druid_version="38.0.0", runner_properties=KEEP_JOBS)
-    old = druid_task()
+    old = index_parallel_task()
     first_try_killed_before_submit(monkeypatch, old)
     (leftover,) = our_jobs(kube)
     plan_launch = operator_module.plan_launch
@@ -169,7 +170,9 @@ def test_a_retry_whose_attempt_the_overlord_already_has_follows_it_and_says_the_
 
     monkeypatch.setattr(operator_module, "plan_launch", plan_then_the_old_json_is_submitted)
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task(standinRowCount=7), launch_mode="airflow"), retry())
+        result = run(
+            operator(druid_task=index_parallel_task(standinRowCount=7), launch_mode="airflow"), retry()
+        )
     assert result["status"] == "SUCCESS"
     warnings = [entry["event"] for entry in logs if entry.get("log_level") == "warning"]
     assert any(
