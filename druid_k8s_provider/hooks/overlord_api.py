@@ -15,9 +15,10 @@ Paths, shapes and status codes are Druid's (``OverlordResource`` and ``StatusRes
 - ``POST /task/{id}/shutdown``, ``GET /task/{id}/reports``, ``GET /task/{id}/log?offset=``,
   ``GET /task/{id}`` (``{"task", "payload"}``), ``GET /status`` (``{"version", ...}``).
 
-Druid's errors come as ``{"error": "druidException", "errorCode", "errorMessage", ...}``, as a legacy
-``{"error": message}``, as ``{"Access-Check-Result": ...}`` (403), or as plain text; a proxy may answer with
-an HTML page. :func:`druid_error_text` reads all of them, so an error always says what the server said.
+Answers are read by :mod:`druid_k8s_provider.hooks.overlord_answer`: Druid's error shapes become one line of
+an error naming the connection and the request, and a successful answer that is not Druid's JSON or shape is
+an :class:`~druid_k8s_provider.errors.OverlordAnswerUnreadable`, never a guess. Each call names its
+``endpoint`` (the hook method it serves), which labels the Overlord request error metric.
 """
 
 from __future__ import annotations
@@ -25,182 +26,24 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError, TaskAlreadySubmitted
-from druid_k8s_provider.hooks.secrets import scrub, sensitive_values
+from druid_k8s_provider.errors import DruidK8sConfigError, TaskAlreadySubmitted
+from druid_k8s_provider.hooks.overlord_answer import OverlordAnswer as OverlordAnswer
+from druid_k8s_provider.hooks.overlord_answer import OverlordTaskStatus as OverlordTaskStatus
+from druid_k8s_provider.hooks.overlord_answer import WrongShape
+from druid_k8s_provider.hooks.overlord_answer import druid_error_text as druid_error_text
+from druid_k8s_provider.hooks.secrets import sensitive_values
 
 INDEXER = "/druid/indexer/v1"
 TASK_LIST_STATES = ("waiting", "pending", "running", "complete")
 ENTRY_ALREADY_EXISTS = "entryAlreadyExists"
-#: How much of an error body goes into a message: enough for Druid's sentences, not a whole HTML page.
-_MAX_ERROR_TEXT = 500
-_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_TAGS = re.compile(r"<[^>]+>")
 _UNKNOWN_TASK = re.compile(r"Cannot find any task with id", re.IGNORECASE)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class OverlordTaskStatus:
-    """A task as the Overlord reports it.
-
-    ``status_code`` is Druid's ``TaskState``: RUNNING (active: waiting for locks, pending in the runner or
-    running), SUCCESS or FAILED. ``runner_status_code`` (WAITING / PENDING / RUNNING / NONE) comes only from
-    the single-task status and the task lists; None from the batched ``taskStatus``. It means something only
-    while the task is active: for a task its runner no longer holds (complete), Druid's single-task status
-    falls back to WAITING. ``duration_ms`` is -1
-    while the task runs; ``location`` is ``{"host", "port", "tlsPort"}`` once the peon is up.
-    """
-
-    task_id: str
-    status_code: str
-    runner_status_code: str | None = None
-    duration_ms: int | None = None
-    error_msg: str | None = None
-    location: Mapping[str, Any] | None = None
-    data_source: str | None = None
-    type: str | None = None
-
-    @property
-    def active(self) -> bool:
-        """Not complete: the Overlord still holds the task (any state but SUCCESS and FAILED)."""
-        return self.status_code not in ("SUCCESS", "FAILED")
-
-    @classmethod
-    def from_json(cls, document: Mapping[str, Any], task_id: str | None = None) -> OverlordTaskStatus:
-        """Read a ``TaskStatusPlus`` (``statusCode``) or a ``TaskStatus`` (``status``) object."""
-        status_code = document.get("statusCode") or document.get("status")
-        duration = document.get("duration")
-        location = document.get("location")
-        return cls(
-            task_id=str(document.get("id") or task_id),
-            status_code=str(status_code),
-            runner_status_code=document.get("runnerStatusCode"),
-            duration_ms=int(duration) if isinstance(duration, int | float) else None,
-            error_msg=document.get("errorMsg"),
-            location=location if isinstance(location, Mapping) else None,
-            data_source=document.get("dataSource"),
-            type=document.get("type"),
-        )
-
-
-@dataclass(frozen=True)
-class OverlordAnswer:
-    """A final (non-retried) HTTP answer of the Overlord, with what is needed to explain it."""
-
-    conn_id: str
-    method: str
-    path: str
-    status: int
-    content_type: str
-    body: bytes = field(repr=False)
-    secrets: Sequence[str] = field(default=(), repr=False)
-    task_id: str | None = None
-
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        """The decoded JSON body, or an :class:`OverlordApiError` saying the answer was not Druid's JSON."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            raise self.error(
-                "the answer is not the JSON Druid sends",
-                "check that host, port and the endpoint extra of the connection reach the Overlord (or the "
-                "Router) and not another server or a proxy's login page",
-            ) from None
-
-    def error(
-        self, problem: str, fix: str, error_class: type[OverlordApiError] = OverlordApiError
-    ) -> OverlordApiError:
-        """An error naming the connection, the request, the HTTP status and what Druid said."""
-        said = druid_error_text(self.content_type, self.body)
-        said = scrub(said, list(self.secrets)) or ""
-        message = (
-            f"Overlord request {self.method} {self.path} (Airflow connection {self.conn_id!r}) answered "
-            f"HTTP {self.status}: {problem}" + (f"; Druid said: {said}" if said else "") + f". Fix: {fix}"
-        )
-        return error_class(
-            message,
-            conn_id=self.conn_id,
-            path=self.path,
-            status=self.status,
-            druid_message=said or None,
-            task_id=self.task_id,
-        )
-
-    def refused(self) -> OverlordApiError:
-        """The error for a status the call does not expect, with the fix that status usually needs."""
-        if self.status == 401:
-            return self.error(
-                "the Overlord did not accept the credentials",
-                f"check the login and password of Airflow connection {self.conn_id!r} (Druid basic security)",
-            )
-        if self.status == 403:
-            return self.error(
-                "the Druid user lacks a permission",
-                f"grant the Druid user of connection {self.conn_id!r} what the Quickstart lists: WRITE on "
-                "the task's datasource to submit and stop it, READ to follow it, STATE READ and WRITE for "
-                "the version and the batched task status",
-            )
-        if self.status == 404:
-            return self.error(
-                "the path does not exist on that server",
-                f"check host, port and the endpoint extra of connection {self.conn_id!r}: they must reach "
-                "the Overlord or the Router (a proxy's path prefix goes in front of druid/indexer/v1/task)",
-            )
-        if self.status in (307, 308):
-            return self.error(
-                "the Overlord kept redirecting (a redirect loop between Overlords)",
-                f"point connection {self.conn_id!r} at the leader Overlord or the Router",
-            )
-        if self.status == 429 or self.status >= 500:
-            return self.error(
-                "the Overlord was still unavailable after the retries",
-                "check the Overlord's health and leadership, then clear the Airflow task: a submitted task "
-                "is re-attached, not submitted twice",
-            )
-        return self.error("Druid refused the request", "correct what Druid's message names, then retry")
-
-
-def druid_error_text(content_type: str, body: bytes) -> str:
-    """The error a Druid answer carries, in one line: Druid's JSON error forms, plain text, or an HTML page
-    (a proxy, a login page) described by its title. Empty for an empty body."""
-    text = body.decode("utf-8", "replace").strip()
-    if not text:
-        return ""
-    if text[0] in '{["':
-        with contextlib.suppress(ValueError):
-            return _json_error_text(json.loads(text))
-    if "html" in content_type.lower() or text.lower().startswith(("<!doctype", "<html", "<?xml")):
-        title = _HTML_TITLE.search(text)
-        shown = title.group(1) if title else _TAGS.sub(" ", text)
-        return f"an HTML page: {_one_line(shown)}"
-    if sum(1 for character in text[:200] if not character.isprintable() and character not in "\r\n\t") > 10:
-        return f"{len(body)} bytes that are not text"
-    return _one_line(text)
-
-
-def _json_error_text(document: Any) -> str:
-    if isinstance(document, Mapping):
-        for key in ("errorMessage", "error", "Access-Check-Result", "message"):
-            value = document.get(key)
-            if isinstance(value, str) and value and value != "druidException":
-                return _one_line(value)
-    if isinstance(document, str):
-        return _one_line(document)
-    return _one_line(json.dumps(document, separators=(",", ":")))
-
-
-def _one_line(text: str) -> str:
-    collapsed = " ".join(text.split())
-    return collapsed if len(collapsed) <= _MAX_ERROR_TEXT else f"{collapsed[:_MAX_ERROR_TEXT]}..."
 
 
 @dataclass(frozen=True)
@@ -208,13 +51,15 @@ class OverlordCall(Generic[T]):
     """One Overlord operation: the request, and ``read``, which turns the final answer into the result.
 
     ``read`` sees every answer that is not retried (retries are the client's: 429, 5xx, connection
-    errors) and raises :class:`OverlordApiError` for one it does not accept. ``secrets`` are scrubbed from
-    error messages (Druid may quote the submitted task back); ``task_id`` goes into errors.
+    errors) and raises :class:`OverlordApiError` for one it does not accept. ``endpoint`` names the
+    operation (``submit_task``, ``task_statuses`` ...: the hook method it serves). ``secrets`` are scrubbed
+    from error messages (Druid may quote the submitted task back); ``task_id`` goes into errors.
     """
 
     method: str
     path: str
     read: Callable[[OverlordAnswer], T]
+    endpoint: str
     params: Mapping[str, str] = field(default_factory=dict)
     body: Any = field(default=None, repr=False)
     secrets: Sequence[str] = field(default=(), repr=False)
@@ -230,30 +75,35 @@ def _unknown_task(answer: OverlordAnswer) -> bool:
     return answer.status == 404 or (answer.status == 400 and bool(_UNKNOWN_TASK.search(answer.text())))
 
 
-def _json_object(answer: OverlordAnswer) -> dict[str, Any]:
-    document = answer.json()
-    if not isinstance(document, dict):
-        raise answer.error(
-            "the answer is not a JSON object", "check that the connection reaches the Overlord"
-        )
-    return document
+def _statuses(answer: OverlordAnswer, entries: Iterable[tuple[str | None, Any]]) -> list[OverlordTaskStatus]:
+    """Task statuses from ``(known id or None, entry)`` pairs; a malformed entry makes the whole answer
+    unreadable (deciding on a guessed status could run a task twice or lose one)."""
+    statuses = []
+    for task_id, entry in entries:
+        if not isinstance(entry, Mapping):
+            raise answer.wrong_shape(f"a task status is {type(entry).__name__}, not a JSON object")
+        try:
+            statuses.append(OverlordTaskStatus.from_json(entry, task_id))
+        except WrongShape as problem:
+            raise answer.wrong_shape(str(problem)) from None
+    return statuses
 
 
 def submit_task(task: Mapping[str, Any]) -> OverlordCall[str]:
     """``POST /druid/indexer/v1/task``: the id the Overlord accepted the task under.
 
     Raises :class:`TaskAlreadySubmitted` when the Overlord already has the task's id (400
-    ``entryAlreadyExists``): it was submitted before, re-attach to it.
+    ``entryAlreadyExists``): it was submitted before, re-attach to it. An accepting answer the provider
+    cannot read is an :class:`~druid_k8s_provider.errors.OverlordAnswerUnreadable` (the task may have been
+    stored: the hook then asks the Overlord).
     """
     task_id = task.get("id") if isinstance(task.get("id"), str) else None
 
     def read(answer: OverlordAnswer) -> str:
         if answer.status == 200:
-            accepted = _json_object(answer).get("task")
-            if not isinstance(accepted, str):
-                raise answer.error(
-                    "the answer names no task id", "check that the connection reaches the Overlord"
-                )
+            accepted = answer.json_object().get("task")
+            if not isinstance(accepted, str) or not accepted:
+                raise answer.wrong_shape("the answer names no task id")
             return accepted
         if answer.status == 400 and _is_entry_already_exists(answer):
             raise answer.error(
@@ -264,7 +114,13 @@ def submit_task(task: Mapping[str, Any]) -> OverlordCall[str]:
         raise answer.refused()
 
     return OverlordCall(
-        "POST", f"{INDEXER}/task", read, body=dict(task), secrets=sensitive_values(task), task_id=task_id
+        "POST",
+        f"{INDEXER}/task",
+        read,
+        "submit_task",
+        body=dict(task),
+        secrets=sensitive_values(task),
+        task_id=task_id,
     )
 
 
@@ -288,12 +144,12 @@ def task_status(task_id: str) -> OverlordCall[OverlordTaskStatus | None]:
             return None
         if answer.status != 200:
             raise answer.refused()
-        status = _json_object(answer).get("status")
-        if not isinstance(status, Mapping):
+        status = answer.json_object().get("status")
+        if status is None:
             return None
-        return OverlordTaskStatus.from_json(status, task_id)
+        return _statuses(answer, [(task_id, status)])[0]
 
-    return OverlordCall("GET", _task_path(task_id, "/status"), read, task_id=task_id)
+    return OverlordCall("GET", _task_path(task_id, "/status"), read, "task_status", task_id=task_id)
 
 
 def task_statuses(task_ids: Sequence[str]) -> OverlordCall[dict[str, OverlordTaskStatus]]:
@@ -305,13 +161,13 @@ def task_statuses(task_ids: Sequence[str]) -> OverlordCall[dict[str, OverlordTas
     def read(answer: OverlordAnswer) -> dict[str, OverlordTaskStatus]:
         if answer.status != 200:
             raise answer.refused()
-        return {
-            str(task_id): OverlordTaskStatus.from_json(status, str(task_id))
-            for task_id, status in _json_object(answer).items()
-            if isinstance(status, Mapping)
-        }
+        known = answer.json_object()
+        statuses = _statuses(answer, known.items())
+        return {str(task_id): status for task_id, status in zip(known, statuses, strict=True)}
 
-    return OverlordCall("POST", f"{INDEXER}/taskStatus", read, body=list(dict.fromkeys(task_ids)))
+    return OverlordCall(
+        "POST", f"{INDEXER}/taskStatus", read, "task_statuses", body=list(dict.fromkeys(task_ids))
+    )
 
 
 def tasks(state: str, data_source: str | None = None) -> OverlordCall[list[OverlordTaskStatus]]:
@@ -329,14 +185,9 @@ def tasks(state: str, data_source: str | None = None) -> OverlordCall[list[Overl
     def read(answer: OverlordAnswer) -> list[OverlordTaskStatus]:
         if answer.status != 200:
             raise answer.refused()
-        entries = answer.json()
-        if not isinstance(entries, list):
-            raise answer.error(
-                "the answer is not a JSON list", "check that the connection reaches the Overlord"
-            )
-        return [OverlordTaskStatus.from_json(entry) for entry in entries if isinstance(entry, Mapping)]
+        return _statuses(answer, ((None, entry) for entry in answer.json_list()))
 
-    return OverlordCall("GET", f"{INDEXER}/tasks", read, params=params)
+    return OverlordCall("GET", f"{INDEXER}/tasks", read, "tasks", params=params)
 
 
 def shutdown_task(task_id: str) -> OverlordCall[bool]:
@@ -352,7 +203,7 @@ def shutdown_task(task_id: str) -> OverlordCall[bool]:
             raise answer.refused()
         return True
 
-    return OverlordCall("POST", _task_path(task_id, "/shutdown"), read, task_id=task_id)
+    return OverlordCall("POST", _task_path(task_id, "/shutdown"), read, "shutdown_task", task_id=task_id)
 
 
 def task_report(task_id: str) -> OverlordCall[dict[str, Any] | None]:
@@ -364,9 +215,9 @@ def task_report(task_id: str) -> OverlordCall[dict[str, Any] | None]:
             return None
         if answer.status != 200:
             raise answer.refused()
-        return _json_object(answer)
+        return answer.json_object()
 
-    return OverlordCall("GET", _task_path(task_id, "/reports"), read, task_id=task_id)
+    return OverlordCall("GET", _task_path(task_id, "/reports"), read, "task_report", task_id=task_id)
 
 
 def task_log(task_id: str, offset: int = 0) -> OverlordCall[str | None]:
@@ -382,7 +233,12 @@ def task_log(task_id: str, offset: int = 0) -> OverlordCall[str | None]:
         return answer.text()
 
     return OverlordCall(
-        "GET", _task_path(task_id, "/log"), read, params={"offset": str(offset)}, task_id=task_id
+        "GET",
+        _task_path(task_id, "/log"),
+        read,
+        "task_log",
+        params={"offset": str(offset)},
+        task_id=task_id,
     )
 
 
@@ -395,19 +251,22 @@ def task_payload(task_id: str) -> OverlordCall[dict[str, Any] | None]:
             return None
         if answer.status != 200:
             raise answer.refused()
-        payload = _json_object(answer).get("payload")
+        payload = answer.json_object().get("payload")
         return payload if isinstance(payload, dict) else None
 
-    return OverlordCall("GET", _task_path(task_id), read, task_id=task_id)
+    return OverlordCall("GET", _task_path(task_id), read, "task_payload", task_id=task_id)
 
 
 def overlord_version() -> OverlordCall[str | None]:
-    """``GET /status``: the Overlord's Druid version (``"35.0.0"``), None when it reports none."""
+    """``GET /status``: the Overlord's Druid version (``"35.0.0"``), None when it reports none (a build
+    without a manifest). A version that is no string is an unreadable answer, not a version below 35."""
 
     def read(answer: OverlordAnswer) -> str | None:
         if answer.status != 200:
             raise answer.refused()
-        version = _json_object(answer).get("version")
-        return str(version) if version is not None else None
+        version = answer.json_object().get("version")
+        if version is not None and not isinstance(version, str):
+            raise answer.wrong_shape(f"the version is {json.dumps(version)[:40]}, not a string")
+        return version
 
-    return OverlordCall("GET", "/status", read)
+    return OverlordCall("GET", "/status", read, "overlord_version")
