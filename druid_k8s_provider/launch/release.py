@@ -78,9 +78,10 @@ async def release_job(
     """
     handed = await board.wait_handed_to_runner(task_id)
     if not handed.active:
-        detail = f": {handed.error_msg}" if handed.error_msg else ""
+        # Without Druid's errorMsg: a triggerer logs this line, and it cannot mask the task's credentials
+        # that message may quote; the operator reports the outcome with it, masked.
         reason = (
-            f"Druid task {task_id!r} completed ({handed.status_code}{detail}) before the Overlord handed it "
+            f"Druid task {task_id!r} completed ({handed.status_code}) before the Overlord handed it "
             f"to its runner; Job {job_name!r} was not released"
         )
         log(reason)

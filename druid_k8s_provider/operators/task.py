@@ -157,7 +157,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
         self.task_logs_location = task_logs_location
-        # Checked when it is resolved (it is templated): choose_launch_mode, before anything is written.
+        # Checked when it is resolved (it is templated): _requested_mode, before any request.
         self.launch_mode = launch_mode
         self.druid_ingest_conn_id = druid_ingest_conn_id
         self.image_pull_grace_seconds = image_pull_grace_seconds
@@ -233,6 +233,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
             else:
                 job = hook.get_job(name, config.namespace, task_id=task.id)
                 release_pending = job is not None and is_suspended(job)
+        self._publish_console_link(context, overlord.endpoint, task.id)
         spec = FollowSpec(
             mode=plan.choice.mode,
             druid_task_id=task.id,
