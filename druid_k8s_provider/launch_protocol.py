@@ -64,7 +64,7 @@ def check_launch_mode(requested: object, field: str = "launch_mode") -> str:
     ``field`` (the argument, or the ``[druid_k8s] launch_mode`` option it came from)."""
     if isinstance(requested, str) and requested in LAUNCH_MODES:
         return requested
-    kind = "" if isinstance(requested, str) else f" (a {type(requested).__name__}, not a string)"
+    kind = "" if isinstance(requested, str) else f" (of type {type(requested).__name__}, not a string)"
     raise DruidK8sConfigError(
         field,
         f"{requested!r}{kind} is not a launch mode",

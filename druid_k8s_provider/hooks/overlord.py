@@ -24,6 +24,7 @@ of :mod:`druid_k8s_provider.hooks.overlord_api` over httpx
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
@@ -65,6 +66,28 @@ def _masked(task: TaskJson) -> TaskJson:
     return task
 
 
+def _extra_of(conn: Any) -> Mapping[str, Any]:
+    """The connection's extras, which must be a JSON object (Airflow would read anything else as no extras
+    at all, and an https Overlord's ``ca_bundle_path`` would be silently dropped). Never quoted: extras may
+    hold secrets."""
+    raw = conn.extra
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, Mapping):
+        raise DruidK8sConfigError(
+            f"connection {conn.conn_id!r} extra",
+            "the extras are not a JSON object",
+            'write them as a JSON object, e.g. {"endpoint": "druid/indexer/v1/task", "ca_bundle_path": '
+            '"/etc/ssl/druid-ca.pem"}, or leave them empty',
+        )
+    extra: Mapping[str, Any] = conn.extra_dejson  # registers the values with the secrets masker
+    return extra
+
+
 def _endpoint_of(conn: Any) -> OverlordEndpoint:
     """The validated connection, its password and Basic-auth token registered with the secrets masker."""
     endpoint = overlord_endpoint(
@@ -75,7 +98,7 @@ def _endpoint_of(conn: Any) -> OverlordEndpoint:
         schema=conn.schema,
         login=conn.login,
         password=conn.password,
-        extra=conn.extra_dejson,
+        extra=_extra_of(conn),
         default_console_url=conf.get(CONFIG_SECTION, "console_url", fallback="") or None,
     )
     for secret in endpoint.secrets:
@@ -121,9 +144,10 @@ def _undefined_connection(conn_id: str) -> DruidK8sConfigError:
     return DruidK8sConfigError(
         "druid_ingest_conn_id",
         f"the Airflow connection {conn_id!r} is not defined, and the Overlord must know every task the "
-        "provider runs (it holds the task's locks)",
+        "provider runs (it holds the task's locks); Airflow also reads a connection it cannot parse (a "
+        "port that is no number, JSON that does not parse) as undefined",
         "create it with the Overlord's host, port and schema (Admin > Connections, or an AIRFLOW_CONN_<ID> "
-        "environment variable), or point druid_ingest_conn_id at an existing one",
+        "environment variable), or correct it, or point druid_ingest_conn_id at an existing one",
     )
 
 
