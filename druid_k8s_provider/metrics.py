@@ -8,8 +8,8 @@ tags. Timers are in milliseconds. docs/operations.md ("Metrics") lists them.
 - :data:`PEON_STARTUP_TIME`: Druid's ``k8s/peon/startup/time`` (``KubernetesPeonClient``: from the Job's
   launch to its pod running), here read from Kubernetes' own timestamps, so a wait resumed in another
   process measures the same: from the Job's ``status.startTime`` (set when the Job controller starts the
-  Job, and again when a suspended Job is resumed; else its creation) to the ``startedAt`` of the pod's
-  ``main`` container. Kubernetes writes both to the second.
+  Job, and again when a suspended Job is resumed; else its creation, or the pod's once the Overlord deleted
+  the Job) to the ``startedAt`` of the pod's ``main`` container. Kubernetes writes both to the second.
 - :data:`TASK_OUTCOME`: one per Druid task whose outcome an Airflow task reports, by task type and status.
 - :data:`LOCK_WAIT`: ``launch_mode="airflow"`` only: from the submission (the Overlord's ``createdTime`` of
   the task) to the release of its Job, the time the task spent WAITING for its locks.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pendulum
@@ -48,13 +49,17 @@ def name_part(value: object) -> str:
 
 
 def peon_startup_ms(job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None) -> float | None:
-    """Milliseconds from the Job's start (``status.startTime``, else ``metadata.creationTimestamp``) to the
-    start of the pod's ``main`` container (``state.running.startedAt`` or ``state.terminated.startedAt``);
-    None while either is unknown. Never negative (the two come from different clocks of the cluster)."""
-    if job is None or pod is None:
+    """Milliseconds from the Job's start (``status.startTime``, else its ``metadata.creationTimestamp``; the
+    pod's own creation when the Job is gone) to the start of the pod's ``main`` container
+    (``state.running.startedAt`` or ``state.terminated.startedAt``); None while either is unknown. Never
+    negative (the two come from different clocks of the cluster)."""
+    if pod is None:
         return None
-    start = job_state.parse_time((job.get("status") or {}).get("startTime")) or job_state.parse_time(
-        (job.get("metadata") or {}).get("creationTimestamp")
+    job = job or {}
+    start = (
+        job_state.parse_time((job.get("status") or {}).get("startTime"))
+        or job_state.parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+        or job_state.parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     )
     state = (job_state.main_container_status(pod) or {}).get("state") or {}
     running = (state.get("running") or state.get("terminated") or {}).get("startedAt")
@@ -64,13 +69,29 @@ def peon_startup_ms(job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None
     return max(0.0, (started - start).total_seconds() * 1000.0)
 
 
-def emit_peon_startup(milliseconds: float, *, launch_mode: str, namespace: str) -> None:
-    """:data:`PEON_STARTUP_TIME` (timer, ms), tagged ``launch_mode`` and ``namespace``."""
-    Stats.timing(
-        PEON_STARTUP_TIME,
-        dt.timedelta(milliseconds=milliseconds),
-        tags={"launch_mode": launch_mode, "namespace": namespace},
-    )
+@dataclass
+class PeonStartup:
+    """:data:`PEON_STARTUP_TIME` (timer, ms, tagged ``launch_mode`` and ``namespace``) of one wait: emitted
+    the first time a look at the Job and its pod (:meth:`observe`) shows the pod started. A wait resumed
+    in another process emits it again, with the same value (it is read from Kubernetes' timestamps)."""
+
+    launch_mode: str
+    namespace: str
+    emitted: bool = False
+
+    def observe(self, job: Mapping[str, Any] | None, pod: Mapping[str, Any] | None) -> None:
+        """One look at the Job (None once it is gone) and its newest pod (None before there is one)."""
+        if self.emitted or pod is None or not job_state.has_started(pod):
+            return
+        milliseconds = peon_startup_ms(job, pod)
+        if milliseconds is None:
+            return
+        self.emitted = True
+        Stats.timing(
+            PEON_STARTUP_TIME,
+            dt.timedelta(milliseconds=milliseconds),
+            tags={"launch_mode": self.launch_mode, "namespace": self.namespace},
+        )
 
 
 def emit_task_outcome(task_type: str, status: str, *, launch_mode: str | None) -> None:

@@ -191,9 +191,7 @@ async def _follow(
         log_cursor=LogCursor.from_dict(spec.log_cursor),
         sidecar_grace_seconds=spec.sidecar_grace_seconds,
         emit_line=show,
-        on_peon_started=lambda startup: metrics.emit_peon_startup(
-            startup, launch_mode=spec.mode, namespace=spec.namespace
-        ),
+        startup=metrics.PeonStartup(launch_mode=spec.mode, namespace=spec.namespace),
     )
     event = await follower.outcome()
     event["log_offset"] = shown[0]

@@ -96,9 +96,8 @@ class JobFollower(PeonLogStream):
     emit_line: Callable[[str], None] = print
     #: Set by a wait in a worker: watch only this Job and its pods (see :func:`shared_watch`).
     own_job: OwnJob | None = None
-    #: Called once with the milliseconds from the Job's start to its pod's, once the pod is seen started.
-    on_peon_started: Callable[[float], None] | None = None
-    _startup_measured: bool = field(default=False, init=False)
+    #: Shown every look at the Job and its pod, to time the peon's start (a metric), when set.
+    startup: metrics.PeonStartup | None = None
     _pull_problem_since: float | None = field(default=None, init=False)
     # Lets go of the pods watch (set by run(); see _let_go_of_pods).
     _release_pods: Callable[[], Awaitable[None]] | None = field(default=None, init=False, repr=False)
@@ -248,13 +247,13 @@ class JobFollower(PeonLogStream):
             job, pod = await self._read_state(session, jobs, pods, True)
         if job is None:
             # Deleted at completion (the Overlord does): the pod as last seen may still say how it ended.
-            return self._payload(MISSING, pod=pod or self._final_pod or self._known_pod), False
+            pod = pod or self._final_pod or self._known_pod
+            if self.startup is not None:
+                self.startup.observe(None, pod)
+            return self._payload(MISSING, pod=pod), False
+        if self.startup is not None:
+            self.startup.observe(job, pod)
         started = pod is not None and job_state.has_started(pod)
-        if started and not self._startup_measured and self.on_peon_started is not None:
-            startup = metrics.peon_startup_ms(job, pod)
-            self._startup_measured = startup is not None
-            if startup is not None:
-                self.on_peon_started(startup)
         if pod is not None and started:
             self._start_logs(session, jobs, pods, pod["metadata"]["name"], job)
             await self._let_go_of_pods(pods, pod)
