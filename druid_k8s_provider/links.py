@@ -1,10 +1,9 @@
 """The operator's extra link: one click from a task in the Airflow UI to its Druid task in Druid's console.
 
-Druid's web console (served by the Router, and by the Coordinator) routes with the URL's hash: its Tasks
-view is ``#tasks``, and a filter on a column follows as ``#tasks/<column><mode><value>``; the console
-itself goes to one task with the exact-match filter ``task_id=<id>`` (escaping ``&`` and ``%`` in the value,
-which would otherwise end the filter). So a task's page is
-``<console>/unified-console.html#tasks/task_id=<id>``.
+Druid's web console (served by the Router) routes with the URL's hash: its Tasks view is ``#tasks``, and
+filters on its columns follow as ``#tasks/<column><mode><value>``; the console itself goes to one task with
+the exact-match filter ``task_id=<id>`` (escaping ``&`` and ``%`` in the value, which would otherwise end the
+filter). So a task's page is ``<console>/unified-console.html#tasks/task_id=<id>``.
 
 Airflow 3 resolves an operator's extra links from XCom: the worker stores each link's URL under the link's
 ``xcom_key`` when a try ends (and the API server reads it back). The operator stores it as soon as the task
