@@ -11,15 +11,17 @@ Three steps, as a DAG author would write them:
 Every task is submitted to the Druid Overlord of the connection ``druid_ingest_default`` (the one users of
 the Apache Druid provider already have), which holds its locks and records its outcome; the operator picks
 the launch mode from the Overlord's version (``launch_mode="auto"``). Each Druid task runs as a Kubernetes
-Job built from the Overlord pod (``[druid_k8s] overlord_pod_selector``) in the namespace of ``[druid_k8s]
-runner_properties`` / ``runtime_properties_file``. The tasks have no ``id``: the operator derives one per
+Job in the namespace of ``[druid_k8s] runner_properties`` / ``runtime_properties_file``, built from the
+Overlord pod (``[druid_k8s] overlord_pod_selector``) by the operator (Druid 35.0.0 and later) or by the
+Overlord itself (older Druid). The tasks have no ``id``: the operator derives one per
 attempt from the DAG run, so a retry after a crash re-attaches and a retry after a failure runs again. The
 Jobs in flight are bounded by the Airflow pool ``druid_k8s_peons``; create it with
 ``airflow pools set druid_k8s_peons 2 "Druid peon Jobs in flight" --include-deferred``.
 
-``debugJobs`` (set on the Overlord too, as ``druid.indexer.runner.debugJobs``) keeps finished Jobs so you
-can still see them with ``kubectl``; the ``druid_k8s_reaper`` DAG deletes them after ``taskCleanupDelay``
-once the Overlord no longer holds their task.
+The Overlord deletes each task's Job when the task completes. To keep finished Jobs for ``kubectl``, set
+``druid.indexer.runner.debugJobs=true`` in the Overlord's ``runtime.properties`` (given to the operator it
+has no effect: the Overlord decides); the ``druid_k8s_reaper`` DAG then deletes them after
+``taskCleanupDelay`` once the Overlord no longer holds their task.
 """
 
 from __future__ import annotations
@@ -112,13 +114,11 @@ with DAG(
     ingest = DruidK8sTaskOperator(
         task_id="ingest",
         druid_task=INGESTION_TASK,
-        runner_properties={"druid.indexer.runner.debugJobs": "true"},
         pool="druid_k8s_peons",
     )
     compact = DruidK8sTaskOperator(
         task_id="compact",
         druid_task=COMPACTION_TASK,
-        runner_properties={"druid.indexer.runner.debugJobs": "true"},
         pool="druid_k8s_peons",
     )
     compaction_job_finished = DruidK8sTaskSensor(

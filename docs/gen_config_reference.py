@@ -1,6 +1,6 @@
 """Write the property table of docs/configuration.md from RunnerConfig, so the reference cannot drift.
 
-Run it after changing ``druid_k8s_provider/config.py``::
+Run it after changing ``druid_k8s_provider/config.py``, ``config_names.py`` or ``config_properties.py``::
 
     .venv/bin/python docs/gen_config_reference.py
 
@@ -28,7 +28,8 @@ from typing import Any
 
 import pendulum
 
-from druid_k8s_provider import config, get_provider_info
+from druid_k8s_provider import config, config_names, get_provider_info
+from druid_k8s_provider.operators.ignored import job_shaping
 
 CONFIGURATION_PAGE = Path(__file__).resolve().parent / "configuration.md"
 BEGIN_MARKER = (
@@ -59,10 +60,17 @@ _DEFAULTS_FROM_AIRFLOW_OPTIONS: Mapping[str, str] = {"deferrable": "[operators] 
 # A namespace no real default can equal: a default that comes out as this value was derived from it.
 _NAMESPACE_PROBE = "reference-namespace-probe"
 
+# Added to the effect of every property that only shapes the Job the provider builds
+# (druid_k8s_provider.operators.ignored), so the table says what the operator's warning says.
+OVERLORD_MODE_NOTE = (
+    "No effect in `overlord` launch mode, where the Overlord builds the Job from its own configuration; set "
+    "in Airflow there, a warning says so."
+)
+
 # Fields whose text is one of a fixed set; the type hint says only ``str`` for some of them.
 _CHOICES: Mapping[str, tuple[str, ...]] = {
-    "adapter_type": config.ADAPTER_TYPES,
-    "sidecar_termination": config.SIDECAR_TERMINATIONS,
+    "adapter_type": config_names.ADAPTER_TYPES,
+    "sidecar_termination": config_names.SIDECAR_TERMINATIONS,
 }
 
 # Fields whose type hint is not what the user writes: template paths are strings on disk, and the per-type
@@ -92,25 +100,29 @@ EFFECTS: Mapping[str, str] = {
         "when the peon ends."
     ),
     "druid.indexer.runner.debugJobs": (
-        "`true` keeps finished Jobs and their pods for inspection instead of deleting them when the task "
-        "ends; the reaper DAG still removes them after `taskCleanupDelay`."
+        "The Overlord's: its own `true` keeps finished Jobs and their pods for inspection instead of "
+        "deleting them when the task completes; the reaper DAG still removes them after `taskCleanupDelay`. "
+        "Given to the operator (`runner_properties`, `[druid_k8s] runner_properties`) it has no effect, and "
+        "a warning says so."
     ),
     "druid.indexer.runner.disableClientProxy": (
         "`true` makes the Kubernetes client ignore `HTTP_PROXY` / `HTTPS_PROXY` settings of the worker."
     ),
     "druid.indexer.runner.maxTaskDuration": (
         "Longest a task may run: the Job's `activeDeadlineSeconds` (Kubernetes kills the pod with reason "
-        "`DeadlineExceeded`), and how long the operator waits for the outcome."
+        "`DeadlineExceeded`; the Overlord's value in `overlord` launch mode), and how long the operator "
+        "waits for the outcome."
     ),
     "druid.indexer.runner.taskCleanupDelay": (
-        "How long a finished Job is kept: the Job's `ttlSecondsAfterFinished`, and the age after which "
-        "the reaper DAG deletes finished peon Jobs."
+        "How long a finished Job is kept: the Job's `ttlSecondsAfterFinished` (the Overlord's value in "
+        "`overlord` launch mode), and the age after which the reaper DAG deletes finished peon Jobs."
     ),
     "druid.indexer.runner.taskCleanupInterval": "How often the reaper DAG runs (its schedule).",
     "druid.indexer.runner.K8sjobLaunchTimeout": (
-        "Longest wait for the peon pod to leave `Pending`; after it the task fails with the pod's waiting "
-        "reason and recent events, and the Job is deleted. Also accepted spelled `k8sjobLaunchTimeout` "
-        "(only one of the two may be set)."
+        "Longest wait for the peon pod to leave `Pending`, counted from the Job's release (`airflow` launch "
+        "mode) or appearance (`overlord`); after it the task fails with the pod's waiting reason and recent "
+        "events, and is shut down in the Overlord, which deletes its Job. Also accepted spelled "
+        "`k8sjobLaunchTimeout` (only one of the two may be set)."
     ),
     "druid.indexer.runner.javaOptsArray": (
         "Overlord adapters only: JVM options of the peon, first in `JAVA_OPTS`. Each element is split on "
@@ -153,7 +165,9 @@ EFFECTS: Mapping[str, str] = {
     "druid.indexer.runner.overlordNamespace": (
         "Namespace in which the Overlord pod used as the template is looked up (overlord adapters). "
         "Everything the pod refers to (service account, ConfigMaps, Secrets) must also exist in the Jobs' "
-        "namespace."
+        "namespace. `customTemplateAdapter` (Druid 33+): the value of the label `druid.overlord.namespace` "
+        "on each Job and pod (else the runner namespace); set on the Overlord, its restore adopts only Jobs "
+        "with that label, so several Druid clusters can share one Jobs namespace."
     ),
     "druid.indexer.runner.sidecarTermination": (
         "How `overlordMultiContainer` ends sidecars: `kubexit` wraps every container as Druid does; "
@@ -283,10 +297,11 @@ def property_references() -> list[PropertyReference]:
             default = "required"
         else:
             default = describe_default(field.name, getattr(defaults, field.name))
+        effect = EFFECTS[druid_name]
+        if job_shaping([druid_name]):
+            effect = f"{effect} {OVERLORD_MODE_NOTE}"
         references.append(
-            PropertyReference(
-                druid_name, describe_type(field.name, hints[field.name]), default, EFFECTS[druid_name]
-            )
+            PropertyReference(druid_name, describe_type(field.name, hints[field.name]), default, effect)
         )
     return references
 
@@ -301,8 +316,8 @@ def render_reference() -> str:
     ]
     for row in property_references():
         lines.append(f"| `{row.druid_name}` | {row.value_type} | {row.default} | {row.effect} |")
-    ignored = sorted(config._OTHER_RUNNER_PROPERTIES)
-    ignored_prefixes = sorted(config._OTHER_RUNNER_PREFIXES)
+    ignored = sorted(config_names.OTHER_RUNNER_PROPERTIES)
+    ignored_prefixes = sorted(config_names.OTHER_RUNNER_PREFIXES)
     lines += [
         "",
         "These `druid.indexer.runner.*` properties belong to Druid's other task runners or to the "

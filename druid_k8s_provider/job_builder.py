@@ -42,12 +42,8 @@ from druid_k8s_provider.adapters.jvm import (
 )
 from druid_k8s_provider.adapters.layout import DruidLayout, layout_for
 from druid_k8s_provider.adapters.overlord import overlord_pod
-from druid_k8s_provider.config import (
-    CUSTOM_TEMPLATE_ADAPTER,
-    RUNNER_PREFIX,
-    RunnerConfig,
-    druid_name_of,
-)
+from druid_k8s_provider.config import RunnerConfig, druid_name_of
+from druid_k8s_provider.config_names import CUSTOM_TEMPLATE_ADAPTER, RUNNER_PREFIX
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import DruidTask
 from druid_k8s_provider.template_selection import TemplateSelection
@@ -99,6 +95,8 @@ def build_job(
     labels = naming.peon_labels(druid_task, config.labels)
     annotations = naming.peon_annotations(druid_task, config.annotations, config.enable_tls_port)
     if config.adapter_type == CUSTOM_TEMPLATE_ADAPTER:
+        if layout.overlord_namespace_label:
+            labels[naming.OVERLORD_NAMESPACE_LABEL] = config.overlord_namespace or config.namespace
         pod_metadata, pod_spec = custom_template.custom_template_pod(
             druid_task, template, config, labels, annotations, layout
         )

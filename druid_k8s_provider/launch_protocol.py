@@ -226,3 +226,72 @@ def _decide_user_written(task_id: str, state: str | None) -> AttemptDecision:
     return AttemptDecision(
         AttemptAction.REATTACH, task_id, None, f"this id is still {state} in Druid: following it"
     )
+
+
+class AfterFailedSubmit(enum.Enum):
+    """What becomes of the suspended Job of ``launch_mode="airflow"`` when its task's submission failed."""
+
+    REATTACH = "reattach"
+    """The Overlord has the task after all (a request of the submission reached it): follow it."""
+    DELETE_JOB = "delete_job"
+    """The Overlord does not have the task: delete the suspended Job, nothing would ever run it."""
+    KEEP_JOB = "keep_job"
+    """It cannot be told whether the Overlord has the task: keep the Job (a retry submits the task and
+    releases it; the reaper deletes it once it is old and the Overlord does not know its task)."""
+
+
+def submit_refused(status: int | None) -> bool:
+    """Whether the final answer to ``POST /druid/indexer/v1/task`` refused the task for good.
+
+    A 4xx refusal (401, 403, 400 other than ``entryAlreadyExists``, 404 ...) comes from a server that read
+    the request and did not store the task; the earlier tries of that submission, if any, ended in a
+    retryable answer or a lost connection, and one of them storing the task would have turned this answer
+    into ``entryAlreadyExists`` (Druid's ``TaskQueue.add`` looks the id up first). 408, 429 and 5xx (after
+    the retries) and no answer at all (``status`` None) leave it open whether a request got through.
+    """
+    return status is not None and 400 <= status < 500 and status not in (408, 429)
+
+
+def after_failed_submit(*, refused: bool, overlord_knows: bool | None) -> AfterFailedSubmit:
+    """Decide the fate of the suspended Job whose task's submission failed.
+
+    ``refused``: :func:`submit_refused` of the final answer. ``overlord_knows``: whether the Overlord, asked
+    after the failure (one batched ``taskStatus``), knows the task id; None when it could not be asked.
+    The Overlord knowing the task wins (it may hand the task to its runner, which joins the Job); a task it
+    does not know, or a refused one when it cannot be asked, can never be run from that Job.
+    """
+    if overlord_knows:
+        return AfterFailedSubmit.REATTACH
+    if overlord_knows is False or refused:
+        return AfterFailedSubmit.DELETE_JOB
+    return AfterFailedSubmit.KEEP_JOB
+
+
+class FoundJobStep(enum.Enum):
+    """What to do with this attempt's Job found by the create of ``launch_mode="airflow"`` (409)."""
+
+    JOIN = "join"
+    """It carries the task about to be submitted: reuse it."""
+    REPLACE = "replace"
+    """It carries another task JSON and no Overlord knows the task: delete it and create it anew."""
+    FOLLOW_OVERLORD = "follow_overlord"
+    """The Overlord already has the task (submitted with the Job's JSON by an earlier try): follow it."""
+    REFUSE = "refuse"
+    """It carries another task JSON, the Overlord does not know the task, and the Job is no longer a
+    suspended, unlabelled one the provider may delete."""
+
+
+def found_job_step(*, same_task: bool, overlord_knows: bool, deletable: bool) -> FoundJobStep:
+    """Decide about a Job found under this attempt's name.
+
+    The derived task id names the task instance and the attempt, not the task JSON: a DAG changed between two
+    tries finds the first try's Job, which would run the old JSON. ``same_task``: the Job's task JSON
+    (:func:`~druid_k8s_provider.launch.suspended.carried_task`) equals the one about to be submitted;
+    ``overlord_knows``: the Overlord knows the task id; ``deletable``: the Job is still suspended and
+    unlabelled (:func:`~druid_k8s_provider.launch.suspended.deletable_while_suspended`).
+    """
+    if same_task:
+        return FoundJobStep.JOIN
+    if overlord_knows:
+        return FoundJobStep.FOLLOW_OVERLORD
+    return FoundJobStep.REPLACE if deletable else FoundJobStep.REFUSE

@@ -25,12 +25,22 @@ TASK_ID_LABEL = "druid.task.id"
 TASK_GROUP_ID_LABEL = "druid.task.group.id"
 TASK_TYPE_LABEL = "druid.task.type"
 TASK_DATASOURCE_LABEL = "druid.task.datasource"
+#: Set by Druid's pod template adapter from 33.0.0; the Overlord's restore lists only Jobs carrying it with
+#: its own ``overlordNamespace`` when that property is set.
+OVERLORD_NAMESPACE_LABEL = "druid.overlord.namespace"
 
 TASK_ID_ANNOTATION = "task.id"
 TASK_TYPE_ANNOTATION = "task.type"
 TASK_GROUP_ID_ANNOTATION = "task.group.id"
 TASK_DATASOURCE_ANNOTATION = "task.datasource"
 TLS_ENABLED_ANNOTATION = "tls.enabled"
+
+#: The Airflow task instance a Job of ``launch_mode="airflow"`` was launched for (set by the operator; the
+#: reaper knows the provider's suspended Jobs by them).
+AIRFLOW_DAG_ID_ANNOTATION = "airflow.apache.org/dag-id"
+AIRFLOW_TASK_ID_ANNOTATION = "airflow.apache.org/task-id"
+AIRFLOW_RUN_ID_ANNOTATION = "airflow.apache.org/run-id"
+AIRFLOW_MAP_INDEX_ANNOTATION = "airflow.apache.org/map-index"
 
 RESERVED_LABEL_KEYS = frozenset(
     {PEON_LABEL, TASK_ID_LABEL, TASK_GROUP_ID_LABEL, TASK_TYPE_LABEL, TASK_DATASOURCE_LABEL}

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from druid_k8s_provider.config import CUSTOM_TEMPLATE_ADAPTER
+from druid_k8s_provider.config_names import CUSTOM_TEMPLATE_ADAPTER
 from druid_k8s_provider.errors import MissingPermission
-from druid_k8s_provider.hooks.druid_k8s import ApiCallFailed, translate_failure
+from druid_k8s_provider.hooks.k8s_errors import ApiCallFailed, translate_failure
 
 if TYPE_CHECKING:
     from druid_k8s_provider.config import RunnerConfig

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from druid_k8s_provider.config import CUSTOM_TEMPLATE_ADAPTER, RUNNER_PREFIX
+from druid_k8s_provider.config_names import CUSTOM_TEMPLATE_ADAPTER, RUNNER_PREFIX
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import DruidTask
 

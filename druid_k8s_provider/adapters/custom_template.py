@@ -27,13 +27,8 @@ from druid_k8s_provider.adapters.common import (
     replace_env,
 )
 from druid_k8s_provider.adapters.layout import DruidLayout
-from druid_k8s_provider.config import (
-    CUSTOM_TEMPLATE_ADAPTER,
-    POD_TEMPLATE_PREFIX,
-    RUNNER_PREFIX,
-    RunnerConfig,
-    druid_name_of,
-)
+from druid_k8s_provider.config import RunnerConfig, druid_name_of
+from druid_k8s_provider.config_names import CUSTOM_TEMPLATE_ADAPTER, POD_TEMPLATE_PREFIX, RUNNER_PREFIX
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import TASK_JAVA_OPTS_CONTEXT_KEY, DruidTask
 from druid_k8s_provider.template_selection import TemplateSelection

@@ -6,7 +6,8 @@ import re
 from collections.abc import Sequence
 
 from druid_k8s_provider.adapters.layout import DruidLayout
-from druid_k8s_provider.config import RUNNER_PREFIX, RunnerConfig
+from druid_k8s_provider.config import RunnerConfig
+from druid_k8s_provider.config_names import RUNNER_PREFIX
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import DruidTask
 

@@ -7,7 +7,10 @@ the Job its own release would build. The differences from Druid 30.0.0 on, read 
 - 31.0.0 (apache/druid PR 17027): the peon command gets ``--loadBroadcastDatasourceMode <mode>`` and a pod
   template's main container the env ``LOAD_BROADCAST_DATASOURCE_MODE``; (PR 16772) the Job and the pod of a
   pod template get the annotation ``task.jobTemplate`` naming the template used.
-- 33.0.0 (PR 17749): ``druid.indexer.runner.k8sTaskPodNamePrefix`` replaces the task id part of Job names.
+- 33.0.0 (PR 17749): ``druid.indexer.runner.k8sTaskPodNamePrefix`` replaces the task id part of Job names;
+  (PRs 17738, 17898) ``PodTemplateTaskAdapter`` labels the Job and its pod ``druid.overlord.namespace`` with
+  ``overlordNamespace`` (else the runner namespace), the label the Overlord's restore filters on when
+  ``overlordNamespace`` is set.
 - 34.0.0 (PR 18206): ``peon.sh`` passes the task directory and attempt ``1`` to the peon itself, so the
   overlord adapters' command loses ``<baseTaskDir> 1``, their ``TASK_DIR`` becomes the task's own
   directory (``<baseTaskDir>/<id>``) and their ``JAVA_OPTS`` gains
@@ -33,6 +36,7 @@ OLDEST_SUPPORTED: Version = (30, 0, 0)
 BROADCAST_DATASOURCE_MODE_SINCE: Version = (31, 0, 0)
 JOB_TEMPLATE_ANNOTATION_SINCE: Version = (31, 0, 0)
 POD_NAME_PREFIX_SINCE: Version = (33, 0, 0)
+OVERLORD_NAMESPACE_LABEL_SINCE: Version = (33, 0, 0)
 TASK_DIR_FROM_PEON_SCRIPT_SINCE: Version = (34, 0, 0)
 #: The layout of a Druid whose version is unknown: the newest one above.
 CURRENT: Version = TASK_DIR_FROM_PEON_SCRIPT_SINCE
@@ -89,6 +93,11 @@ class DruidLayout:
     def pod_name_prefix(self) -> bool:
         """Whether ``k8sTaskPodNamePrefix`` names the Jobs (33.0.0+); older releases ignore it."""
         return self.version >= POD_NAME_PREFIX_SINCE
+
+    @property
+    def overlord_namespace_label(self) -> bool:
+        """The ``druid.overlord.namespace`` label of pod template Jobs (33.0.0+)."""
+        return self.version >= OVERLORD_NAMESPACE_LABEL_SINCE
 
     @property
     def task_dir_from_peon_script(self) -> bool:

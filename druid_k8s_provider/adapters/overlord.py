@@ -32,7 +32,8 @@ from druid_k8s_provider.adapters.jvm import (
     java_options,
 )
 from druid_k8s_provider.adapters.layout import DruidLayout
-from druid_k8s_provider.config import MULTI_CONTAINER_ADAPTER, RUNNER_PREFIX, RunnerConfig
+from druid_k8s_provider.config import RunnerConfig
+from druid_k8s_provider.config_names import MULTI_CONTAINER_ADAPTER, RUNNER_PREFIX
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.task import TASK_JAVA_OPTS_CONTEXT_KEY, DruidTask
 

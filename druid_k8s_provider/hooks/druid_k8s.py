@@ -15,331 +15,61 @@ for the KubernetesPodOperator. Two things are added on top:
 ``disable_client_proxy`` (Druid's ``druid.indexer.runner.disableClientProxy``) makes both clients ignore
 ``HTTP(S)_PROXY``: the sync client reads those variables into its configuration, aiohttp reads them per
 request when ``trust_env`` is on.
+
+The connection, the call and its errors are in ``kube_client`` (failures in ``k8s_errors``, retries in
+``k8s_retry``), the REST paths in ``k8s_api``, and the coroutine counterpart in ``druid_k8s_async``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import math
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
-import tenacity
-import urllib3
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook, KubernetesHook
-from airflow.providers.common.compat.sdk import AirflowNotFoundException
-from kubernetes.client import ApiClient as SyncApiClient
 from kubernetes.client.exceptions import ApiException as SyncApiException
-from kubernetes_asyncio.client import ApiClient as AsyncApiClient
 
-from druid_k8s_provider.errors import (
-    DruidK8sConfigError,
-    DruidK8sTaskError,
-    JobLaunchTimeout,
-    KubernetesApiError,
-    MissingPermission,
-    TemplatePodNotFound,
-)
+from druid_k8s_provider.errors import JobLaunchTimeout, KubernetesApiError, TemplatePodNotFound
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
+from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import (
+    AUTH_SETTINGS,
+    JOB_NAME_LABEL,
+    PEON_SELECTOR,
+    events_about,
+    events_path,
+    events_query,
+    first_running,
+    jobs_path,
+    newest,
+    pods_path,
+    task_id_of,
+)
+from druid_k8s_provider.hooks.k8s_errors import ApiCallFailed
+from druid_k8s_provider.hooks.k8s_retry import RetryPolicy
+from druid_k8s_provider.hooks.kube_client import KubeClientHook
+
+#: The provider's hook module: both hooks, the retry policy they take, and this module's constants.
+__all__ = [
+    "DEFAULT_POD_GRACE_SECONDS",
+    "JOB_RELEASE_SLACK_SECONDS",
+    "DruidK8sAsyncHook",
+    "DruidK8sHook",
+    "RetryPolicy",
+]
 
 log = logging.getLogger(__name__)
 
-PEON_SELECTOR = f"{PEON_LABEL}=true"
-JOB_NAME_LABEL = "job-name"
 #: How long a Job being deleted may take to go away beyond its pods' termination grace period (the garbage
 #: collector removing the pods and the ``foregroundDeletion`` finalizer) before a new launch gives up.
 JOB_RELEASE_SLACK_SECONDS = 60.0
 #: Kubernetes' default ``terminationGracePeriodSeconds``.
 DEFAULT_POD_GRACE_SECONDS = 30
 
-_JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
-#: The content type of a JSON merge patch (RFC 7386), which the API server applies to any resource.
-MERGE_PATCH = "application/merge-patch+json"
-_AUTH = ["BearerToken"]
 
-
-def jobs_path(namespace: str, name: str | None = None) -> str:
-    """REST path of the Jobs of a namespace, or of one Job."""
-    base = f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs"
-    return f"{base}/{quote(name)}" if name else base
-
-
-def pods_path(namespace: str, name: str | None = None) -> str:
-    """REST path of the pods of a namespace, or of one pod."""
-    base = f"/api/v1/namespaces/{quote(namespace)}/pods"
-    return f"{base}/{quote(name)}" if name else base
-
-
-def events_path(namespace: str) -> str:
-    """REST path of the (core/v1) events of a namespace."""
-    return f"/api/v1/namespaces/{quote(namespace)}/events"
-
-
-def events_query(object_name: str) -> dict[str, str]:
-    """The query for the events about one object (the server's field selector)."""
-    return {"fieldSelector": f"involvedObject.name={object_name}"}
-
-
-def events_about(object_name: str, page: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The events of a listed page that are about ``object_name`` (whatever else a server returned)."""
-    return [
-        event
-        for event in page.get("items") or ()
-        if (event.get("involvedObject") or {}).get("name") == object_name
-    ]
-
-
-class ApiCallFailed(Exception):
-    """A Kubernetes API call answered with an error status (internal; callers translate it)."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-        super().__init__(f"HTTP {status} {reason}: {message}")
-
-    @classmethod
-    def from_response(
-        cls, status: int, reason: str | None, body: bytes | str | None, headers: Mapping[str, str] | None
-    ) -> ApiCallFailed:
-        """Build from a response, reading the Kubernetes ``Status`` body when there is one."""
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-        message, status_reason = text.strip(), reason or ""
-        with contextlib.suppress(ValueError, AttributeError):
-            document = json.loads(text)
-            message = document.get("message") or message
-            status_reason = document.get("reason") or status_reason
-        retry_after: float | None = None
-        raw_retry_after = (headers or {}).get("Retry-After")
-        if raw_retry_after:
-            with contextlib.suppress(ValueError):
-                retry_after = float(raw_retry_after)
-        return cls(status, status_reason, message, retry_after)
-
-
-#: Exceptions that mean "the connection, not the request, failed": retried like a 503.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    urllib3.exceptions.HTTPError,
-    ConnectionError,
-    TimeoutError,
-    asyncio.TimeoutError,
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-)
-
-
-_EXPLAINABLE: tuple[type[BaseException], ...] = (ApiCallFailed, *CONNECTION_ERRORS)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """429, 5xx and connection failures heal by themselves; everything else needs a person."""
-    if isinstance(exc, ApiCallFailed):
-        return exc.status == 429 or exc.status >= 500
-    return isinstance(exc, CONNECTION_ERRORS)
-
-
-#: A retry loop without an attempt limit logs its first attempts and then only every this many, so an outage
-#: of minutes leaves a few lines in a task log instead of one every couple of seconds.
-LOG_EVERY_NTH_RETRY = 10
-
-RetrySleep = Callable[[float], Awaitable[None]]
-BeforeSleep = Callable[[tenacity.RetryCallState], None]
-
-
-def worth_logging(state: tenacity.RetryCallState, attempts: int | None) -> bool:
-    """Whether a retry loop should log this failed attempt: every one of a bounded loop, the first three
-    and then every :data:`LOG_EVERY_NTH_RETRY`-th of an unbounded one."""
-    number = state.attempt_number
-    return attempts is not None or number <= 3 or number % LOG_EVERY_NTH_RETRY == 0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to retry transient failures (429, 5xx, a refused or dropped connection).
-
-    Pauses grow exponentially (with jitter) from ``initial_wait`` to at most ``max_wait`` seconds, so a
-    call that is retrying resumes within about ``max_wait`` of the API server answering again; a 429's
-    ``Retry-After`` is honoured up to ``max_retry_after`` seconds. A call gives up after ``attempts``
-    attempts; with ``attempts=None`` (see :meth:`until`) it retries until ``deadline`` (epoch seconds) or,
-    without one, until it is cancelled.
-    """
-
-    attempts: int | None = 10
-    initial_wait: float = 0.2
-    max_wait: float = 2.0
-    max_retry_after: float = 30.0
-    deadline: float | None = None
-
-    def until(self, deadline: float | None) -> RetryPolicy:
-        """The same back-off without an attempt limit, for reads while a task waits.
-
-        An API server outage (a control-plane upgrade, an etcd election; tens of seconds on a real cluster)
-        changes nothing about a running peon, so a waiting read must outlast it rather than give up and
-        leave the outcome to a slow fallback poll. ``deadline`` (epoch seconds, None: none) still ends it,
-        and so does cancelling the caller (a user stopping the task).
-        """
-        return replace(self, attempts=None, deadline=deadline)
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, ApiCallFailed) and exc.status == 429 and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_retry_after)
-        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=0.2)
-        return float(backoff(state))
-
-    def _stop(self) -> tenacity.stop.stop_base:
-        stop: tenacity.stop.stop_base = tenacity.stop_never
-        if self.attempts is not None:
-            stop = stop | tenacity.stop_after_attempt(self.attempts)
-        if self.deadline is not None:
-            stop = stop | tenacity.stop_before_delay(max(0.0, self.deadline - time.time()))
-        return stop
-
-    def _kwargs(
-        self, call: str, retry_on: Callable[[BaseException], bool], before_sleep: BeforeSleep | None
-    ) -> dict[str, Any]:
-        def warn(state: tenacity.RetryCallState) -> None:
-            if not worth_logging(state, self.attempts):
-                return
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            log.warning(
-                "Kubernetes API call %s failed (%s); attempt %d%s, retrying in %.1fs",
-                call,
-                exc,
-                state.attempt_number,
-                f" of {self.attempts}" if self.attempts is not None else "",
-                wait,
-            )
-
-        return {
-            "stop": self._stop(),
-            "wait": self._wait,
-            "retry": tenacity.retry_if_exception(retry_on),
-            "reraise": True,
-            "before_sleep": before_sleep or warn,
-        }
-
-    def sync(self, call: str) -> tenacity.Retrying:
-        """A tenacity controller for blocking calls; ``call`` names the request in retry warnings."""
-        return tenacity.Retrying(**self._kwargs(call, is_transient, None))
-
-    def asynchronous(
-        self,
-        call: str,
-        *,
-        retry_on: Callable[[BaseException], bool] = is_transient,
-        sleep: RetrySleep | None = None,
-        before_sleep: BeforeSleep | None = None,
-    ) -> tenacity.AsyncRetrying:
-        """A tenacity controller for coroutines; ``call`` names the request in retry warnings.
-
-        ``retry_on`` says which failures to retry (default: the transient ones); ``sleep`` replaces the
-        pause (e.g. one that a watch event cuts short); ``before_sleep`` replaces the warning logged before
-        each pause.
-        """
-        kwargs = self._kwargs(call, retry_on, before_sleep)
-        if sleep is not None:
-            kwargs["sleep"] = sleep
-        return tenacity.AsyncRetrying(**kwargs)
-
-
-def translate_failure(
-    exc: BaseException, action: str, *, conn_id: str | None, task_id: str | None, job_name: str | None
-) -> DruidK8sTaskError:
-    """Turn a failed call into an error that says what was attempted, what Kubernetes said and what to do."""
-    if isinstance(exc, ApiCallFailed):
-        said = f"{action} failed: HTTP {exc.status} {exc.reason}: {exc.message}"
-        if exc.status == 401:
-            return KubernetesApiError(
-                f"{said}. Fix: check the credentials of Airflow connection {conn_id!r}",
-                task_id=task_id,
-                job_name=job_name,
-            )
-        if exc.status == 403:
-            return MissingPermission(
-                f"{said}. Fix: grant the identity of connection {conn_id!r} the Role documented for the "
-                "provider (batch/jobs get/list/watch/create/patch/delete, pods get/list/watch, pods/log get, "
-                "events list) in the runner namespace",
-                task_id=task_id,
-                job_name=job_name,
-            )
-        if exc.status == 410:
-            return KubernetesApiError(
-                f"{said}. The resourceVersion or continue token expired (etcd compaction). Fix: retry the "
-                "task; a running Job is re-attached, not duplicated",
-                task_id=task_id,
-                job_name=job_name,
-            )
-        if is_transient(exc):
-            return KubernetesApiError(
-                f"{said} (still failing after retries). Fix: check the API server's health and load, "
-                "then clear the Airflow task to retry; a running Job is re-attached, not duplicated",
-                task_id=task_id,
-                job_name=job_name,
-            )
-        return KubernetesApiError(
-            f"{said}. Fix: correct the input Kubernetes rejected (runner properties, template pod, "
-            "namespace) and retry",
-            task_id=task_id,
-            job_name=job_name,
-        )
-    return KubernetesApiError(
-        f"{action} failed: cannot reach the Kubernetes API ({type(exc).__name__}: {exc}). Fix: check "
-        f"the server address of connection {conn_id!r} and the network; the task retries re-attach",
-        task_id=task_id,
-        job_name=job_name,
-    )
-
-
-def undefined_connection(conn_id: str) -> DruidK8sConfigError:
-    """The error for a connection id that names no Airflow connection."""
-    return DruidK8sConfigError(
-        "kubernetes_conn_id",
-        f"the Airflow connection {conn_id!r} is not defined",
-        "create it (Admin > Connections, or an AIRFLOW_CONN_<ID> environment variable), or point "
-        "kubernetes_conn_id / [druid_k8s] kubernetes_conn_id at an existing kubernetes connection",
-    )
-
-
-def task_id_of(obj: Mapping[str, Any]) -> str | None:
-    """The Druid task id a Job or pod belongs to (annotation ``task.id``; never parsed from the name)."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(TASK_ID_ANNOTATION)
-    return str(value) if value is not None else None
-
-
-def first_running(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The first Running pod (by name, so the choice is stable), ignoring pods being deleted."""
-    running = [
-        pod
-        for pod in pods
-        if (pod.get("status") or {}).get("phase") == "Running"
-        and not (pod.get("metadata") or {}).get("deletionTimestamp")
-    ]
-    return min(running, key=lambda pod: pod["metadata"]["name"]) if running else None
-
-
-def newest(objects: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The most recently created object (a Job with backoffLimit 0 has one pod, but be safe)."""
-    if not objects:
-        return None
-    return max(
-        objects, key=lambda obj: (obj["metadata"].get("creationTimestamp") or "", obj["metadata"]["name"])
-    )
-
-
-class DruidK8sHook(KubernetesHook):
+class DruidK8sHook(KubeClientHook):
     """Blocking Kubernetes calls for the operator (before deferral), the sensor and the reaper.
 
     :param kubernetes_conn_id: the Airflow connection (cncf ``kubernetes`` type).
@@ -348,87 +78,6 @@ class DruidK8sHook(KubernetesHook):
     :param disable_client_proxy: ignore ``HTTP(S)_PROXY`` (Druid's ``disableClientProxy``).
     :param retry_policy: how transient failures are retried.
     """
-
-    def __init__(
-        self,
-        kubernetes_conn_id: str = "kubernetes_default",
-        namespace: str | None = None,
-        disable_client_proxy: bool = False,
-        retry_policy: RetryPolicy | None = None,
-    ) -> None:
-        super().__init__(conn_id=kubernetes_conn_id)
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.default_namespace = namespace
-        self.disable_client_proxy = disable_client_proxy
-        self.retry_policy = retry_policy or RetryPolicy()
-
-    # -- client ------------------------------------------------------------------------------------
-
-    def get_conn(self) -> SyncApiClient:
-        """The cncf client, rebuilt without a proxy when ``disable_client_proxy`` is set."""
-        try:
-            api = super().get_conn()
-        except AirflowNotFoundException:
-            raise undefined_connection(self.kubernetes_conn_id) from None
-        if self.disable_client_proxy and api.configuration.proxy:
-            configuration = api.configuration
-            configuration.proxy = None
-            configuration.no_proxy = None
-            api.close()
-            api = type(api)(configuration=configuration)
-        return api
-
-    def resolve_namespace(self, namespace: str | None) -> str:
-        """The namespace to use: the argument, the hook's, the connection's, or ``default``."""
-        return namespace or self.default_namespace or self.get_namespace() or "default"
-
-    def _request_once(
-        self, method: str, path: str, query: Mapping[str, Any] | None, body: Any, timeout: float
-    ) -> Any:
-        try:
-            response = self.api_client.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params=dict(_JSON_HEADERS),
-                body=body,
-                auth_settings=_AUTH,
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=timeout,
-            )
-        except SyncApiException as exc:
-            raise ApiCallFailed.from_response(exc.status or 0, exc.reason, exc.body, exc.headers) from None
-        data = response.data
-        return json.loads(data) if data else None
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        timeout: float = 60.0,
-    ) -> Any:
-        """One API call with retries on transient failures; raises :class:`ApiCallFailed` otherwise."""
-        for attempt in self.retry_policy.sync(f"{method} {path}"):
-            with attempt:
-                return self._request_once(method, path, query, body, timeout)
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    @contextlib.contextmanager
-    def _explained(
-        self, action: str, *, task_id: str | None = None, job_name: str | None = None
-    ) -> Iterator[None]:
-        try:
-            yield
-        except DruidK8sTaskError:
-            raise
-        except _EXPLAINABLE as exc:
-            raise translate_failure(
-                exc, action, conn_id=self.kubernetes_conn_id, task_id=task_id, job_name=job_name
-            ) from exc
 
     # -- contract methods (also used by the reaper) --------------------------------------------------
 
@@ -564,7 +213,7 @@ class DruidK8sHook(KubernetesHook):
                 "GET",
                 query_params=list(query.items()),
                 header_params={"Accept": "application/json"},
-                auth_settings=_AUTH,
+                auth_settings=AUTH_SETTINGS,
                 _preload_content=False,
                 _return_http_data_only=True,
                 _request_timeout=(10.0, timeout + 15.0),
@@ -596,13 +245,16 @@ class DruidK8sHook(KubernetesHook):
                     return None
                 raise
 
-    def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        """Every Job labelled ``druid.k8s.peons=true`` in the namespace, fetched a page at a time."""
+    def list_peon_jobs(
+        self, namespace: str, page_size: int = 500, *, selector: str = PEON_SELECTOR
+    ) -> Iterator[dict[str, Any]]:
+        """Every Job labelled ``druid.k8s.peons=true`` (or matching the label ``selector``) in the namespace,
+        fetched a page at a time."""
         namespace = self.resolve_namespace(namespace)
         continue_token: str | None = None
         seen: set[str] = set()
         while True:
-            query: dict[str, Any] = {"labelSelector": PEON_SELECTOR, "limit": page_size}
+            query: dict[str, Any] = {"labelSelector": selector, "limit": page_size}
             if continue_token:
                 query["continue"] = continue_token
             with self._explained(f"listing peon Jobs in namespace {namespace!r}"):
@@ -633,13 +285,15 @@ class DruidK8sHook(KubernetesHook):
         *,
         task_id: str | None = None,
         uid: str | None = None,
+        resource_version: str | None = None,
     ) -> bool:
         """Delete the Job and (background propagation) its pods; False when it was already gone.
 
         The pods get their own ``terminationGracePeriodSeconds`` (Druid's ``graceTerminationPeriodSeconds``)
         unless ``grace_period_seconds`` overrides it. With ``uid`` only that very Job is deleted: when the
         name now belongs to a newer Job (the same task launched again), the API server refuses (``409``)
-        and this returns False, as the Job that was meant is gone.
+        and this returns False, as the Job that was meant is gone. With ``resource_version`` too, only that
+        version of it: a Job changed since it was read (e.g. released) is refused the same way.
         """
         namespace = self.resolve_namespace(namespace)
         body: dict[str, Any] = {
@@ -649,13 +303,14 @@ class DruidK8sHook(KubernetesHook):
         }
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
-        if uid is not None:
-            body["preconditions"] = {"uid": uid}
+        preconditions = {"uid": uid, "resourceVersion": resource_version}
+        if uid is not None or resource_version is not None:
+            body["preconditions"] = {key: value for key, value in preconditions.items() if value is not None}
         with self._explained(f"deleting Job {name!r}", task_id=task_id, job_name=name):
             try:
                 self.request("DELETE", jobs_path(namespace, name), body=body)
             except ApiCallFailed as exc:
-                if exc.status == 404 or (exc.status == 409 and uid is not None):
+                if exc.status == 404 or (exc.status == 409 and "preconditions" in body):
                     return False
                 raise
         return True
@@ -697,285 +352,3 @@ class DruidK8sHook(KubernetesHook):
                     return []
                 raise
         return text.splitlines()
-
-    def _read_text(self, path: str, query: Mapping[str, Any]) -> str:
-        for attempt in self.retry_policy.sync(f"GET {path}"):
-            with attempt:
-                try:
-                    response = self.api_client.call_api(
-                        path,
-                        "GET",
-                        query_params=list(query.items()),
-                        header_params={"Accept": "*/*"},
-                        auth_settings=_AUTH,
-                        _preload_content=False,
-                        _return_http_data_only=True,
-                        _request_timeout=60.0,
-                    )
-                except SyncApiException as exc:
-                    raise ApiCallFailed.from_response(
-                        exc.status or 0, exc.reason, exc.body, exc.headers
-                    ) from None
-                return str(response.data.decode("utf-8", "replace"))
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-
-class DruidK8sAsyncHook(AsyncKubernetesHook):
-    """Coroutine counterpart for the trigger (and the operator's in-process wait): watches and log streams.
-
-    Use :meth:`session` to hold one HTTP client for a series of calls.
-    """
-
-    def __init__(
-        self,
-        kubernetes_conn_id: str = "kubernetes_default",
-        disable_client_proxy: bool = False,
-        retry_policy: RetryPolicy | None = None,
-        connection_extras: dict[str, Any] | None = None,
-    ) -> None:
-        # Extras handed over by a worker that already read the connection spare an async lookup.
-        super().__init__(conn_id=kubernetes_conn_id, connection_extras=connection_extras)
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.disable_client_proxy = disable_client_proxy
-        self.retry_policy = retry_policy or RetryPolicy()
-
-    @contextlib.asynccontextmanager
-    async def session(self, retry_policy: RetryPolicy | None = None) -> AsyncIterator[AsyncKubeSession]:
-        """An open client for a series of calls (shared, see :meth:`_client`), retrying as ``retry_policy``
-        says (default: the hook's)."""
-        try:
-            await self.get_conn_extras()
-        except AirflowNotFoundException:
-            raise undefined_connection(self.kubernetes_conn_id) from None
-        async with self._client() as api:
-            yield AsyncKubeSession(api, retry_policy or self.retry_policy, self.kubernetes_conn_id)
-
-    @contextlib.asynccontextmanager
-    async def _client(self) -> AsyncIterator[AsyncApiClient]:
-        """One client per (connection, proxy setting, event loop), shared by every waiter and watch.
-
-        Building a client loads the CA bundle into a new SSL context (tens of milliseconds of CPU on the
-        event loop); a triggerer with a thousand deferred tasks would spend most of a minute doing only that.
-        Its connection pool is unbounded: every waiter may hold a log stream open. With exec-plugin
-        credentials (EKS, GKE), whose tokens expire, each session gets a fresh client, as the cncf hook does.
-        """
-        key = (self.kubernetes_conn_id, self.disable_client_proxy)
-        clients = _SHARED_CLIENTS.setdefault(asyncio.get_running_loop(), {})
-        shared = clients.get(key)
-        if shared is None:
-            await self._load_config()  # type: ignore[no-untyped-call]
-            if self._is_exec_auth:
-                async with self.get_conn() as fresh:
-                    self._ignore_proxy(fresh)
-                    yield fresh
-                return
-            shared = clients.get(key)  # another waiter may have built it while the config loaded
-            if shared is None:
-                assert self.client_configuration is not None
-                self.client_configuration.connection_pool_maxsize = 0  # aiohttp: no limit
-                shared = _SharedClient(AsyncApiClient(configuration=self.client_configuration))
-                clients[key] = shared
-                self._ignore_proxy(shared.api)
-        shared.users += 1
-        try:
-            yield shared.api
-        finally:
-            shared.users -= 1
-            if shared.users == 0 and clients.get(key) is shared:
-                del clients[key]
-                await shared.api.close()
-
-    def _ignore_proxy(self, api: AsyncApiClient) -> None:
-        if self.disable_client_proxy:
-            api.rest_client.proxy = None  # type: ignore[assignment]
-            # kubernetes_asyncio always builds its aiohttp session with trust_env=True, which reads
-            # HTTP(S)_PROXY on every request; turning it off is the only way to ignore them.
-            api.rest_client.pool_manager._trust_env = False
-
-
-@dataclass(eq=False)
-class _SharedClient:
-    api: AsyncApiClient
-    users: int = 0
-
-
-_SHARED_CLIENTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, bool], _SharedClient]
-] = weakref.WeakKeyDictionary()
-
-
-class AsyncKubeSession:
-    """API calls over one open async client; see :class:`DruidK8sAsyncHook`."""
-
-    def __init__(self, api: AsyncApiClient, retry_policy: RetryPolicy, conn_id: str) -> None:
-        self.api = api
-        self.retry_policy = retry_policy
-        self.conn_id = conn_id
-
-    async def _open(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, Any] | None,
-        body: Any,
-        timeout: aiohttp.ClientTimeout,
-        accept: str = "application/json",
-        content_type: str = "application/json",
-    ) -> aiohttp.ClientResponse:
-        response: aiohttp.ClientResponse = await self.api.call_api(
-            path,
-            method,
-            query_params=list((query or {}).items()),
-            header_params={"Accept": accept, "Content-Type": content_type},
-            body=body,
-            auth_settings=_AUTH,
-            _preload_content=False,
-            _return_http_data_only=True,
-            _request_timeout=timeout,
-        )
-        if not 200 <= response.status <= 299:
-            try:
-                body_bytes = await response.read()
-            finally:
-                response.release()
-            raise ApiCallFailed.from_response(response.status, response.reason, body_bytes, response.headers)
-        return response
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        """One API call with retries on transient failures; raises :class:`ApiCallFailed` otherwise."""
-        async for attempt in self.retry_policy.asynchronous(f"{method} {path}"):
-            with attempt:
-                timeout = aiohttp.ClientTimeout(total=60)
-                response = await self._open(method, path, query, body, timeout, content_type=content_type)
-                try:
-                    data = await response.read()
-                finally:
-                    response.release()
-                return json.loads(data) if data else None
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    async def get(self, path: str) -> dict[str, Any] | None:
-        """An object, or None when it does not exist."""
-        try:
-            return dict(await self.request("GET", path))
-        except ApiCallFailed as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def list_objects(
-        self, path: str, selector: str, field_selector: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        """(items, resourceVersion) of a collection filtered by a label (and field) selector."""
-        query = {"labelSelector": selector}
-        if field_selector:
-            query["fieldSelector"] = field_selector
-        page = await self.request("GET", path, query=query)
-        return list(page.get("items") or ()), str((page.get("metadata") or {}).get("resourceVersion") or "")
-
-    async def watch(
-        self,
-        path: str,
-        selector: str,
-        resource_version: str,
-        timeout_seconds: int,
-        field_selector: str | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Watch events (``{"type", "object"}``) from a resourceVersion, with bookmarks, until the server
-        ends the stream. Not retried here: the caller resumes or relists."""
-        query: dict[str, Any] = {
-            "labelSelector": selector,
-            "watch": "true",
-            "resourceVersion": resource_version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": timeout_seconds,
-        }
-        if field_selector:
-            query["fieldSelector"] = field_selector
-        timeout = aiohttp.ClientTimeout(total=timeout_seconds + 15, sock_connect=10)
-        response = await self._open("GET", path, query, None, timeout)
-        try:
-            async for raw in response.content:
-                if raw.strip():
-                    yield json.loads(raw)
-        finally:
-            response.release()
-
-    async def follow_log(
-        self, pod_name: str, namespace: str, container: str, since_time: str | None, follow: bool = True
-    ) -> AsyncIterator[str]:
-        """Lines of a container log (timestamped), following it until the container ends."""
-        query: dict[str, Any] = {"container": container, "timestamps": "true", "follow": str(follow).lower()}
-        if since_time:
-            query["sinceTime"] = since_time
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None)
-        response = await self._open(
-            "GET", f"{pods_path(namespace, pod_name)}/log", query, None, timeout, "*/*"
-        )
-        try:
-            async for raw in response.content:
-                yield raw.decode("utf-8", "replace").rstrip("\r\n")
-        finally:
-            response.release()
-
-    async def delete_job(self, name: str, namespace: str) -> bool:
-        """Delete a Job and (background propagation) its pods; False when it was already gone."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
-        try:
-            await self.request("DELETE", jobs_path(namespace, name), body=body)
-        except ApiCallFailed as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    async def patch_job(self, name: str, namespace: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Apply a JSON merge patch (RFC 7386) to a Job; the patched Job, or None when it does not exist.
-
-        Retried like any call (a merge patch is idempotent); a refusal (422 ``field is immutable``) raises
-        :class:`ApiCallFailed`.
-        """
-        try:
-            return dict(
-                await self.request(
-                    "PATCH", jobs_path(namespace, name), body=dict(patch), content_type=MERGE_PATCH
-                )
-            )
-        except ApiCallFailed as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def delete_job_version(self, job: Mapping[str, Any]) -> bool:
-        """Delete exactly this version of a Job (preconditions ``uid`` and ``resourceVersion``) and its pods;
-        False when it is gone or has changed since it was read (the API server's 404 / 409)."""
-        metadata = job["metadata"]
-        body = {
-            "kind": "DeleteOptions",
-            "apiVersion": "v1",
-            "propagationPolicy": "Background",
-            "preconditions": {"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]},
-        }
-        try:
-            await self.request("DELETE", jobs_path(metadata["namespace"], metadata["name"]), body=body)
-        except ApiCallFailed as exc:
-            if exc.status in (404, 409):
-                return False
-            raise
-        return True
-
-    async def list_events(self, namespace: str, object_names: list[str]) -> list[dict[str, Any]]:
-        """Events about the given objects."""
-        events: list[dict[str, Any]] = []
-        for name in object_names:
-            page = await self.request("GET", events_path(namespace), query=events_query(name))
-            events.extend(events_about(name, page))
-        return events

@@ -1,5 +1,5 @@
-"""How the provider reads one answer of the Overlord: :class:`OverlordAnswer` (status, body, the error that
-explains it), :class:`OverlordTaskStatus` (a task as Druid reports it) and :func:`druid_error_text`.
+"""A final answer of the Overlord's HTTP API and the error it carries: :class:`OverlordAnswer` (status, body,
+the error that explains it) and :func:`druid_error_text`.
 
 Druid's errors come as ``{"error": "druidException", "errorCode", "errorMessage", ...}``, as a legacy
 ``{"error": message}``, as ``{"Access-Check-Result": ...}`` (403), or as plain text; a proxy may answer with
@@ -8,7 +8,8 @@ an HTML page. :func:`druid_error_text` reads all of them, so an error always say
 A successful answer whose body is not the JSON Druid sends, or JSON of another shape (a proxy's login page
 answered with 200, a status without its ``statusCode``, a version that is a number), is never guessed at:
 it is an :class:`~druid_k8s_provider.errors.OverlordAnswerUnreadable` naming the connection, the request and
-what is wrong, so nothing is decided on an answer the provider cannot read.
+what is wrong (:meth:`OverlordAnswer.json`, :meth:`OverlordAnswer.wrong_shape`), so nothing is decided on an
+answer the provider cannot read.
 """
 
 from __future__ import annotations
@@ -32,73 +33,6 @@ _READABLE_FIX = (
     "check that host, port and the endpoint extra of the connection reach the Overlord (or the Router) and "
     "not another server or a proxy's login page"
 )
-
-
-class WrongShape(ValueError):
-    """A JSON answer of Druid's endpoint lacks a field, or has one of another type; the message says which."""
-
-
-@dataclass(frozen=True)
-class OverlordTaskStatus:
-    """A task as the Overlord reports it.
-
-    ``status_code`` is Druid's ``TaskState``: RUNNING (active: waiting for locks, pending in the runner or
-    running), SUCCESS or FAILED. ``runner_status_code`` (WAITING / PENDING / RUNNING / NONE) comes only from
-    the single-task status and the task lists; None from the batched ``taskStatus``. It means something only
-    while the task is active: for a task its runner no longer holds (complete), Druid's single-task status
-    falls back to WAITING. ``duration_ms`` is -1
-    while the task runs; ``location`` is ``{"host", "port", "tlsPort"}`` once the peon is up. ``created_time``
-    (ISO-8601, from the task lists and the single status) is when the Overlord accepted the submission.
-    """
-
-    task_id: str
-    status_code: str
-    runner_status_code: str | None = None
-    duration_ms: int | None = None
-    error_msg: str | None = None
-    location: Mapping[str, Any] | None = None
-    data_source: str | None = None
-    type: str | None = None
-    created_time: str | None = None
-
-    @property
-    def active(self) -> bool:
-        """Not complete: the Overlord still holds the task (any state but SUCCESS and FAILED)."""
-        return self.status_code not in ("SUCCESS", "FAILED")
-
-    @classmethod
-    def from_json(cls, document: Mapping[str, Any], task_id: str | None = None) -> OverlordTaskStatus:
-        """Read a ``TaskStatusPlus`` (``statusCode``) or a ``TaskStatus`` (``status``) object.
-
-        ``task_id`` is the id the entry is known under (the key of the batched status); without it the entry
-        must carry its ``id``. Raises :class:`WrongShape` for an entry without a string id or status code.
-        """
-        status_code = document.get("statusCode") or document.get("status")
-        if not isinstance(status_code, str) or not status_code:
-            raise WrongShape(f"the status of task {document.get('id') or task_id!r} has no statusCode")
-        own_id = document.get("id")
-        if not isinstance(own_id, str) or not own_id:
-            if task_id is None:
-                raise WrongShape(f"an entry has no task id (id: {own_id!r})")
-            own_id = task_id
-        duration = document.get("duration")
-        location = document.get("location")
-        created = document.get("createdTime")
-        return cls(
-            task_id=own_id,
-            status_code=status_code,
-            runner_status_code=_text_or_none(document.get("runnerStatusCode")),
-            duration_ms=int(duration) if isinstance(duration, int | float) else None,
-            error_msg=_text_or_none(document.get("errorMsg")),
-            location=location if isinstance(location, Mapping) else None,
-            data_source=_text_or_none(document.get("dataSource")),
-            type=_text_or_none(document.get("type")),
-            created_time=created if isinstance(created, str) else None,
-        )
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if value is None else str(value)
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from druid_k8s_provider.errors import DruidK8sConfigError, TaskAlreadySubmitted
-from druid_k8s_provider.hooks.overlord_answer import OverlordAnswer as OverlordAnswer
-from druid_k8s_provider.hooks.overlord_answer import OverlordTaskStatus as OverlordTaskStatus
-from druid_k8s_provider.hooks.overlord_answer import WrongShape
-from druid_k8s_provider.hooks.overlord_answer import druid_error_text as druid_error_text
+from druid_k8s_provider.hooks.overlord_answer import OverlordAnswer
 from druid_k8s_provider.hooks.secrets import sensitive_values
 
 INDEXER = "/druid/indexer/v1"
@@ -44,6 +41,73 @@ ENTRY_ALREADY_EXISTS = "entryAlreadyExists"
 _UNKNOWN_TASK = re.compile(r"Cannot find any task with id", re.IGNORECASE)
 
 T = TypeVar("T")
+
+
+class WrongShape(ValueError):
+    """A JSON answer of Druid's endpoint lacks a field, or has one of another type; the message says which."""
+
+
+@dataclass(frozen=True)
+class OverlordTaskStatus:
+    """A task as the Overlord reports it.
+
+    ``status_code`` is Druid's ``TaskState``: RUNNING (active: waiting for locks, pending in the runner or
+    running), SUCCESS or FAILED. ``runner_status_code`` (WAITING / PENDING / RUNNING / NONE) comes only from
+    the single-task status and the task lists; None from the batched ``taskStatus``. It means something only
+    while the task is active: for a task its runner no longer holds (complete), Druid's single-task status
+    falls back to WAITING. ``duration_ms`` is -1
+    while the task runs; ``location`` is ``{"host", "port", "tlsPort"}`` once the peon is up. ``created_time``
+    (ISO-8601, from the task lists and the single status) is when the Overlord accepted the submission.
+    """
+
+    task_id: str
+    status_code: str
+    runner_status_code: str | None = None
+    duration_ms: int | None = None
+    error_msg: str | None = None
+    location: Mapping[str, Any] | None = None
+    data_source: str | None = None
+    type: str | None = None
+    created_time: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Not complete: the Overlord still holds the task (any state but SUCCESS and FAILED)."""
+        return self.status_code not in ("SUCCESS", "FAILED")
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any], task_id: str | None = None) -> OverlordTaskStatus:
+        """Read a ``TaskStatusPlus`` (``statusCode``) or a ``TaskStatus`` (``status``) object.
+
+        ``task_id`` is the id the entry is known under (the key of the batched status); without it the entry
+        must carry its ``id``. Raises :class:`WrongShape` for an entry without a string id or status code.
+        """
+        status_code = document.get("statusCode") or document.get("status")
+        if not isinstance(status_code, str) or not status_code:
+            raise WrongShape(f"the status of task {document.get('id') or task_id!r} has no statusCode")
+        own_id = document.get("id")
+        if not isinstance(own_id, str) or not own_id:
+            if task_id is None:
+                raise WrongShape(f"an entry has no task id (id: {own_id!r})")
+            own_id = task_id
+        duration = document.get("duration")
+        location = document.get("location")
+        created = document.get("createdTime")
+        return cls(
+            task_id=own_id,
+            status_code=status_code,
+            runner_status_code=_text_or_none(document.get("runnerStatusCode")),
+            duration_ms=int(duration) if isinstance(duration, int | float) else None,
+            error_msg=_text_or_none(document.get("errorMsg")),
+            location=location if isinstance(location, Mapping) else None,
+            data_source=_text_or_none(document.get("dataSource")),
+            type=_text_or_none(document.get("type")),
+            created_time=created if isinstance(created, str) else None,
+        )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if value is None else str(value)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ import tenacity
 
 from druid_k8s_provider import metrics
 from druid_k8s_provider.errors import OverlordAnswerUnreadable, OverlordApiError, TaskAlreadySubmitted
-from druid_k8s_provider.hooks.overlord_api import OverlordAnswer, OverlordCall
+from druid_k8s_provider.hooks.backoff import BackoffPolicy
+from druid_k8s_provider.hooks.overlord_answer import OverlordAnswer
+from druid_k8s_provider.hooks.overlord_api import OverlordCall
 from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint
 from druid_k8s_provider.hooks.secrets import scrub
 
@@ -69,7 +71,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
-class OverlordRetryPolicy:
+class OverlordRetryPolicy(BackoffPolicy):
     """How hard to retry transient failures: bounded in attempts and in the longest single wait (seconds).
 
     The defaults ride out an Overlord leader election (tens of seconds) without holding a worker for long.
@@ -80,12 +82,9 @@ class OverlordRetryPolicy:
     max_wait: float = 10.0
     max_retry_after: float = 30.0
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientAnswer) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_retry_after)
-        backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=0.2)
-        return float(backoff(state))
+    def _retry_after(self, exc: BaseException | None) -> float | None:
+        """The ``Retry-After`` of a transient answer (429 or 5xx)."""
+        return exc.retry_after if isinstance(exc, TransientAnswer) else None
 
     def _kwargs(self, conn_id: str, call: OverlordCall[Any]) -> dict[str, Any]:
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -103,13 +102,7 @@ class OverlordRetryPolicy:
                 wait,
             )
 
-        return {
-            "stop": tenacity.stop_after_attempt(self.attempts),
-            "wait": self._wait,
-            "retry": tenacity.retry_if_exception(is_transient),
-            "reraise": True,
-            "before_sleep": before_sleep,
-        }
+        return self._controller(is_transient, before_sleep)
 
     def sync(self, conn_id: str, call: OverlordCall[Any]) -> tenacity.Retrying:
         """A tenacity controller for a blocking request."""

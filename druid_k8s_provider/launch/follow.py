@@ -34,7 +34,8 @@ import pendulum
 from druid_k8s_provider import metrics
 from druid_k8s_provider.errors import OverlordApiError, OverlordTaskUnknown
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, task_id_of
+from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import task_id_of
 from druid_k8s_provider.hooks.log_cursor import LogCursor
 from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus

@@ -10,7 +10,8 @@ every few seconds, then one merge patch labels the Job and its pod template and 
 
 Never is a Job deleted that the runner may still join (a Job gone before the runner's create would make it
 launch the ingestion a second time): ours is deleted only when the Overlord runs the task in a Job of its
-own, and only while ours is still suspended (the delete is conditional on the version read).
+own, or when the task completed before its hand-over, and only while ours is still suspended (the delete is
+conditional on the version read).
 """
 
 from __future__ import annotations
@@ -20,17 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from druid_k8s_provider.errors import DruidK8sTaskError
-from druid_k8s_provider.hooks.druid_k8s import (
-    PEON_SELECTOR,
-    ApiCallFailed,
-    AsyncKubeSession,
-    DruidK8sAsyncHook,
-    jobs_path,
-    task_id_of,
-    translate_failure,
-)
+from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import PEON_SELECTOR, jobs_path, task_id_of
+from druid_k8s_provider.hooks.k8s_errors import ApiCallFailed, translate_failure
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
-from druid_k8s_provider.launch.suspended import is_suspended, release_patch
+from druid_k8s_provider.launch.suspended import deletable_while_suspended, is_suspended, release_patch
 from druid_k8s_provider.naming import TASK_ID_LABEL, id_label_value
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
 
@@ -64,7 +59,7 @@ async def release_job(
     ``job_name`` in ``namespace`` and say which Job runs the task (the reason also goes to ``log``).
 
     - The task completed before that (e.g. shut down while WAITING): nothing is released;
-      ``resumed`` False with the final status. Our Job stays suspended (deleting it is the caller's call).
+      ``resumed`` False with the final status. Our Job, still suspended, is deleted (no runner joins it now).
     - The Overlord runs the task in another Job (a ``druid.k8s.peons`` Job with our task's ``task.id``
       annotation under another name: its ``k8sTaskPodNamePrefix`` differs from ours, or it created its own
       first): ours is deleted if it is still suspended; ``job_name`` is theirs, ``resumed`` False.
@@ -77,25 +72,43 @@ async def release_job(
     gone (nothing can run the task: the runner fails it once its pod lookups run out) or Kubernetes refuses.
     """
     handed = await board.wait_handed_to_runner(task_id)
-    if not handed.active:
-        # Without Druid's errorMsg: a triggerer logs this line, and it cannot mask the task's credentials
-        # that message may quote; the operator reports the outcome with it, masked.
-        reason = (
-            f"Druid task {task_id!r} completed ({handed.status_code}) before the Overlord handed it "
-            f"to its runner; Job {job_name!r} was not released"
-        )
-        log(reason)
-        return Release(job_name, resumed=False, status=handed, reason=reason)
     action = f"releasing Job {job_name!r} in namespace {namespace!r}"
     try:
         async with kube.session() as session:
-            release = await _release(session, namespace, job_name, task_id, handed)
+            if not handed.active:
+                release = await _never_released(session, namespace, job_name, task_id, handed)
+            else:
+                release = await _release(session, namespace, job_name, task_id, handed)
     except ApiCallFailed as exc:
         raise translate_failure(
             exc, action, conn_id=kube.kubernetes_conn_id, task_id=task_id, job_name=job_name
         ) from None
     log(release.reason)
     return release
+
+
+async def _never_released(
+    session: AsyncKubeSession, namespace: str, job_name: str, task_id: str, completed: OverlordTaskStatus
+) -> Release:
+    """The task completed before its hand-over: no runner will join our Job now, and a suspended Job never
+    finishes (``ttlSecondsAfterFinished`` would never remove it), so it is deleted while still suspended."""
+    try:
+        ours = await session.get(jobs_path(namespace, job_name))
+        deleted = (
+            ours is not None
+            and deletable_while_suspended(ours, task_id)
+            and await session.delete_job_version(ours)
+        )
+        fate = " and was deleted" if deleted else ""
+    except ApiCallFailed as exc:  # the task's outcome matters more; the reaper deletes the Job later
+        fate = f"; it could not be deleted ({exc}), the reaper deletes it later"
+    # Without Druid's errorMsg: a triggerer logs this line, and it cannot mask the task's credentials that
+    # message may quote; the operator reports the outcome with it, masked.
+    reason = (
+        f"Druid task {task_id!r} completed ({completed.status_code}) before the Overlord handed it "
+        f"to its runner; Job {job_name!r} was not released{fate}"
+    )
+    return Release(job_name, resumed=False, status=completed, reason=reason)
 
 
 async def _release(

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from druid_k8s_provider.hooks.druid_k8s import PEON_SELECTOR, DruidK8sAsyncHook, jobs_path, task_id_of
+from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import PEON_SELECTOR, jobs_path, task_id_of
 from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook
 from druid_k8s_provider.launch.suspended import is_suspended
 

@@ -10,6 +10,10 @@ Overlord has handed the task to its runner (its locks are taken).
 Kubernetes allows that patch: while a Job is suspended and has never started (no ``status.startTime``),
 the labels and annotations of its pod template may change (mutable scheduling directives, GA in 1.27;
 ``validatePodTemplateUpdate`` in ``pkg/apis/batch/validation``); ``spec.suspend`` may always change.
+
+A suspended Job never finishes, so ``ttlSecondsAfterFinished`` never removes it: whoever gives up on one
+deletes it (:func:`deletable_while_suspended` says when that is safe), and the reaper deletes those left
+behind. Before a later try reuses one, :func:`carried_task` reads back the task it would run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from druid_k8s_provider.naming import PEON_LABEL
+from druid_k8s_provider.adapters.common import MAIN_CONTAINER_NAME, TASK_ANNOTATION, decompress_task
+from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
+
+#: What the custom template adapter puts in ``TASK_JSON``: a reference to the pod's ``task`` annotation.
+_TASK_ANNOTATION_FIELD = f"metadata.annotations['{TASK_ANNOTATION}']"
 
 
 def suspended_unlabelled(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,3 +61,49 @@ def release_patch() -> dict[str, Any]:
 def is_suspended(job: Mapping[str, Any]) -> bool:
     """Whether a Job as read from the API is suspended (``spec.suspend`` true)."""
     return bool((job.get("spec") or {}).get("suspend"))
+
+
+def is_unlabelled(job: Mapping[str, Any]) -> bool:
+    """Whether neither the Job nor its pod template carries the ``druid.k8s.peons`` label (no Overlord adopts
+    it after a restart, and Druid's cleanup does not see it)."""
+    template = (job.get("spec") or {}).get("template") or {}
+    return all(
+        PEON_LABEL not in ((metadata or {}).get("labels") or {})
+        for metadata in (job.get("metadata"), template.get("metadata"))
+    )
+
+
+def deletable_while_suspended(job: Mapping[str, Any], task_id: str) -> bool:
+    """Whether ``job`` (as read from the API) is still the suspended, unlabelled Job of ``task_id`` that no
+    Overlord has released: only such a Job may be deleted by the provider (the Overlord's runner joins only a
+    released one). A Job already being deleted, or of another task, is not."""
+    metadata = job.get("metadata") or {}
+    return (
+        is_suspended(job)
+        and is_unlabelled(job)
+        and not metadata.get("deletionTimestamp")
+        and (metadata.get("annotations") or {}).get(TASK_ID_ANNOTATION) == task_id
+    )
+
+
+def carried_task(job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The task JSON a Job would run, read back the way Druid's adapters write it: env ``TASK_JSON`` of
+    container ``main`` (base64 of gzip, the overlord adapters), or, when that env refers to the pod's
+    ``task`` annotation (the custom template adapter), that annotation. None when the Job carries no task
+    the provider can read (no ``main`` container, no ``TASK_JSON``, a payload that does not decode)."""
+    template = (job.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or ()
+    main = next((c for c in containers if c.get("name") == MAIN_CONTAINER_NAME), None)
+    variable = next((v for v in (main or {}).get("env") or () if v.get("name") == "TASK_JSON"), None)
+    if variable is None:
+        return None
+    payload = variable.get("value")
+    reference = ((variable.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+    if payload is None and reference == _TASK_ANNOTATION_FIELD:
+        payload = ((template.get("metadata") or {}).get("annotations") or {}).get(TASK_ANNOTATION)
+    if not isinstance(payload, str):
+        return None
+    try:
+        return decompress_task(payload)
+    except (ValueError, OSError, EOFError):  # not base64, not gzip (BadGzipFile), not a JSON object
+        return None

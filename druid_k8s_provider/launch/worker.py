@@ -9,11 +9,14 @@ The steps, each a blocking call an Airflow shell makes in order:
    task instance's attempt ids decides submit / re-attach / report
    (:func:`~druid_k8s_provider.launch_protocol.decide_attempt`). Without an Overlord connection nothing is
    written: the hook refuses, naming ``druid_ingest_conn_id``.
-2. ``airflow`` mode: :func:`create_suspended` creates the Job the way Druid's adapter would, but suspended and
-   without the ``druid.k8s.peons`` label, so no pod runs and no Overlord adopts it before the task's locks are
-   taken; a Job of the same task already there (a crash between create and submit) is joined.
+2. ``airflow`` mode: :func:`~druid_k8s_provider.launch.airflow_mode.create_suspended` creates the Job the way
+   Druid's adapter would, but suspended and without the ``druid.k8s.peons`` label, so no pod runs and no
+   Overlord adopts it before the task's locks are taken; this attempt's Job left by a crash between create
+   and submit is reused when it carries the same task JSON.
 3. :func:`submit`: ``POST /druid/indexer/v1/task``; ``entryAlreadyExists`` means an earlier try's submission
-   went through: re-attach.
+   went through: re-attach. In ``airflow`` mode
+   :func:`~druid_k8s_provider.launch.airflow_mode.submit_suspended` wraps it, so a failed submission does
+   not leave the suspended Job behind.
 """
 
 from __future__ import annotations
@@ -23,10 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from druid_k8s_provider.errors import TaskAlreadySubmitted
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
-from druid_k8s_provider.launch.suspended import suspended_unlabelled
 from druid_k8s_provider.launch_protocol import (
     AttemptDecision,
     LaunchChoice,
@@ -95,15 +96,6 @@ def plan_launch(
     say(f"Druid task {decision.task_id}: {decision.action.value} ({decision.reason})")
     task = DruidTask.from_spec(document, default_id=decision.task_id)
     return LaunchPlan(choice, version, decision, task, statuses.get(decision.task_id))
-
-
-def create_suspended(hook: DruidK8sHook, manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Create the Job suspended and unlabelled, or join the one of the same task: ``(job, created)``.
-
-    A Job found (409) with the same ``task.id`` is this attempt's, left by a try that crashed before or
-    after its submission: the Overlord has not run it (no label, suspended), so joining it is safe.
-    """
-    return hook.create_or_join_job(suspended_unlabelled(dict(manifest)))
 
 
 def submit(overlord: DruidOverlordHook, task: DruidTask, say: Callable[[str], None]) -> bool:

@@ -24,6 +24,18 @@ from druid_k8s_provider.hooks.overlord import DEFAULT_CONN_ID
 from druid_k8s_provider.hooks.secrets import sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.launch_protocol import check_launch_mode
+from druid_k8s_provider.naming import (
+    AIRFLOW_DAG_ID_ANNOTATION,
+    AIRFLOW_MAP_INDEX_ANNOTATION,
+    AIRFLOW_RUN_ID_ANNOTATION,
+    AIRFLOW_TASK_ID_ANNOTATION,
+)
+from druid_k8s_provider.operators.ignored import (
+    DEBUG_JOBS_PROPERTY,
+    TEMPLATE_ARGUMENTS,
+    TEMPLATE_OPTIONS,
+    job_shaping,
+)
 from druid_k8s_provider.preflight import Requirements, check_permissions
 from druid_k8s_provider.settings import CONFIG_SECTION, json_object, layered_runner_properties
 from druid_k8s_provider.task import DruidTask, derive_task_id
@@ -32,10 +44,6 @@ from druid_k8s_provider.template_selection import TemplateSelection, parse_execu
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DAG_ID_ANNOTATION = "airflow.apache.org/dag-id"
-TASK_ID_ANNOTATION = "airflow.apache.org/task-id"
-RUN_ID_ANNOTATION = "airflow.apache.org/run-id"
-MAP_INDEX_ANNOTATION = "airflow.apache.org/map-index"
 POD_TEMPLATE_BASE_PROPERTY = "druid.indexer.runner.k8s.podTemplate.base"
 ADAPTER_TYPE_PROPERTY = "druid.indexer.runner.k8s.adapter.type"
 T = TypeVar("T")
@@ -46,10 +54,10 @@ def airflow_identity(context: Context) -> dict[str, str]:
     ti = context["ti"]
     map_index = ti.map_index if ti.map_index is not None else -1
     return {
-        DAG_ID_ANNOTATION: str(ti.dag_id),
-        TASK_ID_ANNOTATION: str(ti.task_id),
-        RUN_ID_ANNOTATION: str(ti.run_id),
-        MAP_INDEX_ANNOTATION: str(map_index),
+        AIRFLOW_DAG_ID_ANNOTATION: str(ti.dag_id),
+        AIRFLOW_TASK_ID_ANNOTATION: str(ti.task_id),
+        AIRFLOW_RUN_ID_ANNOTATION: str(ti.run_id),
+        AIRFLOW_MAP_INDEX_ANNOTATION: str(map_index),
     }
 
 
@@ -74,7 +82,8 @@ def refuse_foreign_run(
     if not recorded or all(recorded[key] == identity[key] for key in recorded):
         return
     other = "/".join(
-        recorded.get(key, "?") for key in (DAG_ID_ANNOTATION, RUN_ID_ANNOTATION, TASK_ID_ANNOTATION)
+        recorded.get(key, "?")
+        for key in (AIRFLOW_DAG_ID_ANNOTATION, AIRFLOW_RUN_ID_ANNOTATION, AIRFLOW_TASK_ID_ANNOTATION)
     )
     raise DruidK8sConfigError(
         "task.id",
@@ -241,24 +250,47 @@ DruidK8sTaskOperator` for what each means)."""
             str(document.get("type") or "task"),
         )
 
-    def _warn_ignored_options(self, config: RunnerConfig) -> None:
-        """In ``overlord`` mode the Overlord builds the Job from its own configuration."""
-        ignored = [
-            argument
-            for argument, value in (
-                ("overlord_pod_name", self.overlord_pod_name),
-                ("overlord_pod_selector", self.overlord_pod_selector),
-                ("pod_template_file", self.pod_template_file),
-                ("execution_config", self.execution_config),
+    def _airflow_properties(self) -> dict[str, str]:
+        """The runner properties set in Airflow, each with where: the ``[druid_k8s] runner_properties``
+        option or this operator's ``runner_properties`` (the later layer named when both set one)."""
+        configured = conf.get(CONFIG_SECTION, "runner_properties", fallback="") or None
+        where = dict.fromkeys(
+            json_object(f"[{CONFIG_SECTION}] runner_properties", configured),
+            f"[{CONFIG_SECTION}] runner_properties",
+        )
+        where.update(
+            dict.fromkeys(json_object("runner_properties", self.runner_properties), "runner_properties")
+        )
+        return where
+
+    def _warn_ignored_options(self, mode: str) -> None:
+        """Say which settings have no effect: ``debugJobs`` set in Airflow (the Overlord's own decides
+        whether a finished Job is kept, in every mode) and, in ``overlord`` mode, the template arguments and
+        options and the Job-shaping properties set in Airflow (the Overlord builds the Job from its own)."""
+        properties = self._airflow_properties()
+        if DEBUG_JOBS_PROPERTY in properties:
+            self.log.warning(
+                "%s (set in %s) has no effect: the Overlord deletes a task's Job when the task completes "
+                "unless its own %s is true; set it in the Overlord's runtime.properties",
+                DEBUG_JOBS_PROPERTY,
+                properties[DEBUG_JOBS_PROPERTY],
+                DEBUG_JOBS_PROPERTY,
             )
-            if value
+        if mode != "overlord":
+            return
+        ignored = [argument for argument in TEMPLATE_ARGUMENTS if getattr(self, argument)]
+        ignored += [
+            f"[{CONFIG_SECTION}] {option}"
+            for option in TEMPLATE_OPTIONS
+            if not getattr(self, option) and conf.get(CONFIG_SECTION, option, fallback="")
         ]
+        ignored += [f"{name} (set in {properties[name]})" for name in job_shaping(properties)]
         if ignored:
             self.log.warning(
-                "launch_mode 'overlord': the Overlord builds the Job from its own pod template and adapter "
-                "(%s of its runtime.properties), so %s has no effect on it",
-                config.adapter_type,
-                ", ".join(ignored),
+                "launch_mode 'overlord': the Overlord builds the Job from its own pod template, adapter and "
+                "runner properties, so these settings have no effect on it: %s. Configure the Overlord's "
+                "runner instead",
+                "; ".join(ignored),
             )
 
     @staticmethod

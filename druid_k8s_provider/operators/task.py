@@ -19,25 +19,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import conf
 
 from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError, JobFailed
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.job_builder import peon_job_name
+from druid_k8s_provider.launch import airflow_mode
 from druid_k8s_provider.launch.follow import COMPLETED, FollowSpec, follow_task, status_dict
 from druid_k8s_provider.launch.stop import stop_task
-from druid_k8s_provider.launch.suspended import is_suspended
-from druid_k8s_provider.launch.worker import create_suspended, plan_launch, submit
+from druid_k8s_provider.launch.worker import plan_launch, submit
 from druid_k8s_provider.launch_protocol import AttemptAction
-from druid_k8s_provider.operators.inputs import (
-    airflow_identity,
-    annotate,
-    refuse_foreign_run,
-)
+from druid_k8s_provider.operators.inputs import airflow_identity, annotate, refuse_foreign_run
 from druid_k8s_provider.operators.outcome import DruidTaskOutcome
 from druid_k8s_provider.preflight import check_permissions, operator_requirements
 from druid_k8s_provider.settings import CONFIG_SECTION
@@ -221,18 +219,20 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
                 return self._finish(context, {**details, **event})
             hook = DruidK8sHook(self._conn_id(), config.namespace, config.disable_client_proxy)
             release_pending = False
+            self._warn_ignored_options(plan.choice.mode)
             if plan.choice.mode == "overlord":
-                self._warn_ignored_options(config)
                 if action is AttemptAction.SUBMIT:
                     submit(overlord, task, self.log.info)
             elif action is AttemptAction.SUBMIT:
-                self._create_suspended(hook, task, config, plan.druid_version, context)
+                to_submit = self._create_suspended(hook, overlord, task, config, plan.druid_version, context)
                 self._running = {**details, "context": context}
-                submit(overlord, task, self.log.info)
+                if to_submit:
+                    airflow_mode.submit_suspended(
+                        overlord, hook, task, job_name=name, namespace=config.namespace, say=self.log.info
+                    )
                 release_pending = True
             else:
-                job = hook.get_job(name, config.namespace, task_id=task.id)
-                release_pending = job is not None and is_suspended(job)
+                release_pending = airflow_mode.reattach(hook, task, name, config.namespace, self.log.warning)
         self._publish_console_link(context, overlord.endpoint, task.id)
         spec = FollowSpec(
             mode=plan.choice.mode,
@@ -262,14 +262,15 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
     def _create_suspended(
         self,
         hook: DruidK8sHook,
+        overlord: DruidOverlordHook,
         task: DruidTask,
         config: RunnerConfig,
         druid_version: str | None,
         context: Context,
-    ) -> None:
+    ) -> bool:
         """``airflow`` mode: build the Job as the Overlord's adapter would and create it suspended and
-        unlabelled (or join this attempt's, left by a crash). A Role that is too narrow, or bad input, is
-        refused here, before any write."""
+        unlabelled (or reuse this attempt's, left by a crash); whether the task is still to be submitted. A
+        Role that is too narrow, or bad input, is refused here, before any write."""
         requirements = operator_requirements(config)
         name = peon_job_name(task.id, config, druid_version=druid_version)
         manifest = self._explaining_refusals(
@@ -278,15 +279,9 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
         check_permissions(hook, requirements, task_id=task.id, job_name=name)
         identity = airflow_identity(context)
         annotate(manifest, identity)
-        job, created = create_suspended(hook, manifest)
-        if not created:
-            refuse_foreign_run(job, identity, task.id, config.namespace)
-        self.log.info(
-            "%s suspended Job %s in namespace %s for Druid task %s (released once its locks are taken)",
-            "Created the" if created else "Found this attempt's",
-            name,
-            config.namespace,
-            task.id,
+        check = partial(refuse_foreign_run, identity=identity, task_id=task.id, namespace=config.namespace)
+        return airflow_mode.create_suspended(
+            hook, overlord, manifest, task, check_joined=check, say=self.log.info, warn=self.log.warning
         )
 
     def _wait_in_process(self, spec: FollowSpec) -> dict[str, Any]:

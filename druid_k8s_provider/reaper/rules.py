@@ -1,9 +1,15 @@
-"""The reaper's rules, without I/O: which finished peon Jobs a sweep deletes, and why each other one stays.
+"""The reaper's rules, without I/O: which Jobs a sweep deletes, and why each other one stays.
 
 Druid's cleanup rule (the cleanup thread of its Kubernetes task runner): a Job labelled
 ``druid.k8s.peons=true`` that finished (condition ``Complete`` or ``Failed``) longer than ``taskCleanupDelay``
 ago goes. On top of it, a Job whose task the Overlord still holds is kept (spec ``druid-overlord.md``
 section 6).
+
+The provider's own leftovers (:func:`select_suspended_leftovers`): with ``launch_mode="airflow"`` a Job is
+created suspended and without that label before its task is submitted. One whose submission never went
+through (a worker that died, an Overlord that could not be reached) never finishes, so neither its
+``ttlSecondsAfterFinished`` nor Druid's cleanup removes it: it goes once it is older than
+:func:`suspended_leftover_age`, unless the Overlord holds its task.
 """
 
 from __future__ import annotations
@@ -15,12 +21,25 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.naming import PEON_LABEL, TASK_ID_ANNOTATION
+from druid_k8s_provider.naming import (
+    AIRFLOW_DAG_ID_ANNOTATION,
+    PEON_LABEL,
+    TASK_ID_ANNOTATION,
+    TASK_ID_LABEL,
+)
 
 if TYPE_CHECKING:
     from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 
 _FINISHED_CONDITION_TYPES = ("Complete", "Failed")
+#: The Jobs the first pass of a sweep lists: the peon Jobs.
+LABELLED_SELECTOR = f"{PEON_LABEL}=true"
+#: The Jobs the second pass of a sweep lists: those of a Druid task (Druid's task-id label, which the
+#: provider's Jobs carry from their create on) without the ``druid.k8s.peons`` label.
+UNLABELLED_SELECTOR = f"!{PEON_LABEL},{TASK_ID_LABEL}"
+#: The least age of a suspended leftover the reaper deletes, whatever ``taskCleanupDelay`` says: far longer
+#: than the seconds between a Job's create and its task's submission (the submission's retries included).
+SUSPENDED_LEFTOVER_MIN_AGE = dt.timedelta(hours=1)
 
 
 class Verdict(enum.Enum):
@@ -34,6 +53,7 @@ class Verdict(enum.Enum):
     KEEP_NO_FINISH_TIME = "kept_no_finish_time"
     KEEP_TASK_ACTIVE = "kept_task_active"
     KEEP_OVERLORD_UNREACHABLE = "kept_overlord_unreachable"
+    KEEP_SUSPENDED_YOUNG = "kept_suspended_young"
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,8 @@ class JobDecision:
     explanation: str
     #: The Job's uid: a delete of this decision never takes a newer Job that got the same name since.
     uid: str | None = None
+    #: A suspended leftover's version as listed: its delete is refused once the Job changed (released).
+    resource_version: str | None = None
 
     @property
     def delete(self) -> bool:
@@ -161,6 +183,73 @@ def select_jobs_to_reap(
     return ReapPlan(tuple(decide(job, now, cleanup_delay) for job in jobs))
 
 
+def suspended_leftover_age(cleanup_delay: dt.timedelta) -> dt.timedelta:
+    """How old a suspended leftover must be before the reaper deletes it: ``taskCleanupDelay`` (the delay
+    finished Jobs get), and at least :data:`SUSPENDED_LEFTOVER_MIN_AGE`."""
+    return max(cleanup_delay, SUSPENDED_LEFTOVER_MIN_AGE)
+
+
+def decide_suspended(job: Mapping[str, Any], now: dt.datetime, min_age: dt.timedelta) -> JobDecision:
+    """Decide what to do with one unlabelled Job (see :func:`select_suspended_leftovers`)."""
+    metadata = job.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+
+    def decision(verdict: Verdict, explanation: str) -> JobDecision:
+        return JobDecision(
+            name=str(metadata.get("name", "")),
+            namespace=metadata.get("namespace"),
+            task_id=annotations.get(TASK_ID_ANNOTATION),
+            verdict=verdict,
+            explanation=explanation,
+            uid=metadata.get("uid"),
+            resource_version=metadata.get("resourceVersion"),
+        )
+
+    labels = metadata.get("labels") or {}
+    suspended = bool((job.get("spec") or {}).get("suspend"))
+    if labels.get(PEON_LABEL) or not suspended or AIRFLOW_DAG_ID_ANNOTATION not in annotations:
+        return decision(
+            Verdict.KEEP_UNLABELLED,
+            "not a peon Job, nor a suspended Job the provider created (no label "
+            f"{PEON_LABEL}=true, not suspended or without the {AIRFLOW_DAG_ID_ANNOTATION} annotation)",
+        )
+    if metadata.get("deletionTimestamp"):
+        return decision(
+            Verdict.KEEP_BEING_DELETED, f"already being deleted since {metadata['deletionTimestamp']}"
+        )
+    created = metadata.get("creationTimestamp")
+    if not created:
+        return decision(Verdict.KEEP_SUSPENDED_YOUNG, "suspended, but the API gave no creation time")
+    age = now - parse_kubernetes_time(created)
+    if age <= min_age:
+        return decision(
+            Verdict.KEEP_SUSPENDED_YOUNG,
+            f"suspended and unlabelled since its create {human_duration(age)} ago, within "
+            f"{human_duration(min_age)} (its task may be about to be submitted)",
+        )
+    return decision(
+        Verdict.DELETE,
+        f"suspended and never released since its create {human_duration(age)} ago, older than "
+        f"{human_duration(min_age)} (taskCleanupDelay, and at least an hour)",
+    )
+
+
+def select_suspended_leftovers(
+    jobs: Iterable[Mapping[str, Any]], now: dt.datetime, cleanup_delay: dt.timedelta
+) -> ReapPlan:
+    """Decide, for each unlabelled Job (listed with :data:`UNLABELLED_SELECTOR`), whether to delete it.
+
+    Deleted: Jobs still suspended, without the ``druid.k8s.peons`` label, carrying the provider's
+    ``airflow.apache.org/dag-id`` annotation, created more than :func:`suspended_leftover_age` before
+    ``now``; the sweep then keeps those whose task the Overlord reports active (:func:`keep_active_tasks`:
+    the operator releases such a Job once the Overlord hands its task over) and deletes the rest only while
+    unchanged (the decision's ``resource_version``). Kept: anything else (a Job of someone else, a Job being
+    deleted, a younger one).
+    """
+    min_age = suspended_leftover_age(cleanup_delay)
+    return ReapPlan(tuple(decide_suspended(job, now, min_age) for job in jobs))
+
+
 def keep_active_tasks(plan: ReapPlan, statuses: Mapping[str, OverlordTaskStatus]) -> ReapPlan:
     """``plan`` with every deletion whose task ``statuses`` reports active turned into
     :attr:`Verdict.KEEP_TASK_ACTIVE`.
@@ -173,11 +262,16 @@ def keep_active_tasks(plan: ReapPlan, statuses: Mapping[str, OverlordTaskStatus]
     for decision in plan.decisions:
         status = statuses.get(decision.task_id or "") if decision.delete else None
         if status is not None and status.active:
+            who = (
+                "the operator releases the Job once the Overlord hands the task to its runner"
+                if decision.resource_version is not None
+                else "the Overlord deletes the Job when the task completes"
+            )
             decision = replace(
                 decision,
                 verdict=Verdict.KEEP_TASK_ACTIVE,
                 explanation=f"its task is still {status.status_code} in the Overlord "
-                f"({decision.explanation}); the Overlord deletes the Job when the task completes",
+                f"({decision.explanation}); {who}",
             )
         decisions.append(decision)
     return ReapPlan(tuple(decisions))

@@ -1,5 +1,6 @@
 """The reaper's sweep: list the peon Jobs of a namespace page by page, ask the Overlord about the tasks of
-each page's deletion candidates in one batched request, delete what is left, count everything."""
+each page's deletion candidates in one batched request, delete what is left, count everything; then the same
+for the provider's suspended leftovers (unlabelled Jobs)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError
 from druid_k8s_provider.reaper.rules import (
+    LABELLED_SELECTOR,
+    UNLABELLED_SELECTOR,
     ReapPlan,
     Verdict,
     human_duration,
     keep_active_tasks,
     select_jobs_to_reap,
+    select_suspended_leftovers,
     withhold_deletions,
 )
 
@@ -32,7 +36,9 @@ log = logging.getLogger(__name__)
 class PeonJobClient(Protocol):
     """The part of ``DruidK8sHook`` the reaper needs; tests may pass anything with these two methods."""
 
-    def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]: ...
+    def list_peon_jobs(
+        self, namespace: str, page_size: int = 500, *, selector: str = LABELLED_SELECTOR
+    ) -> Iterator[dict[str, Any]]: ...
 
     def delete_job(
         self,
@@ -42,6 +48,7 @@ class PeonJobClient(Protocol):
         *,
         task_id: str | None = None,
         uid: str | None = None,
+        resource_version: str | None = None,
     ) -> bool: ...
 
 
@@ -73,7 +80,14 @@ def reap(
     overlord: TaskStatusReader | None = None,
 ) -> dict[str, Any]:
     """Delete the finished peon Jobs of ``namespace`` older than ``cleanup_delay`` whose task the Overlord no
-    longer holds; return what happened.
+    longer holds, then the provider's suspended leftovers; return what happened.
+
+    Leftovers (:func:`~druid_k8s_provider.reaper.rules.select_suspended_leftovers`) are listed in a second
+    pass (label selector ``!druid.k8s.peons,druid.task.id``): Jobs of ``launch_mode="airflow"`` still
+    suspended and unlabelled more than ``cleanup_delay`` (and at least an hour) after their create, whose
+    task the Overlord does not hold. Each is deleted only while unchanged since the list (a precondition on
+    its ``resourceVersion``), so a Job released meanwhile stays; a refused delete counts as
+    ``already_gone``.
 
     Jobs are listed through the hook in pages of ``page_size`` (``limit``/``continue``), decided and deleted
     one page at a time, so memory does not grow with the number of Jobs. A Job that disappears between the
@@ -137,9 +151,18 @@ def _sweep(
     counts: Counter[str],
 ) -> None:
     """Decide and delete page by page (see :func:`reap`), counting into ``counts``."""
+    passes: tuple[tuple[str, Callable[[Iterable[Mapping[str, Any]]], ReapPlan]], ...] = (
+        (LABELLED_SELECTOR, lambda page: select_jobs_to_reap(page, sweep_time, cleanup_delay)),
+        (UNLABELLED_SELECTOR, lambda page: select_suspended_leftovers(page, sweep_time, cleanup_delay)),
+    )
     unreachable: str | None = None
-    for page in _pages(hook.list_peon_jobs(namespace, page_size=page_size), page_size):
-        plan = select_jobs_to_reap(page, sweep_time, cleanup_delay)
+    pages = (
+        (page, plan_of)
+        for selector, plan_of in passes
+        for page in _pages(hook.list_peon_jobs(namespace, page_size=page_size, selector=selector), page_size)
+    )
+    for page, plan_of in pages:
+        plan = plan_of(page)
         if unreachable is None:
             try:
                 plan = keep_active_tasks(plan, _statuses_of_candidates(reader, plan))
@@ -159,7 +182,13 @@ def _sweep(
                 log.info(
                     "Keeping Job %s (task.id=%s): %s", decision.name, decision.task_id, decision.explanation
                 )
-            elif hook.delete_job(decision.name, namespace, task_id=decision.task_id, uid=decision.uid):
+            elif hook.delete_job(
+                decision.name,
+                namespace,
+                task_id=decision.task_id,
+                uid=decision.uid,
+                resource_version=decision.resource_version,
+            ):
                 counts[Verdict.DELETE.value] += 1
                 log.info(
                     "Deleted Job %s (task.id=%s): %s", decision.name, decision.task_id, decision.explanation
@@ -167,7 +196,9 @@ def _sweep(
             else:
                 counts["already_gone"] += 1
                 log.info(
-                    "Job %s (task.id=%s) was already gone when deleting it", decision.name, decision.task_id
+                    "Job %s (task.id=%s) was already gone (or had changed since the list) when deleting it",
+                    decision.name,
+                    decision.task_id,
                 )
 
 

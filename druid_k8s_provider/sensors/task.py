@@ -27,12 +27,15 @@ from druid_k8s_provider.errors import (
     MissingPermission,
 )
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook, task_id_of
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.k8s_api import PEON_SELECTOR, jobs_path, task_id_of
+from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, translate_failure
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.hooks.secrets import job_task_secrets, scrub
 from druid_k8s_provider.job_builder import peon_job_name
 from druid_k8s_provider.launch.outcome import overlord_outcome, report_summary
+from druid_k8s_provider.naming import TASK_ID_LABEL, id_label_value
 from druid_k8s_provider.settings import CONFIG_SECTION, configured_overlord_conn_id
 from druid_k8s_provider.triggers.task_status import COMPLETE, DruidTaskStatusTrigger
 
@@ -50,6 +53,30 @@ def configured_runner_namespace() -> str | None:
     with contextlib.suppress(DruidK8sConfigError):
         return resolve_runner_config().namespace
     return None
+
+
+def job_of_task(hook: DruidK8sHook, namespace: str, task_id: str) -> dict[str, Any] | None:
+    """The ``druid.k8s.peons`` Job whose ``task.id`` annotation is ``task_id``, whatever its name (the first
+    by name if there are several), or None. Listed by the ``druid.task.id`` label every peon Job carries,
+    so the answer holds only that task's Jobs (one request).
+
+    Raises :class:`~druid_k8s_provider.errors.KubernetesApiError` (or ``MissingPermission``) when the list
+    fails after the hook's retries.
+    """
+    selector = f"{PEON_SELECTOR},{TASK_ID_LABEL}={id_label_value(task_id)}"
+    failures: tuple[type[BaseException], ...] = (ApiCallFailed, *CONNECTION_ERRORS)
+    try:
+        page = hook.request("GET", jobs_path(namespace), query={"labelSelector": selector})
+    except failures as exc:
+        raise translate_failure(
+            exc,
+            f"listing the Jobs of Druid task {task_id!r}",
+            conn_id=hook.kubernetes_conn_id,
+            task_id=task_id,
+            job_name=None,
+        ) from exc
+    jobs = [job for job in (page or {}).get("items") or () if task_id_of(job) == task_id]
+    return min(jobs, key=lambda job: str(job["metadata"]["name"])) if jobs else None
 
 
 class DruidK8sTaskSensor(BaseSensorOperator):
@@ -141,10 +168,13 @@ class DruidK8sTaskSensor(BaseSensorOperator):
         return hook, namespace, resolve_runner_config(namespace)
 
     def _job_and_pod(self) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-        """Where the task's Job is looked for (``job_name``, ``namespace``) and the Job and pod found there;
-        both None once the Overlord deleted them (it does at completion, unless ``debugJobs``).
+        """Where the task's Job is (``job_name``, ``namespace``) and the Job and its pod; both None once the
+        Overlord deleted them (it does at completion, unless ``debugJobs``).
 
-        A Kubernetes error here does not hide the Overlord's verdict: it is logged and the Job left out.
+        The Job is read under the name the provider computes; when no Job of the task has that name (the
+        Overlord names its Jobs after its own ``k8sTaskPodNamePrefix``, which may differ from the one
+        configured here), it is found by its ``task.id`` annotation, as the operator finds the Overlord's
+        Job. A Kubernetes error here does not hide the Overlord's verdict: it is logged and the Job left out.
         """
         where: dict[str, Any] = {"job_name": None, "namespace": self.namespace}
         try:
@@ -152,7 +182,10 @@ class DruidK8sTaskSensor(BaseSensorOperator):
             where = {"job_name": peon_job_name(self.druid_task_id, config), "namespace": namespace}
             job = hook.get_job(where["job_name"], namespace, task_id=self.druid_task_id)
             if job is None or task_id_of(job) != self.druid_task_id:
-                return where, None, None
+                job = job_of_task(hook, namespace, self.druid_task_id)
+                if job is None:
+                    return where, None, None
+                where["job_name"] = job["metadata"]["name"]
             return where, job, hook.find_job_pod(where["job_name"], namespace)
         except (KubernetesApiError, MissingPermission) as exc:
             self.log.warning("Could not read the Job of Druid task %s: %s", self.druid_task_id, exc)

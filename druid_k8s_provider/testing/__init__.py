@@ -5,8 +5,9 @@ provider's hooks and kubectl work against it unmodified. ``OverlordEmulator`` is
 beside it: Druid's task API, lockbox and Kubernetes runner, refusing what a real Overlord refuses.
 """
 
+from druid_k8s_provider.testing.api_errors import ApiError
 from druid_k8s_provider.testing.emulator import KubeEmulator
 from druid_k8s_provider.testing.overlord.emulator import OverlordEmulator
-from druid_k8s_provider.testing.store import ApiError, ObjectStore
+from druid_k8s_provider.testing.store import ObjectStore
 
 __all__ = ["ApiError", "KubeEmulator", "ObjectStore", "OverlordEmulator"]

@@ -24,8 +24,9 @@ from druid_k8s_provider.testing.controllers.common import (
     Timings,
     condition,
 )
-from druid_k8s_provider.testing.controllers.job import JobController, TTLController
+from druid_k8s_provider.testing.controllers.job import JobController
 from druid_k8s_provider.testing.controllers.scheduler import Scheduler
+from druid_k8s_provider.testing.controllers.ttl import TTLController
 from druid_k8s_provider.testing.kubelet import Kubelet
 
 T = TypeVar("T")

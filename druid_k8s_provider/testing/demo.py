@@ -100,7 +100,6 @@ def airflow_environment(
             "AIRFLOW_CONN_DRUID_INGEST_DEFAULT": json.dumps(overlord_connection(overlord_url)),
             "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES": json.dumps(dict(runner_properties)),
             "AIRFLOW__DRUID_K8S__OVERLORD_POD_SELECTOR": OVERLORD_SELECTOR,
-            "AIRFLOW__DRUID_K8S__TASK_LOGS_LOCATION": (workdir / "task-logs").as_uri(),
             "NO_PROXY": "*",
             "no_proxy": "*",
         }
@@ -208,20 +207,20 @@ def run_demo(workdir: Path) -> DemoResult:
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     result = DemoResult()
-    example_properties = {
-        "druid.indexer.runner.namespace": NAMESPACE,
-        "druid.indexer.runner.debugJobs": "true",
-    }
+    # The Overlord's runtime.properties keep finished Jobs (debugJobs, the Overlord's own setting) for the
+    # summary and the reaper; Airflow's [druid_k8s] runner_properties need only the namespace.
+    airflow_properties = {"druid.indexer.runner.namespace": NAMESPACE}
+    overlord_properties = {**airflow_properties, "druid.indexer.runner.debugJobs": "true"}
     with (
         KubeEmulator() as kube,
-        OverlordEmulator(kube, runner_properties=example_properties, task_log_dir=task_logs) as overlord,
+        OverlordEmulator(kube, runner_properties=overlord_properties, task_log_dir=task_logs) as overlord,
     ):
         _say(
             f"Kubernetes emulator at {kube.url}; Overlord emulator (Druid {overlord.druid_version}) at "
             f"{overlord.url}, its pod {overlord.namespace}/druid-overlord-0 Running"
         )
 
-        env = airflow_environment(workdir, kube, overlord.url, example_properties)
+        env = airflow_environment(workdir, kube, overlord.url, airflow_properties)
         _say("Preparing Airflow (db migrate, pool) in", env["AIRFLOW_HOME"])
         run_airflow(["db", "migrate"], env, logs / "db-migrate.log")
         run_airflow(
@@ -240,7 +239,7 @@ def run_demo(workdir: Path) -> DemoResult:
             workdir,
             kube,
             overlord.url,
-            {**example_properties, "druid.indexer.runner.taskCleanupDelay": DEMO_CLEANUP_DELAY},
+            {**airflow_properties, "druid.indexer.runner.taskCleanupDelay": DEMO_CLEANUP_DELAY},
         )
         time.sleep(1.1)  # let the Jobs age past the demo's one-second taskCleanupDelay
         _say(f"Running `airflow dags test {REAPER_DAG}` (taskCleanupDelay {DEMO_CLEANUP_DELAY}) ...")

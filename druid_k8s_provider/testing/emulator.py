@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from druid_k8s_provider.testing.certificates import self_signed_certificate
 from druid_k8s_provider.testing.faults import FaultInjector
 from druid_k8s_provider.testing.logs import LogStore
 from druid_k8s_provider.testing.metrics import RequestMetrics
 from druid_k8s_provider.testing.rbac import Authorizer
-from druid_k8s_provider.testing.server import ApiServer, self_signed_certificate
+from druid_k8s_provider.testing.server import ApiServer
 from druid_k8s_provider.testing.store import ObjectStore
 
 T = TypeVar("T")

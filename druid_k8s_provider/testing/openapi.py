@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from druid_k8s_provider.testing.store import RESOURCES, ResourceType
-from druid_k8s_provider.testing.validation import all_definitions
+from druid_k8s_provider.testing.field_validation import all_definitions
+from druid_k8s_provider.testing.resources import RESOURCES, ResourceType
 
 KUBERNETES_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.4-druid-k8s-emulator"}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from druid_k8s_provider.testing.store import ApiError, bad_request
+from druid_k8s_provider.testing.api_errors import ApiError, bad_request
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"

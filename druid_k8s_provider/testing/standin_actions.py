@@ -66,8 +66,11 @@ class OverlordClient:
         raise ActionFailed(f"No leader Overlord answered the task action ({last_problem})")
 
 
-def ingestion_report(task_id: str, rows: int, status: str, error_msg: str | None) -> dict[str, Any]:
-    """``report.json`` as a peon pushes it: ``ingestionStatsAndErrors`` with the build phase's row stats."""
+def ingestion_report(
+    task_id: str, rows: int, status: str, error_msg: str | None, segments_published: int = 0
+) -> dict[str, Any]:
+    """``report.json`` as a peon pushes it: ``ingestionStatsAndErrors`` with the build phase's row stats and
+    the number of segments the task published (``segmentsPublished``)."""
     row_stats = {"processed": rows, "processedBytes": rows * 100, "processedWithError": 0}
     row_stats |= {"thrownAway": 0, "unparseable": 0}
     return {
@@ -83,7 +86,7 @@ def ingestion_report(task_id: str, rows: int, status: str, error_msg: str | None
                 "segmentAvailabilityWaitTimeMs": 0,
                 "recordsProcessed": None,
                 "segmentsRead": 0,
-                "segmentsPublished": 0,
+                "segmentsPublished": segments_published,
             },
         }
     }

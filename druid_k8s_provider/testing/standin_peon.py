@@ -241,9 +241,10 @@ async def standin_peon(ctx: ContainerContext) -> int:
     error_msg = (
         f"Stand-in peon failed on purpose ({OUTCOME_CONTEXT_KEY}={outcome})" if outcome != "SUCCESS" else None
     )
+    published = 0
     if client is not None and outcome == "SUCCESS" and task.type in PUBLISHING_TASK_TYPES:
         try:
-            await _publish_segments(client, task, peon_log)
+            published = await _publish_segments(client, task, peon_log)
         except (ActionFailed, ValueError) as error:
             peon_log(
                 runner, f"Exception while running task[{task.id}]: {_exception_line(error)}", level="ERROR"
@@ -261,7 +262,11 @@ async def standin_peon(ctx: ContainerContext) -> int:
         peon_log(_CLI_PEON, "Exiting without reporting a status (standinOutcome=NO_STATUS)")
         _push_task_logs(ctx, peon_log, task.id, None)
         return _EXIT_FAILURE
-    report = ingestion_report(task.id, rows, status["status"], error_msg) if client is not None else None
+    report = (
+        ingestion_report(task.id, rows, status["status"], error_msg, segments_published=published)
+        if client is not None
+        else None
+    )
     _push_task_logs(ctx, peon_log, task.id, status, report)
     if client is not None:
         with contextlib.suppress(ActionFailed):
@@ -283,8 +288,9 @@ async def _start_with_overlord(ctx: ContainerContext, client: OverlordClient, ta
             raise ValueError(f"Task[{task.id}] is not ready: cannot acquire a lock on interval[{interval}]")
 
 
-async def _publish_segments(client: OverlordClient, task: DruidTask, peon_log: _PeonLog) -> None:
-    """Allocate one segment per interval of the task (today's bucket without intervals) and publish them."""
+async def _publish_segments(client: OverlordClient, task: DruidTask, peon_log: _PeonLog) -> int:
+    """Allocate one segment per interval of the task (today's bucket without intervals) and publish them;
+    the number published (0 when the Overlord's transactional insert did not succeed)."""
     schema = (task.spec.get("spec") or {}).get("dataSchema") or task.spec.get("dataSchema") or {}
     granularity = (schema.get("granularitySpec") or {}).get("segmentGranularity") or "DAY"
     timestamps = [str(interval.start.isoformat()) for interval in task_intervals(task)] or [
@@ -326,6 +332,7 @@ async def _publish_segments(client: OverlordClient, task: DruidTask, peon_log: _
         f"Published {len(segments)} segment(s) of datasource[{task.data_source}]: "
         f"success[{result['success']}]",
     )
+    return len(segments) if result["success"] else 0
 
 
 def _exception_line(error: Exception) -> str:

@@ -1,21 +1,17 @@
-"""What the API server checks and fills in on a write: names, labels, required fields and defaults.
+"""What the API server checks on a write: names, labels, annotations, required fields, and what an update of a
+Job may change, each problem a cause of a ``422 Invalid``.
 
-Real clients and our own code read back fields they never sent (a Job's ``spec.selector``, the template
-labels ``job-name`` / ``controller-uid``, container ``imagePullPolicy``...), and users hit ``422 Invalid``
-for a bad name long before any pod runs. Both behaviours are reproduced here, as on a cluster.
-Strict field validation (unknown fields) uses the JSON schemas shipped with kubernetes-validate.
+Users hit ``422 Invalid`` for a bad name long before any pod runs, as on a cluster. The defaults the server
+fills in are in ``defaults``; fields the schema does not know are dropped by ``field_validation``.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from druid_k8s_provider.testing.selectors import (
@@ -36,11 +32,6 @@ _SUBDOMAIN_MESSAGE = (
     "start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
     "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
 )
-
-CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-LEGACY_CONTROLLER_UID_LABEL = "controller-uid"
-LEGACY_JOB_NAME_LABEL = "job-name"
 
 
 @dataclass(frozen=True)
@@ -262,214 +253,3 @@ def job_update_causes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Ca
     if old_spec.get("completions") != new_spec.get("completions"):
         causes.append(_invalid("spec.completions", new_spec.get("completions"), "field is immutable"))
     return causes
-
-
-def _image_pull_policy(image: str) -> str:
-    last = image.rsplit("/", 1)[-1]
-    if "@" in last:
-        return "IfNotPresent"
-    if ":" not in last or last.endswith(":latest"):
-        return "Always"
-    return "IfNotPresent"
-
-
-def default_pod_spec(spec: dict[str, Any], *, admitted_pod: bool) -> None:
-    """Fill the pod spec defaults the API server sets (and, for real pods, what admission adds)."""
-    spec.setdefault("restartPolicy", "Always")
-    spec.setdefault("terminationGracePeriodSeconds", 30)
-    spec.setdefault("dnsPolicy", "ClusterFirst")
-    spec.setdefault("securityContext", {})
-    spec.setdefault("schedulerName", "default-scheduler")
-    for group in ("initContainers", "containers"):
-        for container in spec.get(group) or []:
-            container.setdefault("resources", {})
-            container.setdefault("terminationMessagePath", "/dev/termination-log")
-            container.setdefault("terminationMessagePolicy", "File")
-            container.setdefault("imagePullPolicy", _image_pull_policy(str(container.get("image", ""))))
-            for port in container.get("ports") or []:
-                port.setdefault("protocol", "TCP")
-            for env in container.get("env") or []:
-                field_ref = (env.get("valueFrom") or {}).get("fieldRef")
-                if isinstance(field_ref, dict):
-                    field_ref.setdefault("apiVersion", "v1")
-    if admitted_pod:
-        spec.setdefault("serviceAccountName", "default")
-        spec.setdefault("serviceAccount", spec["serviceAccountName"])
-        spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("priority", 0)
-        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
-        spec.setdefault(
-            "tolerations",
-            [
-                {
-                    "key": f"node.kubernetes.io/{taint}",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                }
-                for taint in ("not-ready", "unreachable")
-            ],
-        )
-
-
-def _qos_class(spec: Mapping[str, Any]) -> str:
-    containers = list(spec.get("containers") or [])
-    resources = [c.get("resources") or {} for c in containers]
-    if not any(r.get("requests") or r.get("limits") for r in resources):
-        return "BestEffort"
-    guaranteed = all(
-        set((r.get("limits") or {}).keys()) >= {"cpu", "memory"}
-        and all(
-            (r.get("requests") or r.get("limits") or {}).get(k) == r["limits"][k] for k in ("cpu", "memory")
-        )
-        for r in resources
-    )
-    return "Guaranteed" if guaranteed else "Burstable"
-
-
-def apply_create_defaults(plural: str, obj: dict[str, Any]) -> None:
-    """Defaults and server-owned fields for a new object; ``metadata.uid`` must already be set."""
-    metadata = obj["metadata"]
-    if plural == "pods":
-        spec = obj.setdefault("spec", {})
-        if isinstance(spec, dict):
-            default_pod_spec(spec, admitted_pod=True)
-            # Resource requests default to limits, as the API server does for pods.
-            for container in spec.get("containers") or []:
-                resources = container.get("resources") or {}
-                if resources.get("limits"):
-                    requests = resources.setdefault("requests", {})
-                    for key, value in resources["limits"].items():
-                        requests.setdefault(key, value)
-            obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
-    elif plural == "jobs":
-        spec = obj.setdefault("spec", {})
-        if not isinstance(spec, dict):
-            return
-        if spec.get("parallelism") is None:
-            spec["parallelism"] = 1
-        if spec.get("completions") is None and spec["parallelism"] == 1:
-            spec["completions"] = 1
-        spec.setdefault("backoffLimit", 6)
-        spec.setdefault("completionMode", "NonIndexed")
-        spec.setdefault("suspend", False)
-        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
-        template = spec.get("template")
-        if isinstance(template, dict):
-            if not spec.get("manualSelector"):
-                spec["selector"] = {"matchLabels": {CONTROLLER_UID_LABEL: metadata["uid"]}}
-                labels = template.setdefault("metadata", {}).setdefault("labels", {})
-                labels[CONTROLLER_UID_LABEL] = metadata["uid"]
-                labels[JOB_NAME_LABEL] = metadata["name"]
-                labels[LEGACY_CONTROLLER_UID_LABEL] = metadata["uid"]
-                labels[LEGACY_JOB_NAME_LABEL] = metadata["name"]
-            template.setdefault("metadata", {})
-            pod_spec = template.get("spec")
-            if isinstance(pod_spec, dict):
-                default_pod_spec(pod_spec, admitted_pod=False)
-        obj["status"] = {}
-    elif plural == "namespaces":
-        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-        obj["status"] = {"phase": "Active"}
-        metadata.setdefault("labels", {})["kubernetes.io/metadata.name"] = metadata["name"]
-    elif plural == "events":
-        obj.setdefault("count", 1)
-    elif plural == "secrets":
-        obj.setdefault("type", "Opaque")
-        string_data = obj.pop("stringData", None)
-        if isinstance(string_data, dict):
-            # The API server folds stringData into data (base64) and never stores or returns it.
-            data = obj.setdefault("data", {})
-            for key, value in string_data.items():
-                data[key] = base64.b64encode(str(value).encode()).decode()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Strict field validation against the OpenAPI-derived JSON schemas of kubernetes-validate.
-
-_SCHEMA_FILES = {
-    "pods": "pod-v1.json",
-    "jobs": "job-batch-v1.json",
-    "configmaps": "configmap-v1.json",
-    "secrets": "secret-v1.json",
-    "namespaces": "namespace-v1.json",
-    "events": "event-v1.json",
-    "selfsubjectaccessreviews": "selfsubjectaccessreview-authorization-v1.json",
-    "selfsubjectrulesreviews": "selfsubjectrulesreview-authorization-v1.json",
-}
-
-
-def _schema_dir() -> Path | None:
-    try:
-        import kubernetes_validate
-    except ImportError:  # pragma: no cover - kubernetes-validate is a test dependency
-        return None
-    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    candidates = sorted((p for p in root.glob("v*-local") if p.is_dir()), key=lambda p: p.name)
-    return candidates[-1] if candidates else None
-
-
-@functools.cache
-def all_definitions() -> dict[str, Any]:
-    """All schema definitions keyed by their ``_definitions.json`` name."""
-    directory = _schema_dir()
-    if directory is None:
-        return {}
-    definitions_file = directory / "_definitions.json"
-    loaded: dict[str, Any] = json.loads(definitions_file.read_text())["$defs"]
-    return loaded
-
-
-@functools.cache
-def _root_schema(plural: str) -> dict[str, Any] | None:
-    directory = _schema_dir()
-    file_name = _SCHEMA_FILES.get(plural)
-    if directory is None or file_name is None or not (directory / file_name).exists():
-        return None
-    loaded: dict[str, Any] = json.loads((directory / file_name).read_text())
-    return loaded
-
-
-def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    reference = schema.get("$ref")
-    if isinstance(reference, str):
-        return _resolve(all_definitions().get(reference.rsplit("/", 1)[-1], {}))
-    return schema
-
-
-def _unknown_fields(
-    value: Any, schema: Mapping[str, Any], path: str
-) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """Yield (dotted path, containing dict, key) for every field the schema does not declare."""
-    schema = _resolve(schema)
-    if isinstance(value, dict):
-        properties = schema.get("properties")
-        additional = schema.get("additionalProperties")
-        for key, item in list(value.items()):
-            child = f"{path}.{key}" if path else str(key)
-            if properties is not None and key in properties:
-                yield from _unknown_fields(item, properties[key], child)
-            elif isinstance(additional, Mapping):
-                yield from _unknown_fields(item, additional, child)
-            elif properties is not None and additional is not True:
-                yield child, value, key
-    elif isinstance(value, list):
-        items = schema.get("items")
-        if isinstance(items, Mapping):
-            for index, item in enumerate(value):
-                yield from _unknown_fields(item, items, f"{path}[{index}]")
-
-
-def prune_unknown_fields(plural: str, obj: dict[str, Any]) -> list[str]:
-    """Remove fields the resource's schema does not know, as the API server's decoder does.
-
-    Returns their dotted paths (``spec.bogus``, ``spec.template.spec.containers[0].x``) for the
-    ``fieldValidation`` answer: a 400 under Strict, a Warning header under Warn.
-    """
-    schema = _root_schema(plural)
-    if schema is None:
-        return []
-    found = list(_unknown_fields(obj, schema, ""))
-    for _, container, key in found:
-        container.pop(key, None)
-    return [path for path, _, _ in found]

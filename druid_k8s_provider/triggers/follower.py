@@ -20,15 +20,9 @@ import tenacity
 
 from druid_k8s_provider import metrics
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.hooks.druid_k8s import (
-    JOB_NAME_LABEL,
-    AsyncKubeSession,
-    DruidK8sAsyncHook,
-    jobs_path,
-    newest,
-    pods_path,
-    worth_logging,
-)
+from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, jobs_path, newest, pods_path
+from druid_k8s_provider.hooks.k8s_retry import worth_logging
 from druid_k8s_provider.hooks.log_cursor import LogCursor
 from druid_k8s_provider.triggers.peon_log import PeonLogStream, _main_terminated
 from druid_k8s_provider.triggers.watch import (

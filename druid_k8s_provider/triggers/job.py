@@ -26,7 +26,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook
+from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.log_cursor import LogCursor
 from druid_k8s_provider.triggers.follower import (
     ERROR,

@@ -18,14 +18,9 @@ import tenacity
 from airflow.sdk.log import mask_secret
 
 from druid_k8s_provider.hooks import job_state
-from druid_k8s_provider.hooks.druid_k8s import (
-    CONNECTION_ERRORS,
-    ApiCallFailed,
-    AsyncKubeSession,
-    DruidK8sAsyncHook,
-    is_transient,
-    pods_path,
-)
+from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import pods_path
+from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, is_transient
 from druid_k8s_provider.hooks.log_cursor import LogCursor, split_line
 from druid_k8s_provider.hooks.secrets import job_task_secrets
 from druid_k8s_provider.triggers.watch import SharedWatch, _keep_trying, _live, _wait_at_most

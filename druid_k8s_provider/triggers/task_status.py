@@ -18,8 +18,9 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, task_id_of
+from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.job_state import is_finished
+from druid_k8s_provider.hooks.k8s_api import task_id_of
 from druid_k8s_provider.triggers.job import shared_watch
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
 

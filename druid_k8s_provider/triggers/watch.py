@@ -21,20 +21,10 @@ from typing import Any
 
 import tenacity
 
-from druid_k8s_provider.hooks.druid_k8s import (
-    CONNECTION_ERRORS,
-    JOB_NAME_LABEL,
-    PEON_SELECTOR,
-    ApiCallFailed,
-    AsyncKubeSession,
-    BeforeSleep,
-    DruidK8sAsyncHook,
-    RetryPolicy,
-    is_transient,
-    jobs_path,
-    pods_path,
-    worth_logging,
-)
+from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
+from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, PEON_SELECTOR, jobs_path, pods_path
+from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, is_transient
+from druid_k8s_provider.hooks.k8s_retry import BeforeSleep, RetryPolicy, worth_logging
 
 log = logging.getLogger(__name__)
 

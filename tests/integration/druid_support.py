@@ -19,33 +19,6 @@ from druid_k8s_provider.testing.demo import overlord_connection
 NAMESPACE = "druid"
 
 
-def index_parallel(task_id: str, interval: str = "2026-01-01/2026-01-02", **context: Any) -> dict[str, Any]:
-    """A small ``index_parallel`` task of two inline rows; ``context`` steers the stand-in peon."""
-    return {
-        "type": "index_parallel",
-        "id": task_id,
-        "spec": {
-            "dataSchema": {
-                "dataSource": "wikipedia",
-                "timestampSpec": {"column": "ts", "format": "iso"},
-                "dimensionsSpec": {"dimensions": ["page"]},
-                "granularitySpec": {"segmentGranularity": "DAY", "intervals": [interval]},
-            },
-            "ioConfig": {
-                "type": "index_parallel",
-                "inputSource": {
-                    "type": "inline",
-                    "data": '{"ts":"2026-01-01T01:00:00Z","page":"a"}\n'
-                    '{"ts":"2026-01-01T02:00:00Z","page":"b"}',
-                },
-                "inputFormat": {"type": "json"},
-            },
-            "tuningConfig": {"type": "index_parallel"},
-        },
-        "context": {"standinDurationSeconds": 0.3, "standinRowCount": 2, **context},
-    }
-
-
 class Druid:
     """The Overlord emulator beside the cluster, and Druid's API as its own services use it."""
 

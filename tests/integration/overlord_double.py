@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from druid_k8s_provider.testing.server import self_signed_certificate
+from druid_k8s_provider.testing.certificates import self_signed_certificate
 
 INDEXER = "/druid/indexer/v1"
 #: Jetty's answer when Druid's basic authenticator refuses a request.

@@ -37,8 +37,12 @@ def test_demo_runs_both_dags_and_prints_what_happened(tmp_path: Path) -> None:
     # Beside each Job, what the Overlord says about its task: status, duration and the report's rows.
     assert re.search(r"Overlord: SUCCESS in [\d.]+s; rows processed 5, with errors 0, thrown away 0", output)
     assert output.count("    Overlord: SUCCESS in ") == 2
+    assert output.count("; segments published 1") == 2  # each task published its day's segment
     assert "Phase: reading input, inline input source (5 rows)" in output
     assert "Reaper: examined 2, deleted 2" in output
     assert "Jobs left in namespace 'druid': 0" in output
     status_files = sorted((tmp_path / ".demo" / "task-logs").glob("*.status.json"))
     assert [json.loads(path.read_text())["status"] for path in status_files] == ["SUCCESS", "SUCCESS"]
+    # The demo sets nothing the operator would warn about (settings the Overlord decides, unused options).
+    airflow_log = (tmp_path / ".demo" / "logs" / "example_druid_k8s.log").read_text()
+    assert "has no effect" not in airflow_log

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from druid_k8s_provider.errors import KubernetesApiError, MissingPermission, TemplatePodNotFound
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, RetryPolicy, jobs_path
+from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook, DruidK8sHook, RetryPolicy
+from druid_k8s_provider.hooks.k8s_api import jobs_path
 from druid_k8s_provider.testing import KubeEmulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

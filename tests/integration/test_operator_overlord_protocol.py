@@ -21,41 +21,16 @@ from test_operator_lifecycle import FakeTaskInstance, logged, operator, run
 from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed
 from druid_k8s_provider.testing import KubeEmulator
 from druid_k8s_provider.testing.behaviours import oom_killed
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 NAMESPACE = "druid"
-INTERVAL = "2026-01-01/2026-01-02"
 MODES = [
     pytest.param("38.0.0", "airflow", id="airflow-mode"),
     pytest.param("34.0.0", "overlord", id="overlord-mode"),
 ]
 WAITS = [pytest.param(False, id="in-worker"), pytest.param(True, id="deferred")]
-
-
-def druid_task(**context: Any) -> dict[str, Any]:
-    """An ``index_parallel`` task over two inline rows of one day; context steers the stand-in peon."""
-    return {
-        "type": "index_parallel",
-        "spec": {
-            "dataSchema": {
-                "dataSource": "wikipedia",
-                "timestampSpec": {"column": "ts", "format": "iso"},
-                "dimensionsSpec": {"dimensions": ["page"]},
-                "granularitySpec": {"segmentGranularity": "DAY", "intervals": [INTERVAL]},
-            },
-            "ioConfig": {
-                "type": "index_parallel",
-                "inputSource": {
-                    "type": "inline",
-                    "data": '{"ts":"2026-01-01T01:00:00Z","page":"a"}\n'
-                    '{"ts":"2026-01-01T02:00:00Z","page":"b"}',
-                },
-                "inputFormat": {"type": "json"},
-            },
-        },
-        "context": {"standinDurationSeconds": 0.3, **context},
-    }
 
 
 def druid_tasks(overlord: Any) -> list[dict[str, Any]]:
@@ -91,10 +66,11 @@ def test_success_reports_the_overlords_status_and_the_ingestion_report(
     overlord = start_overlord(druid_version=version)
     ti = FakeTaskInstance()
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task(), deferrable=deferrable), ti)
+        result = run(operator(druid_task=index_parallel_task(), deferrable=deferrable), ti)
     assert result["status"] == "SUCCESS" and result["error"] is None
     assert result["launch_mode"] == mode
     assert result["report"]["processed"] == 2 and result["report"]["unparseable"] == 0
+    assert result["report"]["segmentsPublished"] == 1  # the stand-in peon's one DAY segment
     assert ti.xcom["return_value"]["report"] == result["report"]
     tasks = druid_tasks(overlord)
     assert [(task["id"], task["statusCode"]) for task in tasks] == [(result["druid_task_id"], "SUCCESS")]
@@ -114,7 +90,7 @@ def test_a_failed_druid_task_fails_with_the_peons_error(
     overlord = start_overlord(druid_version=version)
     ti = FakeTaskInstance()
     with pytest.raises(JobFailed) as raised:
-        run(operator(druid_task=druid_task(standinOutcome="FAILED"), deferrable=deferrable), ti)
+        run(operator(druid_task=index_parallel_task(standinOutcome="FAILED"), deferrable=deferrable), ti)
     (task,) = druid_tasks(overlord)
     assert task["statusCode"] == "FAILED" and task["errorMsg"]
     assert task["errorMsg"] in str(raised.value)
@@ -128,7 +104,7 @@ def test_a_task_waiting_for_locks_has_no_pod_and_no_launch_timeout_then_runs(
     kube: KubeEmulator, start_overlord: Any, version: str, mode: str, deferrable: bool
 ) -> None:
     overlord = start_overlord(druid_version=version)
-    holder = {**druid_task(standinDurationSeconds=4.0), "id": "lock_holder"}
+    holder = index_parallel_task("lock_holder", standinDurationSeconds=4.0)
     httpx.post(f"{overlord.url}/druid/indexer/v1/task", json=holder, trust_env=False).raise_for_status()
     wait_until(
         lambda: kube.store.list("pods", NAMESPACE, label_selector="druid.k8s.peons"), what="holder pod"
@@ -139,7 +115,7 @@ def test_a_task_waiting_for_locks_has_no_pod_and_no_launch_timeout_then_runs(
     def work() -> None:
         try:
             outcome["result"] = run(
-                operator(druid_task=druid_task(), deferrable=deferrable, properties=properties),
+                operator(druid_task=index_parallel_task(), deferrable=deferrable, properties=properties),
                 FakeTaskInstance(),
             )
         except Exception as exc:
@@ -170,7 +146,7 @@ def test_without_an_overlord_connection_nothing_is_written(
     monkeypatch.delenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", raising=False)
     kube.metrics.reset()
     with pytest.raises(DruidK8sConfigError) as raised:
-        run(operator(druid_task=druid_task()), FakeTaskInstance())
+        run(operator(druid_task=index_parallel_task()), FakeTaskInstance())
     assert raised.value.field == "druid_ingest_conn_id"
     assert "locks" in str(raised.value)
     writes = [r for r in kube.metrics.records() if r.verb in ("create", "update", "patch", "delete")]
@@ -183,11 +159,40 @@ def test_druid_34_in_auto_mode_lets_the_overlord_create_the_job(
 ) -> None:
     overlord = start_overlord(druid_version="34.0.0")
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task(), deferrable=deferrable), FakeTaskInstance())
+        result = run(operator(druid_task=index_parallel_task(), deferrable=deferrable), FakeTaskInstance())
     assert result["status"] == "SUCCESS" and result["launch_mode"] == "overlord"
     assert any("below 35.0.0" in line for line in logged(logs))
     assert our_jobs(kube) == []
     assert any(f"Created Job[{result['job_name']}]" in line for line in overlord.log_lines)
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+def test_settings_the_overlord_decides_are_named_in_a_warning_and_the_task_still_runs(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str
+) -> None:
+    """debugJobs on the operator keeps nothing (the Overlord's own decides); in overlord mode the template
+    selector and a Job-shaping property given to the operator do not shape the Overlord's Job either."""
+    start_overlord(druid_version=version)
+    properties = {"druid.indexer.runner.debugJobs": "true", "druid.indexer.runner.labels": {"team": "ingest"}}
+    with capture_logs() as logs:
+        result = run(operator(druid_task=index_parallel_task(), properties=properties), FakeTaskInstance())
+    assert result["status"] == "SUCCESS" and result["launch_mode"] == mode
+    warnings = [str(entry["event"]) for entry in logs if entry["log_level"] == "warning"]
+    assert [line for line in warnings if "debugJobs" in line] == [
+        "druid.indexer.runner.debugJobs (set in runner_properties) has no effect: the Overlord deletes a "
+        "task's Job when the task completes unless its own druid.indexer.runner.debugJobs is true; set it in "
+        "the Overlord's runtime.properties"
+    ]
+    ignored = [line for line in warnings if line.startswith("launch_mode 'overlord'")]
+    if mode == "overlord":
+        (warning,) = ignored
+        assert warning.endswith(
+            "no effect on it: overlord_pod_selector; druid.indexer.runner.labels (set in runner_properties). "
+            "Configure the Overlord's runner instead"
+        )
+    else:
+        assert ignored == []
+    wait_until(lambda: not kube.store.list("jobs", NAMESPACE), what="the Overlord deleting the Job")
 
 
 @pytest.mark.parametrize("deferrable", WAITS)
@@ -196,7 +201,7 @@ def test_a_prefix_mismatch_deletes_our_suspended_job_and_follows_the_overlords(
 ) -> None:
     overlord = start_overlord(runner_properties={"druid.indexer.runner.k8sTaskPodNamePrefix": "theirs"})
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task(), deferrable=deferrable), FakeTaskInstance())
+        result = run(operator(druid_task=index_parallel_task(), deferrable=deferrable), FakeTaskInstance())
     assert result["status"] == "SUCCESS"
     assert result["job_name"].startswith("theirs")
     assert any("its own Job" in line for line in logged(logs))
@@ -215,7 +220,7 @@ def test_an_overlord_restart_mid_run_adopts_the_job_and_the_task_completes(
     def work() -> None:
         try:
             outcome["result"] = run(
-                operator(druid_task=druid_task(standinDurationSeconds=4.0), deferrable=deferrable),
+                operator(druid_task=index_parallel_task(standinDurationSeconds=4.0), deferrable=deferrable),
                 FakeTaskInstance(),
             )
         except Exception as exc:
@@ -245,11 +250,11 @@ def test_a_retry_after_a_real_failure_runs_the_next_attempt(
 ) -> None:
     overlord = start_overlord(druid_version=version)
     with pytest.raises(JobFailed):
-        run(operator(druid_task=druid_task(standinOutcome="FAILED")), FakeTaskInstance())
+        run(operator(druid_task=index_parallel_task(standinOutcome="FAILED")), FakeTaskInstance())
     retry = FakeTaskInstance()
     retry.try_number = 2  # type: ignore[attr-defined]
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task()), retry)
+        result = run(operator(druid_task=index_parallel_task()), retry)
     assert result["status"] == "SUCCESS" and result["druid_task_id"].endswith("_attempt2")
     assert any("FAILED in Druid, so this try runs attempt 2" in line for line in logged(logs))
     statuses = sorted((task["id"][-8:], task["statusCode"]) for task in druid_tasks(overlord))
@@ -260,11 +265,11 @@ def test_a_retry_of_a_succeeded_attempt_reports_it_and_runs_nothing(
     kube: KubeEmulator, start_overlord: Any
 ) -> None:
     overlord = start_overlord()
-    first = run(operator(druid_task=druid_task()), FakeTaskInstance())
+    first = run(operator(druid_task=index_parallel_task()), FakeTaskInstance())
     creates = kube.metrics.creates("jobs")
     retry = FakeTaskInstance()
     retry.try_number = 2  # type: ignore[attr-defined]
-    result = run(operator(druid_task=druid_task()), retry)
+    result = run(operator(druid_task=index_parallel_task()), retry)
     assert result["status"] == "SUCCESS" and result["druid_task_id"] == first["druid_task_id"]
     assert result["report"] == first["report"]
     assert kube.metrics.creates("jobs") == creates
@@ -275,7 +280,7 @@ def test_a_retry_of_a_failed_task_with_a_written_id_is_refused_saying_how_to_tem
     kube: KubeEmulator, start_overlord: Any
 ) -> None:
     overlord = start_overlord()
-    written = {**druid_task(standinOutcome="FAILED"), "id": "my_index_2026"}
+    written = index_parallel_task("my_index_2026", standinOutcome="FAILED")
     with pytest.raises(JobFailed):
         run(operator(druid_task=written), FakeTaskInstance())
     retry = FakeTaskInstance()
@@ -294,7 +299,7 @@ def test_a_peon_killed_for_memory_fails_with_druids_message_and_the_pods_reason(
     kube.register_image("apache/druid*", oom_killed(after=0.3, lines=["allocating"]))
     ti = FakeTaskInstance()
     with pytest.raises(JobFailed) as raised:
-        run(operator(druid_task=druid_task()), ti)
+        run(operator(druid_task=index_parallel_task()), ti)
     assert "Peon did not report status successfully" in str(raised.value)
     assert "OOMKilled" in str(raised.value)
 
@@ -319,7 +324,7 @@ def test_a_submission_whose_answer_was_lost_is_reattached_not_repeated(
 
     monkeypatch.setattr(operator_module, "plan_launch", plan_then_lose_the_answer)
     with capture_logs() as logs:
-        result = run(operator(druid_task=druid_task()), FakeTaskInstance())
+        result = run(operator(druid_task=index_parallel_task()), FakeTaskInstance())
     assert result["status"] == "SUCCESS"
     assert any("an earlier try submitted it): re-attaching" in line for line in logged(logs))
     assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]

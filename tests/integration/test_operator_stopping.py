@@ -30,6 +30,7 @@ from druid_k8s_provider.errors import JobFailed
 from druid_k8s_provider.launch import stop
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -39,27 +40,13 @@ MODES = [pytest.param("38.0.0", id="airflow-mode"), pytest.param("34.0.0", id="o
 SHUTDOWN_BY_USER = "Shutdown request from user"
 
 
-def druid_task(seconds: float) -> dict[str, Any]:
-    """An ``index_parallel`` task of one day that runs ``seconds`` in the stand-in peon."""
-    return {
-        "type": "index_parallel",
-        "spec": {
-            "dataSchema": {
-                "dataSource": "wikipedia",
-                "granularitySpec": {"segmentGranularity": "DAY", "intervals": ["2026-01-01/2026-01-02"]},
-            },
-            "ioConfig": {"type": "index_parallel", "inputSource": {"type": "inline", "data": '{"page":"a"}'}},
-        },
-        "context": {"standinDurationSeconds": seconds},
-    }
-
-
 # The worker: builds the same operator, installs a SIGTERM handler that calls on_kill (as Airflow's task
 # runner does), optionally SIGKILLs itself just before or just after the submission, runs execute and prints
 # how it ended.
 WORKER = textwrap.dedent(
     """
     import json, os, signal, sys
+    from druid_k8s_provider.launch import airflow_mode
     from druid_k8s_provider.operators import task as operator_module
     from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 
@@ -74,7 +61,8 @@ WORKER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return accepted
 
-    operator_module.submit = crashing_submit
+    operator_module.submit = crashing_submit  # launch_mode="overlord"
+    airflow_mode.submit = crashing_submit  # launch_mode="airflow", inside submit_suspended
 
     class TaskInstance:
         dag_id, task_id, run_id, map_index, try_number = "druid_dag", "ingest", "manual__1", -1, 1
@@ -117,7 +105,7 @@ def short_late_job_watch(monkeypatch: pytest.MonkeyPatch) -> None:
 def operator(seconds: float, **kwargs: Any) -> DruidK8sTaskOperator:
     return DruidK8sTaskOperator(
         task_id="ingest",
-        druid_task=druid_task(seconds),
+        druid_task=index_parallel_task(standinDurationSeconds=seconds),
         runner_properties=PROPERTIES,
         overlord_pod_selector="component=overlord",
         poll_interval=5,
@@ -153,7 +141,13 @@ def start_worker(tmp_path: Path, seconds: float, crash: str = "none") -> subproc
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     return subprocess.Popen(
-        [sys.executable, str(script), json.dumps(druid_task(seconds)), json.dumps(PROPERTIES), crash],
+        [
+            sys.executable,
+            str(script),
+            json.dumps(index_parallel_task(standinDurationSeconds=seconds)),
+            json.dumps(PROPERTIES),
+            crash,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -214,7 +208,7 @@ def test_user_stop_of_a_task_waiting_for_locks_deletes_our_suspended_job(
     kube: KubeEmulator, start_overlord: Any
 ) -> None:
     overlord = start_overlord()
-    holder = {**druid_task(5), "id": "lock_holder"}
+    holder = index_parallel_task("lock_holder", standinDurationSeconds=5)
     httpx.post(f"{overlord.url}/druid/indexer/v1/task", json=holder, trust_env=False).raise_for_status()
     with pytest.raises(TaskDeferred) as deferred:
         operator(1, deferrable=True).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]

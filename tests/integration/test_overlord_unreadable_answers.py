@@ -58,17 +58,20 @@ def test_a_submission_answered_with_a_login_page_goes_on_when_the_overlord_store
 def test_a_submission_nobody_can_confirm_fails_the_try_and_the_retry_re_attaches(
     kube: KubeEmulator, proxy: OverlordProxy
 ) -> None:
-    """The answer to the submission and to the question whether the Overlord has the task are both
-    spoiled: the try fails saying what the next one does; the next one re-attaches (one Druid task, one
-    Job) instead of submitting again."""
+    """The answer to the submission and to every question whether the Overlord has the task (its status,
+    the batched status after the try's first) are spoiled: the try fails saying what the next one does,
+    and keeps the suspended Job; the next one re-attaches (one Druid task, one Job) instead of submitting
+    again."""
     proxy.spoil("POST", f"{INDEXER}/task")
     proxy.spoil("GET", f"{INDEXER}/task/[^/]+/status")
+    proxy.spoil("POST", f"{INDEXER}/taskStatus", after=1)
     ti = FakeTaskInstance()
     with pytest.raises(OverlordAnswerUnreadable) as raised:
         run(operator(), ti)
     message = str(raised.value)
     assert "'druid_ingest_default'" in message and "POST /druid/indexer/v1/task" in message
     assert "re-attaches to it if it was stored" in message and "never runs twice" in message
+    assert "is kept: a retry of this Airflow task submits the task and releases the Job" in message
     proxy.heal()
     ti.try_number = 2
     with capture_logs() as logs:

@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from druid_support import Druid, both_emulators, index_parallel, wait_until
+from druid_support import Druid, both_emulators, wait_until
 
 from druid_k8s_provider.errors import DruidK8sTaskError
-from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
+from druid_k8s_provider.hooks.druid_k8s import PEON_SELECTOR, DruidK8sHook
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
 from druid_k8s_provider.reaper import reap
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
 pytestmark = pytest.mark.integration
 
@@ -127,8 +128,11 @@ class InterceptedListing:
         self.hook = hook
         self.before_handing_over = before_handing_over
 
-    def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        for position, job in enumerate(self.hook.list_peon_jobs(namespace, page_size=page_size)):
+    def list_peon_jobs(
+        self, namespace: str, page_size: int = 500, *, selector: str = PEON_SELECTOR
+    ) -> Iterator[dict[str, Any]]:
+        listed = self.hook.list_peon_jobs(namespace, page_size=page_size, selector=selector)
+        for position, job in enumerate(listed):
             self.before_handing_over(position)
             yield job
 
@@ -140,8 +144,11 @@ class InterceptedListing:
         *,
         task_id: str | None = None,
         uid: str | None = None,
+        resource_version: str | None = None,
     ) -> bool:
-        return self.hook.delete_job(name, namespace, grace_period_seconds, task_id=task_id, uid=uid)
+        return self.hook.delete_job(
+            name, namespace, grace_period_seconds, task_id=task_id, uid=uid, resource_version=resource_version
+        )
 
 
 def test_reaper_pages_through_2000_jobs_and_deletes_exactly_the_old_finished_ones(
@@ -173,7 +180,8 @@ def test_reaper_pages_through_2000_jobs_and_deletes_exactly_the_old_finished_one
     assert summary["kept_young"] == len(young)
     assert summary["already_gone"] == 0
     assert job_names(kube) == running | young | foreign
-    assert kube.metrics.count(verb="list", resource="jobs") - lists_before == 7  # ceil(2000 / 300) pages
+    # ceil(2000 / 300) pages of peon Jobs, then one (empty) page of unlabelled Jobs of Druid tasks
+    assert kube.metrics.count(verb="list", resource="jobs") - lists_before == 7 + 1
     assert len(overlord.requests) == 7, "one batched status request per page"
     assert sorted(task for request in overlord.requests for task in request) == sorted(
         f"task_{n}" for n in old
@@ -299,12 +307,12 @@ def finished_tasks_and_an_active_one(druid: Druid) -> tuple[set[str], str, set[s
     before = druid.job_names()
     for day in (1, 2, 3):
         task_id = druid.submit(
-            index_parallel(f"index_parallel_done_{day}", f"2026-01-0{day}/2026-01-0{day + 1}")
+            index_parallel_task(f"index_parallel_done_{day}", f"2026-01-0{day}/2026-01-0{day + 1}")
         )
         druid.wait_for(task_id, "SUCCESS")
     done_jobs = druid.job_names() - before
     active = druid.submit(
-        index_parallel("index_parallel_active", "2026-02-01/2026-02-02", standinDurationSeconds=60)
+        index_parallel_task("index_parallel_active", "2026-02-01/2026-02-02", standinDurationSeconds=60)
     )
     druid.wait_for(active, "RUNNING")
     wait_until(lambda: len(druid.job_names() - before) == 4, what="the active task's Job")
@@ -375,11 +383,82 @@ def test_an_overlord_that_cannot_be_reached_means_no_job_is_deleted_in_that_swee
     assert "druid_ingest_default" in caplog.text
 
 
+def add_suspended_job(kube: KubeEmulator, name: str, task_id: str, ours: bool = True) -> None:
+    """Store a Job as the operator creates it in ``launch_mode="airflow"`` before the submission: suspended,
+    without the ``druid.k8s.peons`` label, with Druid's task-id label and (``ours``) the Airflow identity."""
+    labels = {"druid.task.id": task_id.replace("_", "").lower()[:63]}
+    annotations = {"task.id": task_id}
+    if ours:
+        annotations |= {"airflow.apache.org/dag-id": "etl", "airflow.apache.org/task-id": "load"}
+    kube.store.create(
+        "jobs",
+        NAMESPACE,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "spec": {
+                "suspend": True,
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "main", "image": "apache/druid:38.0.0"}],
+                    },
+                },
+            },
+        },
+    )
+
+
+def test_old_suspended_leftovers_go_unless_the_overlord_holds_their_task(druid: Druid) -> None:
+    """A suspended, unlabelled Job of the operator whose submission never went through is deleted once old;
+    one whose task is active in the Overlord, and an unlabelled Job that is not the provider's, stay."""
+    active = druid.submit(index_parallel_task("index_parallel_active", standinDurationSeconds=60))
+    druid.wait_for(active, "RUNNING")
+    wait_until(lambda: bool(druid.job_names()), what="the active task's Job")
+    active_jobs = druid.job_names()
+    add_suspended_job(druid.kube, "leftover-never-submitted", "index_parallel_never_submitted")
+    add_suspended_job(druid.kube, "leftover-of-active-task", active)
+    add_suspended_job(druid.kube, "someone-elses", "index_parallel_other", ours=False)
+    druid.overlord.requests.clear()
+    days_later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+
+    summary = reap(
+        DruidK8sHook(namespace=NAMESPACE), NAMESPACE, TWO_DAYS, now=days_later, overlord=DruidOverlordHook()
+    )
+
+    assert druid.job_names() == active_jobs | {"leftover-of-active-task", "someone-elses"}
+    assert summary["deleted"] == 1 and summary["kept_task_active"] == 1
+    assert summary["kept_unlabelled"] == 1 and summary["kept_running"] == 1
+    assert druid.client_requests() == [("POST", "/druid/indexer/v1/taskStatus")]
+    assert druid.status(active)["statusCode"] == "RUNNING"
+
+
+def test_an_overlord_that_cannot_be_reached_keeps_the_suspended_leftovers_too(druid: Druid) -> None:
+    add_suspended_job(druid.kube, "leftover-never-submitted", "index_parallel_never_submitted")
+    druid.overlord.set_leader(False)  # every API request answers 503
+    impatient = OverlordRetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.01)
+    days_later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    summary = reap(
+        DruidK8sHook(namespace=NAMESPACE),
+        NAMESPACE,
+        TWO_DAYS,
+        now=days_later,
+        overlord=DruidOverlordHook(retry_policy=impatient),
+    )
+    druid.overlord.set_leader(True)
+
+    assert druid.job_names() == {"leftover-never-submitted"}
+    assert summary["deleted"] == 0 and summary["kept_overlord_unreachable"] == 1
+
+
 def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest(
     druid: Druid, tmp_path: Path
 ) -> None:
     kube = druid.kube
-    active = druid.submit(index_parallel("index_parallel_still_active", standinDurationSeconds=60))
+    active = druid.submit(index_parallel_task("index_parallel_still_active", standinDurationSeconds=60))
     druid.wait_for(active, "RUNNING")
     add_job(kube, "old-complete", "Complete", age=dt.timedelta(days=3))
     add_job(kube, "old-failed", "Failed", age=dt.timedelta(days=4))
@@ -436,4 +515,5 @@ def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest
         "kept_no_finish_time": 0,
         "kept_task_active": 1,
         "kept_overlord_unreachable": 0,
+        "kept_suspended_young": 0,
     }

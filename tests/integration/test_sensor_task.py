@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, TaskDeferred
-from druid_support import NAMESPACE, Druid, both_emulators, index_parallel
+from druid_support import NAMESPACE, Druid, both_emulators
 
 from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError, JobFailed
 from druid_k8s_provider.job_builder import peon_job_name
 from druid_k8s_provider.sensors.task import DruidK8sTaskSensor
+from druid_k8s_provider.testing.tasks import index_parallel_task
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
 from druid_k8s_provider.triggers.task_status import DruidTaskStatusTrigger
 
@@ -70,7 +71,7 @@ def run_deferred(waiting: DruidK8sTaskSensor, ctx: dict[str, Any]) -> Any:
 
 
 def test_waits_for_a_task_druid_itself_submitted_and_reports_its_outcome_and_rows(druid: Druid) -> None:
-    task_id = druid.submit(index_parallel("index_parallel_by_supervisor"))
+    task_id = druid.submit(index_parallel_task("index_parallel_by_supervisor"))
     result = sensor(task_id).execute(context())
     assert result["status"] == "SUCCESS" and result["error"] is None
     assert result["job_name"] == peon_job_name(task_id, CONFIG)
@@ -83,8 +84,8 @@ def test_waits_for_a_task_druid_itself_submitted_and_reports_its_outcome_and_row
 
 
 def test_a_task_waiting_for_locks_has_no_job_yet_and_is_waited_for(druid: Druid) -> None:
-    holder = druid.submit(index_parallel("index_parallel_holder", standinDurationSeconds=1.0))
-    waiter = druid.submit(index_parallel("index_parallel_waiter"))
+    holder = druid.submit(index_parallel_task("index_parallel_holder", standinDurationSeconds=1.0))
+    waiter = druid.submit(index_parallel_task("index_parallel_waiter"))
     assert druid.status(waiter)["runnerStatusCode"] == "WAITING"
     assert peon_job_name(waiter, CONFIG) not in druid.job_names()
     assert sensor(waiter).execute(context())["status"] == "SUCCESS"
@@ -92,7 +93,7 @@ def test_a_task_waiting_for_locks_has_no_job_yet_and_is_waited_for(druid: Druid)
 
 
 def test_a_failed_task_fails_the_sensor_with_druids_error_and_the_pods_reason(druid: Druid) -> None:
-    task_id = druid.submit(index_parallel("index_parallel_failing", standinOutcome="FAILED"))
+    task_id = druid.submit(index_parallel_task("index_parallel_failing", standinOutcome="FAILED"))
     ctx = context()
     with pytest.raises(JobFailed) as raised:
         sensor(task_id).execute(ctx)
@@ -103,8 +104,31 @@ def test_a_failed_task_fails_the_sensor_with_druids_error_and_the_pods_reason(dr
     assert summary["status"] == "FAILED" and "exited with code 1" in summary["error"]
 
 
+@pytest.mark.parametrize("deferrable", [False, True], ids=["poke", "deferred"])
+def test_the_job_is_found_by_its_task_id_when_the_overlords_name_prefix_differs(
+    monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    """The Overlord names its Jobs after its own k8sTaskPodNamePrefix; the sensor, configured without it,
+    still finds the Job (by its task.id annotation) and adds the pod's reason to the failure."""
+    properties = {
+        "druid.indexer.runner.debugJobs": "true",
+        "druid.indexer.runner.k8sTaskPodNamePrefix": "theirs",
+    }
+    with both_emulators(monkeypatch, **properties) as druid:
+        task_id = druid.submit(index_parallel_task("index_parallel_prefixed", standinOutcome="FAILED"))
+        ctx = context()
+        with pytest.raises(JobFailed) as raised:
+            waiting = sensor(task_id, deferrable=deferrable)
+            run_deferred(waiting, ctx) if deferrable else waiting.execute(ctx)
+    assert "exited with code 1" in str(raised.value)
+    summary = ctx["ti"].xcom["return_value"]
+    assert summary["job_name"].startswith("theirs-") and summary["job_name"] != peon_job_name(task_id, CONFIG)
+    assert summary["pod_name"].startswith(summary["job_name"])
+    assert "exited with code 1" in summary["error"]
+
+
 def test_any_end_accepts_a_failed_task_with_the_outcome_in_the_summary(druid: Druid) -> None:
-    task_id = druid.submit(index_parallel("index_parallel_failing", standinOutcome="FAILED"))
+    task_id = druid.submit(index_parallel_task("index_parallel_failing", standinOutcome="FAILED"))
     result = sensor(task_id, any_end=True).execute(context())
     assert result["status"] == "FAILED" and "Stand-in peon failed on purpose" in result["error"]
 
@@ -112,7 +136,7 @@ def test_any_end_accepts_a_failed_task_with_the_outcome_in_the_summary(druid: Dr
 def test_the_overlord_deleting_the_job_at_completion_does_not_hide_the_outcome(
     druid_deleting_jobs: Druid,
 ) -> None:
-    task_id = druid_deleting_jobs.submit(index_parallel("index_parallel_no_debug_jobs"))
+    task_id = druid_deleting_jobs.submit(index_parallel_task("index_parallel_no_debug_jobs"))
     result = sensor(task_id).execute(context())
     assert result["status"] == "SUCCESS" and result["pod_name"] is None
     assert result["report"]["processed"] == 2
@@ -135,20 +159,20 @@ def test_without_an_overlord_connection_the_error_names_druid_ingest_conn_id(
 
 
 def test_reschedule_mode_frees_the_worker_while_the_task_is_active(druid: Druid) -> None:
-    task_id = druid.submit(index_parallel("index_parallel_long", standinDurationSeconds=5.0))
+    task_id = druid.submit(index_parallel_task("index_parallel_long", standinDurationSeconds=5.0))
     with pytest.raises(AirflowRescheduleException):
         sensor(task_id, mode="reschedule", poke_interval=30).execute(context())
 
 
 def test_deferrable_mode_resumes_with_the_outcome_once_the_overlord_reports_it(druid: Druid) -> None:
-    task_id = druid.submit(index_parallel("index_parallel_deferred"))
+    task_id = druid.submit(index_parallel_task("index_parallel_deferred"))
     result = run_deferred(sensor(task_id, deferrable=True), context())
     assert result["status"] == "SUCCESS" and result["report"]["processed"] == 2
     assert result["pod_name"].startswith(peon_job_name(task_id, CONFIG))
 
 
 def test_deferrable_mode_fails_with_druids_error_and_the_pods_reason(druid: Druid) -> None:
-    task_id = druid.submit(index_parallel("index_parallel_deferred_failing", standinOutcome="FAILED"))
+    task_id = druid.submit(index_parallel_task("index_parallel_deferred_failing", standinOutcome="FAILED"))
     with pytest.raises(JobFailed) as raised:
         run_deferred(sensor(task_id, deferrable=True), context())
     assert "Stand-in peon failed on purpose" in str(raised.value) and "exited with code 1" in str(
@@ -160,7 +184,7 @@ def test_deferred_sensors_of_a_process_share_one_batched_status_request_per_roun
     """Five sensors waiting in one triggerer: the Overlord sees batched status rounds, never a request per
     sensor per interval."""
     task_ids = [
-        druid.submit(index_parallel(f"index_parallel_many_{day}", f"2026-03-0{day}/2026-03-0{day + 1}"))
+        druid.submit(index_parallel_task(f"index_parallel_many_{day}", f"2026-03-0{day}/2026-03-0{day + 1}"))
         for day in range(1, 6)
     ]
     triggers = []
@@ -188,7 +212,7 @@ def test_deferred_sensors_of_a_process_share_one_batched_status_request_per_roun
 def test_request_budget_one_status_per_poke_then_the_report_and_one_look_at_the_job(druid: Druid) -> None:
     """While the task runs a poke costs one Overlord request and nothing in Kubernetes; the end costs the
     report and, in Kubernetes, the Job and its pod."""
-    running = druid.submit(index_parallel("index_parallel_budget_running", standinDurationSeconds=1.0))
+    running = druid.submit(index_parallel_task("index_parallel_budget_running", standinDurationSeconds=1.0))
     druid.wait_for(running, "RUNNING")
     druid.overlord.requests.clear()
     sensor(running, poke_interval=0.2).execute(context())
@@ -200,7 +224,7 @@ def test_request_budget_one_status_per_poke_then_the_report_and_one_look_at_the_
         ("GET", f"/druid/indexer/v1/task/{running}/reports"): 1,
     }
 
-    done = druid.submit(index_parallel("index_parallel_budget_done", "2026-04-01/2026-04-02"))
+    done = druid.submit(index_parallel_task("index_parallel_budget_done", "2026-04-01/2026-04-02"))
     druid.wait_for(done, "SUCCESS")
     druid.overlord.requests.clear()
     druid.kube.metrics.reset()

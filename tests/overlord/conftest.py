@@ -16,34 +16,6 @@ import pytest
 from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
 
 NAMESPACE = "druid"
-INTERVAL = "2026-01-01/2026-01-02"
-
-
-def index_parallel(task_id: str, interval: str = INTERVAL, **context: Any) -> dict[str, Any]:
-    """An ``index_parallel`` task over inline data for one interval; context steers the stand-in peon."""
-    return {
-        "type": "index_parallel",
-        "id": task_id,
-        "spec": {
-            "dataSchema": {
-                "dataSource": "wikipedia",
-                "timestampSpec": {"column": "ts", "format": "iso"},
-                "dimensionsSpec": {"dimensions": ["page"]},
-                "granularitySpec": {"segmentGranularity": "DAY", "intervals": [interval]},
-            },
-            "ioConfig": {
-                "type": "index_parallel",
-                "inputSource": {
-                    "type": "inline",
-                    "data": '{"ts":"2026-01-01T01:00:00Z","page":"a"}\n'
-                    '{"ts":"2026-01-01T02:00:00Z","page":"b"}',
-                },
-                "inputFormat": {"type": "json"},
-            },
-            "tuningConfig": {"type": "index_parallel"},
-        },
-        "context": {"standinDurationSeconds": 0.2, **context},
-    }
 
 
 class Druid:

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
-
-from .conftest import index_parallel
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -20,7 +19,7 @@ async def test_async_mode_runs_a_submitted_task_and_restarts() -> None:
         OverlordEmulator(kube, start_delay=0.5, pod_lookup_scale=0.01, poll_interval=0.05) as overlord,
         httpx.AsyncClient(base_url=overlord.url, trust_env=False) as http,
     ):
-        task = index_parallel("index_parallel_wikipedia_async")
+        task = index_parallel_task("index_parallel_wikipedia_async")
         assert (await http.post("/druid/indexer/v1/task", json=task)).status_code == 200
         await overlord.restart_async()
         status_path = f"/druid/indexer/v1/task/{task['id']}/status"

@@ -14,8 +14,9 @@ from kubernetes import client, config
 
 from druid_k8s_provider.naming import job_name
 from druid_k8s_provider.testing import cli
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
-from .conftest import NAMESPACE, index_parallel
+from .conftest import NAMESPACE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -57,7 +58,7 @@ def test_serve_with_overlord_runs_a_submitted_task_with_the_given_runner_propert
         url = text.strip()
         with httpx.Client(base_url=url, timeout=30, trust_env=False) as http:
             assert http.get("/status").json()["version"] == "34.0.0"
-            task = index_parallel("index_parallel_wikipedia_cli")
+            task = index_parallel_task("index_parallel_wikipedia_cli")
             assert http.post("/druid/indexer/v1/task", json=task).json() == {"task": task["id"]}
             deadline = time.monotonic() + 60
             status = http.get(f"/druid/indexer/v1/task/{task['id']}/status").json()["status"]

@@ -26,9 +26,10 @@ from druid_k8s_provider.launch.release import release_job
 from druid_k8s_provider.launch.suspended import suspended_unlabelled
 from druid_k8s_provider.naming import PEON_LABEL
 from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
+from druid_k8s_provider.testing.tasks import index_parallel_task
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
 
-from .conftest import NAMESPACE, index_parallel
+from .conftest import NAMESPACE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -121,8 +122,8 @@ async def both(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Both]:
 async def test_a_waiting_task_is_released_only_after_the_lock_holder_completes_and_then_succeeds(
     both: Both,
 ) -> None:
-    holder = index_parallel("index_parallel_holder", standinDurationSeconds=FOREVER)
-    waiting = index_parallel("index_parallel_waiting", standinDurationSeconds=0.3)
+    holder = index_parallel_task("index_parallel_holder", standinDurationSeconds=FOREVER)
+    waiting = index_parallel_task("index_parallel_waiting", standinDurationSeconds=0.3)
     await both.druid.submit_task(holder)
     await eventually(lambda: both.is_running(holder["id"]), "the holder's start")
     ours = both.our_suspended_job(waiting)
@@ -158,9 +159,11 @@ async def test_a_waiting_task_is_released_only_after_the_lock_holder_completes_a
     )
 
 
-async def test_a_task_that_completes_while_waiting_is_not_released(both: Both) -> None:
-    holder = index_parallel("index_parallel_holder2", standinDurationSeconds=FOREVER)
-    waiting = index_parallel("index_parallel_stopped")
+async def test_a_task_that_completes_while_waiting_is_not_released_and_its_job_is_deleted(both: Both) -> None:
+    """No runner will join the Job of a completed task, and a suspended Job never finishes (its
+    ``ttlSecondsAfterFinished`` would never remove it): it is deleted."""
+    holder = index_parallel_task("index_parallel_holder2", standinDurationSeconds=FOREVER)
+    waiting = index_parallel_task("index_parallel_stopped")
     await both.druid.submit_task(holder)
     ours = both.our_suspended_job(waiting)
     await both.druid.submit_task(waiting)
@@ -176,8 +179,8 @@ async def test_a_task_that_completes_while_waiting_is_not_released(both: Both) -
     assert not released.resumed and released.job_name == ours
     assert released.status is not None and released.status.status_code == "FAILED"
     assert released.status.error_msg == "Shutdown request from user"
-    job = both.job(ours)
-    assert job is not None and job["spec"]["suspend"] is True and both.pods_of(ours) == []
+    assert both.job(ours) is None and both.pods_of(ours) == []
+    assert released.reason.endswith("was not released and was deleted")
     await both.druid.shutdown_task(holder["id"])
 
 
@@ -186,7 +189,7 @@ async def test_the_overlords_own_job_is_followed_and_ours_deleted_while_suspende
 ) -> None:
     prefix = {"druid.indexer.runner.k8sTaskPodNamePrefix": "overlordside"}
     async with emulators(monkeypatch, runner_properties=prefix) as env:
-        task = index_parallel("index_parallel_prefixed", standinDurationSeconds=0.3)
+        task = index_parallel_task("index_parallel_prefixed", standinDurationSeconds=0.3)
         template = env.kube.store.get("pods", NAMESPACE, "druid-overlord-0")
         without_prefix = RunnerConfig.from_properties({"druid.indexer.runner.namespace": NAMESPACE})
         manifest = suspended_unlabelled(build_job(task, template, without_prefix))
@@ -210,11 +213,11 @@ async def test_the_overlords_own_job_is_followed_and_ours_deleted_while_suspende
 async def test_fifty_waiters_share_each_round_and_nothing_is_asked_once_they_are_cancelled(
     both: Both,
 ) -> None:
-    holder = index_parallel("index_parallel_holder3", standinDurationSeconds=FOREVER)
+    holder = index_parallel_task("index_parallel_holder3", standinDurationSeconds=FOREVER)
     await both.druid.submit_task(holder)
     ids = [f"index_parallel_queued_{n}" for n in range(50)]
     for task_id in ids:
-        await both.druid.submit_task(index_parallel(task_id))
+        await both.druid.submit_task(index_parallel_task(task_id))
     board = both.board()
     both.overlord.requests.clear()
     waits = [asyncio.create_task(board.wait_handed_to_runner(task_id)) for task_id in ids]
@@ -254,8 +257,8 @@ async def test_an_id_the_overlord_does_not_know_fails_its_wait_after_the_unknown
 
 
 async def test_waits_ride_out_an_overlord_without_leader_and_check_soon_asks_at_once(both: Both) -> None:
-    holder = index_parallel("index_parallel_holder4", standinDurationSeconds=FOREVER)
-    task = index_parallel("index_parallel_through_failover", standinDurationSeconds=0.3)
+    holder = index_parallel_task("index_parallel_holder4", standinDurationSeconds=FOREVER)
+    task = index_parallel_task("index_parallel_through_failover", standinDurationSeconds=0.3)
     await both.druid.submit_task(holder)
     await both.druid.submit_task(task)
     impatient = OverlordRetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02)
@@ -299,7 +302,7 @@ async def test_one_board_per_connection_and_event_loop() -> None:
 
 async def test_releasing_a_released_job_again_changes_nothing(both: Both) -> None:
     """A retry after a crash right after the release finds the Job released and running: no harm done."""
-    task = index_parallel("index_parallel_released_twice", standinDurationSeconds=FOREVER)
+    task = index_parallel_task("index_parallel_released_twice", standinDurationSeconds=FOREVER)
     ours = both.our_suspended_job(task)
     await both.druid.submit_task(task)
     board = both.board()

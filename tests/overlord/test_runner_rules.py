@@ -12,8 +12,9 @@ from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.job_builder import build_job
 from druid_k8s_provider.naming import job_name
 from druid_k8s_provider.testing import KubeEmulator
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
-from .conftest import NAMESPACE, Druid, index_parallel, overlord_for, wait_until
+from .conftest import NAMESPACE, Druid, overlord_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -59,7 +60,7 @@ def logged(druid: Druid, text: str) -> bool:
 
 
 def test_before_35_an_existing_job_fails_the_task_and_is_deleted(druid_34: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_exists_34")
+    task = index_parallel_task("index_parallel_wikipedia_exists_34")
     name = suspended_job_for(druid_34, task)
     druid_34.submit(task)
     status = druid_34.wait_complete(task["id"])
@@ -70,7 +71,7 @@ def test_before_35_an_existing_job_fails_the_task_and_is_deleted(druid_34: Druid
 
 
 def test_from_35_an_existing_job_is_joined_and_runs_the_task(druid_35: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_exists_35")
+    task = index_parallel_task("index_parallel_wikipedia_exists_35")
     name = suspended_job_for(druid_35, task)
     druid_35.submit(task)
     wait_until(lambda: logged(druid_35, f"Job[{name}] for task[{task['id']}] already exists: joining it"))
@@ -82,7 +83,7 @@ def test_from_35_an_existing_job_is_joined_and_runs_the_task(druid_35: Druid) ->
 
 
 def test_a_joined_job_whose_pod_never_comes_fails_after_the_bounded_lookups(druid_35: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_no_pod")
+    task = index_parallel_task("index_parallel_wikipedia_no_pod")
     name = suspended_job_for(druid_35, task)
     druid_35.submit(task)
     status = druid_35.wait_complete(task["id"], timeout=60)
@@ -97,8 +98,8 @@ def test_capacity_keeps_the_extra_task_pending_without_a_job(kube: KubeEmulator)
 
 
 def check_capacity(druid: Druid) -> None:
-    first = index_parallel("index_parallel_wikipedia_slot", standinDurationSeconds=1.5)
-    second = index_parallel("index_parallel_wikipedia_queued", "2026-03-01/2026-03-02")
+    first = index_parallel_task("index_parallel_wikipedia_slot", standinDurationSeconds=1.5)
+    second = index_parallel_task("index_parallel_wikipedia_queued", "2026-03-01/2026-03-02")
     druid.submit(first)
     druid.wait_for(first["id"], lambda s: s["runnerStatusCode"] == "RUNNING")
     druid.submit(second)
@@ -112,7 +113,7 @@ def check_capacity(druid: Druid) -> None:
 def test_debug_jobs_keeps_the_job_after_completion(kube: KubeEmulator) -> None:
     properties = {"druid.indexer.runner.debugJobs": "true", "druid.indexer.runner.taskCleanupDelay": "PT1H"}
     with druid_at(kube, runner_properties=properties) as druid:
-        task = index_parallel("index_parallel_wikipedia_debug")
+        task = index_parallel_task("index_parallel_wikipedia_debug")
         druid.submit(task)
         assert druid.wait_complete(task["id"])["statusCode"] == "SUCCESS"
         assert druid.job_names() == [job_name(task["id"])]
@@ -155,7 +156,7 @@ def test_periodic_cleanup_deletes_finished_labelled_jobs_older_than_the_cleanup_
 
 
 def test_no_status_json_fails_the_task_with_druids_message(druid: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_silent", standinOutcome="NO_STATUS")
+    task = index_parallel_task("index_parallel_wikipedia_silent", standinOutcome="NO_STATUS")
     druid.submit(task)
     status = druid.wait_complete(task["id"])
     assert status["statusCode"] == "FAILED"
@@ -168,7 +169,7 @@ def test_a_pod_without_an_ip_within_the_launch_timeout_fails_the_task(kube: Kube
         "druid.indexer.runner.cpuCoreInMicro": "100000",  # 100 CPUs: the pod is never scheduled
     }
     with druid_at(kube, runner_properties=properties) as druid:
-        task = index_parallel("index_parallel_wikipedia_unschedulable")
+        task = index_parallel_task("index_parallel_wikipedia_unschedulable")
         druid.submit(task)
         status = druid.wait_complete(task["id"])
         assert status["errorMsg"] == "Failed to run task. See overlord logs for more details."

@@ -10,14 +10,15 @@ import pytest
 from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.job_builder import build_job
 from druid_k8s_provider.naming import job_name
+from druid_k8s_provider.testing.tasks import index_parallel_task
 
-from .conftest import NAMESPACE, Druid, index_parallel, wait_until
+from .conftest import NAMESPACE, Druid, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def test_submitted_index_parallel_runs_to_success_in_the_overlords_job_with_its_report(druid: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_ok", standinRowCount=42)
+    task = index_parallel_task("index_parallel_wikipedia_ok", standinRowCount=42)
     response = druid.submit(task)
     assert response.status_code == 200 and response.json() == {"task": task["id"]}
 
@@ -33,7 +34,9 @@ def test_submitted_index_parallel_runs_to_success_in_the_overlords_job_with_its_
 
     report = druid.http.get(f"/druid/indexer/v1/task/{task['id']}/reports")
     assert report.status_code == 200
-    stats = report.json()["ingestionStatsAndErrors"]["payload"]["rowStats"]["buildSegments"]
+    payload = report.json()["ingestionStatsAndErrors"]["payload"]
+    assert payload["segmentsPublished"] == 1  # one DAY segment for the task's one-day interval
+    stats = payload["rowStats"]["buildSegments"]
     assert stats == {
         "processed": 42,
         "processedBytes": 4200,
@@ -43,13 +46,13 @@ def test_submitted_index_parallel_runs_to_success_in_the_overlords_job_with_its_
     }
     log = druid.http.get(f"/druid/indexer/v1/task/{task['id']}/log")
     assert log.status_code == 200 and "Published 1 segment(s) of datasource[wikipedia]" in log.text
-    payload = druid.http.get(f"/druid/indexer/v1/task/{task['id']}").json()
-    assert payload["task"] == task["id"] and payload["payload"]["type"] == "index_parallel"
+    submitted = druid.http.get(f"/druid/indexer/v1/task/{task['id']}").json()
+    assert submitted["task"] == task["id"] and submitted["payload"]["type"] == "index_parallel"
 
 
 def test_a_job_created_directly_for_an_unsubmitted_task_fails_on_the_inactive_task_lock(druid: Druid) -> None:
     """What the operator does today: build the Job from the Overlord pod and create it, never submitting."""
-    task = index_parallel("index_parallel_wikipedia_direct")
+    task = index_parallel_task("index_parallel_wikipedia_direct")
     template = druid.kube.store.get("pods", NAMESPACE, "druid-overlord-0")
     config = RunnerConfig.from_properties({"druid.indexer.runner.namespace": NAMESPACE})
     job = druid.kube.store.create("jobs", NAMESPACE, build_job(task, template, config))
@@ -75,7 +78,7 @@ def test_a_job_created_directly_for_an_unsubmitted_task_fails_on_the_inactive_ta
 
 
 def test_duplicate_submit_is_refused_with_entry_already_exists(druid: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_twice", standinDurationSeconds=5)
+    task = index_parallel_task("index_parallel_wikipedia_twice", standinDurationSeconds=5)
     assert druid.submit(task).status_code == 200
     again = druid.submit(task)
     assert again.status_code == 400
@@ -89,8 +92,24 @@ def test_duplicate_submit_is_refused_with_entry_already_exists(druid: Druid) -> 
     }
 
 
+def test_a_task_type_no_module_registers_is_refused_with_jacksons_message_and_not_stored(
+    druid: Druid,
+) -> None:
+    task = {**index_parallel_task("index_paralel_typo"), "type": "index_paralel"}
+    refused = druid.submit(task)
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error.startswith(
+        "Could not resolve type id 'index_paralel' as a subtype of "
+        "`org.apache.druid.indexing.common.task.Task`"
+    )
+    assert "known type ids = [" in error and "index_parallel" in error
+    assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/status").status_code == 404
+    assert druid.kube.metrics.creates("jobs") == 0
+
+
 def test_shutdown_fails_the_task_and_deletes_its_job(druid: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_stopped", standinDurationSeconds=60)
+    task = index_parallel_task("index_parallel_wikipedia_stopped", standinDurationSeconds=60)
     druid.submit(task)
     druid.wait_for(task["id"], lambda s: s["runnerStatusCode"] == "RUNNING")
     response = druid.http.post(f"/druid/indexer/v1/task/{task['id']}/shutdown")
@@ -107,8 +126,8 @@ def test_shutdown_fails_the_task_and_deletes_its_job(druid: Druid) -> None:
 def test_a_second_task_on_the_same_interval_waits_without_a_job_until_the_first_completes(
     druid: Druid,
 ) -> None:
-    first = index_parallel("index_parallel_wikipedia_first", standinDurationSeconds=1.5)
-    second = index_parallel("index_parallel_wikipedia_second")
+    first = index_parallel_task("index_parallel_wikipedia_first", standinDurationSeconds=1.5)
+    second = index_parallel_task("index_parallel_wikipedia_second")
     druid.submit(first)
     druid.wait_for(first["id"], lambda s: s["runnerStatusCode"] in ("PENDING", "RUNNING"))
     druid.submit(second)
@@ -128,7 +147,7 @@ def statuses(druid: Druid, ids: list[str]) -> Any:
 
 
 def test_task_status_batch_lists_known_ids_without_runner_status(druid: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_batch")
+    task = index_parallel_task("index_parallel_wikipedia_batch")
     druid.submit(task)
     druid.wait_complete(task["id"])
     answer = statuses(druid, [task["id"], "unknown_task"])
@@ -141,10 +160,10 @@ def test_task_status_batch_lists_known_ids_without_runner_status(druid: Druid) -
 
 
 def test_task_lists_filter_by_state_and_datasource(druid: Druid) -> None:
-    done = index_parallel("index_parallel_wikipedia_listed")
+    done = index_parallel_task("index_parallel_wikipedia_listed")
     druid.submit(done)
     druid.wait_complete(done["id"])
-    running = index_parallel(
+    running = index_parallel_task(
         "index_parallel_wikipedia_long", "2026-02-01/2026-02-02", standinDurationSeconds=60
     )
     druid.submit(running)
@@ -167,7 +186,7 @@ def test_task_lists_filter_by_state_and_datasource(druid: Druid) -> None:
 
 
 def test_log_is_live_from_the_pod_while_running_then_pushed_honouring_offset(druid: Druid) -> None:
-    task = index_parallel("index_parallel_wikipedia_logged", standinDurationSeconds=2)
+    task = index_parallel_task("index_parallel_wikipedia_logged", standinDurationSeconds=2)
     assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/log").status_code == 404
     druid.submit(task)
     druid.wait_for(task["id"], lambda s: s["runnerStatusCode"] == "RUNNING")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.hooks.overlord_answer import WrongShape
-from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus, druid_error_text, tasks
+from druid_k8s_provider.hooks.overlord_answer import druid_error_text
+from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus, WrongShape, tasks
 from druid_k8s_provider.hooks.overlord_connection import overlord_endpoint
 
 

@@ -13,7 +13,9 @@ import time
 import pytest
 import tenacity
 
-from druid_k8s_provider.hooks.druid_k8s import ApiCallFailed, RetryPolicy, worth_logging
+from druid_k8s_provider.hooks.druid_k8s import RetryPolicy
+from druid_k8s_provider.hooks.k8s_errors import ApiCallFailed
+from druid_k8s_provider.hooks.k8s_retry import worth_logging
 from druid_k8s_provider.triggers.job import _keep_trying
 
 QUICK = RetryPolicy(initial_wait=0.001, max_wait=0.002)

@@ -68,6 +68,8 @@ def test_job_and_pod_template_carry_labels_and_annotations(adapter: dict[str, st
     job = build(KILL_TASK, template, cfg)
     task = DruidTask.from_spec(KILL_TASK)
     expected_labels = naming.peon_labels(task, {"team": "ingest"})
+    if adapter == CUSTOM:
+        expected_labels[naming.OVERLORD_NAMESPACE_LABEL] = "druid"
     expected_annotations = naming.peon_annotations(task, {"owner": "me"}, tls_enabled=False)
     assert job["metadata"]["labels"] == expected_labels
     assert job["metadata"]["annotations"] == expected_annotations
@@ -865,3 +867,24 @@ def test_any_task_gives_a_job_kubernetes_accepts(task_id: str, task_type: str, d
             assert naming.label_key_problem(key) is None
             assert naming.label_value_problem(value) is None, (key, value)
     assert job["metadata"]["annotations"]["task.id"] == task_id
+
+
+@pytest.mark.parametrize(
+    ("properties", "version", "expected"),
+    [
+        ({**CUSTOM, "overlordNamespace": "druid-system"}, "33.0.0", "druid-system"),
+        (CUSTOM, "35.0.0", "druid"),
+        ({**CUSTOM, "overlordNamespace": "druid-system"}, "32.0.0", None),
+        ({"overlordNamespace": "druid-system"}, "35.0.0", None),
+    ],
+)
+def test_pod_template_jobs_carry_the_overlord_namespace_its_restore_looks_for(
+    properties: dict[str, str], version: str, expected: str | None
+) -> None:
+    """Druid 33's pod template adapter labels Job and pod; an Overlord with ``overlordNamespace`` set only
+    adopts Jobs with its namespace there, so a Job without it would be missed after a restart."""
+    cfg = config(**properties)
+    template = pod_template() if properties.get("k8s.adapter.type") else overlord_pod()
+    job = build(CLICKSTREAM, template, cfg, version)
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels.get(naming.OVERLORD_NAMESPACE_LABEL) == expected

@@ -10,12 +10,17 @@ from hypothesis import strategies as st
 
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.launch_protocol import (
+    AfterFailedSubmit,
     AttemptAction,
+    FoundJobStep,
     TaskIdentity,
+    after_failed_submit,
     check_launch_mode,
     choose_launch_mode,
     decide_attempt,
+    found_job_step,
     parse_druid_version,
+    submit_refused,
 )
 from druid_k8s_provider.task import (
     MAX_DERIVED_ID_LENGTH,
@@ -241,3 +246,60 @@ def test_a_retry_after_a_user_written_id_failed_is_refused_saying_how_to_templat
     assert raised.value.field == "task.id"
     assert "nightly_wiki" in raised.value.problem and "FAILED" in raised.value.problem
     assert "{{ ti.try_number }}" in raised.value.fix and "leave 'id' out" in raised.value.fix
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [
+        (400, True),
+        (401, True),
+        (403, True),
+        (404, True),
+        (408, False),
+        (429, False),
+        (500, False),
+        (503, False),
+        (307, False),
+        (None, False),
+    ],
+)
+def test_only_a_4xx_answer_refuses_a_submission_for_good(status: int | None, refused: bool) -> None:
+    assert submit_refused(status) is refused
+
+
+@pytest.mark.parametrize(
+    ("refused", "knows", "step"),
+    [
+        # The Overlord has the task after all (a lost answer): its runner may join the Job, follow it.
+        (False, True, AfterFailedSubmit.REATTACH),
+        (True, True, AfterFailedSubmit.REATTACH),
+        # It does not have it: nothing would ever run the Job.
+        (False, False, AfterFailedSubmit.DELETE_JOB),
+        (True, False, AfterFailedSubmit.DELETE_JOB),
+        # Refused (e.g. 401 with a wrong password, which also refuses the question): never stored.
+        (True, None, AfterFailedSubmit.DELETE_JOB),
+        # No answer and no way to ask: the request may have reached it; keep the Job for the retry.
+        (False, None, AfterFailedSubmit.KEEP_JOB),
+    ],
+)
+def test_a_failed_submission_deletes_the_suspended_job_only_when_the_overlord_cannot_have_the_task(
+    refused: bool, knows: bool | None, step: AfterFailedSubmit
+) -> None:
+    assert after_failed_submit(refused=refused, overlord_knows=knows) is step
+
+
+@pytest.mark.parametrize(
+    ("same", "knows", "deletable", "step"),
+    [
+        (True, False, True, FoundJobStep.JOIN),
+        (True, True, False, FoundJobStep.JOIN),
+        (False, True, True, FoundJobStep.FOLLOW_OVERLORD),
+        (False, True, False, FoundJobStep.FOLLOW_OVERLORD),
+        (False, False, True, FoundJobStep.REPLACE),
+        (False, False, False, FoundJobStep.REFUSE),
+    ],
+)
+def test_a_found_job_of_another_task_json_is_replaced_only_while_no_overlord_knows_the_task(
+    same: bool, knows: bool, deletable: bool, step: FoundJobStep
+) -> None:
+    assert found_job_step(same_task=same, overlord_knows=knows, deletable=deletable) is step

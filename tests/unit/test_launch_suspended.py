@@ -5,11 +5,19 @@ from __future__ import annotations
 import copy
 
 import pytest
-from test_job_builder_support import KILL_TASK, build, config, overlord_pod
+from test_job_builder_support import KILL_TASK, build, config, container, overlord_pod, pod_template
 
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.launch.suspended import is_suspended, release_patch, suspended_unlabelled
+from druid_k8s_provider.launch.suspended import (
+    carried_task,
+    deletable_while_suspended,
+    is_suspended,
+    is_unlabelled,
+    release_patch,
+    suspended_unlabelled,
+)
 from druid_k8s_provider.naming import PEON_LABEL
+from druid_k8s_provider.task import DruidTask
 from druid_k8s_provider.testing.patch import apply_patch
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
 
@@ -53,3 +61,45 @@ def test_board_refuses_intervals_and_round_counts_that_are_not_positive(field: s
     with pytest.raises(DruidK8sConfigError) as refused:
         OverlordBoard(**{field: 0})
     assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [
+        pytest.param({}, id="overlordSingleContainer: env TASK_JSON"),
+        pytest.param(
+            {"k8s.adapter.type": "customTemplateAdapter"}, id="customTemplateAdapter: the annotation"
+        ),
+    ],
+)
+def test_carried_task_reads_back_the_task_the_job_was_built_with(adapter: dict[str, str]) -> None:
+    template = pod_template() if adapter else overlord_pod()
+    job = suspended_unlabelled(build(KILL_TASK, template, config(**adapter)))
+    assert carried_task(job) == DruidTask.from_spec(KILL_TASK).spec
+    changed = {**KILL_TASK, "interval": "2020-01-01/2021-01-01"}
+    assert carried_task(job) != DruidTask.from_spec(changed).spec
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, "not base64 at all!", "aGVsbG8=", "H4sIAAAAAAAA_compressed_task_with_credentials"],
+)
+def test_carried_task_is_none_for_a_job_without_a_readable_task(payload: str | None) -> None:
+    job = build(KILL_TASK, overlord_pod(), config())
+    main = container(job)
+    main["env"] = [var for var in main["env"] if var["name"] != "TASK_JSON"]
+    if payload is not None:
+        main["env"].append({"name": "TASK_JSON", "value": payload})
+    assert carried_task(job) is None
+
+
+def test_only_our_still_suspended_unlabelled_job_of_the_task_may_be_deleted() -> None:
+    job = suspended_unlabelled(build(KILL_TASK, overlord_pod(), config()))
+    task_id = KILL_TASK["id"]
+    assert is_unlabelled(job) and deletable_while_suspended(job, task_id)
+    assert not deletable_while_suspended(job, "another_task")
+    released = apply_patch("application/merge-patch+json", job, release_patch())
+    assert not is_unlabelled(released) and not deletable_while_suspended(released, task_id)
+    deleting = copy.deepcopy(job)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert not deletable_while_suspended(deleting, task_id)

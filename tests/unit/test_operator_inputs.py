@@ -1,16 +1,21 @@
-"""The operator's inputs: task spec forms, configuration layering, derived ids and secret detection."""
+"""The operator's inputs: task spec forms, configuration layering, derived ids, secret detection, and the
+warnings about settings the Overlord decides."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from druid_k8s_provider.config import RunnerConfig, druid_name_of
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.hooks.secrets import sensitive_values
+from druid_k8s_provider.operators.ignored import JOB_SHAPING_PROPERTIES, job_shaping
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 
 TASK = {
@@ -146,3 +151,71 @@ def test_passwords_inside_connect_uris_are_found() -> None:
         "plain": "https://example.com/path",
     }
     assert sorted(sensitive_values(spec)) == ["Xy9-secret", "pg-Secret1"]
+
+
+# RunnerConfig fields by what they do in launch_mode="overlord", beside the Job-shaping ones the operator
+# warns about: a new field must be put in one of them (test below), so the warning cannot fall behind.
+USED_IN_EVERY_MODE = {
+    "namespace",
+    "disable_client_proxy",
+    "max_task_duration",
+    "k8s_job_launch_timeout",
+    "k8s_task_pod_name_prefix",
+    "druid_version",
+}
+THE_OVERLORDS_IN_EVERY_MODE = {"debug_jobs"}
+NOT_THE_OPERATORS = {"task_cleanup_delay", "task_cleanup_interval", "capacity", "intermediary_storage_type"}
+
+
+def test_every_runner_property_is_classified_for_the_overlord_mode_warning() -> None:
+    shaping = {field.name for field in dataclasses.fields(RunnerConfig)} - (
+        USED_IN_EVERY_MODE | THE_OVERLORDS_IN_EVERY_MODE | NOT_THE_OPERATORS | {"pod_templates_by_type"}
+    )
+    assert {druid_name_of(name) for name in shaping} == JOB_SHAPING_PROPERTIES
+    assert job_shaping(["druid.indexer.runner.k8s.podTemplate.index_parallel"]) == [
+        "druid.indexer.runner.k8s.podTemplate.index_parallel"
+    ]
+    assert job_shaping(druid_name_of(name) for name in USED_IN_EVERY_MODE | THE_OVERLORDS_IN_EVERY_MODE) == []
+
+
+def warnings_of(op: DruidK8sTaskOperator, mode: str) -> list[str]:
+    with capture_logs() as logs:
+        op._warn_ignored_options(mode)
+    return [str(entry["event"]) for entry in logs if entry["log_level"] == "warning"]
+
+
+def test_in_overlord_mode_the_template_arguments_options_and_job_properties_set_in_airflow_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert warnings_of(operator(), "overlord") == []  # only the namespace set
+    monkeypatch.setenv("AIRFLOW__DRUID_K8S__OVERLORD_POD_SELECTOR", "component=overlord")
+    monkeypatch.setenv(
+        "AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES",
+        json.dumps({"druid.indexer.runner.javaOptsArray": ["-Xmx1g"]}),
+    )
+    properties = {
+        "druid.indexer.runner.namespace": "druid",
+        "druid.indexer.runner.k8s.adapter.type": "overlordMultiContainer",
+        "druid.indexer.runner.maxTaskDuration": "PT1H",
+    }
+    op = operator(runner_properties=properties, execution_config={"type": "default"})
+    [warning] = warnings_of(op, "overlord")
+    assert warning == (
+        "launch_mode 'overlord': the Overlord builds the Job from its own pod template, adapter and runner "
+        "properties, so these settings have no effect on it: execution_config; [druid_k8s] "
+        "overlord_pod_selector; druid.indexer.runner.javaOptsArray (set in [druid_k8s] runner_properties); "
+        "druid.indexer.runner.k8s.adapter.type (set in runner_properties). Configure the Overlord's runner "
+        "instead"
+    )
+    assert warnings_of(op, "airflow") == []
+
+
+def test_debug_jobs_set_in_airflow_is_named_in_every_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    debug_jobs = {"druid.indexer.runner.namespace": "druid", "druid.indexer.runner.debugJobs": "true"}
+    for mode in ("airflow", "overlord"):
+        [warning] = warnings_of(operator(runner_properties=debug_jobs), mode)
+        assert warning.startswith("druid.indexer.runner.debugJobs (set in runner_properties) has no effect")
+        assert "set it in the Overlord's runtime.properties" in warning
+    monkeypatch.setenv("AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES", json.dumps(debug_jobs))
+    [warning] = warnings_of(operator(), "airflow")
+    assert "(set in [druid_k8s] runner_properties)" in warning

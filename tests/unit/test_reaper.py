@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 import druid_k8s_provider.hooks.druid_k8s  # noqa: F401
 from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
-from druid_k8s_provider.reaper import Verdict, keep_active_tasks, reap, select_jobs_to_reap
+from druid_k8s_provider.reaper import (
+    Verdict,
+    keep_active_tasks,
+    reap,
+    select_jobs_to_reap,
+    select_suspended_leftovers,
+    suspended_leftover_age,
+)
+from druid_k8s_provider.reaper.rules import LABELLED_SELECTOR, UNLABELLED_SELECTOR
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 TWO_DAYS = dt.timedelta(days=2)
@@ -214,19 +222,30 @@ class FakeOverlord:
 
 
 class FakeHook:
-    """Lists Jobs in pages like the hook and remembers deletes; ``vanished`` Jobs are already gone."""
+    """Lists Jobs in pages like the hook (``jobs`` for the peon label, ``unlabelled`` for the second pass's
+    selector) and remembers deletes with their version precondition; ``vanished`` Jobs are already gone."""
 
-    def __init__(self, jobs: list[dict[str, Any]], vanished: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        jobs: list[dict[str, Any]],
+        vanished: frozenset[str] = frozenset(),
+        unlabelled: Sequence[dict[str, Any]] = (),
+    ) -> None:
         self.jobs = jobs
+        self.unlabelled = list(unlabelled)
         self.vanished = set(vanished)
         self.deleted: list[str] = []
+        self.versions: dict[str, str | None] = {}
         self.pages_served = 0
         self.max_in_flight = 0
 
-    def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        for start in range(0, len(self.jobs), page_size):
+    def list_peon_jobs(
+        self, namespace: str, page_size: int = 500, *, selector: str = LABELLED_SELECTOR
+    ) -> Iterator[dict[str, Any]]:
+        listed = {LABELLED_SELECTOR: self.jobs, UNLABELLED_SELECTOR: self.unlabelled}[selector]
+        for start in range(0, len(listed), page_size):
             self.pages_served += 1
-            yield from self.jobs[start : start + page_size]
+            yield from listed[start : start + page_size]
 
     def delete_job(
         self,
@@ -236,10 +255,12 @@ class FakeHook:
         *,
         task_id: str | None = None,
         uid: str | None = None,
+        resource_version: str | None = None,
     ) -> bool:
         if name in self.vanished:
             return False
         self.deleted.append(name)
+        self.versions[name] = resource_version
         return True
 
 
@@ -273,6 +294,7 @@ def test_reap_deletes_by_plan_counts_everything_and_tolerates_vanished_jobs(
         "kept_no_finish_time": 0,
         "kept_task_active": 0,
         "kept_overlord_unreachable": 0,
+        "kept_suspended_young": 0,
     }
     assert "Deleted Job old-1 (task.id=index_parallel_old-1): Complete 3d ago" in caplog.text
     assert "Keeping Job running (task.id=index_parallel_running): still running" in caplog.text
@@ -284,8 +306,10 @@ def test_reap_pulls_one_page_at_a_time() -> None:
     events: list[str] = []
 
     class RecordingHook(FakeHook):
-        def list_peon_jobs(self, namespace: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-            for start in range(0, len(self.jobs), page_size):
+        def list_peon_jobs(
+            self, namespace: str, page_size: int = 500, *, selector: str = LABELLED_SELECTOR
+        ) -> Iterator[dict[str, Any]]:
+            for start in range(0, len(self.jobs) if selector == LABELLED_SELECTOR else 0, page_size):
                 events.append(f"page {start // page_size}")
                 yield from self.jobs[start : start + page_size]
 
@@ -297,6 +321,7 @@ def test_reap_pulls_one_page_at_a_time() -> None:
             *,
             task_id: str | None = None,
             uid: str | None = None,
+            resource_version: str | None = None,
         ) -> bool:
             events.append(f"delete {name}")
             return True
@@ -370,3 +395,107 @@ def test_an_unreachable_overlord_skips_every_deletion_of_the_sweep(caplog: pytes
     assert summary["kept_overlord_unreachable"] == 4 and summary["kept_running"] == 1
     assert "Skipping every deletion of this sweep: the Overlord could not be asked" in caplog.text
     assert "HTTP 503" in caplog.text
+
+
+# -- the provider's suspended leftovers (launch_mode="airflow") ------------------------------------------
+
+
+def suspended_job(
+    name: str,
+    *,
+    created_ago: dt.timedelta = OLD,
+    suspended: bool = True,
+    ours: bool = True,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    """An unlabelled Job as the second pass lists it: the operator's Job created suspended before its
+    submission (``ours``: with the Airflow identity annotations)."""
+    annotations = {"task.id": f"index_parallel_{name}"}
+    if ours:
+        annotations |= {"airflow.apache.org/dag-id": "etl", "airflow.apache.org/task-id": "load"}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": "druid",
+        "uid": f"uid-{name}",
+        "resourceVersion": f"rv-{name}",
+        "creationTimestamp": stamp(NOW - created_ago),
+        "labels": {"druid.task.id": f"indexparallel{name}"},
+        "annotations": annotations,
+    }
+    if deleting:
+        metadata["deletionTimestamp"] = stamp(NOW)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": {"suspend": suspended}}
+
+
+def test_old_suspended_leftovers_are_deleted_and_everything_else_unlabelled_is_kept_saying_why() -> None:
+    plan = select_suspended_leftovers(
+        [
+            suspended_job("old"),
+            suspended_job("young", created_ago=dt.timedelta(days=1)),
+            suspended_job("released", suspended=False),
+            suspended_job("someone-elses", ours=False),
+            suspended_job("deleting", deleting=True),
+        ],
+        NOW,
+        TWO_DAYS,
+    )
+    verdicts = {decision.name: decision.verdict for decision in plan.decisions}
+    assert verdicts == {
+        "old": Verdict.DELETE,
+        "young": Verdict.KEEP_SUSPENDED_YOUNG,
+        "released": Verdict.KEEP_UNLABELLED,
+        "someone-elses": Verdict.KEEP_UNLABELLED,
+        "deleting": Verdict.KEEP_BEING_DELETED,
+    }
+    [old] = plan.to_delete
+    assert old.resource_version == "rv-old" and old.uid == "uid-old" and old.task_id == "index_parallel_old"
+    assert old.explanation.startswith("suspended and never released since its create 3d ago, older than 2d")
+
+
+def test_a_suspended_leftover_waits_at_least_an_hour_whatever_the_cleanup_delay() -> None:
+    assert suspended_leftover_age(dt.timedelta(0)) == dt.timedelta(hours=1)
+    assert suspended_leftover_age(TWO_DAYS) == TWO_DAYS
+    minutes = [suspended_job("fresh", created_ago=dt.timedelta(minutes=5))]
+    [fresh] = select_suspended_leftovers(minutes, NOW, dt.timedelta(0)).decisions
+    assert fresh.verdict is Verdict.KEEP_SUSPENDED_YOUNG
+
+
+def test_a_suspended_leftover_whose_task_is_active_is_kept_one_whose_task_ended_or_is_unknown_goes() -> None:
+    plan = select_suspended_leftovers(
+        [suspended_job("waiting"), suspended_job("ended"), suspended_job("unknown")], NOW, TWO_DAYS
+    )
+    statuses = {
+        "index_parallel_waiting": OverlordTaskStatus("index_parallel_waiting", "RUNNING"),
+        "index_parallel_ended": OverlordTaskStatus("index_parallel_ended", "FAILED"),
+    }
+    kept = keep_active_tasks(plan, statuses)
+    assert [d.name for d in kept.to_delete] == ["ended", "unknown"]
+    [waiting] = kept.to_keep
+    assert waiting.verdict is Verdict.KEEP_TASK_ACTIVE
+    assert waiting.explanation.endswith(
+        "the operator releases the Job once the Overlord hands the task to its runner"
+    )
+
+
+def test_reap_deletes_suspended_leftovers_by_version_after_one_status_request_per_page() -> None:
+    hook = FakeHook(
+        [job("finished", finished="Complete", finished_ago=OLD)],
+        unlabelled=[suspended_job("a"), suspended_job("b"), suspended_job("c")],
+    )
+    overlord = FakeOverlord({"index_parallel_b": "RUNNING"})
+    summary = reap(hook, "druid", TWO_DAYS, page_size=2, now=NOW, overlord=overlord)
+    assert overlord.requests == [
+        ["index_parallel_finished"],
+        ["index_parallel_a", "index_parallel_b"],
+        ["index_parallel_c"],
+    ]
+    assert hook.deleted == ["finished", "a", "c"]
+    assert hook.versions == {"finished": None, "a": "rv-a", "c": "rv-c"}
+    assert summary["examined"] == 4 and summary["deleted"] == 3 and summary["kept_task_active"] == 1
+
+
+def test_an_unreachable_overlord_keeps_the_suspended_leftovers_too() -> None:
+    hook = FakeHook([], unlabelled=[suspended_job("a"), suspended_job("b")])
+    summary = reap(hook, "druid", TWO_DAYS, now=NOW, overlord=FakeOverlord(down=True))
+    assert hook.deleted == []
+    assert summary["kept_overlord_unreachable"] == 2

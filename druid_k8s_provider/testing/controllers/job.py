@@ -1,4 +1,4 @@
-"""The emulated Job controller (batch/v1, NonIndexed Jobs) and the TTL-after-finished controller.
+"""The emulated Job controller (batch/v1, NonIndexed Jobs).
 
 It follows the Kubernetes 1.32 controller: pods from the template with ``generateName`` and the job labels and
 a controlling ownerReference; ``status.active/ready/terminating/succeeded/failed/startTime/completionTime``;
@@ -16,7 +16,6 @@ import asyncio
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from druid_k8s_provider.testing.controllers.common import (
@@ -34,6 +33,14 @@ from druid_k8s_provider.testing.controllers.common import (
     pod_phase,
     set_condition,
 )
+from druid_k8s_provider.testing.controllers.job_rules import (
+    SUCCESS_MESSAGE,
+    SUCCESS_REASON,
+    JobTracking,
+    interim_condition,
+    is_finished,
+    is_job_pod,
+)
 
 if TYPE_CHECKING:
     from druid_k8s_provider.testing.cluster import Cluster
@@ -41,52 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _COMPONENT = "job-controller"
-_BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
-_DEADLINE_MESSAGE = "Job was active longer than specified deadline"
-_SUCCESS_REASON = "CompletionsReached"
-_SUCCESS_MESSAGE = "Reached expected number of succeeded pods"
 #: After a refused pod create the Job is synced again with this back-off (the controller's
 #: DefaultJobApiBackOff and MaxJobApiBackOff), each refusal recorded as a FailedCreate event.
 _API_BACKOFF_SECONDS = 1.0
 _MAX_API_BACKOFF_SECONDS = 60.0
-
-
-@dataclass
-class _Tracking:
-    """What the controller remembers about one Job (by uid) between reconciliations."""
-
-    outcomes: dict[str, str] = field(default_factory=dict)
-    base_succeeded: int = 0
-    base_failed: int = 0
-    last_failure: float | None = None
-    started_at: float | None = None
-    deadline_timer: asyncio.TimerHandle | None = None
-    backoff_timer: asyncio.TimerHandle | None = None
-    finished_at: float | None = None
-    create_failures: int = 0
-    create_retry_timer: asyncio.TimerHandle | None = None
-
-    def count(self, outcome: str) -> int:
-        return sum(1 for value in self.outcomes.values() if value == outcome)
-
-    def cancel_timers(self) -> None:
-        for timer in (self.deadline_timer, self.backoff_timer, self.create_retry_timer):
-            if timer is not None:
-                timer.cancel()
-
-
-def _is_finished(job: Obj) -> bool:
-    status = job.get("status")
-    return any(
-        (find_condition(status, kind) or {}).get("status") == "True" for kind in ("Complete", "Failed")
-    )
-
-
-def _is_job_pod(pod: Obj) -> bool:
-    return any(
-        ref.get("controller") and ref.get("kind") == "Job"
-        for ref in pod["metadata"].get("ownerReferences") or ()
-    )
 
 
 class JobController:
@@ -97,7 +62,7 @@ class JobController:
         self._jobs: dict[Key, Obj] = {}
         self._job_keys: dict[str, Key] = {}
         self._pods: dict[str, dict[Key, Obj]] = {}
-        self._tracking: dict[str, _Tracking] = {}
+        self._tracking: dict[str, JobTracking] = {}
         self._dirty: dict[Key, None] = {}
         self._drain_scheduled = False
 
@@ -122,13 +87,13 @@ class JobController:
         self._job_keys[uid] = key
         if uid not in self._tracking:
             status = job.get("status") or {}
-            self._tracking[uid] = _Tracking(
+            self._tracking[uid] = JobTracking(
                 base_succeeded=int(status.get("succeeded") or 0), base_failed=int(status.get("failed") or 0)
             )
         self._enqueue(key)
 
     def on_pod(self, event_type: str, pod: Obj) -> None:
-        if not _is_job_pod(pod):
+        if not is_job_pod(pod):
             return
         owner = controller_uid(pod)
         if owner is None:
@@ -153,7 +118,7 @@ class JobController:
             self._enqueue(job_key)
 
     @staticmethod
-    def _record_outcome(tracking: _Tracking, pod_uid: str, outcome: str) -> None:
+    def _record_outcome(tracking: JobTracking, pod_uid: str, outcome: str) -> None:
         if pod_uid in tracking.outcomes:
             return
         tracking.outcomes[pod_uid] = outcome
@@ -186,7 +151,7 @@ class JobController:
             return
         uid = str(job["metadata"]["uid"])
         tracking = self._tracking[uid]
-        if _is_finished(job):
+        if is_finished(job):
             self.cluster.ttl.track(job, tracking.finished_at)
             return
         spec = job.get("spec") or {}
@@ -215,7 +180,7 @@ class JobController:
             set_condition(conditions, condition("Suspended", False, "JobResumed", "Job resumed"))
             self.cluster.events.record(job, "Resumed", "Job resumed", component=_COMPONENT)
 
-        interim = self._interim_condition(job, conditions, active, succeeded, failed, tracking)
+        interim = interim_condition(job, conditions, active, succeeded, failed, tracking)
         if interim is not None:
             for pod in active:
                 self._delete_pod(job, pod)
@@ -228,70 +193,14 @@ class JobController:
             active = [*active, *self._create_missing(key, job, active, succeeded, failed, tracking)]
         self._write_status(job, status, conditions, active, terminating, succeeded, failed)
 
-    def _interim_condition(
-        self,
-        job: Obj,
-        conditions: list[Obj],
-        active: list[Obj],
-        succeeded: int,
-        failed: int,
-        tracking: _Tracking,
-    ) -> Obj | None:
-        """The FailureTarget / SuccessCriteriaMet condition, added now if the Job just met its end."""
-        for cond in conditions:
-            if cond.get("type") in ("FailureTarget", "SuccessCriteriaMet") and cond.get("status") == "True":
-                return cond
-        spec = job.get("spec") or {}
-        new: Obj | None = None
-        if self._past_backoff_limit(spec, active, failed):
-            new = condition("FailureTarget", True, "BackoffLimitExceeded", _BACKOFF_MESSAGE)
-        elif self._past_deadline(spec, tracking):
-            new = condition("FailureTarget", True, "DeadlineExceeded", _DEADLINE_MESSAGE)
-        elif self._completions_reached(spec, active, succeeded):
-            new = condition("SuccessCriteriaMet", True, _SUCCESS_REASON, _SUCCESS_MESSAGE)
-        if new is not None:
-            conditions.append(new)
-        return new
-
-    @staticmethod
-    def _past_backoff_limit(spec: Obj, active: list[Obj], failed: int) -> bool:
-        limit = int(spec.get("backoffLimit", 6))
-        if failed > limit:
-            return True
-        if (spec.get("template") or {}).get("spec", {}).get("restartPolicy") != "OnFailure":
-            return False
-        restarts = sum(
-            int(container.get("restartCount") or 0)
-            for pod in active
-            for group in ("initContainerStatuses", "containerStatuses")
-            for container in (pod.get("status") or {}).get(group) or ()
-        )
-        return restarts > 0 if limit == 0 else restarts >= limit
-
-    @staticmethod
-    def _past_deadline(spec: Obj, tracking: _Tracking) -> bool:
-        deadline = spec.get("activeDeadlineSeconds")
-        if deadline is None or tracking.started_at is None:
-            return False
-        return time.time() >= tracking.started_at + int(deadline)
-
-    @staticmethod
-    def _completions_reached(spec: Obj, active: list[Obj], succeeded: int) -> bool:
-        completions = spec.get("completions")
-        if completions is None:  # work-queue Job: done when one pod succeeded and no other is still running
-            return succeeded > 0 and not active
-        return succeeded >= int(completions)
-
     def _finish(
-        self, job: Obj, status: Obj, conditions: list[Obj], interim: Obj, tracking: _Tracking
+        self, job: Obj, status: Obj, conditions: list[Obj], interim: Obj, tracking: JobTracking
     ) -> None:
         now = now_rfc3339()
         tracking.finished_at = time.time()
         tracking.cancel_timers()
         if interim["type"] == "SuccessCriteriaMet":
-            set_condition(
-                conditions, condition("Complete", True, _SUCCESS_REASON, _SUCCESS_MESSAGE, when=now)
-            )
+            set_condition(conditions, condition("Complete", True, SUCCESS_REASON, SUCCESS_MESSAGE, when=now))
             status["completionTime"] = now
             self.cluster.events.record(job, "Completed", "Job completed", component=_COMPONENT)
         else:
@@ -303,7 +212,7 @@ class JobController:
             )
 
     def _suspend(
-        self, job: Obj, status: Obj, conditions: list[Obj], active: list[Obj], tracking: _Tracking
+        self, job: Obj, status: Obj, conditions: list[Obj], active: list[Obj], tracking: JobTracking
     ) -> None:
         """Suspended: no pods, and the deadline clock stops (it restarts from zero on resume)."""
         tracking.cancel_timers()
@@ -318,7 +227,7 @@ class JobController:
             status.pop("startTime", None)
             self.cluster.events.record(job, "Suspended", "Job suspended", component=_COMPONENT)
 
-    def _arm_deadline(self, key: Key, job: Obj, tracking: _Tracking) -> None:
+    def _arm_deadline(self, key: Key, job: Obj, tracking: JobTracking) -> None:
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
         if deadline is None or tracking.started_at is None or tracking.deadline_timer is not None:
             return
@@ -326,7 +235,7 @@ class JobController:
         tracking.deadline_timer = asyncio.get_running_loop().call_later(delay, self._enqueue, key)
 
     def _create_missing(
-        self, key: Key, job: Obj, active: list[Obj], succeeded: int, failed: int, tracking: _Tracking
+        self, key: Key, job: Obj, active: list[Obj], succeeded: int, failed: int, tracking: JobTracking
     ) -> list[Obj]:
         spec = job.get("spec") or {}
         parallelism = int(spec.get("parallelism", 1))
@@ -356,7 +265,7 @@ class JobController:
             tracking.create_failures = 0
         return created
 
-    def _retry_create(self, key: Key, tracking: _Tracking) -> None:
+    def _retry_create(self, key: Key, tracking: JobTracking) -> None:
         """A pod create was refused (quota, LimitRange, admission webhook): sync the Job again later."""
         tracking.create_failures += 1
         if tracking.create_retry_timer is not None and not tracking.create_retry_timer.cancelled():
@@ -474,48 +383,6 @@ class JobController:
                 log.exception("job controller could not update job %s/%s", namespace, name)
             return
         self._jobs[(namespace, name)] = updated
-        if _is_finished(updated):
+        if is_finished(updated):
             tracking = self._tracking.get(str(updated["metadata"]["uid"]))
             self.cluster.ttl.track(updated, tracking.finished_at if tracking else None)
-
-
-class TTLController:
-    """Deletes finished Jobs ``ttlSecondsAfterFinished`` after they finished (background propagation)."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def track(self, job: Obj, finished_at: float | None) -> None:
-        ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
-        uid = str(job["metadata"]["uid"])
-        if ttl is None or uid in self._timers or job["metadata"].get("deletionTimestamp"):
-            return
-        if finished_at is None:
-            status = job.get("status")
-            final = find_condition(status, "Complete") or find_condition(status, "Failed") or {}
-            stamp = final.get("lastTransitionTime") or (status or {}).get("completionTime")
-            finished_at = parse_rfc3339(stamp) if stamp else time.time()
-        delay = max(0.0, finished_at + int(ttl) - time.time())
-        namespace, name = object_key(job)
-        self._timers[uid] = asyncio.get_running_loop().call_later(delay, self._expire, namespace, name, uid)
-
-    def forget(self, uid: str) -> None:
-        timer = self._timers.pop(uid, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _expire(self, namespace: str, name: str, uid: str) -> None:
-        self._timers.pop(uid, None)
-        try:
-            self.cluster.store.delete(
-                "jobs", namespace, name, propagation_policy="Background", precondition_uid=uid
-            )
-        except Exception as error:
-            if not is_not_found(error) and getattr(error, "status", None) != 409:
-                log.exception("TTL controller could not delete job %s/%s", namespace, name)
-
-    def stop(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()

@@ -3,7 +3,8 @@
 From apache/druid ``OverlordResource`` and ``StatusResource``:
 
 - ``POST /druid/indexer/v1/task`` → 200 ``{"task": id}``; a known id → 400 ``ErrorResponse`` with
-  ``errorCode`` ``entryAlreadyExists``; a body that is not a task → 400 ``{"error": ...}``.
+  ``errorCode`` ``entryAlreadyExists``; a body that is not a task, or a task type no module of this
+  Overlord registers (Jackson's "Could not resolve type id"), → 400 ``{"error": ...}``.
 - ``GET /druid/indexer/v1/task/{id}`` → ``{"task", "payload"}`` (404 with ``payload`` null);
   ``GET .../status`` → ``{"task", "status": TaskStatusPlus}`` (404 with ``status`` null);
   ``POST .../shutdown`` → 200 ``{"task": id}`` always; ``GET .../log?offset=N`` (text; 404 with Druid's
@@ -34,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from druid_k8s_provider.errors import DruidK8sConfigError
-from druid_k8s_provider.task import DruidTask
+from druid_k8s_provider.task import KNOWN_TASK_TYPES, DruidTask
 from druid_k8s_provider.testing.overlord.actions import ActionRefused, UnknownAction
 from druid_k8s_provider.testing.overlord.queue import API_TASK_STATES, EntryAlreadyExists
 from druid_k8s_provider.testing.overlord.service import Overlord
@@ -182,6 +183,13 @@ class _Routes:
             task = DruidTask.from_spec(body)
         except (ValueError, DruidK8sConfigError) as error:
             return _error(400, f"Cannot construct instance of `Task`: {error}")
+        if task.type not in KNOWN_TASK_TYPES:  # core and bundled extensions are loaded, nothing else
+            known = ", ".join(sorted(KNOWN_TASK_TYPES))
+            return _error(
+                400,
+                f"Could not resolve type id '{task.type}' as a subtype of "
+                f"`org.apache.druid.indexing.common.task.Task`: known type ids = [{known}]",
+            )
         try:
             self.overlord.submit(task)
         except EntryAlreadyExists as error:

@@ -35,7 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
-from druid_k8s_provider.config import RUNNER_PREFIX, RunnerConfig
+from druid_k8s_provider.config import RunnerConfig
+from druid_k8s_provider.config_names import RUNNER_PREFIX
 from druid_k8s_provider.testing.emulator import KubeEmulator
 from druid_k8s_provider.testing.overlord.api import RequestLog, build_app
 from druid_k8s_provider.testing.overlord.runner import JOIN_EXISTING_JOB_SINCE, KubernetesRunner
