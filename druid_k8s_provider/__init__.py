@@ -59,6 +59,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "extra-links": ["druid_k8s_provider.links.DruidConsoleLink"],
         "config": {
             "druid_k8s": {
                 "description": "Defaults for DruidK8sTaskOperator; operator arguments override them.",
@@ -111,6 +112,15 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "auto",
                         "default": "auto",
+                    },
+                    "console_url": {
+                        "description": "Base URL of Druid's web console (the Router), for the operator's "
+                        "'Druid console' link, when the Overlord connection has no console_url extra. "
+                        "Unset: the connection's own URL (scheme, host, port).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://druid.example.com:8888",
+                        "default": "",
                     },
                     "overlord_pod_selector": {
                         "description": "Label selector of the Overlord pod used as the template.",

@@ -81,6 +81,12 @@ class OverlordApiError(DruidK8sTaskError):
         super().__init__(message, task_id=task_id)
 
 
+class OverlordAnswerUnreadable(OverlordApiError):
+    """The Overlord (or what answers in its place: a proxy, a login page) accepted a request but its answer is
+    not the JSON Druid sends, or not of the shape Druid's endpoint answers with. Nothing is decided on it;
+    after a submission the hook asks the Overlord whether it stored the task."""
+
+
 class TaskAlreadySubmitted(OverlordApiError):
     """``POST /druid/indexer/v1/task`` answered 400 ``entryAlreadyExists``: the Overlord already has this id.
 

@@ -59,6 +59,20 @@ class LaunchChoice:
     reason: str
 
 
+def check_launch_mode(requested: object, field: str = "launch_mode") -> str:
+    """``requested`` when it is one of :data:`LAUNCH_MODES`; else :class:`DruidK8sConfigError` naming
+    ``field`` (the argument, or the ``[druid_k8s] launch_mode`` option it came from)."""
+    if isinstance(requested, str) and requested in LAUNCH_MODES:
+        return requested
+    kind = "" if isinstance(requested, str) else f" (of type {type(requested).__name__}, not a string)"
+    raise DruidK8sConfigError(
+        field,
+        f"{requested!r}{kind} is not a launch mode",
+        "use 'auto' (the default: chosen from the Overlord's version), 'airflow' (Druid 35.0.0 and "
+        "later) or 'overlord' (any Druid with the Kubernetes task runner)",
+    )
+
+
 def choose_launch_mode(requested: str, druid_version: object) -> LaunchChoice:
     """Resolve ``launch_mode`` against the Overlord's version (the ``version`` of ``GET /status``).
 
@@ -67,13 +81,7 @@ def choose_launch_mode(requested: str, druid_version: object) -> LaunchChoice:
     create and delete the provider's Job. Raises :class:`DruidK8sConfigError` (field ``launch_mode``) for an
     unknown mode or that refusal, before anything is written.
     """
-    if requested not in LAUNCH_MODES:
-        raise DruidK8sConfigError(
-            "launch_mode",
-            f"{requested!r} is not a launch mode",
-            "use 'auto' (the default: chosen from the Overlord's version), 'airflow' (Druid 35.0.0 and "
-            "later) or 'overlord' (any Druid with the Kubernetes task runner)",
-        )
+    check_launch_mode(requested)
     parsed = parse_druid_version(druid_version)
     joins = parsed is not None and parsed >= JOINS_EXISTING_JOB_SINCE
     described = f"Druid {druid_version}" if parsed else f"Druid version {druid_version!r} (not a plain X.Y.Z)"

@@ -13,23 +13,28 @@ of :mod:`druid_k8s_provider.hooks.overlord_api` over httpx
   re-attach.
 - **Clear errors.** Anything else is an :class:`OverlordApiError` naming the connection id, the path, the
   status and Druid's message (read from any of its error shapes, or described when the answer is HTML or
-  garbage).
+  garbage). A submission answered with something unreadable is checked with the Overlord: a task it
+  stored is carried on with, never submitted again.
 - **No secrets in logs.** Neither the credentials nor a task JSON (which may hold S3 keys or JDBC passwords)
-  are logged; Druid's messages are scrubbed of the task's credentials before they reach an error.
+  are logged; the connection's password and Basic-auth token and the task's credentials are registered
+  with the secrets masker and scrubbed from Druid's messages before they reach an error.
+- **Metrics.** Every failed attempt counts in ``druid_k8s.overlord.request_errors``
+  (:mod:`druid_k8s_provider.metrics`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
 
 import httpx
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, conf
 from airflow.sdk.log import mask_secret
 
-from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.errors import DruidK8sConfigError, OverlordAnswerUnreadable, OverlordApiError
 from druid_k8s_provider.hooks import overlord_api
 from druid_k8s_provider.hooks.overlord_api import OverlordCall, OverlordTaskStatus
 from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint, overlord_endpoint
@@ -39,10 +44,13 @@ from druid_k8s_provider.hooks.overlord_transport import (
     TransientAnswer,
     answer_of,
     client_options,
+    counting_failures,
     failure_of,
+    read_answer,
     redirect_target,
 )
 from druid_k8s_provider.hooks.secrets import sensitive_values
+from druid_k8s_provider.settings import CONFIG_SECTION
 
 T = TypeVar("T")
 TaskJson = TypeVar("TaskJson", bound=Mapping[str, Any] | None)
@@ -58,8 +66,31 @@ def _masked(task: TaskJson) -> TaskJson:
     return task
 
 
+def _extra_of(conn: Any) -> Mapping[str, Any]:
+    """The connection's extras, which must be a JSON object (Airflow would read anything else as no extras
+    at all, and an https Overlord's ``ca_bundle_path`` would be silently dropped). Never quoted: extras may
+    hold secrets."""
+    raw = conn.extra
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, Mapping):
+        raise DruidK8sConfigError(
+            f"connection {conn.conn_id!r} extra",
+            "the extras are not a JSON object",
+            'write them as a JSON object, e.g. {"endpoint": "druid/indexer/v1/task", "ca_bundle_path": '
+            '"/etc/ssl/druid-ca.pem"}, or leave them empty',
+        )
+    extra: Mapping[str, Any] = conn.extra_dejson  # registers the values with the secrets masker
+    return extra
+
+
 def _endpoint_of(conn: Any) -> OverlordEndpoint:
-    return overlord_endpoint(
+    """The validated connection, its password and Basic-auth token registered with the secrets masker."""
+    endpoint = overlord_endpoint(
         conn.conn_id,
         conn_type=conn.conn_type,
         host=conn.host,
@@ -67,17 +98,56 @@ def _endpoint_of(conn: Any) -> OverlordEndpoint:
         schema=conn.schema,
         login=conn.login,
         password=conn.password,
-        extra=conn.extra_dejson,
+        extra=_extra_of(conn),
+        default_console_url=conf.get(CONFIG_SECTION, "console_url", fallback="") or None,
     )
+    for secret in endpoint.secrets:
+        mask_secret(secret)
+    return endpoint
+
+
+def _stored_or_raise(
+    hook: BaseHook,
+    unreadable: OverlordAnswerUnreadable,
+    task_id: str,
+    stored: OverlordTaskStatus | OverlordApiError | None,
+) -> str:
+    """After a submission whose answer could not be read: ``task_id`` when the Overlord has the task
+    (``stored``, its status), else the error saying what the next try does (the Overlord may store the task
+    late, or not at all; either way the next try's question decides, and nothing runs twice)."""
+    if isinstance(stored, OverlordTaskStatus):
+        hook.log.warning(
+            "The Overlord's answer to the submission of Druid task %s could not be read (%s), but the "
+            "Overlord has the task (%s): going on with it",
+            task_id,
+            unreadable,
+            stored.status_code,
+        )
+        return task_id
+    reason = (
+        "the Overlord does not know the task yet"
+        if stored is None
+        else f"asking for the task's status failed too: {stored}"
+    )
+    raise OverlordAnswerUnreadable(
+        f"{unreadable} ({reason}; the next try of the Airflow task asks the Overlord about Druid task "
+        f"{task_id!r} and re-attaches to it if it was stored, or submits it if not: it never runs twice)",
+        conn_id=unreadable.conn_id,
+        path=unreadable.path,
+        status=unreadable.status,
+        druid_message=unreadable.druid_message,
+        task_id=task_id,
+    ) from None
 
 
 def _undefined_connection(conn_id: str) -> DruidK8sConfigError:
     return DruidK8sConfigError(
         "druid_ingest_conn_id",
         f"the Airflow connection {conn_id!r} is not defined, and the Overlord must know every task the "
-        "provider runs (it holds the task's locks)",
+        "provider runs (it holds the task's locks); Airflow also reads a connection it cannot parse (a "
+        "port that is no number, JSON that does not parse) as undefined",
         "create it with the Overlord's host, port and schema (Admin > Connections, or an AIRFLOW_CONN_<ID> "
-        "environment variable), or point druid_ingest_conn_id at an existing one",
+        "environment variable), or correct it, or point druid_ingest_conn_id at an existing one",
     )
 
 
@@ -100,6 +170,13 @@ class _OverlordHook(BaseHook):
         retry_policy: OverlordRetryPolicy | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(druid_ingest_conn_id, str) or not druid_ingest_conn_id.strip():
+            raise DruidK8sConfigError(
+                "druid_ingest_conn_id",
+                f"{druid_ingest_conn_id!r} is not the id of an Airflow connection",
+                "give the id of the Overlord's connection as a string, e.g. 'druid_ingest_default', or "
+                "leave it out for the [druid_k8s] druid_ingest_conn_id option (default druid_ingest_default)",
+            )
         self.druid_ingest_conn_id = druid_ingest_conn_id
         self.timeout = timeout
         self.retry_policy = retry_policy or OverlordRetryPolicy()
@@ -149,7 +226,7 @@ class DruidOverlordHook(_OverlordHook):
         endpoint, client = self.endpoint, self.get_conn()
         try:
             for attempt in self.retry_policy.sync(endpoint.conn_id, call):
-                with attempt:
+                with attempt, counting_failures(call):
                     url = endpoint.url(call.path)
                     response = client.request(call.method, url, params=call.params, json=call.body)
                     for _ in range(MAX_REDIRECTS):
@@ -160,12 +237,27 @@ class DruidOverlordHook(_OverlordHook):
                     answer = answer_of(endpoint, call, response)
         except (TransientAnswer, httpx.TransportError) as exc:
             raise failure_of(endpoint, call, exc) from None
-        return call.read(answer)
+        return read_answer(call, answer)
 
     def submit_task(self, task: Mapping[str, Any]) -> str:
         """Submit a task; the id it was accepted under. Its credentials are registered with the secrets
-        masker first. Raises TaskAlreadySubmitted when the Overlord already has the id."""
-        return self.run(overlord_api.submit_task(_masked(task)))
+        masker first. Raises TaskAlreadySubmitted when the Overlord already has the id.
+
+        An accepting answer that cannot be read (a proxy's page, garbage) may still mean the Overlord stored
+        the task: its status is asked once; a task it knows is carried on with (the id is returned), else
+        the :class:`OverlordAnswerUnreadable` says what the next try does.
+        """
+        call = overlord_api.submit_task(_masked(task))
+        try:
+            return self.run(call)
+        except OverlordAnswerUnreadable as unreadable:
+            if call.task_id is None:
+                raise
+            try:
+                stored: OverlordTaskStatus | OverlordApiError | None = self.task_status(call.task_id)
+            except OverlordApiError as also:
+                stored = also
+            return _stored_or_raise(self, unreadable, call.task_id, stored)
 
     def task_status(self, task_id: str) -> OverlordTaskStatus | None:
         """One task's status with its runner status; None when the Overlord does not know the id."""
@@ -243,7 +335,7 @@ class DruidOverlordAsyncHook(_OverlordHook):
         endpoint, client = await self.get_endpoint(), await self.get_conn()
         try:
             async for attempt in self.retry_policy.asynchronous(endpoint.conn_id, call):
-                with attempt:
+                with attempt, counting_failures(call):
                     url = endpoint.url(call.path)
                     response = await client.request(call.method, url, params=call.params, json=call.body)
                     for _ in range(MAX_REDIRECTS):
@@ -254,11 +346,21 @@ class DruidOverlordAsyncHook(_OverlordHook):
                     answer = answer_of(endpoint, call, response)
         except (TransientAnswer, httpx.TransportError) as exc:
             raise failure_of(endpoint, call, exc) from None
-        return call.read(answer)
+        return read_answer(call, answer)
 
     async def submit_task(self, task: Mapping[str, Any]) -> str:
         """See :meth:`DruidOverlordHook.submit_task`."""
-        return await self.run(overlord_api.submit_task(_masked(task)))
+        call = overlord_api.submit_task(_masked(task))
+        try:
+            return await self.run(call)
+        except OverlordAnswerUnreadable as unreadable:
+            if call.task_id is None:
+                raise
+            try:
+                stored: OverlordTaskStatus | OverlordApiError | None = await self.task_status(call.task_id)
+            except OverlordApiError as also:
+                stored = also
+            return _stored_or_raise(self, unreadable, call.task_id, stored)
 
     async def task_status(self, task_id: str) -> OverlordTaskStatus | None:
         """See :meth:`DruidOverlordHook.task_status`."""

@@ -1,8 +1,15 @@
-"""A final answer of the Overlord's HTTP API and the error it carries.
+"""A final answer of the Overlord's HTTP API and the error it carries: :class:`OverlordAnswer` (status, body,
+the error that explains it) and :func:`druid_error_text`.
 
 Druid's errors come as ``{"error": "druidException", "errorCode", "errorMessage", ...}``, as a legacy
 ``{"error": message}``, as ``{"Access-Check-Result": ...}`` (403), or as plain text; a proxy may answer with
 an HTML page. :func:`druid_error_text` reads all of them, so an error always says what the server said.
+
+A successful answer whose body is not the JSON Druid sends, or JSON of another shape (a proxy's login page
+answered with 200, a status without its ``statusCode``, a version that is a number), is never guessed at:
+it is an :class:`~druid_k8s_provider.errors.OverlordAnswerUnreadable` naming the connection, the request and
+what is wrong (:meth:`OverlordAnswer.json`, :meth:`OverlordAnswer.wrong_shape`), so nothing is decided on an
+answer the provider cannot read.
 """
 
 from __future__ import annotations
@@ -14,13 +21,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from druid_k8s_provider.errors import OverlordApiError
+from druid_k8s_provider.errors import OverlordAnswerUnreadable, OverlordApiError
 from druid_k8s_provider.hooks.secrets import scrub
 
 #: How much of an error body goes into a message: enough for Druid's sentences, not a whole HTML page.
 _MAX_ERROR_TEXT = 500
 _HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
+#: The fix for an answer the provider cannot read.
+_READABLE_FIX = (
+    "check that host, port and the endpoint extra of the connection reach the Overlord (or the Router) and "
+    "not another server or a proxy's login page"
+)
 
 
 @dataclass(frozen=True)
@@ -40,15 +52,34 @@ class OverlordAnswer:
         return self.body.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        """The decoded JSON body, or an :class:`OverlordApiError` saying the answer was not Druid's JSON."""
+        """The decoded JSON body, or an :class:`OverlordAnswerUnreadable` saying the answer was not Druid's
+        JSON."""
         try:
             return json.loads(self.body)
         except ValueError:
             raise self.error(
-                "the answer is not the JSON Druid sends",
-                "check that host, port and the endpoint extra of the connection reach the Overlord (or the "
-                "Router) and not another server or a proxy's login page",
+                "the answer is not the JSON Druid sends", _READABLE_FIX, OverlordAnswerUnreadable
             ) from None
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (:class:`OverlordAnswerUnreadable` for anything else)."""
+        document = self.json()
+        if not isinstance(document, dict):
+            raise self.wrong_shape("the answer is not a JSON object")
+        return document
+
+    def json_list(self) -> list[Any]:
+        """The body as a JSON list (:class:`OverlordAnswerUnreadable` for anything else)."""
+        document = self.json()
+        if not isinstance(document, list):
+            raise self.wrong_shape("the answer is not a JSON list")
+        return document
+
+    def wrong_shape(self, problem: str) -> OverlordApiError:
+        """The error for JSON that is not of the shape Druid's endpoint answers with."""
+        return self.error(
+            f"{problem}, not the shape Druid answers with", _READABLE_FIX, OverlordAnswerUnreadable
+        )
 
     def error(
         self, problem: str, fix: str, error_class: type[OverlordApiError] = OverlordApiError

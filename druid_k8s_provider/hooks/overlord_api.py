@@ -15,8 +15,10 @@ Paths, shapes and status codes are Druid's (``OverlordResource`` and ``StatusRes
 - ``POST /task/{id}/shutdown``, ``GET /task/{id}/reports``, ``GET /task/{id}/log?offset=``,
   ``GET /task/{id}`` (``{"task", "payload"}``), ``GET /status`` (``{"version", ...}``).
 
-Each operation's ``read`` gets an :class:`~druid_k8s_provider.hooks.overlord_answer.OverlordAnswer`, whose
-errors say what Druid said.
+Answers are read by :mod:`druid_k8s_provider.hooks.overlord_answer`: Druid's error shapes become one line of
+an error naming the connection and the request, and a successful answer that is not Druid's JSON or shape is
+an :class:`~druid_k8s_provider.errors.OverlordAnswerUnreadable`, never a guess. Each call names its
+``endpoint`` (the hook method it serves), which labels the Overlord request error metric.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -41,6 +43,10 @@ _UNKNOWN_TASK = re.compile(r"Cannot find any task with id", re.IGNORECASE)
 T = TypeVar("T")
 
 
+class WrongShape(ValueError):
+    """A JSON answer of Druid's endpoint lacks a field, or has one of another type; the message says which."""
+
+
 @dataclass(frozen=True)
 class OverlordTaskStatus:
     """A task as the Overlord reports it.
@@ -50,7 +56,8 @@ class OverlordTaskStatus:
     the single-task status and the task lists; None from the batched ``taskStatus``. It means something only
     while the task is active: for a task its runner no longer holds (complete), Druid's single-task status
     falls back to WAITING. ``duration_ms`` is -1
-    while the task runs; ``location`` is ``{"host", "port", "tlsPort"}`` once the peon is up.
+    while the task runs; ``location`` is ``{"host", "port", "tlsPort"}`` once the peon is up. ``created_time``
+    (ISO-8601, from the task lists and the single status) is when the Overlord accepted the submission.
     """
 
     task_id: str
@@ -61,6 +68,7 @@ class OverlordTaskStatus:
     location: Mapping[str, Any] | None = None
     data_source: str | None = None
     type: str | None = None
+    created_time: str | None = None
 
     @property
     def active(self) -> bool:
@@ -69,20 +77,37 @@ class OverlordTaskStatus:
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any], task_id: str | None = None) -> OverlordTaskStatus:
-        """Read a ``TaskStatusPlus`` (``statusCode``) or a ``TaskStatus`` (``status``) object."""
+        """Read a ``TaskStatusPlus`` (``statusCode``) or a ``TaskStatus`` (``status``) object.
+
+        ``task_id`` is the id the entry is known under (the key of the batched status); without it the entry
+        must carry its ``id``. Raises :class:`WrongShape` for an entry without a string id or status code.
+        """
         status_code = document.get("statusCode") or document.get("status")
+        if not isinstance(status_code, str) or not status_code:
+            raise WrongShape(f"the status of task {document.get('id') or task_id!r} has no statusCode")
+        own_id = document.get("id")
+        if not isinstance(own_id, str) or not own_id:
+            if task_id is None:
+                raise WrongShape(f"an entry has no task id (id: {own_id!r})")
+            own_id = task_id
         duration = document.get("duration")
         location = document.get("location")
+        created = document.get("createdTime")
         return cls(
-            task_id=str(document.get("id") or task_id),
-            status_code=str(status_code),
-            runner_status_code=document.get("runnerStatusCode"),
+            task_id=own_id,
+            status_code=status_code,
+            runner_status_code=_text_or_none(document.get("runnerStatusCode")),
             duration_ms=int(duration) if isinstance(duration, int | float) else None,
-            error_msg=document.get("errorMsg"),
+            error_msg=_text_or_none(document.get("errorMsg")),
             location=location if isinstance(location, Mapping) else None,
-            data_source=document.get("dataSource"),
-            type=document.get("type"),
+            data_source=_text_or_none(document.get("dataSource")),
+            type=_text_or_none(document.get("type")),
+            created_time=created if isinstance(created, str) else None,
         )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -90,13 +115,15 @@ class OverlordCall(Generic[T]):
     """One Overlord operation: the request, and ``read``, which turns the final answer into the result.
 
     ``read`` sees every answer that is not retried (retries are the client's: 429, 5xx, connection
-    errors) and raises :class:`OverlordApiError` for one it does not accept. ``secrets`` are scrubbed from
-    error messages (Druid may quote the submitted task back); ``task_id`` goes into errors.
+    errors) and raises :class:`OverlordApiError` for one it does not accept. ``endpoint`` names the
+    operation (``submit_task``, ``task_statuses`` ...: the hook method it serves). ``secrets`` are scrubbed
+    from error messages (Druid may quote the submitted task back); ``task_id`` goes into errors.
     """
 
     method: str
     path: str
     read: Callable[[OverlordAnswer], T]
+    endpoint: str
     params: Mapping[str, str] = field(default_factory=dict)
     body: Any = field(default=None, repr=False)
     secrets: Sequence[str] = field(default=(), repr=False)
@@ -112,30 +139,35 @@ def _unknown_task(answer: OverlordAnswer) -> bool:
     return answer.status == 404 or (answer.status == 400 and bool(_UNKNOWN_TASK.search(answer.text())))
 
 
-def _json_object(answer: OverlordAnswer) -> dict[str, Any]:
-    document = answer.json()
-    if not isinstance(document, dict):
-        raise answer.error(
-            "the answer is not a JSON object", "check that the connection reaches the Overlord"
-        )
-    return document
+def _statuses(answer: OverlordAnswer, entries: Iterable[tuple[str | None, Any]]) -> list[OverlordTaskStatus]:
+    """Task statuses from ``(known id or None, entry)`` pairs; a malformed entry makes the whole answer
+    unreadable (deciding on a guessed status could run a task twice or lose one)."""
+    statuses = []
+    for task_id, entry in entries:
+        if not isinstance(entry, Mapping):
+            raise answer.wrong_shape(f"a task status is {type(entry).__name__}, not a JSON object")
+        try:
+            statuses.append(OverlordTaskStatus.from_json(entry, task_id))
+        except WrongShape as problem:
+            raise answer.wrong_shape(str(problem)) from None
+    return statuses
 
 
 def submit_task(task: Mapping[str, Any]) -> OverlordCall[str]:
     """``POST /druid/indexer/v1/task``: the id the Overlord accepted the task under.
 
     Raises :class:`TaskAlreadySubmitted` when the Overlord already has the task's id (400
-    ``entryAlreadyExists``): it was submitted before, re-attach to it.
+    ``entryAlreadyExists``): it was submitted before, re-attach to it. An accepting answer the provider
+    cannot read is an :class:`~druid_k8s_provider.errors.OverlordAnswerUnreadable` (the task may have been
+    stored: the hook then asks the Overlord).
     """
     task_id = task.get("id") if isinstance(task.get("id"), str) else None
 
     def read(answer: OverlordAnswer) -> str:
         if answer.status == 200:
-            accepted = _json_object(answer).get("task")
-            if not isinstance(accepted, str):
-                raise answer.error(
-                    "the answer names no task id", "check that the connection reaches the Overlord"
-                )
+            accepted = answer.json_object().get("task")
+            if not isinstance(accepted, str) or not accepted:
+                raise answer.wrong_shape("the answer names no task id")
             return accepted
         if answer.status == 400 and _is_entry_already_exists(answer):
             raise answer.error(
@@ -146,7 +178,13 @@ def submit_task(task: Mapping[str, Any]) -> OverlordCall[str]:
         raise answer.refused()
 
     return OverlordCall(
-        "POST", f"{INDEXER}/task", read, body=dict(task), secrets=sensitive_values(task), task_id=task_id
+        "POST",
+        f"{INDEXER}/task",
+        read,
+        "submit_task",
+        body=dict(task),
+        secrets=sensitive_values(task),
+        task_id=task_id,
     )
 
 
@@ -170,12 +208,12 @@ def task_status(task_id: str) -> OverlordCall[OverlordTaskStatus | None]:
             return None
         if answer.status != 200:
             raise answer.refused()
-        status = _json_object(answer).get("status")
-        if not isinstance(status, Mapping):
+        status = answer.json_object().get("status")
+        if status is None:
             return None
-        return OverlordTaskStatus.from_json(status, task_id)
+        return _statuses(answer, [(task_id, status)])[0]
 
-    return OverlordCall("GET", _task_path(task_id, "/status"), read, task_id=task_id)
+    return OverlordCall("GET", _task_path(task_id, "/status"), read, "task_status", task_id=task_id)
 
 
 def task_statuses(task_ids: Sequence[str]) -> OverlordCall[dict[str, OverlordTaskStatus]]:
@@ -187,13 +225,13 @@ def task_statuses(task_ids: Sequence[str]) -> OverlordCall[dict[str, OverlordTas
     def read(answer: OverlordAnswer) -> dict[str, OverlordTaskStatus]:
         if answer.status != 200:
             raise answer.refused()
-        return {
-            str(task_id): OverlordTaskStatus.from_json(status, str(task_id))
-            for task_id, status in _json_object(answer).items()
-            if isinstance(status, Mapping)
-        }
+        known = answer.json_object()
+        statuses = _statuses(answer, known.items())
+        return {str(task_id): status for task_id, status in zip(known, statuses, strict=True)}
 
-    return OverlordCall("POST", f"{INDEXER}/taskStatus", read, body=list(dict.fromkeys(task_ids)))
+    return OverlordCall(
+        "POST", f"{INDEXER}/taskStatus", read, "task_statuses", body=list(dict.fromkeys(task_ids))
+    )
 
 
 def tasks(state: str, data_source: str | None = None) -> OverlordCall[list[OverlordTaskStatus]]:
@@ -211,14 +249,9 @@ def tasks(state: str, data_source: str | None = None) -> OverlordCall[list[Overl
     def read(answer: OverlordAnswer) -> list[OverlordTaskStatus]:
         if answer.status != 200:
             raise answer.refused()
-        entries = answer.json()
-        if not isinstance(entries, list):
-            raise answer.error(
-                "the answer is not a JSON list", "check that the connection reaches the Overlord"
-            )
-        return [OverlordTaskStatus.from_json(entry) for entry in entries if isinstance(entry, Mapping)]
+        return _statuses(answer, ((None, entry) for entry in answer.json_list()))
 
-    return OverlordCall("GET", f"{INDEXER}/tasks", read, params=params)
+    return OverlordCall("GET", f"{INDEXER}/tasks", read, "tasks", params=params)
 
 
 def shutdown_task(task_id: str) -> OverlordCall[bool]:
@@ -234,7 +267,7 @@ def shutdown_task(task_id: str) -> OverlordCall[bool]:
             raise answer.refused()
         return True
 
-    return OverlordCall("POST", _task_path(task_id, "/shutdown"), read, task_id=task_id)
+    return OverlordCall("POST", _task_path(task_id, "/shutdown"), read, "shutdown_task", task_id=task_id)
 
 
 def task_report(task_id: str) -> OverlordCall[dict[str, Any] | None]:
@@ -246,9 +279,9 @@ def task_report(task_id: str) -> OverlordCall[dict[str, Any] | None]:
             return None
         if answer.status != 200:
             raise answer.refused()
-        return _json_object(answer)
+        return answer.json_object()
 
-    return OverlordCall("GET", _task_path(task_id, "/reports"), read, task_id=task_id)
+    return OverlordCall("GET", _task_path(task_id, "/reports"), read, "task_report", task_id=task_id)
 
 
 def task_log(task_id: str, offset: int = 0) -> OverlordCall[str | None]:
@@ -264,7 +297,12 @@ def task_log(task_id: str, offset: int = 0) -> OverlordCall[str | None]:
         return answer.text()
 
     return OverlordCall(
-        "GET", _task_path(task_id, "/log"), read, params={"offset": str(offset)}, task_id=task_id
+        "GET",
+        _task_path(task_id, "/log"),
+        read,
+        "task_log",
+        params={"offset": str(offset)},
+        task_id=task_id,
     )
 
 
@@ -277,19 +315,22 @@ def task_payload(task_id: str) -> OverlordCall[dict[str, Any] | None]:
             return None
         if answer.status != 200:
             raise answer.refused()
-        payload = _json_object(answer).get("payload")
+        payload = answer.json_object().get("payload")
         return payload if isinstance(payload, dict) else None
 
-    return OverlordCall("GET", _task_path(task_id), read, task_id=task_id)
+    return OverlordCall("GET", _task_path(task_id), read, "task_payload", task_id=task_id)
 
 
 def overlord_version() -> OverlordCall[str | None]:
-    """``GET /status``: the Overlord's Druid version (``"35.0.0"``), None when it reports none."""
+    """``GET /status``: the Overlord's Druid version (``"35.0.0"``), None when it reports none (a build
+    without a manifest). A version that is no string is an unreadable answer, not a version below 35."""
 
     def read(answer: OverlordAnswer) -> str | None:
         if answer.status != 200:
             raise answer.refused()
-        version = _json_object(answer).get("version")
-        return str(version) if version is not None else None
+        version = answer.json_object().get("version")
+        if version is not None and not isinstance(version, str):
+            raise answer.wrong_shape(f"the version is {json.dumps(version)[:40]}, not a string")
+        return version
 
-    return OverlordCall("GET", "/status", read)
+    return OverlordCall("GET", "/status", read, "overlord_version")

@@ -8,23 +8,30 @@ unchanged; the differences are fixes: a ``conn_type`` that is no scheme (the def
 ``druid``) means ``http``, a missing ``endpoint`` means the default one, a missing port means the scheme's.
 
 Everything is checked before the first request, so a typo gives a :class:`DruidK8sConfigError` naming the
-field and the fix rather than a connection error at submit time.
+field and the fix rather than a connection error at submit time. An error never quotes credentials: a host
+written as ``user:password@host`` is shown as ``***@host``.
+
+The ``console_url`` extra (else the ``[druid_k8s] console_url`` option, else the connection's own URL) is
+where Druid's web console is served (the Router): the operator's extra link opens the task there.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from druid_k8s_provider.errors import DruidK8sConfigError
 
 #: The Overlord's task endpoint, relative to the server root: the Druid provider's ``endpoint`` default.
 TASK_ENDPOINT = "druid/indexer/v1/task"
 SCHEMES = ("http", "https")
+_USERINFO = re.compile(r"^([^/@]*//)?[^/@]*@")
 _HOST_NAME = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?)*"
 )
@@ -38,20 +45,35 @@ class OverlordEndpoint:
     prefix taken from the ``endpoint`` extra), without a trailing ``/``: Druid's paths
     (``/druid/indexer/v1/...``, ``/status``) are appended to it. ``auth`` is the Basic-auth pair or None;
     ``ca_bundle_path`` the CA certificates that verify an https Overlord (None: the system's).
+    ``console_url`` is the base URL of Druid's web console, without a trailing ``/``.
     """
 
     conn_id: str
     base_url: str
     auth: tuple[str, str] | None = field(default=None, repr=False)
     ca_bundle_path: str | None = None
+    console_url: str = ""
 
     def url(self, path: str) -> str:
         """The full URL of a Druid path such as ``/druid/indexer/v1/task``."""
         return f"{self.base_url}{path}"
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The password and the Basic-auth token made of it: never shown, in logs or errors."""
+        if not self.auth or not self.auth[1]:
+            return ()
+        token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+        return self.auth[1], token
+
 
 def _config_error(conn_id: str, name: str, problem: str, fix: str) -> DruidK8sConfigError:
     return DruidK8sConfigError(f"connection {conn_id!r} {name}", problem, fix)
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for an error, with the ``user:password@`` of a URL or host replaced by ``***@``."""
+    return repr(_USERINFO.sub(lambda match: f"{match.group(1) or ''}***@", text))
 
 
 def _scheme(conn_id: str, schema: str | None, conn_type: str | None, extra: Mapping[str, Any]) -> str:
@@ -83,8 +105,15 @@ def _host(conn_id: str, host: str | None) -> str:
         raise _config_error(
             conn_id,
             "host",
-            f"{host!r} is a URL, not a host name",
+            f"{_shown(host)} is a URL, not a host name",
             "put only the host name in host, the scheme (http/https) in schema and the port in port",
+        )
+    if "@" in host:
+        raise _config_error(
+            conn_id,
+            "host",
+            f"{_shown(host)} carries credentials",
+            "put only the host name in host, and the user and password in login and password",
         )
     try:
         address = ipaddress.ip_address(host.strip("[]"))
@@ -147,6 +176,26 @@ def _ca_bundle(conn_id: str, extra: Mapping[str, Any]) -> str | None:
     return path
 
 
+def _console_url(field_name: str, value: object) -> str:
+    """A web console base URL, checked: http(s), a host, a valid port, no credentials; without a trailing
+    ``/``."""
+    fix = "set it to where Druid's web console is served (the Router), e.g. https://druid.example.com:8888"
+    if not isinstance(value, str):
+        raise DruidK8sConfigError(field_name, f"{value!r} is not a URL", fix)
+    try:
+        parts = urlsplit(value.strip())
+        valid = parts.scheme in SCHEMES and bool(parts.hostname) and parts.port != 0  # .port checks it
+    except ValueError:
+        valid = False
+    if not valid:
+        raise DruidK8sConfigError(field_name, f"{_shown(value)} is not an http(s) URL with a host", fix)
+    if parts.username or parts.password:
+        raise DruidK8sConfigError(
+            field_name, f"{_shown(value)} carries credentials, which the link would show to its viewers", fix
+        )
+    return value.strip().rstrip("/")
+
+
 def overlord_endpoint(
     conn_id: str,
     *,
@@ -157,12 +206,16 @@ def overlord_endpoint(
     login: str | None,
     password: str | None,
     extra: Mapping[str, Any] | None,
+    default_console_url: str | None = None,
 ) -> OverlordEndpoint:
     """Validate the fields of an Airflow connection into an :class:`OverlordEndpoint`.
 
+    ``default_console_url`` is the ``[druid_k8s] console_url`` option, used when the connection has no
+    ``console_url`` extra; without either the console is looked for at the connection's own URL.
+
     Raises :class:`DruidK8sConfigError` naming the connection and the field for a missing or malformed host,
-    a schema other than http/https, a bad port, an ``endpoint`` extra that is not the task endpoint, or a
-    ``ca_bundle_path`` that is no file.
+    a schema other than http/https, a bad port, an ``endpoint`` extra that is not the task endpoint, a
+    ``ca_bundle_path`` that is no file, or a console URL that is no http(s) URL.
     """
     extra = extra or {}
     scheme = _scheme(conn_id, schema, conn_type, extra)
@@ -173,4 +226,16 @@ def overlord_endpoint(
     ca_bundle_path = _ca_bundle(conn_id, extra)
     auth = (login, password or "") if login else None
     base_url = f"{scheme}://{netloc}{_path_prefix(conn_id, extra)}"
-    return OverlordEndpoint(conn_id=conn_id, base_url=base_url, auth=auth, ca_bundle_path=ca_bundle_path)
+    if extra.get("console_url"):
+        console_url = _console_url(f"connection {conn_id!r} extra 'console_url'", extra["console_url"])
+    elif default_console_url:
+        console_url = _console_url("[druid_k8s] console_url", default_console_url)
+    else:
+        console_url = base_url
+    return OverlordEndpoint(
+        conn_id=conn_id,
+        base_url=base_url,
+        auth=auth,
+        ca_bundle_path=ca_bundle_path,
+        console_url=console_url,
+    )

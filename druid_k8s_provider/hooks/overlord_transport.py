@@ -7,29 +7,40 @@
   ``Location`` (Druid's ``RedirectFilter``). httpx would drop the Basic-auth header on a redirect to another
   host, so redirects are followed here, with the connection's credentials (the leader belongs to the same
   cluster), never from https down to http.
+- **Counted failures.** Every attempt that fails (retried or not) counts once in the
+  ``druid_k8s.overlord.request_errors`` metric, by endpoint and status (:func:`counting_failures`,
+  :func:`read_answer`); a duplicate submission (``entryAlreadyExists``) is an answer of the protocol, not a
+  failure.
+- **No credentials in errors.** The connection's password (and its Basic-auth token) is scrubbed from every
+  error text, as the task's credentials are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import tenacity
 
-from druid_k8s_provider.errors import OverlordApiError
+from druid_k8s_provider import metrics
+from druid_k8s_provider.errors import OverlordAnswerUnreadable, OverlordApiError, TaskAlreadySubmitted
 from druid_k8s_provider.hooks.backoff import BackoffPolicy
 from druid_k8s_provider.hooks.overlord_answer import OverlordAnswer
 from druid_k8s_provider.hooks.overlord_api import OverlordCall
 from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint
+from druid_k8s_provider.hooks.secrets import scrub
 
 log = logging.getLogger(__name__)
 
 #: How many redirects one request follows (a non-leader sends one to the leader; more means a loop).
 MAX_REDIRECTS = 3
 _HEADERS = {"Accept": "application/json"}
+T = TypeVar("T")
 
 
 class TransientAnswer(Exception):
@@ -113,7 +124,7 @@ def answer_of(
         status=response.status_code,
         content_type=response.headers.get("content-type", ""),
         body=response.content,
-        secrets=call.secrets,
+        secrets=(*call.secrets, *endpoint.secrets),
         task_id=call.task_id,
     )
     log.debug("Overlord %s %s answered %d", call.method, call.path, response.status_code)
@@ -142,9 +153,10 @@ def failure_of(endpoint: OverlordEndpoint, call: OverlordCall[Any], exc: BaseExc
             "a submitted task is re-attached when the Airflow task is retried"
         )
         problem = "the Overlord could not be reached"
+    cause = scrub(f"{type(exc).__name__}: {exc}", [*call.secrets, *endpoint.secrets])
     return OverlordApiError(
         f"Overlord request {call.method} {call.path} (Airflow connection {endpoint.conn_id!r}) failed: "
-        f"{problem} ({type(exc).__name__}: {exc}). Fix: {fix}",
+        f"{problem} ({cause}). Fix: {fix}",
         conn_id=endpoint.conn_id,
         path=call.path,
         task_id=call.task_id,
@@ -188,3 +200,39 @@ def redirect_target(
         )
     log.debug("Overlord %s %s redirected to the leader at %s", call.method, call.path, target.host)
     return str(target)
+
+
+@contextlib.contextmanager
+def counting_failures(call: OverlordCall[Any]) -> Iterator[None]:
+    """Count an attempt of ``call`` that fails before it has a final answer: a retried answer (429, 5xx),
+    a connection failure, a timeout, a certificate that cannot be verified, a refused redirect."""
+    try:
+        yield
+    except TransientAnswer as exc:
+        metrics.count_overlord_request_error(call.endpoint, str(exc.answer.status))
+        raise
+    except httpx.TimeoutException:
+        metrics.count_overlord_request_error(call.endpoint, metrics.TIMEOUT)
+        raise
+    except httpx.TransportError as exc:
+        kind = metrics.TLS_ERROR if _is_tls_failure(exc) else metrics.CONNECTION_ERROR
+        metrics.count_overlord_request_error(call.endpoint, kind)
+        raise
+    except OverlordApiError as exc:
+        metrics.count_overlord_request_error(call.endpoint, str(exc.status))
+        raise
+
+
+def read_answer(call: OverlordCall[T], answer: OverlordAnswer) -> T:
+    """``call.read(answer)``, counting an answer it refuses (by its HTTP status, or ``invalid_answer`` for
+    one that is not Druid's JSON or shape); ``entryAlreadyExists`` is no failure."""
+    try:
+        return call.read(answer)
+    except TaskAlreadySubmitted:
+        raise
+    except OverlordAnswerUnreadable:
+        metrics.count_overlord_request_error(call.endpoint, metrics.INVALID_ANSWER)
+        raise
+    except OverlordApiError:
+        metrics.count_overlord_request_error(call.endpoint, str(answer.status))
+        raise

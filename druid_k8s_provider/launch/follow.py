@@ -29,6 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pendulum
+
+from druid_k8s_provider import metrics
+from druid_k8s_provider.errors import OverlordApiError, OverlordTaskUnknown
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.k8s_api import task_id_of
@@ -121,7 +125,35 @@ async def follow_task(
     the Job and pod summaries, ``log_complete``) or ``status`` :data:`COMPLETED` when no Job was followed,
     plus ``overlord`` (the terminal status, absent for ERROR), ``job_name`` (the Job followed) and
     ``log_offset``. ``say`` receives the lines for the task's log (release, foreign Job, shutdown).
+
+    An Overlord answer the wait cannot use (refused, unreadable, still unavailable after the retries) ends it
+    with an ERROR payload naming the request and the connection (``overlord_request``): the task is left as
+    it is, and the next try re-attaches to it. An Overlord that does not know the task at all raises
+    :class:`OverlordTaskUnknown` (the next try submits it again). Emits the peon startup time and, after a
+    release, the time spent WAITING for locks (:mod:`druid_k8s_provider.metrics`).
     """
+    try:
+        return await _follow(spec, emit_line=emit_line, say=say)
+    except OverlordTaskUnknown:
+        raise
+    except OverlordApiError as exc:
+        log.warning("Waiting for Druid task %s ended on an Overlord error: %s", spec.druid_task_id, exc)
+        return {
+            "status": ERROR,
+            "mode": spec.mode,
+            "druid_task_id": spec.druid_task_id,
+            "job_name": spec.job_name,
+            "namespace": spec.namespace,
+            "error": str(exc),
+            "overlord_request": exc.path,
+            "log_complete": False,
+            "log_offset": spec.log_offset,
+        }
+
+
+async def _follow(
+    spec: FollowSpec, *, emit_line: Callable[[str], None], say: Callable[[str], None]
+) -> dict[str, Any]:
     kube = spec.kube_hook()
     board = OverlordBoard.shared(spec.druid_ingest_conn_id)
     job_name = spec.job_name
@@ -131,6 +163,10 @@ async def follow_task(
         )
         if released.status is not None and not released.status.active:
             return _completed(spec, released.status, None)
+        created = released.status.created_time if released.status is not None else None
+        waited = metrics.lock_wait_ms(created, pendulum.now("UTC"))
+        if waited is not None:
+            metrics.emit_lock_wait(waited, namespace=spec.namespace)
         job_name = released.job_name
     else:
         found = await _job_of_task(kube, board, spec)
@@ -156,6 +192,7 @@ async def follow_task(
         log_cursor=LogCursor.from_dict(spec.log_cursor),
         sidecar_grace_seconds=spec.sidecar_grace_seconds,
         emit_line=show,
+        startup=metrics.PeonStartup(launch_mode=spec.mode, namespace=spec.namespace),
     )
     event = await follower.outcome()
     event["log_offset"] = shown[0]

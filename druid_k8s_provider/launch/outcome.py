@@ -64,12 +64,15 @@ def report_summary(reports: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The rows and segments of ``GET /task/{id}/reports`` (``ingestionStatsAndErrors``), or None.
 
     Row counters come from the build phase (``rowStats.buildSegments``; a flat ``rowStats`` as some task types
-    report it is read as it is); ``segmentsPublished`` when the Druid version reports it.
+    report it is read as it is); ``segmentsPublished`` when the Druid version reports it. Parts of another
+    shape are left out (the report is an extra: it never fails the task).
     """
-    payload = ((reports or {}).get("ingestionStatsAndErrors") or {}).get("payload")
+    stats = (reports or {}).get("ingestionStatsAndErrors")
+    payload = stats.get("payload") if isinstance(stats, Mapping) else None
     if not isinstance(payload, Mapping):
         return None
-    row_stats = payload.get("rowStats") or {}
+    row_stats = payload.get("rowStats")
+    row_stats = row_stats if isinstance(row_stats, Mapping) else {}
     build = row_stats.get("buildSegments")
     phase = build if isinstance(build, Mapping) else row_stats
     summary: dict[str, Any] = {
@@ -77,7 +80,7 @@ def report_summary(reports: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
     if isinstance(payload.get("segmentsPublished"), int):
         summary["segmentsPublished"] = payload["segmentsPublished"]
-    if payload.get("ingestionState"):
+    if isinstance(payload.get("ingestionState"), str):
         summary["ingestionState"] = payload["ingestionState"]
     return summary or None
 

@@ -102,9 +102,10 @@ async def _never_released(
         fate = " and was deleted" if deleted else ""
     except ApiCallFailed as exc:  # the task's outcome matters more; the reaper deletes the Job later
         fate = f"; it could not be deleted ({exc}), the reaper deletes it later"
-    detail = f": {completed.error_msg}" if completed.error_msg else ""
+    # Without Druid's errorMsg: a triggerer logs this line, and it cannot mask the task's credentials that
+    # message may quote; the operator reports the outcome with it, masked.
     reason = (
-        f"Druid task {task_id!r} completed ({completed.status_code}{detail}) before the Overlord handed it "
+        f"Druid task {task_id!r} completed ({completed.status_code}) before the Overlord handed it "
         f"to its runner; Job {job_name!r} was not released{fate}"
     )
     return Release(job_name, resumed=False, status=completed, reason=reason)

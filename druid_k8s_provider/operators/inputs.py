@@ -23,6 +23,7 @@ from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.hooks.overlord import DEFAULT_CONN_ID
 from druid_k8s_provider.hooks.secrets import sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
+from druid_k8s_provider.launch_protocol import check_launch_mode
 from druid_k8s_provider.naming import (
     AIRFLOW_DAG_ID_ANNOTATION,
     AIRFLOW_MAP_INDEX_ANNOTATION,
@@ -226,16 +227,17 @@ DruidK8sTaskOperator` for what each means)."""
         )
 
     def _requested_mode(self) -> str:
-        """``launch_mode``, else ``[druid_k8s] launch_mode``, else ``auto`` (checked when resolved)."""
-        return self.launch_mode or conf.get(CONFIG_SECTION, "launch_mode", fallback="") or "auto"
+        """``launch_mode``, else ``[druid_k8s] launch_mode``, else ``auto``; checked before any request."""
+        if self.launch_mode not in (None, ""):
+            return check_launch_mode(self.launch_mode)
+        configured = conf.get(CONFIG_SECTION, "launch_mode", fallback="") or "auto"
+        return check_launch_mode(configured, f"[{CONFIG_SECTION}] launch_mode")
 
     def _ingest_conn_id(self) -> str:
         """``druid_ingest_conn_id``, else ``[druid_k8s] druid_ingest_conn_id``, else the default."""
-        return (
-            self.druid_ingest_conn_id
-            or conf.get(CONFIG_SECTION, "druid_ingest_conn_id", fallback="")
-            or DEFAULT_CONN_ID
-        )
+        if self.druid_ingest_conn_id not in (None, ""):
+            return self.druid_ingest_conn_id  # checked by the hook, before any request
+        return conf.get(CONFIG_SECTION, "druid_ingest_conn_id", fallback="") or DEFAULT_CONN_ID
 
     def _derived_base_id(self, context: Context, document: Mapping[str, Any]) -> str:
         """The base Druid task id of this task instance (dag, task, run, map index)."""

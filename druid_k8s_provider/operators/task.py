@@ -155,7 +155,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
         self.kubernetes_conn_id = kubernetes_conn_id
         self.deferrable = deferrable
         self.task_logs_location = task_logs_location
-        # Checked when it is resolved (it is templated): choose_launch_mode, before anything is written.
+        # Checked when it is resolved (it is templated): _requested_mode, before any request.
         self.launch_mode = launch_mode
         self.druid_ingest_conn_id = druid_ingest_conn_id
         self.image_pull_grace_seconds = image_pull_grace_seconds
@@ -233,6 +233,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
                 release_pending = True
             else:
                 release_pending = airflow_mode.reattach(hook, task, name, config.namespace, self.log.warning)
+        self._publish_console_link(context, overlord.endpoint, task.id)
         spec = FollowSpec(
             mode=plan.choice.mode,
             druid_task_id=task.id,

@@ -18,6 +18,7 @@ from typing import Any
 
 import tenacity
 
+from druid_k8s_provider import metrics
 from druid_k8s_provider.hooks import job_state
 from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
 from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, jobs_path, newest, pods_path
@@ -89,6 +90,8 @@ class JobFollower(PeonLogStream):
     emit_line: Callable[[str], None] = print
     #: Set by a wait in a worker: watch only this Job and its pods (see :func:`shared_watch`).
     own_job: OwnJob | None = None
+    #: Shown every look at the Job and its pod, to time the peon's start (a metric), when set.
+    startup: metrics.PeonStartup | None = None
     _pull_problem_since: float | None = field(default=None, init=False)
     # Lets go of the pods watch (set by run(); see _let_go_of_pods).
     _release_pods: Callable[[], Awaitable[None]] | None = field(default=None, init=False, repr=False)
@@ -238,7 +241,12 @@ class JobFollower(PeonLogStream):
             job, pod = await self._read_state(session, jobs, pods, True)
         if job is None:
             # Deleted at completion (the Overlord does): the pod as last seen may still say how it ended.
-            return self._payload(MISSING, pod=pod or self._final_pod or self._known_pod), False
+            pod = pod or self._final_pod or self._known_pod
+            if self.startup is not None:
+                self.startup.observe(None, pod)
+            return self._payload(MISSING, pod=pod), False
+        if self.startup is not None:
+            self.startup.observe(job, pod)
         started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
             self._start_logs(session, jobs, pods, pod["metadata"]["name"], job)

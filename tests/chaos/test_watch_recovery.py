@@ -59,7 +59,9 @@ def test_the_shared_watch_reconnects_promptly_after_each_of_repeated_interruptio
         overlord_pod_name=OVERLORD,
         deferrable=True,
     )
-    ti = SimpleNamespace(dag_id="chaos", task_id="druid", run_id="r", map_index=-1, try_number=1)
+    ti = SimpleNamespace(
+        dag_id="chaos", task_id="druid", run_id="r", map_index=-1, try_number=1, xcom_push=lambda **_: None
+    )
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute({"ti": ti})
     loop = asyncio.new_event_loop()

@@ -1,10 +1,12 @@
 """Bad input is refused before anything is created, with an error that names the field and the fix.
 
 A table of malformed inputs (task JSON, runner properties, templates, labels, annotations, durations,
-sizes, names, templated fields, pod template files, JVM options, sidecars) runs through
-``DruidK8sTaskOperator`` as a worker would run it, against an emulated cluster and a stand-in Overlord. For
-each, the error must name the offending field and say how to fix it, the API server must have recorded no
-write at all, and the Overlord no submission.
+sizes, names, templated fields, pod template files, JVM options, sidecars, the launch mode, the Overlord
+connection and its extras, the ``[druid_k8s]`` options) runs through ``DruidK8sTaskOperator`` as a worker
+would run it, against an emulated cluster and a stand-in Overlord. For each, the error must name the
+offending field and say how to fix it, the API server must have recorded no write at all, and the Overlord
+no submission. A second table does the same with an Overlord (or what answers in its place) that answers
+the operator's first requests with an HTML page, garbage or JSON of another shape.
 """
 
 from __future__ import annotations
@@ -20,8 +22,14 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG
+from overlord_double import INDEXER, OverlordDouble, Scripted
 
-from druid_k8s_provider.errors import DruidK8sConfigError, DruidK8sTaskError
+from druid_k8s_provider.errors import (
+    DruidK8sConfigError,
+    DruidK8sTaskError,
+    OverlordAnswerUnreadable,
+    OverlordApiError,
+)
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.testing import KubeEmulator, OverlordEmulator
 
@@ -33,6 +41,8 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 OVERLORD = "druid-overlord-0"
 WITH_SIDECAR = "druid-overlord-with-sidecar"
 TASK: dict[str, Any] = {"type": "index_parallel", "id": "bad_input_probe", "spec": {}}
+DRUID_CONN = "connection 'druid_ingest_default'"
+PASSWORD = "never-show-this-pa55"
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,12 @@ class BadInput:
     arguments: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     refused_as: type[Exception] = DruidK8sConfigError
+    #: Changes to the ``druid_ingest_default`` connection (a None value removes the field).
+    connection: dict[str, Any] = field(default_factory=dict)
+    #: Environment variables (``[druid_k8s]`` options as ``AIRFLOW__DRUID_K8S__<OPTION>``).
+    environment: dict[str, str] = field(default_factory=dict)
+    #: Text the error must not show (credentials).
+    hidden: tuple[str, ...] = ()
 
 
 def task(**changes: Any) -> dict[str, Any]:
@@ -312,6 +328,88 @@ CORPUS = (
         arguments={"druid_ingest_conn_id": "druid_ingest_typo"},
     ),
     BadInput("launch-mode-unknown", "launch_mode", arguments={"launch_mode": "kubernetes"}),
+    BadInput("launch-mode-capitalised", "launch_mode", arguments={"launch_mode": "Airflow"}),
+    BadInput("launch-mode-a-list", "launch_mode", arguments={"launch_mode": ["airflow"]}),
+    BadInput("launch-mode-a-number", "launch_mode", arguments={"launch_mode": 35}),
+    BadInput("launch-mode-true", "launch_mode", arguments={"launch_mode": True}),
+    BadInput(
+        "launch-mode-option-unknown",
+        "[druid_k8s] launch_mode",
+        environment={"AIRFLOW__DRUID_K8S__LAUNCH_MODE": "peon"},
+    ),
+    # -- the Overlord connection (druid_ingest_conn_id) ------------------------------------------------
+    BadInput(
+        "overlord-connection-id-a-number", "druid_ingest_conn_id", arguments={"druid_ingest_conn_id": 42}
+    ),
+    BadInput(
+        "overlord-connection-id-blank", "druid_ingest_conn_id", arguments={"druid_ingest_conn_id": "  "}
+    ),
+    BadInput(
+        "overlord-connection-option-not-defined",
+        "druid_ingest_conn_id",
+        environment={"AIRFLOW__DRUID_K8S__DRUID_INGEST_CONN_ID": "druid_option_typo"},
+    ),
+    BadInput("overlord-connection-without-host", f"{DRUID_CONN} host", connection={"host": None}),
+    BadInput(
+        "overlord-connection-host-a-url", f"{DRUID_CONN} host", connection={"host": "http://overlord:8081"}
+    ),
+    BadInput(
+        "overlord-connection-host-with-credentials",
+        f"{DRUID_CONN} host",
+        connection={"host": f"druid:{PASSWORD}@overlord"},
+        hidden=(PASSWORD,),
+    ),
+    BadInput(
+        "overlord-connection-url-with-credentials",
+        f"{DRUID_CONN} host",
+        connection={"host": f"https://druid:{PASSWORD}@overlord:8281/druid"},
+        hidden=(PASSWORD,),
+    ),
+    BadInput(
+        "overlord-connection-host-with-port", f"{DRUID_CONN} host", connection={"host": "overlord:8081"}
+    ),
+    # Airflow cannot parse this connection and reads it as undefined: the error says both.
+    BadInput("overlord-connection-port-a-word", "druid_ingest_conn_id", connection={"port": "eighty"}),
+    BadInput("overlord-connection-port-out-of-range", f"{DRUID_CONN} port", connection={"port": 70000}),
+    BadInput("overlord-connection-schema-ftp", f"{DRUID_CONN} schema", connection={"schema": "ftp"}),
+    BadInput(
+        "overlord-connection-extra-not-an-object",
+        f"{DRUID_CONN} extra",
+        connection={"extra": f'["ca_bundle_path", "{PASSWORD}"]'},
+        hidden=(PASSWORD,),
+    ),
+    BadInput(
+        "overlord-connection-extra-not-json",
+        f"{DRUID_CONN} extra",
+        connection={"extra": f"ca_bundle_path={PASSWORD}"},
+        hidden=(PASSWORD,),
+    ),
+    BadInput(
+        "overlord-connection-endpoint-not-the-task-endpoint",
+        f"{DRUID_CONN} extra 'endpoint'",
+        connection={"extra": {"endpoint": "druid/v2/sql"}},
+    ),
+    BadInput(
+        "overlord-connection-ca-bundle-missing",
+        f"{DRUID_CONN} extra 'ca_bundle_path'",
+        connection={"schema": "https", "extra": {"ca_bundle_path": "/nonexistent/druid-ca.pem"}},
+    ),
+    BadInput(
+        "overlord-connection-console-url-without-scheme",
+        f"{DRUID_CONN} extra 'console_url'",
+        connection={"extra": {"console_url": "druid-router:8888"}},
+    ),
+    BadInput(
+        "overlord-connection-console-url-with-credentials",
+        f"{DRUID_CONN} extra 'console_url'",
+        connection={"extra": {"console_url": f"https://admin:{PASSWORD}@druid.example.com"}},
+        hidden=(PASSWORD,),
+    ),
+    BadInput(
+        "console-url-option-not-a-url",
+        "[druid_k8s] console_url",
+        environment={"AIRFLOW__DRUID_K8S__CONSOLE_URL": "ftp://druid"},
+    ),
     BadInput("poll-interval-zero", "poll_interval", arguments={"poll_interval": 0}),
     BadInput(
         "image-pull-grace-negative", "image_pull_grace_seconds", arguments={"image_pull_grace_seconds": -5}
@@ -350,15 +448,21 @@ def cluster() -> Iterator[tuple[KubeEmulator, OverlordEmulator]]:
         yield emulator, overlord
 
 
+def connect_druid(monkeypatch: pytest.MonkeyPatch, url: str, **changes: Any) -> None:
+    """Point ``druid_ingest_default`` at the Overlord at ``url``, with ``changes`` (None removes a field)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    druid = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http", **changes}
+    connection = {key: value for key, value in druid.items() if value is not None}
+    monkeypatch.setenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", json.dumps(connection))
+
+
 @pytest.fixture
 def kube(cluster: tuple[KubeEmulator, OverlordEmulator], monkeypatch: pytest.MonkeyPatch) -> KubeEmulator:
     """The cluster, its Kubernetes and Overlord connections set, request records cleared."""
     emulator, overlord = cluster
     connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(emulator.kubeconfig_path)}}
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-    host, port = overlord.url.removeprefix("http://").rsplit(":", 1)
-    druid = {"conn_type": "druid", "host": host, "port": int(port), "schema": "http"}
-    monkeypatch.setenv("AIRFLOW_CONN_DRUID_INGEST_DEFAULT", json.dumps(druid))
+    connect_druid(monkeypatch, overlord.url)
     emulator.metrics.reset()
     overlord.requests.clear()
     return emulator
@@ -419,13 +523,23 @@ def refuse(bad: BadInput, tmp_path: Path) -> Exception:
 
 @pytest.mark.parametrize("bad", CORPUS, ids=lambda bad: bad.case)
 def test_bad_input_is_refused_naming_the_field_and_the_fix_before_any_write(
-    kube: KubeEmulator, overlord: OverlordEmulator, bad: BadInput, tmp_path: Path
+    kube: KubeEmulator,
+    overlord: OverlordEmulator,
+    bad: BadInput,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if bad.connection:
+        connect_druid(monkeypatch, overlord.url, **bad.connection)
+    for name, value in bad.environment.items():
+        monkeypatch.setenv(name, value)
     error = refuse(bad, tmp_path)
     message = str(error)
     assert isinstance(error, bad.refused_as), f"{type(error).__name__}: {message}"
     assert bad.field in message, f"the error does not name {bad.field!r}: {message}"
     assert "Fix:" in message or "Fix " in message or "fix:" in message, f"the error gives no fix: {message}"
+    shown = [text for text in bad.hidden if text in message]
+    assert not shown, f"the error shows {shown}: {message}"
     writes = writes_recorded(kube)
     assert writes == [], f"bad input {bad.case!r} reached the cluster: {writes}"
     assert kube.store.list("jobs", NAMESPACE) == []
@@ -435,6 +549,86 @@ def test_bad_input_is_refused_naming_the_field_and_the_fix_before_any_write(
 def test_the_corpus_covers_every_kind_of_input() -> None:
     assert len(CORPUS) >= 30
     assert len({bad.case for bad in CORPUS}) == len(CORPUS)
+
+
+SIGN_IN_PAGE = "<html><head><title>Sign in - Corporate SSO</title></head><body>...</body></html>"
+#: What answers in the Overlord's place before anything is written: (case, request, answer, said).
+UNREADABLE_ANSWERS = (
+    ("status-an-html-page", ("GET", "/status"), Scripted(200, SIGN_IN_PAGE, "text/html"), "Sign in"),
+    (
+        "status-garbage",
+        ("GET", "/status"),
+        Scripted(200, b"\x00\x17\xff{garbage", "application/octet-stream"),
+        "not the JSON Druid sends",
+    ),
+    ("status-a-json-list", ("GET", "/status"), Scripted(200, ["35.0.0"]), "not a JSON object"),
+    ("status-version-a-number", ("GET", "/status"), Scripted(200, {"version": 35}), "the version is 35"),
+    (
+        "task-status-an-html-page",
+        ("POST", f"{INDEXER}/taskStatus"),
+        Scripted(200, SIGN_IN_PAGE, "text/html"),
+        "Sign in",
+    ),
+    (
+        "task-status-entry-a-string",
+        ("POST", f"{INDEXER}/taskStatus"),
+        Scripted(200, {"bad_input_probe": "RUNNING"}),
+        "a task status is str",
+    ),
+    (
+        "task-status-entry-without-status",
+        ("POST", f"{INDEXER}/taskStatus"),
+        Scripted(200, {"bad_input_probe": {"id": "bad_input_probe", "duration": -1}}),
+        "has no statusCode",
+    ),
+    (
+        "task-status-a-json-list",
+        ("POST", f"{INDEXER}/taskStatus"),
+        Scripted(200, [{"id": "bad_input_probe", "status": "RUNNING"}]),
+        "not a JSON object",
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("request_", "answer", "said"),
+    [case[1:] for case in UNREADABLE_ANSWERS],
+    ids=[case[0] for case in UNREADABLE_ANSWERS],
+)
+def test_an_overlord_answering_what_druid_does_not_is_refused_before_any_write(
+    kube: KubeEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    request_: tuple[str, str],
+    answer: Scripted,
+    said: str,
+) -> None:
+    """A proxy's login page, garbage, or JSON of another shape where the operator asks the Overlord its
+    version or about the task's attempts: the error names the connection, the request and the fix; nothing
+    is created in Kubernetes and nothing is submitted."""
+    with OverlordDouble() as double:
+        double.version = "38.0.0"
+        double.script(*request_, answer)
+        connect_druid(monkeypatch, f"http://127.0.0.1:{double.port}")
+        error = refuse(BadInput("overlord-answer", "druid_ingest_default"), tmp_path)
+        submits = [r for r in double.requests if (r.method, r.path) == ("POST", f"{INDEXER}/task")]
+    message = str(error)
+    assert isinstance(error, OverlordAnswerUnreadable), f"{type(error).__name__}: {message}"
+    assert "'druid_ingest_default'" in message and f"{request_[0]} {request_[1]}" in message, message
+    assert said in message and "Fix:" in message, message
+    assert writes_recorded(kube) == [] and submits == []
+
+
+def test_an_overlord_refusing_the_credentials_is_named_before_any_write(
+    kube: KubeEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with OverlordDouble(credentials=("airflow", "the-right-one")) as double:
+        connect_druid(monkeypatch, f"http://127.0.0.1:{double.port}", login="airflow", password=PASSWORD)
+        error = refuse(BadInput("overlord-401", "druid_ingest_default"), tmp_path)
+    message = str(error)
+    assert isinstance(error, OverlordApiError) and error.status == 401, message
+    assert "login and password of Airflow connection 'druid_ingest_default'" in message
+    assert PASSWORD not in message and writes_recorded(kube) == []
 
 
 def test_a_retry_of_a_written_id_that_failed_is_refused_before_any_write(

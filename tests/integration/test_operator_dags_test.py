@@ -74,6 +74,15 @@ def test_airflow_dags_test_runs_the_dag_against_the_emulator(
             str(row[0])
             for row in database.execute("select rendered_fields from rendered_task_instance_fields")
         )
+        links = {
+            task_id: str(value)
+            for task_id, value in database.execute(
+                "select task_id, value from xcom where key = '_link_DruidConsoleLink'"
+            )
+        }
+    # The "Druid console" extra link, as Airflow stored it for the UI: the task in Druid's web console.
+    for task_id in ("ingest_in_worker", "ingest_deferred"):
+        assert f"{druid.overlord.url}/unified-console.html#tasks/task_id=" in links.get(task_id, ""), links
     # The rendered fields the UI shows are stored masked. (``dags test`` prints the console log unmasked:
     # in a deployment the worker's supervisor masks task logs with the secrets the operator registered.)
     assert "druid_task" in rendered and "AKIA" not in rendered

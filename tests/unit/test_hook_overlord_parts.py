@@ -9,7 +9,7 @@ import pytest
 
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.hooks.overlord_answer import druid_error_text
-from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus, tasks
+from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus, WrongShape, tasks
 from druid_k8s_provider.hooks.overlord_connection import overlord_endpoint
 
 
@@ -175,3 +175,48 @@ def test_a_task_list_state_druid_does_not_know_is_refused() -> None:
     with pytest.raises(DruidK8sConfigError) as raised:
         tasks("queued")
     assert raised.value.field == "state" and "waiting" in raised.value.fix
+
+
+@pytest.mark.parametrize(
+    ("extra", "default", "console_url"),
+    [
+        ({}, None, "http://druid-overlord:8081"),
+        ({"endpoint": "proxy/druid/druid/indexer/v1/task"}, None, "http://druid-overlord:8081/proxy/druid"),
+        ({}, "https://router.example.com:9088/", "https://router.example.com:9088"),
+        ({"console_url": "https://druid.example.com/"}, "https://router:9088", "https://druid.example.com"),
+    ],
+)
+def test_the_console_url_comes_from_the_extra_else_the_option_else_the_connection(
+    extra: dict[str, Any], default: str | None, console_url: str
+) -> None:
+    endpoint = endpoint_of(extra=extra, default_console_url=default)
+    assert endpoint.console_url == console_url
+
+
+@pytest.mark.parametrize(
+    "host", ["airflow:pa55word@druid-overlord", "https://airflow:pa55word@druid-overlord:8281/druid"]
+)
+def test_a_host_with_credentials_is_refused_without_showing_them(host: str) -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        endpoint_of(host=host)
+    assert raised.value.field == "connection 'druid_ingest_default' host"
+    assert "pa55word" not in str(raised.value) and "***@druid-overlord" in str(raised.value)
+
+
+def test_the_password_and_its_basic_token_are_the_connections_secrets() -> None:
+    assert endpoint_of(login="airflow", password="s3cr3t").secrets == ("s3cr3t", "YWlyZmxvdzpzM2NyM3Q=")
+    assert endpoint_of(login="airflow").secrets == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"id": "t1", "duration": -1}, "has no statusCode"),
+        ({"id": "t1", "statusCode": 3}, "has no statusCode"),
+        ({"statusCode": "RUNNING"}, "no task id"),
+    ],
+)
+def test_a_status_of_another_shape_is_refused_not_guessed(entry: dict[str, Any], problem: str) -> None:
+    with pytest.raises(WrongShape) as raised:
+        OverlordTaskStatus.from_json(entry)
+    assert problem in str(raised.value)

@@ -15,6 +15,7 @@ from druid_k8s_provider.launch_protocol import (
     FoundJobStep,
     TaskIdentity,
     after_failed_submit,
+    check_launch_mode,
     choose_launch_mode,
     decide_attempt,
     found_job_step,
@@ -88,6 +89,19 @@ def test_an_unknown_launch_mode_is_refused() -> None:
     with pytest.raises(DruidK8sConfigError) as raised:
         choose_launch_mode("kubernetes", "35.0.0")
     assert raised.value.field == "launch_mode" and "'auto'" in raised.value.fix
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(["airflow"], "of type list"), (35, "of type int"), (None, "of type NoneType"), ("AUTO", "'AUTO'")],
+)
+def test_a_launch_mode_of_another_value_or_type_is_refused_naming_where_it_came_from(
+    value: object, shown: str
+) -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        check_launch_mode(value, "[druid_k8s] launch_mode")
+    assert raised.value.field == "[druid_k8s] launch_mode" and shown in raised.value.problem
+    assert check_launch_mode("overlord") == "overlord"
 
 
 # -- ids per attempt ---------------------------------------------------------------------------------------
