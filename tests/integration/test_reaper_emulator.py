@@ -458,7 +458,7 @@ def test_airflow_dags_test_of_the_reaper_dag_deletes_old_jobs_and_keeps_the_rest
     druid: Druid, tmp_path: Path
 ) -> None:
     kube = druid.kube
-    active = druid.submit(index_parallel_task("index_parallel_still_active", standinDurationSeconds=60))
+    active = druid.submit(index_parallel_task("index_parallel_still_active", standinDurationSeconds=600))
     druid.wait_for(active, "RUNNING")
     add_job(kube, "old-complete", "Complete", age=dt.timedelta(days=3))
     add_job(kube, "old-failed", "Failed", age=dt.timedelta(days=4))
