@@ -185,6 +185,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
                 plan = plan_launch(
                     overlord,
                     requested_mode=self._requested_mode(),
+                    config=config,
                     document=document,
                     derived_base_id=self._derived_base_id(context, document),
                     try_number=int(getattr(context["ti"], "try_number", 1) or 1),

@@ -195,20 +195,6 @@ def test_settings_the_overlord_decides_are_named_in_a_warning_and_the_task_still
     wait_until(lambda: not kube.store.list("jobs", NAMESPACE), what="the Overlord deleting the Job")
 
 
-@pytest.mark.parametrize("deferrable", WAITS)
-def test_a_prefix_mismatch_deletes_our_suspended_job_and_follows_the_overlords(
-    kube: KubeEmulator, start_overlord: Any, deferrable: bool
-) -> None:
-    overlord = start_overlord(runner_properties={"druid.indexer.runner.k8sTaskPodNamePrefix": "theirs"})
-    with capture_logs() as logs:
-        result = run(operator(druid_task=index_parallel_task(), deferrable=deferrable), FakeTaskInstance())
-    assert result["status"] == "SUCCESS"
-    assert result["job_name"].startswith("theirs")
-    assert any("its own Job" in line for line in logged(logs))
-    assert our_jobs(kube) == []
-    assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
-
-
 @pytest.mark.parametrize(("version", "mode"), MODES)
 @pytest.mark.parametrize("deferrable", WAITS)
 def test_an_overlord_restart_mid_run_adopts_the_job_and_the_task_completes(
