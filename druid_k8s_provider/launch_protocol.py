@@ -204,6 +204,9 @@ class AttemptAction(enum.Enum):
     """Follow ``task_id``: the Overlord still runs it (WAITING, PENDING or RUNNING)."""
     REPORT = "report"
     """Report ``task_id``'s SUCCESS and run nothing."""
+    REFUSE = "refuse"
+    """Run nothing and fail: ``task_id`` is written in the task JSON and already FAILED in Druid, which never
+    accepts an id twice (the shell shows that task's log, then raises :func:`written_id_failed`)."""
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,9 @@ def decide_attempt(identity: TaskIdentity, try_number: int, statuses: Mapping[st
       crash, and whose suspended Job may exist, is the one submitted);
     - none known → submit attempt 1.
 
-    An id written in the task JSON is never changed: after its FAILED the retry is refused with a
-    :class:`DruidK8sConfigError` (field ``task.id``) saying how to template the id per try.
+    An id written in the task JSON is never changed: after its FAILED the decision is
+    :attr:`AttemptAction.REFUSE` (the caller raises :func:`written_id_failed`, saying how to template the id
+    per try).
     """
     if identity.user_written:
         return _decide_user_written(identity.base_id, statuses.get(identity.base_id))
@@ -302,17 +306,28 @@ def _decide_user_written(task_id: str, state: str | None) -> AttemptDecision:
     if state == SUCCESS:
         return AttemptDecision(AttemptAction.REPORT, task_id, None, "this id already SUCCEEDED in Druid")
     if state == FAILED:
-        raise DruidK8sConfigError(
-            "task.id",
-            f"the Overlord already has a FAILED task with the id {task_id!r} written in the task JSON, and "
-            "Druid never accepts an id twice, so a retry cannot run it again",
-            "leave 'id' out of the task JSON: the provider then derives a new id for each attempt and "
-            "re-attaches after a crash; or template the id per try, e.g. "
-            '"id": "my_index_{{ ds_nodash }}_{{ ti.try_number }}" (a crashed try\'s task is then not '
-            "re-attached)",
+        return AttemptDecision(
+            AttemptAction.REFUSE,
+            task_id,
+            None,
+            "this id already FAILED in Druid, which never accepts it again",
         )
     return AttemptDecision(
         AttemptAction.REATTACH, task_id, None, f"this id is still {state} in Druid: following it"
+    )
+
+
+def written_id_failed(task_id: str) -> DruidK8sConfigError:
+    """The refusal of a retry whose task JSON names ``task_id``, which already FAILED in Druid (field
+    ``task.id``, saying how to template the id per try)."""
+    return DruidK8sConfigError(
+        "task.id",
+        f"the Overlord already has a FAILED task with the id {task_id!r} written in the task JSON, and "
+        "Druid never accepts an id twice, so a retry cannot run it again",
+        "leave 'id' out of the task JSON: the provider then derives a new id for each attempt and "
+        "re-attaches after a crash; or template the id per try, e.g. "
+        '"id": "my_index_{{ ds_nodash }}_{{ ti.try_number }}" (a crashed try\'s task is then not '
+        "re-attached)",
     )
 
 

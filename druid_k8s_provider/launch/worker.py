@@ -131,8 +131,8 @@ def plan_launch(
     ``document`` is the task JSON; an ``id`` in it is the user's, submitted as it is. ``config`` is our
     runner configuration, whose Job names must be the Overlord's for ``airflow`` mode
     (:func:`~druid_k8s_provider.launch_protocol.runner_mismatch`). Raises DruidK8sConfigError for a missing
-    connection, a mode the Overlord's version or runner settings cannot run, or a retry of a user-written id
-    that FAILED.
+    connection or a mode the Overlord's version or runner settings cannot run; a retry of a user-written id
+    that FAILED is the decision :attr:`~druid_k8s_provider.launch_protocol.AttemptAction.REFUSE`.
     """
     DruidTask.from_spec(document, default_id=derived_base_id)  # bad task JSON: refused before any request
     version = overlord_version(overlord)

@@ -22,6 +22,7 @@ from druid_k8s_provider.launch_protocol import (
     parse_druid_version,
     runner_mismatch,
     submit_refused,
+    written_id_failed,
 )
 from druid_k8s_provider.task import (
     MAX_DERIVED_ID_LENGTH,
@@ -97,7 +98,10 @@ OURS = {
     ("ours", "theirs"),
     [
         ({}, {}),
-        ({"druid.indexer.runner.k8sTaskPodNamePrefix": "Ingest-Jobs"}, {"k8sTaskPodNamePrefix": "ingestjobs"}),
+        (
+            {"druid.indexer.runner.k8sTaskPodNamePrefix": "Ingest-Jobs"},
+            {"k8sTaskPodNamePrefix": "ingestjobs"},
+        ),
         ({"druid.indexer.runner.k8sTaskPodNamePrefix": ""}, {}),
         ({}, {"k8s.adapter.type": "overlordSingleContainer"}),
         ({"druid.indexer.runner.k8s.adapter.type": "customTemplateAdapter"}, {}),  # theirs not listed
@@ -317,11 +321,12 @@ def test_a_user_written_id_is_never_changed() -> None:
 
 def test_a_retry_after_a_user_written_id_failed_is_refused_saying_how_to_template_it() -> None:
     mine = TaskIdentity("nightly_wiki", user_written=True)
-    with pytest.raises(DruidK8sConfigError) as raised:
-        decide_attempt(mine, 2, {"nightly_wiki": "FAILED"})
-    assert raised.value.field == "task.id"
-    assert "nightly_wiki" in raised.value.problem and "FAILED" in raised.value.problem
-    assert "{{ ti.try_number }}" in raised.value.fix and "leave 'id' out" in raised.value.fix
+    decision = decide_attempt(mine, 2, {"nightly_wiki": "FAILED"})
+    assert (decision.action, decision.task_id) == (AttemptAction.REFUSE, "nightly_wiki")
+    refusal = written_id_failed(decision.task_id)
+    assert refusal.field == "task.id"
+    assert "nightly_wiki" in refusal.problem and "FAILED" in refusal.problem
+    assert "{{ ti.try_number }}" in refusal.fix and "leave 'id' out" in refusal.fix
 
 
 @pytest.mark.parametrize(
