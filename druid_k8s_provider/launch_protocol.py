@@ -22,12 +22,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from druid_k8s_provider.config_names import RUNNER_PREFIX
 from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.naming import job_name_prefix
 from druid_k8s_provider.task import attempt_task_id
 
 #: The first Druid release whose Kubernetes runner joins an existing Job (apache/druid PR 18406).
 JOINS_EXISTING_JOB_SINCE = (35, 0, 0)
 LAUNCH_MODES = ("auto", "airflow", "overlord")
+POD_NAME_PREFIX_PROPERTY = RUNNER_PREFIX + "k8sTaskPodNamePrefix"
+NAMESPACE_PROPERTY = RUNNER_PREFIX + "namespace"
+ADAPTER_TYPE_PROPERTY = RUNNER_PREFIX + "k8s.adapter.type"
+#: The Overlord's runner settings that decide whether its runner joins the provider's Job.
+JOIN_PROPERTIES = (POD_NAME_PREFIX_PROPERTY, NAMESPACE_PROPERTY, ADAPTER_TYPE_PROPERTY)
 _PLAIN_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 #: Druid's task states (``TaskState``): RUNNING covers waiting for locks, pending in the runner and running.
@@ -73,14 +80,83 @@ def check_launch_mode(requested: object, field: str = "launch_mode") -> str:
     )
 
 
-def choose_launch_mode(requested: str, druid_version: object) -> LaunchChoice:
-    """Resolve ``launch_mode`` against the Overlord's version (the ``version`` of ``GET /status``).
+@dataclass(frozen=True)
+class RunnerMismatch:
+    """A runner setting of the Overlord that keeps its runner from joining the provider's Job: the Druid
+    ``property`` and its value on our side and on the Overlord's (None: unset)."""
+
+    property: str
+    ours: str | None
+    theirs: str | None
+
+    def describe(self) -> str:
+        """One sentence naming the property and both values."""
+        return (
+            f"the Overlord's {self.property} is {_shown(self.theirs)} and ours is {_shown(self.ours)}, so "
+            f"{_CONSEQUENCES.get(self.property, _NAME_CONSEQUENCE)}"
+        )
+
+
+_NAME_CONSEQUENCE = (
+    "its runner would name the task's Job differently, not join ours, and run the task in a Job of its own"
+)
+_CONSEQUENCES = {
+    NAMESPACE_PROPERTY: "its runner would look for the task's Job in another namespace and create its own",
+    ADAPTER_TYPE_PROPERTY: (
+        "its runner would read the task back from our Job where its own adapter writes it, not where ours did"
+    ),
+}
+
+
+def _shown(value: str | None) -> str:
+    return "unset" if value is None else repr(value)
+
+
+def runner_mismatch(ours: Mapping[str, str | None], theirs: Mapping[str, str]) -> RunnerMismatch | None:
+    """The first of :data:`JOIN_PROPERTIES` whose value differs between ``ours`` (our runner configuration,
+    property → value or None when unset) and ``theirs`` (the Overlord's ``GET /status/properties``), else
+    None.
+
+    Druid 35's runner joins an existing Job only under the name it computes itself, in its namespace, and
+    reads the task back as its own adapter writes it: so ``k8sTaskPodNamePrefix`` must give the same names
+    (compared as Druid uses it: its letters and digits, lowercased, at most 30; unset and empty both mean
+    "named after the task id"), ``namespace`` must be equal, and ``k8s.adapter.type`` must be equal when the
+    Overlord lists it (an Overlord without it uses Druid's default, which the provider then cannot tell
+    from a hidden one, so it is not compared).
+    """
+    for prop in JOIN_PROPERTIES:
+        mine, other = ours.get(prop) or None, theirs.get(prop) or None
+        if prop == ADAPTER_TYPE_PROPERTY and other is None:
+            continue
+        if prop == POD_NAME_PREFIX_PROPERTY:
+            alike = job_name_prefix(mine) == job_name_prefix(other)
+        else:
+            alike = mine == other
+        if not alike:
+            return RunnerMismatch(prop, mine, other)
+    return None
+
+
+def choose_launch_mode(
+    requested: str, druid_version: object, mismatch: RunnerMismatch | None = None
+) -> LaunchChoice:
+    """Resolve ``launch_mode`` against the Overlord's version (the ``version`` of ``GET /status``) and,
+    when it could be read, the :func:`runner_mismatch` of its runner settings with ours.
 
     ``auto`` picks ``airflow`` from 35.0.0 on and ``overlord`` below it or when the version is not a plain
-    ``X.Y.Z``. ``airflow`` below 35.0.0 is refused: that Overlord would fail the task on the 409 of its own
-    create and delete the provider's Job. Raises :class:`DruidK8sConfigError` (field ``launch_mode``) for an
-    unknown mode or that refusal, before anything is written.
+    ``X.Y.Z``, or when a runner setting differs (its runner would not join our Job: two peons for one task).
+    ``airflow`` below 35.0.0 is refused: that Overlord would fail the task on the 409 of its own create and
+    delete the provider's Job; so is ``airflow`` with a runner setting that differs. Raises
+    :class:`DruidK8sConfigError` (field ``launch_mode``, or the differing property) for an unknown mode or
+    those refusals, before anything is written.
     """
+    choice = _by_version(requested, druid_version)
+    if choice.mode == "airflow" and mismatch is not None:
+        return _mismatched(requested, mismatch)
+    return choice
+
+
+def _by_version(requested: str, druid_version: object) -> LaunchChoice:
     check_launch_mode(requested)
     parsed = parse_druid_version(druid_version)
     joins = parsed is not None and parsed >= JOINS_EXISTING_JOB_SINCE
@@ -107,6 +183,18 @@ def choose_launch_mode(requested: str, druid_version: object) -> LaunchChoice:
     )
 
 
+def _mismatched(requested: str, mismatch: RunnerMismatch) -> LaunchChoice:
+    if requested == "airflow":
+        raise DruidK8sConfigError(
+            mismatch.property,
+            f"launch_mode='airflow' needs the Overlord's runner to join the provider's Job, but "
+            f"{mismatch.describe()}",
+            f"set {mismatch.property} to {_shown(mismatch.theirs)} in the operator's runner settings (or in "
+            "[druid_k8s]), as in the Overlord's runtime.properties; or use launch_mode='overlord' or 'auto'",
+        )
+    return LaunchChoice("overlord", f"auto: {mismatch.describe()}; so the Overlord creates the Job")
+
+
 class AttemptAction(enum.Enum):
     """What a (re)started Airflow task does with its Druid task."""
 
@@ -116,6 +204,9 @@ class AttemptAction(enum.Enum):
     """Follow ``task_id``: the Overlord still runs it (WAITING, PENDING or RUNNING)."""
     REPORT = "report"
     """Report ``task_id``'s SUCCESS and run nothing."""
+    REFUSE = "refuse"
+    """Run nothing and fail: ``task_id`` is written in the task JSON and already FAILED in Druid, which never
+    accepts an id twice (the shell shows that task's log, then raises :func:`written_id_failed`)."""
 
 
 @dataclass(frozen=True)
@@ -169,8 +260,9 @@ def decide_attempt(identity: TaskIdentity, try_number: int, statuses: Mapping[st
       crash, and whose suspended Job may exist, is the one submitted);
     - none known → submit attempt 1.
 
-    An id written in the task JSON is never changed: after its FAILED the retry is refused with a
-    :class:`DruidK8sConfigError` (field ``task.id``) saying how to template the id per try.
+    An id written in the task JSON is never changed: after its FAILED the decision is
+    :attr:`AttemptAction.REFUSE` (the caller raises :func:`written_id_failed`, saying how to template the id
+    per try).
     """
     if identity.user_written:
         return _decide_user_written(identity.base_id, statuses.get(identity.base_id))
@@ -214,17 +306,28 @@ def _decide_user_written(task_id: str, state: str | None) -> AttemptDecision:
     if state == SUCCESS:
         return AttemptDecision(AttemptAction.REPORT, task_id, None, "this id already SUCCEEDED in Druid")
     if state == FAILED:
-        raise DruidK8sConfigError(
-            "task.id",
-            f"the Overlord already has a FAILED task with the id {task_id!r} written in the task JSON, and "
-            "Druid never accepts an id twice, so a retry cannot run it again",
-            "leave 'id' out of the task JSON: the provider then derives a new id for each attempt and "
-            "re-attaches after a crash; or template the id per try, e.g. "
-            '"id": "my_index_{{ ds_nodash }}_{{ ti.try_number }}" (a crashed try\'s task is then not '
-            "re-attached)",
+        return AttemptDecision(
+            AttemptAction.REFUSE,
+            task_id,
+            None,
+            "this id already FAILED in Druid, which never accepts it again",
         )
     return AttemptDecision(
         AttemptAction.REATTACH, task_id, None, f"this id is still {state} in Druid: following it"
+    )
+
+
+def written_id_failed(task_id: str) -> DruidK8sConfigError:
+    """The refusal of a retry whose task JSON names ``task_id``, which already FAILED in Druid (field
+    ``task.id``, saying how to template the id per try)."""
+    return DruidK8sConfigError(
+        "task.id",
+        f"the Overlord already has a FAILED task with the id {task_id!r} written in the task JSON, and "
+        "Druid never accepts an id twice, so a retry cannot run it again",
+        "leave 'id' out of the task JSON: the provider then derives a new id for each attempt and "
+        "re-attaches after a crash; or template the id per try, e.g. "
+        '"id": "my_index_{{ ds_nodash }}_{{ ti.try_number }}" (a crashed try\'s task is then not '
+        "re-attached)",
     )
 
 

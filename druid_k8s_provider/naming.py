@@ -85,6 +85,13 @@ def job_name(task_id: str, prefix: str | None = None) -> str:
     return f"{kept or 'task'}-{task_id_hash(task_id)}"
 
 
+def job_name_prefix(prefix: str | None) -> str | None:
+    """What a ``k8sTaskPodNamePrefix`` puts before the hash in Druid's Job names (as :func:`job_name` keeps
+    it), or None when the names come from the task ids (prefix unset, empty, or without letters and
+    digits)."""
+    return _NOT_ALPHANUMERIC.sub("", prefix or "")[:_JOB_NAME_PREFIX_LENGTH].lower() or None
+
+
 def pod_name_prefix_problem(prefix: str) -> str | None:
     """Why ``prefix`` cannot start Job names (it has no letter or digit to keep), or None."""
     if prefix and not _NOT_ALPHANUMERIC.sub("", prefix):

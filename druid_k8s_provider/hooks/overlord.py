@@ -1,5 +1,5 @@
 """Every request of the provider to the Druid Overlord: submit, status (single and batched), task lists,
-shutdown, reports, log, payload, version.
+shutdown, reports, log, payload, version, runtime properties.
 
 :class:`DruidOverlordHook` (blocking: the operator before deferral, the sensor, the reaper) and
 :class:`DruidOverlordAsyncHook` (the triggerer) read the ``druid_ingest_default`` connection the Apache Druid
@@ -292,6 +292,10 @@ class DruidOverlordHook(_OverlordHook):
         """The Overlord's Druid version as ``GET /status`` reports it (may be None or not plain X.Y.Z)."""
         return self.run(overlord_api.overlord_version())
 
+    def runtime_properties(self) -> dict[str, str]:
+        """The Overlord's runtime properties (``GET /status/properties``, CONFIG READ); never log them."""
+        return self.run(overlord_api.runtime_properties())
+
 
 class DruidOverlordAsyncHook(_OverlordHook):
     """The same requests as :class:`DruidOverlordHook`, as coroutines on one pooled ``httpx.AsyncClient``
@@ -393,3 +397,7 @@ class DruidOverlordAsyncHook(_OverlordHook):
     async def overlord_version(self) -> str | None:
         """See :meth:`DruidOverlordHook.overlord_version`."""
         return await self.run(overlord_api.overlord_version())
+
+    async def runtime_properties(self) -> dict[str, str]:
+        """See :meth:`DruidOverlordHook.runtime_properties`."""
+        return await self.run(overlord_api.runtime_properties())

@@ -13,7 +13,9 @@ Paths, shapes and status codes are Druid's (``OverlordResource`` and ``StatusRes
 - ``GET /druid/indexer/v1/tasks?state=waiting|pending|running|complete[&datasource=]`` → a list of
   ``TaskStatusPlus`` (each with ``runnerStatusCode``), filtered to the datasources the caller may read.
 - ``POST /task/{id}/shutdown``, ``GET /task/{id}/reports``, ``GET /task/{id}/log?offset=``,
-  ``GET /task/{id}`` (``{"task", "payload"}``), ``GET /status`` (``{"version", ...}``).
+  ``GET /task/{id}`` (``{"task", "payload"}``), ``GET /status`` (``{"version", ...}``), ``GET
+  /status/properties`` (the runtime properties as one JSON object of strings, less those matching
+  ``druid.server.hiddenProperties``; Druid asks for CONFIG READ).
 
 Answers are read by :mod:`druid_k8s_provider.hooks.overlord_answer`: Druid's error shapes become one line of
 an error naming the connection and the request, and a successful answer that is not Druid's JSON or shape is
@@ -334,3 +336,17 @@ def overlord_version() -> OverlordCall[str | None]:
         return version
 
     return OverlordCall("GET", "/status", read, "overlord_version")
+
+
+def runtime_properties() -> OverlordCall[dict[str, str]]:
+    """``GET /status/properties``: the Overlord's runtime properties (name → value, both strings), without
+    those ``druid.server.hiddenProperties`` hides. Druid's ``StatusResource`` serves it behind the CONFIG
+    READ permission (403 without it); any refusal raises :class:`OverlordApiError`. Values may hold
+    secrets a cluster did not hide: never log the answer."""
+
+    def read(answer: OverlordAnswer) -> dict[str, str]:
+        if answer.status != 200:
+            raise answer.refused()
+        return {str(name): str(value) for name, value in answer.json_object().items()}
+
+    return OverlordCall("GET", "/status/properties", read, "runtime_properties")

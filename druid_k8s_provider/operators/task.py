@@ -34,7 +34,7 @@ from druid_k8s_provider.launch import airflow_mode
 from druid_k8s_provider.launch.follow import COMPLETED, FollowSpec, follow_task, status_dict
 from druid_k8s_provider.launch.stop import stop_task
 from druid_k8s_provider.launch.worker import plan_launch, submit
-from druid_k8s_provider.launch_protocol import AttemptAction
+from druid_k8s_provider.launch_protocol import AttemptAction, written_id_failed
 from druid_k8s_provider.operators.inputs import airflow_identity, annotate, refuse_foreign_run
 from druid_k8s_provider.operators.outcome import DruidTaskOutcome
 from druid_k8s_provider.preflight import check_permissions, operator_requirements
@@ -181,22 +181,21 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
                 "status decides the outcome"
             )
         with DruidOverlordHook(ingest_conn_id) as overlord:
-            try:
-                plan = plan_launch(
-                    overlord,
-                    requested_mode=self._requested_mode(),
-                    document=document,
-                    derived_base_id=self._derived_base_id(context, document),
-                    try_number=int(getattr(context["ti"], "try_number", 1) or 1),
-                    say=self.log.info,
-                )
-            except DruidK8sConfigError as refusal:
-                if refusal.field == "task.id" and isinstance(document.get("id"), str):
-                    # The written id's task FAILED in Druid (the try that ran it may have died first):
-                    # show its log here, then refuse to run it again.
-                    self._catch_up_log(overlord, document["id"], 0)
-                raise
+            plan = plan_launch(
+                overlord,
+                requested_mode=self._requested_mode(),
+                config=config,
+                document=document,
+                derived_base_id=self._derived_base_id(context, document),
+                try_number=int(getattr(context["ti"], "try_number", 1) or 1),
+                say=self.log.info,
+            )
             task, action = plan.task, plan.decision.action
+            if action is AttemptAction.REFUSE:
+                # The written id's task FAILED in Druid (the try that ran it may have died first): show its
+                # log here, then refuse to run it again.
+                self._catch_up_log(overlord, task.id, 0)
+                raise written_id_failed(task.id)
             name = peon_job_name(task.id, config, druid_version=plan.druid_version)
             details = {
                 "druid_task_id": task.id,

@@ -195,20 +195,6 @@ def test_settings_the_overlord_decides_are_named_in_a_warning_and_the_task_still
     wait_until(lambda: not kube.store.list("jobs", NAMESPACE), what="the Overlord deleting the Job")
 
 
-@pytest.mark.parametrize("deferrable", WAITS)
-def test_a_prefix_mismatch_deletes_our_suspended_job_and_follows_the_overlords(
-    kube: KubeEmulator, start_overlord: Any, deferrable: bool
-) -> None:
-    overlord = start_overlord(runner_properties={"druid.indexer.runner.k8sTaskPodNamePrefix": "theirs"})
-    with capture_logs() as logs:
-        result = run(operator(druid_task=index_parallel_task(), deferrable=deferrable), FakeTaskInstance())
-    assert result["status"] == "SUCCESS"
-    assert result["job_name"].startswith("theirs")
-    assert any("its own Job" in line for line in logged(logs))
-    assert our_jobs(kube) == []
-    assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
-
-
 @pytest.mark.parametrize(("version", "mode"), MODES)
 @pytest.mark.parametrize("deferrable", WAITS)
 def test_an_overlord_restart_mid_run_adopts_the_job_and_the_task_completes(
@@ -285,10 +271,26 @@ def test_a_retry_of_a_failed_task_with_a_written_id_is_refused_saying_how_to_tem
         run(operator(druid_task=written), FakeTaskInstance())
     retry = FakeTaskInstance()
     retry.try_number = 2  # type: ignore[attr-defined]
+    overlord.requests.clear()
     with pytest.raises(DruidK8sConfigError) as raised:
         run(operator(druid_task=written), retry)
     assert raised.value.field == "task.id" and "ti.try_number" in str(raised.value)
     assert [task["id"] for task in druid_tasks(overlord)] == ["my_index_2026"]
+    # The refused try shows the failed task's log first (the try that ran it may have died before).
+    assert overlord.requests.count("GET", "/druid/indexer/v1/task/my_index_2026/log") >= 1
+
+
+def test_an_invalid_written_id_is_refused_as_it_is_without_asking_for_a_log(
+    kube: KubeEmulator, start_overlord: Any
+) -> None:
+    overlord = start_overlord()
+    overlord.requests.clear()
+    with pytest.raises(DruidK8sConfigError) as raised:
+        run(operator(druid_task=index_parallel_task("bad/id")), FakeTaskInstance())
+    assert raised.value.field == "task.id" and "bad/id" in str(raised.value)
+    assert "FAILED" not in str(raised.value)
+    assert not [r for r in overlord.requests.requests if r.path.endswith("/log")]
+    assert kube.metrics.creates("jobs") == 0
 
 
 @pytest.mark.parametrize(("version", "mode"), MODES)

@@ -6,7 +6,8 @@ Overlord made of its own (one list by the task's label) and the release (one mer
 tell that its pod started and its Job finished are shared by every task of the process. It deletes nothing:
 the Overlord deletes the Job when the task completes.
 
-It asks the Overlord: the version (``GET /status``, once per process), the decision over its attempts (one
+It asks the Overlord: the version and the runner settings (``GET /status`` and ``GET /status/properties``,
+each once per process), the decision over its attempts (one
 batched ``POST taskStatus``), the submission, and at the end its report. While it waits, the Overlord is
 polled by rounds shared by every task of the process: two list requests (pending, running) while a release
 is pending, one batched ``POST taskStatus`` for completion; never one request per task.
@@ -97,6 +98,7 @@ def test_a_task_waited_in_its_worker(kube: KubeEmulator, druid: Druid) -> None:
     assert own["watch jobs"] == own["watch pods"] == 1
     asked = overlord_requests(druid)
     assert asked["GET /status"] <= 1  # once per process
+    assert asked["GET /status/properties"] <= 1  # once per process, with the version
     assert asked[f"POST {INDEXER}/task"] == 1
     assert asked[f"GET {INDEXER}/task/{result['druid_task_id']}/reports"] == 1
     assert asked[f"GET {INDEXER}/tasks?state=pending"] == asked[f"GET {INDEXER}/tasks?state=running"] >= 1

@@ -20,7 +20,9 @@ from druid_k8s_provider.launch_protocol import (
     decide_attempt,
     found_job_step,
     parse_druid_version,
+    runner_mismatch,
     submit_refused,
+    written_id_failed,
 )
 from druid_k8s_provider.task import (
     MAX_DERIVED_ID_LENGTH,
@@ -83,6 +85,84 @@ def test_airflow_mode_below_35_is_refused_naming_the_version_and_the_fix(version
 
 def test_airflow_mode_from_35_is_taken() -> None:
     assert choose_launch_mode("airflow", "35.0.0").mode == "airflow"
+
+
+OURS = {
+    "druid.indexer.runner.k8sTaskPodNamePrefix": None,
+    "druid.indexer.runner.namespace": "druid",
+    "druid.indexer.runner.k8s.adapter.type": "overlordSingleContainer",
+}
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        ({}, {}),
+        (
+            {"druid.indexer.runner.k8sTaskPodNamePrefix": "Ingest-Jobs"},
+            {"k8sTaskPodNamePrefix": "ingestjobs"},
+        ),
+        ({"druid.indexer.runner.k8sTaskPodNamePrefix": ""}, {}),
+        ({}, {"k8s.adapter.type": "overlordSingleContainer"}),
+        ({"druid.indexer.runner.k8s.adapter.type": "customTemplateAdapter"}, {}),  # theirs not listed
+    ],
+)
+def test_runner_settings_that_give_the_same_job_names_match(
+    ours: dict[str, str | None], theirs: dict[str, str]
+) -> None:
+    listed = {"druid.indexer.runner.namespace": "druid"}
+    listed |= {f"druid.indexer.runner.{name}": value for name, value in theirs.items()}
+    assert runner_mismatch({**OURS, **ours}, listed) is None
+
+
+@pytest.mark.parametrize(
+    ("theirs", "prop", "their_value"),
+    [
+        ({"k8sTaskPodNamePrefix": "theirs"}, "druid.indexer.runner.k8sTaskPodNamePrefix", "theirs"),
+        ({"namespace": "ingest"}, "druid.indexer.runner.namespace", "ingest"),
+        (
+            {"k8s.adapter.type": "customTemplateAdapter"},
+            "druid.indexer.runner.k8s.adapter.type",
+            "customTemplateAdapter",
+        ),
+    ],
+)
+def test_a_runner_setting_that_differs_names_the_property_and_both_values(
+    theirs: dict[str, str], prop: str, their_value: str
+) -> None:
+    listed = {"druid.indexer.runner.namespace": "druid"}
+    listed |= {f"druid.indexer.runner.{name}": value for name, value in theirs.items()}
+    mismatch = runner_mismatch(OURS, listed)
+    assert mismatch is not None
+    assert (mismatch.property, mismatch.theirs) == (prop, their_value)
+    assert mismatch.ours == OURS[prop]
+
+
+PREFIX_MISMATCH = runner_mismatch(
+    OURS, {"druid.indexer.runner.namespace": "druid", "druid.indexer.runner.k8sTaskPodNamePrefix": "theirs"}
+)
+
+
+def test_auto_with_a_prefix_that_differs_lets_the_overlord_create_the_job_and_says_why() -> None:
+    choice = choose_launch_mode("auto", "35.0.0", PREFIX_MISMATCH)
+    assert choice.mode == "overlord"
+    assert "k8sTaskPodNamePrefix is 'theirs' and ours is unset" in choice.reason
+
+
+def test_airflow_mode_with_a_prefix_that_differs_is_refused_naming_the_property_values_and_fix() -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        choose_launch_mode("airflow", "38.0.0", PREFIX_MISMATCH)
+    assert raised.value.field == "druid.indexer.runner.k8sTaskPodNamePrefix"
+    assert "'theirs'" in raised.value.problem and "unset" in raised.value.problem
+    assert "set druid.indexer.runner.k8sTaskPodNamePrefix to 'theirs'" in raised.value.fix
+
+
+def test_the_version_refusal_comes_before_a_runner_setting_and_overlord_mode_ignores_both() -> None:
+    with pytest.raises(DruidK8sConfigError) as raised:
+        choose_launch_mode("airflow", "34.0.0", PREFIX_MISMATCH)
+    assert raised.value.field == "launch_mode"
+    assert choose_launch_mode("overlord", "38.0.0", PREFIX_MISMATCH).mode == "overlord"
+    assert "below 35.0.0" in choose_launch_mode("auto", "34.0.0", PREFIX_MISMATCH).reason
 
 
 def test_an_unknown_launch_mode_is_refused() -> None:
@@ -241,11 +321,12 @@ def test_a_user_written_id_is_never_changed() -> None:
 
 def test_a_retry_after_a_user_written_id_failed_is_refused_saying_how_to_template_it() -> None:
     mine = TaskIdentity("nightly_wiki", user_written=True)
-    with pytest.raises(DruidK8sConfigError) as raised:
-        decide_attempt(mine, 2, {"nightly_wiki": "FAILED"})
-    assert raised.value.field == "task.id"
-    assert "nightly_wiki" in raised.value.problem and "FAILED" in raised.value.problem
-    assert "{{ ti.try_number }}" in raised.value.fix and "leave 'id' out" in raised.value.fix
+    decision = decide_attempt(mine, 2, {"nightly_wiki": "FAILED"})
+    assert (decision.action, decision.task_id) == (AttemptAction.REFUSE, "nightly_wiki")
+    refusal = written_id_failed(decision.task_id)
+    assert refusal.field == "task.id"
+    assert "nightly_wiki" in refusal.problem and "FAILED" in refusal.problem
+    assert "{{ ti.try_number }}" in refusal.fix and "leave 'id' out" in refusal.fix
 
 
 @pytest.mark.parametrize(

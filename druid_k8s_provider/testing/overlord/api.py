@@ -13,7 +13,10 @@ From apache/druid ``OverlordResource`` and ``StatusResource``:
 - ``GET /druid/indexer/v1/tasks?state=&datasource=`` (bad state → 400 text), and the older
   ``waitingTasks`` / ``pendingTasks`` / ``runningTasks`` / ``completeTasks``.
 - ``POST /druid/indexer/v1/action`` → ``{"result": ...}``; refused → 500 ``{"error": message}``.
-- ``GET /status`` (``version``, ``modules``, ``memory``), ``GET /status/health`` → ``true``.
+- ``GET /status`` (``version``, ``modules``, ``memory``), ``GET /status/health`` → ``true``,
+  ``GET /status/properties`` → the runtime properties as one JSON object of strings, less every one whose
+  name contains (ignoring case) an entry of ``druid.server.hiddenProperties`` (Druid guards it with CONFIG
+  READ; the emulator's one user has every permission: script a 403 with a fault on step ``properties``).
 - Not leader: every ``/druid/indexer/v1`` path answers 503 with an empty body, except ``isLeader`` (404
   ``{"leader": false}``).
 - Basic auth (Druid basic security) when credentials are configured: 401 without or with wrong ones; as in
@@ -100,6 +103,7 @@ def build_app(
     restart: Restart,
     request_log: RequestLog | None = None,
     faults: OverlordFaults | None = None,
+    runtime_properties: Callable[[], Mapping[str, str]] = dict,
 ) -> web.Application:
     """The aiohttp application serving ``overlord``; ``restart(downtime, refuse_connections)`` backs the
     control path; ``faults`` fire on the steps they match; every answered request goes into
@@ -139,7 +143,7 @@ def build_app(
         return await handler(request)
 
     app = web.Application(middlewares=[guard])
-    routes = _Routes(overlord, version, restart)
+    routes = _Routes(overlord, version, restart, runtime_properties)
     app.add_routes(
         [
             web.post(PREFIX + "/task", routes.submit),
@@ -158,6 +162,7 @@ def build_app(
             web.get(LEADER_PATH, routes.is_leader),
             web.get("/status", routes.service_status),
             web.get("/status/health", routes.health),
+            web.get("/status/properties", routes.properties),
             web.post("/emulator/v1/restart", routes.restart),
             *control_routes(faults),
         ]
@@ -188,9 +193,16 @@ def _error(status: int, message: str) -> web.Response:
 
 
 class _Routes:
-    def __init__(self, overlord: Overlord, version: str | None, restart: Restart) -> None:
+    def __init__(
+        self,
+        overlord: Overlord,
+        version: str | None,
+        restart: Restart,
+        runtime_properties: Callable[[], Mapping[str, str]],
+    ) -> None:
         self.overlord = overlord
         self.version = version
+        self.runtime_properties = runtime_properties
         self._restart = restart
         self._restarts: set[asyncio.Task[None]] = set()
 
@@ -329,6 +341,9 @@ class _Routes:
                 },
             }
         )
+
+    async def properties(self, request: web.Request) -> web.Response:
+        return _json(dict(self.runtime_properties()))
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(True)

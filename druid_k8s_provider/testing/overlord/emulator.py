@@ -30,10 +30,11 @@ plays a failover (with ``refuse_connections``, the process itself is gone meanwh
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -62,6 +63,16 @@ OVERLORD_POD_NAME = "druid-overlord-0"
 OVERLORD_LABELS = {"app": "druid", "component": "overlord"}
 _VERSION = re.compile(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 _OVERLORD_NAMESPACE_PROPERTY = RUNNER_PREFIX + "overlordNamespace"
+#: Druid's default ``druid.server.hiddenProperties`` (matched as substrings of the name, ignoring case).
+HIDDEN_PROPERTIES = (
+    "druid.s3.accessKey",
+    "druid.s3.secretKey",
+    "druid.metadata.storage.connector.password",
+    "password",
+    "key",
+    "token",
+    "pwd",
+)
 _POD_START_SECONDS = 30.0
 _SHUTDOWN_SECONDS = 1.0
 
@@ -92,6 +103,8 @@ class OverlordEmulator:
         pod_lookup_scale: factor on the pod lookup back-off (1: about four minutes in all).
         poll_interval: seconds between the runner's reads of a Job or pod it waits for.
         basic_auth: ``(user, password)``: require HTTP Basic auth as Druid's basic security does.
+        hidden_properties: ``druid.server.hiddenProperties``: ``GET /status/properties`` leaves out every
+            property whose name contains one of these (ignoring case); default Druid's list.
         host, port: where the API listens (port 0: ephemeral).
         fault_seed: seed of the fault script's random draws (:attr:`faults`), for reproducible fault runs.
     """
@@ -107,6 +120,7 @@ class OverlordEmulator:
         pod_lookup_scale: float = 1.0,
         poll_interval: float = 0.2,
         basic_auth: tuple[str, str] | None = None,
+        hidden_properties: Sequence[str] = HIDDEN_PROPERTIES,
         host: str = "127.0.0.1",
         port: int = 0,
         fault_seed: int = 0,
@@ -116,6 +130,7 @@ class OverlordEmulator:
         self.properties = {RUNNER_PREFIX + "namespace": NAMESPACE, **(runner_properties or {})}
         self.config = RunnerConfig.from_properties(self.properties)
         self.credentials = basic_auth
+        self.hidden_properties = tuple(hidden_properties)
         self._owned_log_dir = task_log_dir is None
         self.task_log_dir = Path(task_log_dir) if task_log_dir is not None else Path()
         self._pod_lookup_scale = pod_lookup_scale
@@ -157,6 +172,27 @@ class OverlordEmulator:
         """The Overlord's own log: launches, joins, refusals, and why a task failed."""
         return self.overlord.log_lines
 
+    def runtime_properties(self) -> dict[str, str]:
+        """What ``GET /status/properties`` answers: the runner properties this Overlord was given and those
+        it sets itself (runner type, task logs, service name), as strings, less the hidden ones."""
+        given = {
+            name: value if isinstance(value, str) else json.dumps(value)
+            for name, value in self.properties.items()
+        }
+        everything = {
+            "druid.service": "druid/overlord",
+            "druid.indexer.runner.type": "k8s",
+            "druid.indexer.logs.type": "file",
+            "druid.indexer.logs.directory": str(self.task_log_dir),
+            **given,
+        }
+        hidden = [entry.lower() for entry in self.hidden_properties]
+        return {
+            name: value
+            for name, value in everything.items()
+            if not any(entry in name.lower() for entry in hidden)
+        }
+
     def _make_runner(self) -> KubernetesRunner:
         restore_labels = (
             {"druid.overlord.namespace": str(self.properties[_OVERLORD_NAMESPACE_PROPERTY])}
@@ -191,6 +227,7 @@ class OverlordEmulator:
             self.restart_async,
             self.requests,
             self.faults,
+            self.runtime_properties,
         )
         # A peon killed in the middle of an action leaves its request unfinished: do not wait a minute for it.
         self._site_runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_SECONDS)

@@ -19,9 +19,9 @@ neither, on every match. What it does to the request:
 Steps (:data:`STEPS`) are the Overlord requests a client makes: ``submit`` (``POST /druid/indexer/v1/task``),
 ``task_lists`` (``GET /tasks?state=`` and the older ``waitingTasks`` ... ``completeTasks``: the release
 check), ``task_statuses`` (the batched ``POST /taskStatus``), ``task_status`` (``GET /task/{id}/status``),
-``reports``, ``log``, ``shutdown``, ``payload`` (``GET /task/{id}``), ``version`` (``GET /status``) and
-``action`` (a peon's ``POST /action``). ``/status/health``, ``isLeader`` and the emulator's control path
-are never faulted.
+``reports``, ``log``, ``shutdown``, ``payload`` (``GET /task/{id}``), ``version`` (``GET /status``),
+``properties`` (``GET /status/properties``) and ``action`` (a peon's ``POST /action``).
+``/status/health``, ``isLeader`` and the emulator's control path are never faulted.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ STEPS = (
     "shutdown",
     "payload",
     "version",
+    "properties",
     "action",
 )
 _TASK_LISTS = frozenset({"tasks", "waitingTasks", "pendingTasks", "runningTasks", "completeTasks"})
@@ -58,6 +59,8 @@ def step_of(method: str, path: str) -> str | None:
     """The step a request belongs to (see :data:`STEPS`), or None for a path no fault applies to."""
     if path == "/status":
         return "version"
+    if path == "/status/properties":
+        return "properties"
     if not path.startswith(_INDEXER + "/"):
         return None
     parts = path[len(_INDEXER) + 1 :].split("/")
