@@ -126,13 +126,11 @@ class OverlordBoard:
         unknown_rounds: int = UNKNOWN_ROUNDS,
         retry_policy: OverlordRetryPolicy | None = None,
     ) -> None:
-        for name, value in (
+        _check_positive(
             ("status_interval", status_interval),
             ("release_interval", release_interval),
             ("unknown_rounds", unknown_rounds),
-        ):
-            if not value > 0:
-                raise DruidK8sConfigError(name, f"{value!r} is not positive", f"set {name} above 0")
+        )
         self.conn_id = conn_id
         self.status_interval = float(status_interval)
         self.release_interval = float(release_interval)
@@ -155,14 +153,26 @@ class OverlordBoard:
     def shared(
         cls, conn_id: str = DEFAULT_CONN_ID, *, status_interval: float = 5.0, release_interval: float = 2.0
     ) -> OverlordBoard:
-        """The board of ``conn_id`` on the running event loop, made on first use (with these intervals;
-        later callers share it as it is). Must be called from a coroutine."""
+        """The board of ``conn_id`` on the running event loop, made on first use. Its intervals are the
+        shortest any caller asked for: a round serves every waiter at the cost of one, so a sensor with a long
+        ``poke_interval`` must not slow the operators' waits sharing its board. Must be called from a
+        coroutine. Raises :class:`DruidK8sConfigError` for an interval that is not positive."""
         boards = _BOARDS.setdefault(asyncio.get_running_loop(), {})
         board = boards.get(conn_id)
         if board is None:
             board = cls(conn_id, status_interval=status_interval, release_interval=release_interval)
             boards[conn_id] = board
+        else:
+            board._shorten_intervals(status_interval, release_interval)
         return board
+
+    def _shorten_intervals(self, status_interval: float, release_interval: float) -> None:
+        """Take these intervals where shorter; a status round sleeping out the longer one ends now."""
+        _check_positive(("status_interval", status_interval), ("release_interval", release_interval))
+        self.release_interval = min(self.release_interval, float(release_interval))
+        if status_interval < self.status_interval:
+            self.status_interval = float(status_interval)
+            self._soon.set()
 
     # ------------------------------------------------------------------ waits
 
@@ -362,3 +372,9 @@ class _Outage:
 _BOARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, OverlordBoard]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _check_positive(*named: tuple[str, float]) -> None:
+    for name, value in named:
+        if not value > 0:
+            raise DruidK8sConfigError(name, f"{value!r} is not positive", f"set {name} above 0")

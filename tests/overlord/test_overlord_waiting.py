@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from druid_k8s_provider.config import RunnerConfig
-from druid_k8s_provider.errors import OverlordApiError, OverlordTaskUnknown
+from druid_k8s_provider.errors import DruidK8sConfigError, OverlordApiError, OverlordTaskUnknown
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook
 from druid_k8s_provider.hooks.overlord_transport import OverlordRetryPolicy
@@ -321,3 +321,18 @@ async def test_releasing_a_released_job_again_changes_nothing(both: Both) -> Non
     assert after is not None and after["metadata"]["generation"] == job["metadata"]["generation"]
     assert after["metadata"]["labels"] == job["metadata"]["labels"] and after["spec"] == job["spec"]
     await both.druid.shutdown_task(task["id"])
+
+
+async def test_a_shorter_interval_asked_later_shortens_the_shared_board_at_once(both: Both) -> None:
+    """A sensor's long poke_interval made the board first; an operator's wait asking for a short one must not
+    wait out the long pause (every waiter of the process shares the rounds)."""
+    task = index_parallel_task("index_parallel_short_interval", standinDurationSeconds=0.3)
+    await both.druid.submit_task(task)
+    board = OverlordBoard.shared(status_interval=600.0)
+    complete = asyncio.create_task(board.wait_complete(task["id"]))
+    await eventually(lambda: both.is_complete(task["id"]), "the task's end")
+    assert OverlordBoard.shared(status_interval=0.2) is board
+    assert (await asyncio.wait_for(complete, 30)).status_code == "SUCCESS"
+    assert OverlordBoard.shared(status_interval=5.0).status_interval == 0.2
+    with pytest.raises(DruidK8sConfigError):
+        OverlordBoard.shared(status_interval=0)
