@@ -286,6 +286,17 @@ def test_https_with_the_connections_ca_bundle(monkeypatch: pytest.MonkeyPatch) -
         assert "could not be verified" in str(raised.value) and "ca_bundle_path" in str(raised.value)
 
 
+def test_https_to_a_plain_http_overlord_says_to_fix_the_schema_or_port(
+    overlord: OverlordDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, overlord.port, schema="https")
+    with pytest.raises(OverlordApiError) as raised:
+        DruidOverlordHook(retry_policy=FAST).overlord_version()
+    message = str(raised.value)
+    assert "does not speak TLS" in message and "schema" in message and CONN_ID in message
+    assert "ca_bundle_path" not in message
+
+
 def test_a_path_prefix_in_the_endpoint_extra_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     with OverlordDouble() as double:
         connect(monkeypatch, double.port, extra={"endpoint": "/proxy/druid/indexer/v1/task"})
