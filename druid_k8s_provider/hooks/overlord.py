@@ -140,14 +140,23 @@ def _stored_or_raise(
     ) from None
 
 
-def _undefined_connection(conn_id: str) -> DruidK8sConfigError:
+def require_connection(conn_id: str, field: str) -> None:
+    """Raise :class:`DruidK8sConfigError` naming ``field`` (where ``conn_id`` came from, e.g. the
+    ``[druid_k8s] druid_ingest_conn_id`` option) when Airflow has no connection ``conn_id``."""
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise _undefined_connection(conn_id, field) from None
+
+
+def _undefined_connection(conn_id: str, field: str = "druid_ingest_conn_id") -> DruidK8sConfigError:
     return DruidK8sConfigError(
-        "druid_ingest_conn_id",
+        field,
         f"the Airflow connection {conn_id!r} is not defined, and the Overlord must know every task the "
         "provider runs (it holds the task's locks); Airflow also reads a connection it cannot parse (a "
         "port that is no number, JSON that does not parse) as undefined",
         "create it with the Overlord's host, port and schema (Admin > Connections, or an AIRFLOW_CONN_<ID> "
-        "environment variable), or correct it, or point druid_ingest_conn_id at an existing one",
+        f"environment variable), or correct it, or point {field} at an existing one",
     )
 
 
