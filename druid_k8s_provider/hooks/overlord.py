@@ -34,6 +34,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseHook, conf
 from airflow.sdk.log import mask_secret
 
+from druid_k8s_provider.adapters.layout import check_overlord_version
 from druid_k8s_provider.errors import DruidK8sConfigError, OverlordAnswerUnreadable, OverlordApiError
 from druid_k8s_provider.hooks import overlord_api
 from druid_k8s_provider.hooks.overlord_api import OverlordCall, OverlordTaskStatus
@@ -298,8 +299,12 @@ class DruidOverlordHook(_OverlordHook):
         return _masked(self.run(overlord_api.task_payload(task_id)))
 
     def overlord_version(self) -> str | None:
-        """The Overlord's Druid version as ``GET /status`` reports it (may be None or not plain X.Y.Z)."""
-        return self.run(overlord_api.overlord_version())
+        """The Overlord's Druid version as ``GET /status`` reports it (may be None or not plain X.Y.Z).
+
+        A plain version before 30.0.0 is refused (:class:`DruidK8sConfigError` naming the Overlord's
+        version as the field): no older release runs the Jobs this provider follows.
+        """
+        return check_overlord_version(self.run(overlord_api.overlord_version()))
 
 
 class DruidOverlordAsyncHook(_OverlordHook):
@@ -401,4 +406,4 @@ class DruidOverlordAsyncHook(_OverlordHook):
 
     async def overlord_version(self) -> str | None:
         """See :meth:`DruidOverlordHook.overlord_version`."""
-        return await self.run(overlord_api.overlord_version())
+        return check_overlord_version(await self.run(overlord_api.overlord_version()))

@@ -364,3 +364,21 @@ async def test_async_hook_names_the_connection_on_401(
         with pytest.raises(OverlordApiError) as raised:
             await hook.submit_task(TASK)
     assert raised.value.status == 401 and CONN_ID in str(raised.value)
+
+
+async def test_an_overlord_older_than_druid_30_is_refused_naming_its_reported_version(
+    overlord: OverlordDouble,
+) -> None:
+    overlord.version = "29.0.1"
+    with DruidOverlordHook(retry_policy=FAST) as hook, pytest.raises(DruidK8sConfigError) as blocking:
+        hook.overlord_version()
+    async with DruidOverlordAsyncHook(retry_policy=FAST) as async_hook:
+        with pytest.raises(DruidK8sConfigError) as in_the_triggerer:
+            await async_hook.overlord_version()
+    for raised in (blocking, in_the_triggerer):
+        assert raised.value.field == "the Overlord's version (GET /status)"
+        assert "Druid 29.0.1 is older than 30.0.0" in str(raised.value)
+        assert "upgrade Druid" in raised.value.fix
+    overlord.version = "30.0.0-SNAPSHOT"
+    with DruidOverlordHook(retry_policy=FAST) as hook:
+        assert hook.overlord_version() == "30.0.0-SNAPSHOT"
