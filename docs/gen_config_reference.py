@@ -182,9 +182,12 @@ EFFECTS: Mapping[str, str] = {
         "it: their Jobs are found by name."
     ),
     "druid.indexer.runner.druidVersion": (
-        "The Druid release of the peon image, as `X.Y.Z` (30.0.0 or later): the Jobs are built as that "
-        "release builds them (see [Druid versions](adapters.md#druid-versions)). Unset: the current "
-        "release's Jobs (Druid 34.0.0 and later). Not a Druid property."
+        "The Druid release of the peon image, as `X.Y.Z` (30.0.0 or later), for Jobs built without a "
+        "version from the Overlord: the operator builds (and names) the Job for the version the Overlord "
+        "reports (`GET /status`), which wins over this property, so it applies only when the Overlord "
+        "reports none, and to `build_job` called without `druid_version` (a dry run). Unset there: the "
+        "current release's Jobs (Druid 34.0.0 and later). See [Druid versions](adapters.md#druid-versions). "
+        "Not a Druid property."
     ),
     "druid.indexer.runner.sidecarCommands": (
         "Command (the image's entrypoint) of sidecars that set `args` but no `command`, by container name, "

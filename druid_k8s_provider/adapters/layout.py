@@ -58,6 +58,20 @@ def parse_version(field: str, text: str) -> Version:
     return version
 
 
+#: The field an error names for the version the Overlord reported: no setting of the user's holds it.
+OVERLORD_VERSION_FIELD = "the Overlord's version (GET /status)"
+
+
+def check_overlord_version(reported: str | None) -> str | None:
+    """``reported`` (the ``version`` of the Overlord's ``GET /status``) when the provider can run tasks with
+    that Overlord; a plain ``X.Y.Z`` before 30.0.0 is refused (:class:`DruidK8sConfigError` naming
+    :data:`OVERLORD_VERSION_FIELD`, the fix: upgrade Druid). None, snapshot and vendor versions pass."""
+    version = None if reported is None else _plain(reported)
+    if version is not None:
+        _refuse_unsupported(OVERLORD_VERSION_FIELD, version)
+    return reported
+
+
 def _plain(text: str) -> Version | None:
     match = _PLAIN_VERSION.fullmatch(text.strip())
     return None if match is None else (int(match[1]), int(match[2]), int(match[3]))

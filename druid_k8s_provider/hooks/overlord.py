@@ -34,10 +34,15 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.sdk import BaseHook, conf
 from airflow.sdk.log import mask_secret
 
+from druid_k8s_provider.adapters.layout import check_overlord_version
 from druid_k8s_provider.errors import DruidK8sConfigError, OverlordAnswerUnreadable, OverlordApiError
 from druid_k8s_provider.hooks import overlord_api
 from druid_k8s_provider.hooks.overlord_api import OverlordCall, OverlordTaskStatus
-from druid_k8s_provider.hooks.overlord_connection import OverlordEndpoint, overlord_endpoint
+from druid_k8s_provider.hooks.overlord_connection import (
+    OverlordEndpoint,
+    overlord_endpoint,
+    undefined_connection,
+)
 from druid_k8s_provider.hooks.overlord_transport import (
     MAX_REDIRECTS,
     OverlordRetryPolicy,
@@ -140,17 +145,6 @@ def _stored_or_raise(
     ) from None
 
 
-def _undefined_connection(conn_id: str) -> DruidK8sConfigError:
-    return DruidK8sConfigError(
-        "druid_ingest_conn_id",
-        f"the Airflow connection {conn_id!r} is not defined, and the Overlord must know every task the "
-        "provider runs (it holds the task's locks); Airflow also reads a connection it cannot parse (a "
-        "port that is no number, JSON that does not parse) as undefined",
-        "create it with the Overlord's host, port and schema (Admin > Connections, or an AIRFLOW_CONN_<ID> "
-        "environment variable), or correct it, or point druid_ingest_conn_id at an existing one",
-    )
-
-
 class _OverlordHook(BaseHook):
     """What both hooks share: the connection names of the Apache Druid provider and the settings.
 
@@ -200,7 +194,7 @@ class DruidOverlordHook(_OverlordHook):
         try:
             conn = self.get_connection(self.druid_ingest_conn_id)
         except AirflowNotFoundException:
-            raise _undefined_connection(self.druid_ingest_conn_id) from None
+            raise undefined_connection(self.druid_ingest_conn_id) from None
         return _endpoint_of(conn)
 
     def get_conn(self) -> httpx.Client:
@@ -289,8 +283,12 @@ class DruidOverlordHook(_OverlordHook):
         return _masked(self.run(overlord_api.task_payload(task_id)))
 
     def overlord_version(self) -> str | None:
-        """The Overlord's Druid version as ``GET /status`` reports it (may be None or not plain X.Y.Z)."""
-        return self.run(overlord_api.overlord_version())
+        """The Overlord's Druid version as ``GET /status`` reports it (may be None or not plain X.Y.Z).
+
+        A plain version before 30.0.0 is refused (:class:`DruidK8sConfigError` naming the Overlord's
+        version as the field): no older release runs the Jobs this provider follows.
+        """
+        return check_overlord_version(self.run(overlord_api.overlord_version()))
 
     def runtime_properties(self) -> dict[str, str]:
         """The Overlord's runtime properties (``GET /status/properties``, CONFIG READ); never log them."""
@@ -312,7 +310,7 @@ class DruidOverlordAsyncHook(_OverlordHook):
             try:
                 conn = await self.aget_connection(self.druid_ingest_conn_id)
             except AirflowNotFoundException:
-                raise _undefined_connection(self.druid_ingest_conn_id) from None
+                raise undefined_connection(self.druid_ingest_conn_id) from None
             self._endpoint = _endpoint_of(conn)
         return self._endpoint
 
@@ -396,7 +394,7 @@ class DruidOverlordAsyncHook(_OverlordHook):
 
     async def overlord_version(self) -> str | None:
         """See :meth:`DruidOverlordHook.overlord_version`."""
-        return await self.run(overlord_api.overlord_version())
+        return check_overlord_version(await self.run(overlord_api.overlord_version()))
 
     async def runtime_properties(self) -> dict[str, str]:
         """See :meth:`DruidOverlordHook.runtime_properties`."""

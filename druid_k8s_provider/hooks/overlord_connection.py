@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
+from airflow.sdk import BaseHook
+
 from druid_k8s_provider.errors import DruidK8sConfigError
 
 #: The Overlord's task endpoint, relative to the server root: the Druid provider's ``endpoint`` default.
@@ -238,4 +241,24 @@ def overlord_endpoint(
         auth=auth,
         ca_bundle_path=ca_bundle_path,
         console_url=console_url,
+    )
+
+
+def require_connection(conn_id: str, field: str) -> None:
+    """Raise :class:`DruidK8sConfigError` naming ``field`` (where ``conn_id`` came from, e.g. the
+    ``[druid_k8s] druid_ingest_conn_id`` option) when Airflow has no connection ``conn_id``."""
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise undefined_connection(conn_id, field) from None
+
+
+def undefined_connection(conn_id: str, field: str = "druid_ingest_conn_id") -> DruidK8sConfigError:
+    return DruidK8sConfigError(
+        field,
+        f"the Airflow connection {conn_id!r} is not defined, and the Overlord must know every task the "
+        "provider runs (it holds the task's locks); Airflow also reads a connection it cannot parse (a "
+        "port that is no number, JSON that does not parse) as undefined",
+        "create it with the Overlord's host, port and schema (Admin > Connections, or an AIRFLOW_CONN_<ID> "
+        f"environment variable), or correct it, or point {field} at an existing one",
     )

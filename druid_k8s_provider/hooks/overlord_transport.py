@@ -2,7 +2,7 @@
 
 - **Retries.** 503 (no leader elected yet, or an Overlord starting), 429, any other 5xx and connection errors
   are retried with capped exponential back-off (tenacity), honouring ``Retry-After``; a certificate that
-  cannot be verified is not (retrying cannot fix it).
+  cannot be verified, or a server that does not speak TLS, is not (retrying cannot fix it).
 - **The leader's redirect.** An Overlord that is not the leader answers 307 with the leader's URL in
   ``Location`` (Druid's ``RedirectFilter``). httpx would drop the Basic-auth header on a redirect to another
   host, so redirects are followed here, with the connection's credentials (the leader belongs to the same
@@ -53,14 +53,33 @@ class TransientAnswer(Exception):
         super().__init__(f"HTTP {answer.status}")
 
 
+#: OpenSSL's reasons for a TLS handshake answered by something that is not TLS (a plain-http server):
+#: ``WRONG_VERSION_NUMBER`` up to OpenSSL 3.1, ``RECORD_LAYER_FAILURE`` from 3.2 on.
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"})
+
+
 def _is_tls_failure(exc: BaseException) -> bool:
-    """A certificate the client cannot verify: retrying cannot help."""
+    """A TLS handshake that failed (a certificate the client cannot verify, a server that does not speak TLS):
+    retrying cannot help."""
+    return _tls_error(exc) is not None or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _tls_error(exc: BaseException) -> ssl.SSLError | None:
+    """The :class:`ssl.SSLError` behind ``exc`` (httpx and httpcore wrap it), or None."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLError):
-            return True
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    return None
+
+
+def _server_does_not_speak_tls(exc: BaseException) -> bool:
+    """The handshake's answer was no TLS record: an https request sent to a plain-http port."""
+    tls_error = _tls_error(exc)
+    reason = getattr(tls_error, "reason", None) if tls_error is not None else None
+    text = str(exc).lower()
+    return reason in _NOT_TLS_REASONS or "wrong version number" in text or "record layer failure" in text
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -141,7 +160,13 @@ def failure_of(endpoint: OverlordEndpoint, call: OverlordCall[Any], exc: BaseExc
     """The error for a request that never got a final answer."""
     if isinstance(exc, TransientAnswer):
         return exc.answer.refused()
-    if _is_tls_failure(exc):
+    if _server_does_not_speak_tls(exc):
+        fix = (
+            "the Overlord does not speak TLS on that port: set the schema of connection "
+            f"{endpoint.conn_id!r} to http, or its port to the Overlord's TLS port (druid.tlsPort)"
+        )
+        problem = "the TLS handshake got an answer that is not TLS"
+    elif _is_tls_failure(exc):
         fix = (
             f"set the ca_bundle_path extra of connection {endpoint.conn_id!r} to the CA certificates that "
             "signed the Overlord's certificate"

@@ -21,6 +21,7 @@ from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.errors import DruidK8sConfigError, MissingPermission
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.hooks.overlord import DEFAULT_CONN_ID
+from druid_k8s_provider.hooks.overlord_connection import require_connection
 from druid_k8s_provider.hooks.secrets import sensitive_values
 from druid_k8s_provider.job_builder import build_job, load_pod_template
 from druid_k8s_provider.launch_protocol import check_launch_mode
@@ -234,10 +235,19 @@ DruidK8sTaskOperator` for what each means)."""
         return check_launch_mode(configured, f"[{CONFIG_SECTION}] launch_mode")
 
     def _ingest_conn_id(self) -> str:
-        """``druid_ingest_conn_id``, else ``[druid_k8s] druid_ingest_conn_id``, else the default."""
+        """``druid_ingest_conn_id``, else ``[druid_k8s] druid_ingest_conn_id``, else the default.
+
+        The argument and the default are checked by the hook, before any request. A connection named by the
+        option is looked up here, so an undefined one is refused naming the option, not the argument the
+        user never set.
+        """
         if self.druid_ingest_conn_id not in (None, ""):
-            return self.druid_ingest_conn_id  # checked by the hook, before any request
-        return conf.get(CONFIG_SECTION, "druid_ingest_conn_id", fallback="") or DEFAULT_CONN_ID
+            return self.druid_ingest_conn_id
+        configured = conf.get(CONFIG_SECTION, "druid_ingest_conn_id", fallback="")
+        if not configured:
+            return DEFAULT_CONN_ID
+        require_connection(configured, f"[{CONFIG_SECTION}] druid_ingest_conn_id")
+        return configured
 
     def _derived_base_id(self, context: Context, document: Mapping[str, Any]) -> str:
         """The base Druid task id of this task instance (dag, task, run, map index)."""

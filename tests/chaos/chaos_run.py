@@ -76,7 +76,11 @@ class ChaosTask:
         return [f"{self.label} line {number:03d}" for number in range(lines)]
 
     def druid_task(self) -> dict[str, Any]:
-        task: dict[str, Any] = {"type": "index_parallel", "spec": {}, "context": {LABEL: self.label}}
+        task: dict[str, Any] = {
+            "type": "index_parallel",
+            "spec": {"dataSchema": {"dataSource": "wikipedia"}},
+            "context": {LABEL: self.label},
+        }
         return task if self.kind == "ok" else {**task, "id": self.label}
 
     def operator_arguments(self) -> dict[str, Any]:

@@ -39,7 +39,11 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
 def test_a_waiting_task_outlasts_an_api_server_outage(kube: KubeEmulator) -> None:
     operator = DruidK8sTaskOperator(
         task_id="druid",
-        druid_task={"type": "index_parallel", "id": "outage", "spec": {}},
+        druid_task={
+            "type": "index_parallel",
+            "id": "outage",
+            "spec": {"dataSchema": {"dataSource": "wikipedia"}},
+        },
         runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
         overlord_pod_name=OVERLORD,
         poll_interval=5.0,

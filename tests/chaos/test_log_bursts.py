@@ -51,7 +51,11 @@ def test_bursts_of_lines_arrive_once_and_in_order_across_api_restarts(
 ) -> None:
     operator = DruidK8sTaskOperator(
         task_id="druid",
-        druid_task={"type": "index_parallel", "id": f"bursts-{deferrable}", "spec": {}},
+        druid_task={
+            "type": "index_parallel",
+            "id": f"bursts-{deferrable}",
+            "spec": {"dataSchema": {"dataSource": "wikipedia"}},
+        },
         runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
         overlord_pod_name=OVERLORD,
         deferrable=deferrable,

@@ -139,7 +139,11 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
 def operator_for(waiter: Waiter, *, deferrable: bool) -> DruidK8sTaskOperator:
     operator = DruidK8sTaskOperator(
         task_id="druid",
-        druid_task={"type": "index_parallel", "id": waiter.task_id, "spec": {}},
+        druid_task={
+            "type": "index_parallel",
+            "id": waiter.task_id,
+            "spec": {"dataSchema": {"dataSource": "wikipedia"}},
+        },
         runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
         overlord_pod_name=OVERLORD,
         poll_interval=FALLBACK_POLL_SECONDS,

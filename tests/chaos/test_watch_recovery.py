@@ -54,7 +54,11 @@ def test_the_shared_watch_reconnects_promptly_after_each_of_repeated_interruptio
 ) -> None:
     operator = DruidK8sTaskOperator(
         task_id="druid",
-        druid_task={"type": "index_parallel", "id": "watch-recovery", "spec": {}},
+        druid_task={
+            "type": "index_parallel",
+            "id": "watch-recovery",
+            "spec": {"dataSchema": {"dataSource": "wikipedia"}},
+        },
         runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
         overlord_pod_name=OVERLORD,
         deferrable=True,

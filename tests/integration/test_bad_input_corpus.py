@@ -346,7 +346,7 @@ CORPUS = (
     ),
     BadInput(
         "overlord-connection-option-not-defined",
-        "druid_ingest_conn_id",
+        "[druid_k8s] druid_ingest_conn_id",
         environment={"AIRFLOW__DRUID_K8S__DRUID_INGEST_CONN_ID": "druid_option_typo"},
     ),
     BadInput("overlord-connection-without-host", f"{DRUID_CONN} host", connection={"host": None}),

@@ -286,6 +286,17 @@ def test_https_with_the_connections_ca_bundle(monkeypatch: pytest.MonkeyPatch) -
         assert "could not be verified" in str(raised.value) and "ca_bundle_path" in str(raised.value)
 
 
+def test_https_to_a_plain_http_overlord_says_to_fix_the_schema_or_port(
+    overlord: OverlordDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(monkeypatch, overlord.port, schema="https")
+    with pytest.raises(OverlordApiError) as raised:
+        DruidOverlordHook(retry_policy=FAST).overlord_version()
+    message = str(raised.value)
+    assert "does not speak TLS" in message and "schema" in message and CONN_ID in message
+    assert "ca_bundle_path" not in message
+
+
 def test_a_path_prefix_in_the_endpoint_extra_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     with OverlordDouble() as double:
         connect(monkeypatch, double.port, extra={"endpoint": "/proxy/druid/indexer/v1/task"})
@@ -353,3 +364,21 @@ async def test_async_hook_names_the_connection_on_401(
         with pytest.raises(OverlordApiError) as raised:
             await hook.submit_task(TASK)
     assert raised.value.status == 401 and CONN_ID in str(raised.value)
+
+
+async def test_an_overlord_older_than_druid_30_is_refused_naming_its_reported_version(
+    overlord: OverlordDouble,
+) -> None:
+    overlord.version = "29.0.1"
+    with DruidOverlordHook(retry_policy=FAST) as hook, pytest.raises(DruidK8sConfigError) as blocking:
+        hook.overlord_version()
+    async with DruidOverlordAsyncHook(retry_policy=FAST) as async_hook:
+        with pytest.raises(DruidK8sConfigError) as in_the_triggerer:
+            await async_hook.overlord_version()
+    for raised in (blocking, in_the_triggerer):
+        assert raised.value.field == "the Overlord's version (GET /status)"
+        assert "Druid 29.0.1 is older than 30.0.0" in str(raised.value)
+        assert "upgrade Druid" in raised.value.fix
+    overlord.version = "30.0.0-SNAPSHOT"
+    with DruidOverlordHook(retry_policy=FAST) as hook:
+        assert hook.overlord_version() == "30.0.0-SNAPSHOT"

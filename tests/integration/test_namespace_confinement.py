@@ -119,7 +119,11 @@ def operator(task_id: str, **kwargs: Any) -> DruidK8sTaskOperator:
     properties = {"druid.indexer.runner.namespace": RUNNER_NAMESPACE, **kwargs.pop("properties", {})}
     return DruidK8sTaskOperator(
         task_id="druid",
-        druid_task={"type": "index_parallel", "id": task_id, "spec": {}},
+        druid_task={
+            "type": "index_parallel",
+            "id": task_id,
+            "spec": {"dataSchema": {"dataSource": "wikipedia"}},
+        },
         runner_properties=properties,
         poll_interval=0.5,
         **{"overlord_pod_selector": "app=druid,component=overlord", **kwargs},

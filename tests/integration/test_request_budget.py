@@ -12,6 +12,11 @@ batched ``POST taskStatus``), the submission, and at the end its report. While i
 polled by rounds shared by every task of the process: two list requests (pending, running) while a release
 is pending, one batched ``POST taskStatus`` for completion; never one request per task.
 
+A task launched in ``overlord`` mode (an Overlord of Druid 34) asks the Overlord the same, less the release's
+lists: the version, the batched decision, the submission, the report; while it waits, only the batched
+``POST taskStatus`` rounds. The worker creates no Job (the Overlord does). A ``GET /status/properties`` (the
+Overlord's runtime properties) is tolerated once per process: it is per process, not per task.
+
 The Overlord's own runner talks to the same API server with the same client library as the triggerer, so
 only requests that the runner never makes are counted here (the runner creates, reads, lists by job name,
 and deletes; it never patches, reviews rules, or lists Jobs by label).
@@ -55,14 +60,27 @@ class TaskInstance:
         pass
 
 
-def operator(deferrable: bool) -> DruidK8sTaskOperator:
+#: Requests the provider may make once per process (not per task), counted apart from the per-task budget.
+PER_PROCESS = ("GET /status", "GET /status/properties")
+
+
+def operator(deferrable: bool, *, airflow_mode: bool = True) -> DruidK8sTaskOperator:
+    # The Overlord pod is the template only when the provider builds the Job (airflow mode).
+    template = {"overlord_pod_selector": "component=overlord"} if airflow_mode else {}
     return DruidK8sTaskOperator(
         task_id="ingest",
         druid_task=TASK,
         runner_properties={"druid.indexer.runner.namespace": NAMESPACE},
-        overlord_pod_selector="component=overlord",
         deferrable=deferrable,
+        **template,
     )
+
+
+def per_process(asked: Counter[str]) -> Counter[str]:
+    """Take the per-process requests out of ``asked`` (each at most once) and return them."""
+    taken = Counter({kind: asked.pop(kind) for kind in PER_PROCESS if kind in asked})
+    assert all(count <= 1 for count in taken.values()), f"asked more than once per process: {taken}"
+    return taken
 
 
 def kube_requests(kube: KubeEmulator, *, worker: bool) -> Counter[str]:
@@ -97,8 +115,7 @@ def test_a_task_waited_in_its_worker(kube: KubeEmulator, druid: Druid) -> None:
     assert own["list jobs"] == 2  # the shared watch's list, and the release's look for the Overlord's Job
     assert own["watch jobs"] == own["watch pods"] == 1
     asked = overlord_requests(druid)
-    assert asked["GET /status"] <= 1  # once per process
-    assert asked["GET /status/properties"] <= 1  # once per process, with the version
+    per_process(asked)  # the version and the runner settings, once per process
     assert asked[f"POST {INDEXER}/task"] == 1
     assert asked[f"GET {INDEXER}/task/{result['druid_task_id']}/reports"] == 1
     assert asked[f"GET {INDEXER}/tasks?state=pending"] == asked[f"GET {INDEXER}/tasks?state=running"] >= 1
@@ -121,7 +138,7 @@ def test_tasks_waited_in_the_triggerer_share_the_watches_and_the_overlord_rounds
     submitted = overlord_requests(druid)
     assert submitted[f"POST {INDEXER}/taskStatus"] == tasks  # one batched decision per task
     assert submitted[f"POST {INDEXER}/task"] == tasks
-    assert submitted["GET /status"] <= 1
+    per_process(submitted)
     druid.overlord.requests.clear()
 
     async def triggerer() -> list[Any]:
@@ -154,3 +171,65 @@ def test_tasks_waited_in_the_triggerer_share_the_watches_and_the_overlord_rounds
     assert own["patch jobs"] == tasks
     assert own["list jobs"] == 1 + tasks  # one shared list, one look per release
     assert own["watch jobs"] == own["watch pods"] == 1
+
+
+def test_a_task_in_overlord_mode_waited_in_its_worker(kube: KubeEmulator, druid: Druid) -> None:
+    druid.start(druid_version="34.0.0")
+    kube.metrics.reset()
+    druid.overlord.requests.clear()
+    run = operator(deferrable=False, airflow_mode=False)
+    result = run.execute({"ti": TaskInstance("manual__1")})  # type: ignore[arg-type]
+    assert result["status"] == "SUCCESS"
+    assert kube_requests(kube, worker=True)["create jobs"] == 0  # the Overlord creates the Job
+    asked = overlord_requests(druid)
+    per_process(asked)
+    task_id = result["druid_task_id"]
+    assert asked.pop(f"POST {INDEXER}/task") == 1
+    assert asked.pop(f"GET {INDEXER}/task/{task_id}/reports") == 1
+    assert asked.pop(f"POST {INDEXER}/taskStatus") >= 1  # the decision, then the batched rounds
+    # The Overlord deletes its Job as the task completes, maybe before the pod's log was read to the end: the
+    # rest comes from the Overlord's task log, in one request.
+    assert asked.pop(f"GET {INDEXER}/task/{task_id}/log", 0) <= 1
+    assert not asked, f"requests outside the budget: {asked}"  # no lists, no per-task status GET
+
+
+def test_tasks_in_overlord_mode_waited_in_the_triggerer_poll_in_batched_rounds_only(
+    kube: KubeEmulator, druid: Druid
+) -> None:
+    druid.start(druid_version="34.0.0")
+    tasks = 3
+    druid.overlord.requests.clear()
+    runs = [
+        (operator(deferrable=True, airflow_mode=False), {"ti": TaskInstance(f"manual__{n}")})
+        for n in range(tasks)
+    ]
+    deferrals = []
+    for op, context in runs:
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(context)  # type: ignore[arg-type]
+        deferrals.append(deferred.value)
+    submitted = overlord_requests(druid)
+    per_process(submitted)
+    assert submitted == Counter({f"POST {INDEXER}/taskStatus": tasks, f"POST {INDEXER}/task": tasks})
+    druid.overlord.requests.clear()
+
+    async def triggerer() -> list[Any]:
+        triggers = [
+            DruidOverlordTaskTrigger(**json.loads(json.dumps(d.trigger.serialize()[1]))) for d in deferrals
+        ]
+        return await asyncio.gather(*(anext(trigger.run()) for trigger in triggers))
+
+    events = asyncio.run(triggerer())
+    waited = overlord_requests(druid)
+    per_process(waited)
+    assert set(waited) == {f"POST {INDEXER}/taskStatus"}  # shared rounds, nothing per task
+    druid.overlord.requests.clear()
+    for (op, context), deferral, event in zip(runs, deferrals, events, strict=True):
+        result = getattr(op, deferral.method_name)(context, event.payload, **(deferral.kwargs or {}))
+        assert result["status"] == "SUCCESS"
+    finished = overlord_requests(druid)
+    for event in events:
+        task_id = event.payload["druid_task_id"]
+        assert finished.pop(f"GET {INDEXER}/task/{task_id}/reports") == 1
+        assert finished.pop(f"GET {INDEXER}/task/{task_id}/log", 0) <= 1  # the log's rest: see above
+    assert not finished, f"requests outside the budget: {finished}"

@@ -10,6 +10,7 @@ import pytest
 from druid_k8s_provider.config import RunnerConfig
 from druid_k8s_provider.job_builder import build_job
 from druid_k8s_provider.naming import job_name
+from druid_k8s_provider.testing.overlord.peon_lifecycle import GENERIC_FAILURE, PeonLifecycle
 from druid_k8s_provider.testing.tasks import index_parallel_task
 
 from .conftest import NAMESPACE, Druid, wait_until
@@ -106,6 +107,48 @@ def test_a_task_type_no_module_registers_is_refused_with_jacksons_message_and_no
     assert "known type ids = [" in error and "index_parallel" in error
     assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/status").status_code == 404
     assert druid.kube.metrics.creates("jobs") == 0
+
+
+def test_an_id_longer_than_druids_task_table_column_is_refused_and_not_stored(druid: Druid) -> None:
+    task = index_parallel_task("x" * 300)
+    refused = druid.submit(task)
+    assert refused.status_code == 500  # the metadata insert fails: a DruidException, persona OPERATOR
+    assert refused.json()["errorMessage"] == f"Encountered metadata exception for task [{task['id']}]"
+    assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/status").status_code == 404
+    assert druid.kube.metrics.creates("jobs") == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({}, "Invalid value for field [dataSchema]: must not be null"),
+        ({"dataSchema": {"timestampSpec": {"column": "time"}}}, "Invalid value for field [dataSource]"),
+    ],
+)
+def test_an_ingestion_task_without_its_datasource_is_refused_as_jackson_does(
+    druid: Druid, spec: dict[str, Any], problem: str
+) -> None:
+    task = {"type": "index_parallel", "id": "index_parallel_no_datasource", "spec": spec}
+    refused = druid.submit(task)
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("Cannot construct instance of `")
+    assert problem in refused.json()["error"]
+    assert druid.http.get(f"/druid/indexer/v1/task/{task['id']}/status").status_code == 404
+    assert druid.kube.metrics.creates("jobs") == 0
+
+
+def test_a_runner_that_crashes_fails_the_task_instead_of_leaving_it_running(
+    druid: Druid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def crash(self: PeonLifecycle, item: Any) -> None:
+        raise OSError(36, "File name too long")
+
+    monkeypatch.setattr(PeonLifecycle, "_save_log", crash)
+    task = index_parallel_task("index_parallel_runner_crash", standinDurationSeconds=0)
+    assert druid.submit(task).status_code == 200
+    status = druid.wait_for(task["id"], lambda status: status["statusCode"] != "RUNNING")
+    assert status["statusCode"] == "FAILED"
+    assert status["errorMsg"] == GENERIC_FAILURE
 
 
 def test_shutdown_fails_the_task_and_deletes_its_job(druid: Druid) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from druid_k8s_provider.errors import DruidK8sConfigError
 from druid_k8s_provider.hooks.overlord_answer import druid_error_text
-from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus, WrongShape, tasks
+from druid_k8s_provider.hooks.overlord_api import OverlordCall, OverlordTaskStatus, WrongShape, tasks
 from druid_k8s_provider.hooks.overlord_connection import overlord_endpoint
+from druid_k8s_provider.hooks.overlord_transport import failure_of
 
 
 def endpoint_of(**fields: Any) -> Any:
@@ -220,3 +223,24 @@ def test_a_status_of_another_shape_is_refused_not_guessed(entry: dict[str, Any],
     with pytest.raises(WrongShape) as raised:
         OverlordTaskStatus.from_json(entry)
     assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("openssl_says", "fix"),
+    [
+        ("[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)", "does not speak TLS"),
+        ("[SSL: RECORD_LAYER_FAILURE] record layer failure (_ssl.c:1000)", "does not speak TLS"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed (_ssl.c:1006)", "ca_bundle_path"),
+    ],
+)
+def test_a_tls_failure_names_the_fix_for_its_cause(openssl_says: str, fix: str) -> None:
+    try:
+        try:
+            raise ssl.SSLError(1, openssl_says)
+        except ssl.SSLError as tls_error:
+            raise httpx.ConnectError(str(tls_error)) from tls_error
+    except httpx.ConnectError as failure:
+        call = OverlordCall("GET", "/status", read=lambda answer: answer, endpoint="overlord_version")
+        error = failure_of(endpoint_of(schema="https"), call, failure)
+    assert fix in str(error) and "druid_ingest_default" in str(error)
+    assert ("ca_bundle_path" in str(error)) == (fix == "ca_bundle_path")

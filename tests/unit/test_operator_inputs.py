@@ -219,3 +219,28 @@ def test_debug_jobs_set_in_airflow_is_named_in_every_mode(monkeypatch: pytest.Mo
     monkeypatch.setenv("AIRFLOW__DRUID_K8S__RUNNER_PROPERTIES", json.dumps(debug_jobs))
     [warning] = warnings_of(operator(), "airflow")
     assert "(set in [druid_k8s] runner_properties)" in warning
+
+
+def test_a_bad_launch_mode_names_the_argument_or_the_option_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(DruidK8sConfigError) as from_argument:
+        operator(launch_mode="bogus")._requested_mode()
+    assert from_argument.value.field == "launch_mode"
+    monkeypatch.setenv("AIRFLOW__DRUID_K8S__LAUNCH_MODE", "bogus")
+    with pytest.raises(DruidK8sConfigError) as from_option:
+        operator()._requested_mode()
+    assert from_option.value.field == "[druid_k8s] launch_mode"
+    assert "'bogus' is not a launch mode" in str(from_option.value)
+
+
+def test_an_undefined_connection_of_the_option_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__DRUID_K8S__DRUID_INGEST_CONN_ID", "druid_option_typo")
+    with pytest.raises(DruidK8sConfigError) as raised:
+        operator()._ingest_conn_id()
+    assert raised.value.field == "[druid_k8s] druid_ingest_conn_id"
+    assert "'druid_option_typo' is not defined" in str(raised.value)
+    defined = {"conn_type": "druid", "host": "overlord"}
+    monkeypatch.setenv("AIRFLOW_CONN_DRUID_OPTION_TYPO", json.dumps(defined))
+    assert operator()._ingest_conn_id() == "druid_option_typo"
+    assert operator(druid_ingest_conn_id="druid_argument")._ingest_conn_id() == "druid_argument"

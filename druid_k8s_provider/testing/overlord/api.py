@@ -4,7 +4,8 @@ From apache/druid ``OverlordResource`` and ``StatusResource``:
 
 - ``POST /druid/indexer/v1/task`` → 200 ``{"task": id}``; a known id → 400 ``ErrorResponse`` with
   ``errorCode`` ``entryAlreadyExists``; a body that is not a task, or a task type no module of this
-  Overlord registers (Jackson's "Could not resolve type id"), → 400 ``{"error": ...}``.
+  Overlord registers (Jackson's "Could not resolve type id"), → 400 ``{"error": ...}``; see also
+  :mod:`.submission`.
 - ``GET /druid/indexer/v1/task/{id}`` → ``{"task", "payload"}`` (404 with ``payload`` null);
   ``GET .../status`` → ``{"task", "status": TaskStatusPlus}`` (404 with ``status`` null);
   ``POST .../shutdown`` → 200 ``{"task": id}`` always; ``GET .../log?offset=N`` (text; 404 with Druid's
@@ -45,6 +46,7 @@ from druid_k8s_provider.testing.overlord.actions import ActionRefused, UnknownAc
 from druid_k8s_provider.testing.overlord.faults import OverlordFaults, apply_fault, control_routes, step_of
 from druid_k8s_provider.testing.overlord.queue import API_TASK_STATES, EntryAlreadyExists
 from druid_k8s_provider.testing.overlord.service import Overlord
+from druid_k8s_provider.testing.overlord.submission import SubmissionRefused
 
 PREFIX = "/druid/indexer/v1"
 LEADER_PATH = PREFIX + "/isLeader"
@@ -225,6 +227,8 @@ class _Routes:
             self.overlord.submit(task)
         except EntryAlreadyExists as error:
             return _json(error.to_json(), status=400)
+        except SubmissionRefused as refused:
+            return _json(refused.body, status=refused.status)
         return _json({"task": task.id})
 
     async def payload(self, request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ the outcome read from the task's status file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from typing import Any, cast
@@ -46,29 +47,36 @@ class PeonLifecycle(RunnerClient):
         task_id = item.task.id
         async with self._slots:
             try:
-                if not join:
-                    await self._launch(item)
-                await self._wait_until_started(item)
-                await self._wait_until_finished(item)
-            except LaunchFailed as error:
-                self._log(f"ERROR Task [{task_id}] failed to run: {error}")
-                await self._delete_job(item.job_name)
+                await self._run_to_outcome(item, join=join)
+            except Exception as error:
+                # Druid's runner turns any exception of a task's lifecycle into a FAILED status with the
+                # generic message (KubernetesTaskRunner), so a crash never leaves the task RUNNING forever.
+                why = error if isinstance(error, LaunchFailed) else f"{type(error).__name__}: {error}"
+                self._log(f"ERROR Task [{task_id}] failed to run: {why}")
+                with contextlib.suppress(Exception):
+                    await self._delete_job(item.job_name)
                 await self._finish(task_id, "FAILED", -1, GENERIC_FAILURE)
-                return
-            await self._save_log(item)
-            status = self._status_file(task_id)
-            if not self.config.debug_jobs:
-                await self._delete_job(item.job_name)
-            if status is None:
-                await self._finish(task_id, "FAILED", -1, NO_STATUS_FAILURE)
-            else:
-                duration = status.get("duration")
-                await self._finish(
-                    task_id,
-                    str(status.get("status") or status.get("statusCode") or "FAILED"),
-                    duration if isinstance(duration, int) else -1,
-                    status.get("errorMsg"),
-                )
+
+    async def _run_to_outcome(self, item: WorkItem, *, join: bool) -> None:
+        task_id = item.task.id
+        if not join:
+            await self._launch(item)
+        await self._wait_until_started(item)
+        await self._wait_until_finished(item)
+        await self._save_log(item)
+        status = self._status_file(task_id)
+        if not self.config.debug_jobs:
+            await self._delete_job(item.job_name)
+        if status is None:
+            await self._finish(task_id, "FAILED", -1, NO_STATUS_FAILURE)
+        else:
+            duration = status.get("duration")
+            await self._finish(
+                task_id,
+                str(status.get("status") or status.get("statusCode") or "FAILED"),
+                duration if isinstance(duration, int) else -1,
+                status.get("errorMsg"),
+            )
 
     async def _finish(self, task_id: str, status_code: str, duration: int, error_msg: str | None) -> None:
         self.items.pop(task_id, None)

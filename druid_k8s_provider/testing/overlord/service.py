@@ -28,6 +28,7 @@ from druid_k8s_provider.testing.overlord.actions import perform
 from druid_k8s_provider.testing.overlord.lockbox import Lockbox, task_intervals
 from druid_k8s_provider.testing.overlord.queue import WAITING, TaskEntry, TaskQueue
 from druid_k8s_provider.testing.overlord.runner import KubernetesRunner
+from druid_k8s_provider.testing.overlord.submission import check_submission
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,9 @@ class Overlord:
     # ------------------------------------------------------------------ queue
 
     def submit(self, task: DruidTask) -> None:
-        """``POST /task``: store the task and make it active (EntryAlreadyExists for a known id)."""
+        """``POST /task``: store the task and make it active (EntryAlreadyExists for a known id;
+        :class:`~.submission.SubmissionRefused` for a task Druid would not construct or store)."""
+        check_submission(task)
         self.queue.add(task)
         self.lockbox.add(task)
         self.log(f"INFO Adding task[{task.id}] to activeTasks")
