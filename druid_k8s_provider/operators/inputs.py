@@ -244,7 +244,9 @@ DruidK8sTaskOperator` for what each means)."""
         if self.druid_ingest_conn_id not in (None, ""):
             return self.druid_ingest_conn_id
         configured = conf.get(CONFIG_SECTION, "druid_ingest_conn_id", fallback="")
-        if not configured:
+        if configured in ("", DEFAULT_CONN_ID):
+            # Once Airflow loads the provider's configuration, the option reads as its default: the default
+            # connection is the argument's too, so its refusal names the argument.
             return DEFAULT_CONN_ID
         require_connection(configured, f"[{CONFIG_SECTION}] druid_ingest_conn_id")
         return configured
