@@ -35,6 +35,7 @@ from druid_k8s_provider.hooks.log_cursor import LogCursor
 from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.launch.release import release_job
+from druid_k8s_provider.launch.suspended import never_started
 from druid_k8s_provider.triggers.job import (
     ERROR,
     FINISHED,
@@ -42,6 +43,7 @@ from druid_k8s_provider.triggers.job import (
     SIDECAR_GRACE_SECONDS,
     TIMED_OUT,
     JobFollower,
+    OwnJob,
     shared_watch,
 )
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
@@ -112,9 +114,17 @@ def status_dict(status: OverlordTaskStatus) -> dict[str, Any]:
 
 
 async def follow_task(
-    spec: FollowSpec, *, emit_line: Callable[[str], None], say: Callable[[str], None]
+    spec: FollowSpec,
+    *,
+    emit_line: Callable[[str], None],
+    say: Callable[[str], None],
+    alone: bool = False,
 ) -> dict[str, Any]:
     """Wait until the Druid task completed in the Overlord; the event payload describing how.
+
+    ``alone``: the only wait of its event loop (a worker). A Job this wait released is then watched by
+    itself (its name, and its pods by ``job-name``) from the version the release returned, instead of a
+    list and a watch of every peon Job and pod in the namespace, which nothing else would share.
 
     The payload is :class:`JobFollower`'s (``status`` FINISHED / LAUNCH_FAILED / TIMED_OUT / MISSING / ERROR,
     the Job and pod summaries, ``log_complete``) or ``status`` :data:`COMPLETED` when no Job was followed,
@@ -124,6 +134,7 @@ async def follow_task(
     kube = spec.kube_hook()
     board = OverlordBoard.shared(spec.druid_ingest_conn_id)
     job_name = spec.job_name
+    own_job: OwnJob | None = None
     if spec.release_pending:
         released = await release_job(
             kube, board, namespace=spec.namespace, job_name=job_name, task_id=spec.druid_task_id, log=say
@@ -131,6 +142,9 @@ async def follow_task(
         if released.status is not None and not released.status.active:
             return _completed(spec, released.status, None)
         job_name = released.job_name
+        if alone and released.job is not None:
+            # A Job that had not started before its release has no pod older than the release's version.
+            own_job = OwnJob(released.job, created=never_started(released.job))
     else:
         found = await _job_of_task(kube, board, spec)
         if isinstance(found, OverlordTaskStatus):
@@ -155,6 +169,7 @@ async def follow_task(
         log_cursor=LogCursor.from_dict(spec.log_cursor),
         sidecar_grace_seconds=spec.sidecar_grace_seconds,
         emit_line=show,
+        own_job=own_job,
     )
     event = await follower.outcome()
     event["log_offset"] = shown[0]

@@ -53,3 +53,10 @@ def release_patch() -> dict[str, Any]:
 def is_suspended(job: Mapping[str, Any]) -> bool:
     """Whether a Job as read from the API is suspended (``spec.suspend`` true)."""
     return bool((job.get("spec") or {}).get("suspend"))
+
+
+def never_started(job: Mapping[str, Any]) -> bool:
+    """Whether a Job as read from the API never ran: no ``status.startTime``, which the Job controller
+    sets when it first runs a Job that is not suspended (so a Job released by the patch that returned it
+    has no pod older than that answer)."""
+    return not (job.get("status") or {}).get("startTime")
