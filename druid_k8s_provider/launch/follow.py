@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -221,9 +222,9 @@ async def _job_of_task(
             jobs.subscribe(spec.job_name, wake)
             try:
                 while True:
-                    for job in list(jobs.objects.values()):
-                        if task_id_of(job) == spec.druid_task_id and not job_state.being_deleted(job):
-                            return str(job["metadata"]["name"])
+                    found = _task_job(jobs.objects, spec.job_name, spec.druid_task_id)
+                    if found is not None:
+                        return found
                     wake.clear()
                     waker = asyncio.ensure_future(wake.wait())
                     await asyncio.wait(
@@ -239,3 +240,14 @@ async def _job_of_task(
             completion.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await completion
+
+
+def _task_job(jobs: dict[str, dict[str, Any]], expected_name: str, task_id: str) -> str | None:
+    """The name of the live Job of ``task_id`` among the cached peon Jobs: under the name expected (Druid's,
+    computed alike) first, one look instead of a scan of every peon Job of the namespace (thousands in a busy
+    triggerer) per waiter and second; else whatever its name."""
+    expected = jobs.get(expected_name)
+    for job in itertools.chain([expected] if expected is not None else [], jobs.values()):
+        if task_id_of(job) == task_id and not job_state.being_deleted(job):
+            return str(job["metadata"]["name"])
+    return None
