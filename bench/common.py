@@ -163,8 +163,9 @@ def index_task(number: int) -> dict[str, Any]:
 
 def overlord_task(number: int, seconds: float, task_id: str | None = None) -> dict[str, Any]:
     """:func:`index_task` as the Overlord emulator runs it: its own datasource and day of data (so no two
-    tasks wait for each other's locks), a stand-in peon running ``seconds``, and ``task_id`` or, without it, no id (the
-    operator then derives one per Airflow run and attempt, so runs never collide in the Overlord)."""
+    tasks wait for each other's locks), a stand-in peon running ``seconds``, and ``task_id`` or, without it,
+    no id (the operator then derives one per Airflow run and attempt, so runs never collide in the
+    Overlord)."""
     task = index_task(number)
     # Its own datasource too: the emulator's lockbox compares a new lock with every lock held.
     task["spec"]["dataSchema"]["dataSource"] = f"bench_{number:05d}"

@@ -23,7 +23,8 @@ launches), the watch streams open, the CPU and RSS of the side's subprocess and 
 emulators and the sampler), and the worker slots held. The Overlord records when it completed each task;
 detection latency is from then to the moment the trigger yielded its event (or ``execute`` returned).
 *Steady state* is the last 30 s before the first outcome (at most from three seconds after every pod ran and
-every waiter started); the waiters' start-up before it is reported apart. Run ``python -m bench.triggerer --help``.
+every waiter started); the waiters' start-up before it is reported apart. Run
+``python -m bench.triggerer --help``.
 """
 
 from __future__ import annotations
@@ -346,16 +347,21 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 
 
 def describe(phase: dict[str, Any]) -> str:
-    return (
-        f"triggerer {phase['side']:>5} N={phase['n']:<6} T={phase['job_seconds']:g}s (setup "
-        f"{phase.get('setup_seconds')}s): steady {phase['steady_overlord_requests_per_second']} Overlord req/s, "
-        f"{phase['steady_kubernetes_requests_per_second']} Kubernetes req/s, {phase['steady_watches']} watches, "
-        f"CPU {phase['cpu_seconds']}s (steady {phase['steady_cpu_cores']} cores), RSS {phase['peak_rss_mib']} MiB, "
-        f"slots {phase['worker_slots_held']}, latency p50 {phase['latency_p50_seconds']}s p95 "
-        f"{phase['latency_p95_seconds']}s max {phase['latency_max_seconds']}s, detected "
-        f"{phase['detected']}/{phase['n']} {phase['statuses']}; emulators steady "
-        f"{phase['emulators_steady_cpu_cores']} cores, RSS {phase['emulators_peak_rss_mib']} MiB"
-    )
+    """One line of a phase's figures."""
+    fields = [
+        f"triggerer {phase['side']:>5} N={phase['n']:<6} T={phase['job_seconds']:g}s",
+        f"setup {phase.get('setup_seconds')}s",
+        f"steady Overlord {phase['steady_overlord_requests_per_second']} req/s",
+        f"Kubernetes {phase['steady_kubernetes_requests_per_second']} req/s",
+        f"{phase['steady_watches']} watches",
+        f"CPU {phase['cpu_seconds']}s (steady {phase['steady_cpu_cores']} cores)",
+        f"RSS {phase['peak_rss_mib']} MiB",
+        f"slots {phase['worker_slots_held']}",
+        f"latency p50 {phase['latency_p50_seconds']}s p95 {phase['latency_p95_seconds']}s",
+        f"detected {phase['detected']}/{phase['n']} {phase['statuses']}",
+        f"emulators steady {phase['emulators_steady_cpu_cores']} cores RSS {phase['emulators_peak_rss_mib']} MiB",
+    ]
+    return ", ".join(fields)
 
 
 def parse_phase(text: str) -> tuple[int, float]:
