@@ -163,7 +163,7 @@ class Sampler(threading.Thread):
         return self._overlord_ours
 
 
-def run_phase(side: str, n: int, seconds: float, profile: bool) -> dict[str, Any]:
+def run_phase(side: str, n: int, seconds: float, profile: bool, spread: float) -> dict[str, Any]:
     """One side waiting on N tasks of ``seconds`` each; returns the phase's figures."""
     from druid_k8s_provider.testing import KubeEmulator
 
@@ -189,7 +189,7 @@ def run_phase(side: str, n: int, seconds: float, profile: bool) -> dict[str, Any
                 }
                 wait_until_ready(worker.stdout, side)
                 started = time.time()
-                order: dict[str, Any] = {"environment": environment, "spread": SPREAD_SECONDS}
+                order: dict[str, Any] = {"environment": environment, "spread": spread}
                 if side == OURS:
                     order["jobs"] = submit_and_wait_for_pods(overlord, clock, n, seconds)
                 else:
@@ -204,7 +204,7 @@ def run_phase(side: str, n: int, seconds: float, profile: bool) -> dict[str, Any
                 worker.stdin.flush()
                 sampler = Sampler(kube, overlord, psutil.Process(worker.pid), go, side)
                 sampler.start()
-                budget = seconds + 3 * SPREAD_SECONDS + 300 + n * 0.05
+                budget = seconds + 3 * spread + 300 + n * 0.05
                 try:
                     code = worker.wait(timeout=budget)
                 except subprocess.TimeoutExpired:
@@ -231,7 +231,7 @@ def run_phase(side: str, n: int, seconds: float, profile: bool) -> dict[str, Any
                 worker.wait()
         report = json.loads(result_path.read_text())
         profile_text = profile_path.read_text() if profile and profile_path.exists() else None
-    phase = figures(side, n, seconds, go, ended, clock, outcomes, sampler.samples, report)
+    phase = figures(side, n, seconds, spread, go, ended, clock, outcomes, sampler.samples, report)
     phase.update(
         setup_seconds=round(setup_seconds, 1),
         overlord_requests_by_kind=dict(sorted(by_kind.items())),
@@ -290,6 +290,7 @@ def figures(
     side: str,
     n: int,
     seconds: float,
+    spread: float,
     go: float,
     ended: float,
     clock: Clock,
@@ -302,7 +303,7 @@ def figures(
     latencies = [event["at"] - outcomes[task_id] for task_id, event in fired.items() if task_id in outcomes]
     last_start = max(clock.pod_running.values(), default=go) - go
     first_outcome = min(outcomes.values(), default=ended) - go
-    started = max(last_start, SPREAD_SECONDS) + SETTLE_SECONDS
+    started = max(last_start, spread) + SETTLE_SECONDS
     window = (max(started, first_outcome - STEADY_SECONDS), first_outcome - SAMPLE_SECONDS)
     inside = [s for s in samples if window[0] <= s.at <= window[1]]
     steady_rps = rate(samples, *window, "overlord_requests")
@@ -359,7 +360,8 @@ def describe(phase: dict[str, Any]) -> str:
         f"slots {phase['worker_slots_held']}",
         f"latency p50 {phase['latency_p50_seconds']}s p95 {phase['latency_p95_seconds']}s",
         f"detected {phase['detected']}/{phase['n']} {phase['statuses']}",
-        f"emulators steady {phase['emulators_steady_cpu_cores']} cores RSS {phase['emulators_peak_rss_mib']} MiB",
+        f"emulators steady {phase['emulators_steady_cpu_cores']} cores",
+        f"emulators RSS {phase['emulators_peak_rss_mib']} MiB",
     ]
     return ", ".join(fields)
 
@@ -386,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         help="largest N the DruidOperator side is run at (one thread per worker slot)",
     )
     parser.add_argument("--profile-n", type=int, default=10000, help="profile our triggerer at this N")
+    parser.add_argument(
+        "--spread", type=float, default=SPREAD_SECONDS, help="seconds over which the waiters start"
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     private_airflow_home()
@@ -396,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             if side == DRUID and n > args.druid_max_n:
                 skipped.append({"side": side, "n": n})
                 continue
-            phase = run_phase(side, n, seconds, profile=side == OURS and n == args.profile_n)
+            profile = side == OURS and n == args.profile_n
+            phase = run_phase(side, n, seconds, profile, args.spread)
             phases.append(phase)
             print(describe(phase), flush=True)
     write_result(
