@@ -70,19 +70,27 @@ async def run_triggers(triggers: list[Any], spread: float) -> dict[str, dict[str
 
 
 def top_costs(profiler: Any, count: int = 10) -> list[dict[str, Any]]:
-    """The functions with the most time of their own in a pyinstrument session, with their share."""
+    """Where the loop's CPU went, by provider function: each sample's time goes to the innermost function of
+    ``druid_k8s_provider`` on its stack (the libraries it called included), else to the outermost library
+    function under the event loop; the loop's idle wait (``epoll.poll``) is left out."""
     session = profiler.last_session
     own: dict[str, float] = {}
 
-    def walk(frame: Any) -> None:
-        key = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
-        own[key] = own.get(key, 0.0) + frame.total_self_time
+    def walk(frame: Any, owner: str | None) -> None:
+        where = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+        path = str(frame.file_path_short or "")
+        if path.startswith("druid_k8s_provider") and not frame.function.startswith("["):
+            owner = where
+        elif owner is None and not path.startswith(("asyncio", "selectors", "bench", "runpy", "<")):
+            owner = where  # a library the event loop called directly (a watch's or a stream's reader)
+        if frame.function != "epoll.poll" and owner is not None:
+            own[owner] = own.get(owner, 0.0) + frame.total_self_time
         for child in frame.children:
-            walk(child)
+            walk(child, owner)
 
     root = session.root_frame()
     if root is not None:
-        walk(root)
+        walk(root, None)
     total = sum(own.values()) or 1.0
     ranked = sorted(own.items(), key=lambda item: item[1], reverse=True)[:count]
     return [
