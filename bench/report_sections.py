@@ -91,6 +91,11 @@ def triggerer_section(document: dict[str, Any] | None) -> str:
         )
         + "\n"
         for skipped in document.get("not_run", ())
+        if "failed" not in skipped
+    ) + "".join(
+        f"\nN = {failed['n']:,}, {SIDE_NAMES[failed['side']]}: the phase failed: {failed['failed'][:300]}\n"
+        for failed in document.get("not_run", ())
+        if "failed" in failed
     )
     emulators = [
         [

@@ -402,7 +402,12 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append({"side": side, "n": n})
                 continue
             profile = side == OURS and n == args.profile_n
-            phase = run_phase(side, n, seconds, profile, args.spread)
+            try:
+                phase = run_phase(side, n, seconds, profile, args.spread)
+            except RuntimeError as error:  # the other phases' figures still count; this one says why not
+                print(f"triggerer {side} N={n}: failed: {error}", flush=True)
+                skipped.append({"side": side, "n": n, "failed": str(error)[:2000]})
+                continue
             phases.append(phase)
             print(describe(phase), flush=True)
     write_result(
