@@ -57,11 +57,18 @@ def overlord_connection_env(overlord_url: str, conn_id: str = "druid_ingest_defa
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(overlord_connection(overlord_url))}
 
 
-def overlord_emulator(kube: Any, **kwargs: Any) -> Any:
+def overlord_emulator(
+    kube: Any, *, informer: bool = False, outcomes: dict[str, float] | None = None, **kwargs: Any
+) -> Any:
     """An ``OverlordEmulator`` beside ``kube`` with the benchmarks' runner properties, whose runner calls the
     Kubernetes API with the user agent :data:`DRUID_RUNNER_AGENT`, so :func:`druid_runner_requests` can tell
     the requests Druid makes for a task (its runner creates, reads and deletes the Job) from the provider's.
+
+    ``informer``: the runner waits on one shared watch of peon Jobs and pods (:mod:`bench.informer`) instead
+    of reading each task's objects, so ten thousand tasks do not load the cluster with the emulator's polls.
+    ``outcomes``: filled with task id -> epoch seconds when the Overlord recorded the task's outcome.
     """
+    from bench.informer import with_informer
     from druid_k8s_provider.testing import OverlordEmulator
     from druid_k8s_provider.testing.overlord.runner import KubernetesRunner
 
@@ -76,6 +83,16 @@ def overlord_emulator(kube: Any, **kwargs: Any) -> Any:
         def _make_runner(self) -> KubernetesRunner:
             runner = super()._make_runner()
             runner.__class__ = TaggedRunner
+            if informer:
+                runner = with_informer(runner)
+            if outcomes is not None:
+                record = runner._on_outcome
+
+                async def recorded(task_id: str, status: str, duration: int, error: str | None) -> None:
+                    await record(task_id, status, duration, error)
+                    outcomes.setdefault(task_id, time.time())
+
+                runner._on_outcome = recorded
             return runner
 
     kwargs.setdefault("runner_properties", runner_properties())
@@ -145,10 +162,13 @@ def index_task(number: int) -> dict[str, Any]:
 
 
 def overlord_task(number: int, seconds: float, task_id: str | None = None) -> dict[str, Any]:
-    """:func:`index_task` as the Overlord emulator runs it: its own day of data (so no two tasks wait for
-    each other's locks), a stand-in peon running ``seconds``, and ``task_id`` or, without it, no id (the
-    operator then derives one per Airflow run and attempt, so runs never collide in the Overlord)."""
+    """:func:`index_task` as the Overlord emulator runs it: its own datasource and day of data (so no two
+    tasks wait for each other's locks), a stand-in peon running ``seconds``, and ``task_id`` or, without it,
+    no id (the operator then derives one per Airflow run and attempt, so runs never collide in the
+    Overlord)."""
     task = index_task(number)
+    # Its own datasource too: the emulator's lockbox compares a new lock with every lock held.
+    task["spec"]["dataSchema"]["dataSource"] = f"bench_{number:05d}"
     day = date(2026, 1, 1) + timedelta(days=number)
     task["spec"]["dataSchema"]["granularitySpec"]["intervals"] = [f"{day}/{day + timedelta(days=1)}"]
     task["context"]["standinDurationSeconds"] = seconds

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
 import time
 from collections import Counter
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +56,8 @@ from bench.common import (
     write_result,
 )
 
+#: The sides that run Druid tasks through the Overlord: ours in each launch mode, and ``DruidOperator``.
+DRUID_SIDES = (("ours", "airflow"), ("ours", "overlord"), ("druid", None))
 LOG_LINES = ("peon starting", "ingesting", "segments published", "peon finished")
 
 
@@ -94,7 +97,7 @@ def task_context(task_id: str, run_number: int) -> dict[str, Any]:
     }
 
 
-def our_operator(number: int, deferrable: bool, seconds: float) -> Any:
+def our_operator(number: int, deferrable: bool, seconds: float, launch_mode: str = "auto") -> Any:
     """Ours as documented: the Overlord pod as template, the operator's defaults otherwise (its fallback
     poll included: it waits on watches); the task id is derived per run, the stand-in peon runs
     ``seconds``."""
@@ -106,6 +109,16 @@ def our_operator(number: int, deferrable: bool, seconds: float) -> Any:
         runner_properties=runner_properties(),
         overlord_pod_name="druid-overlord-0",
         deferrable=deferrable,
+        launch_mode=launch_mode,
+    )
+
+
+def druid_operator(number: int, seconds: float) -> Any:
+    """The Apache Druid provider's ``DruidOperator`` at its defaults, with the same Druid task."""
+    from airflow.providers.apache.druid.operators.druid import DruidOperator
+
+    return DruidOperator(
+        task_id=f"druidop_{number}", json_index_file=json.dumps(overlord_task(number, seconds))
     )
 
 
@@ -132,13 +145,19 @@ def run_mode(
     job_seconds: float,
     run_number: int,
     peer_poll_interval: float,
+    launch_mode: str = "auto",
 ) -> dict[str, Any]:
     """K tasks of one side in one mode; returns requests per task and their breakdown (``overlord``: the
     Overlord emulator beside the cluster, ours only)."""
     from airflow.sdk.exceptions import TaskDeferred
 
-    if side == "ours":
-        operators = [our_operator(number, deferrable, job_seconds) for number in range(tasks)]
+    if side in ("ours", "druid"):
+        operators = [
+            our_operator(number, deferrable, job_seconds, launch_mode)
+            if side == "ours"
+            else druid_operator(number, job_seconds)
+            for number in range(tasks)
+        ]
         overlord.requests.clear()
     else:
         kube.register_image(PEON_IMAGE, peon_behaviour(job_seconds))
@@ -171,16 +190,18 @@ def run_mode(
         events = asyncio.run(triggerer())
         for operator, context, deferral, event in zip(operators, contexts, deferred, events, strict=True):
             getattr(operator, deferral.method_name)(context, event.payload, **(deferral.kwargs or {}))
+    wall = time.monotonic() - started
     snapshot = settled_metrics(kube)
     by_kind = Counter({kind: count for kind, count in snapshot["by_verb_resource"].items()})
     druid: dict[str, Any] = {}
-    if side == "ours":
+    if side in ("ours", "druid"):
         runner_kinds = druid_runner_requests(kube)
         by_kind -= runner_kinds
         overlord_kinds = overlord_requests_by_kind(overlord.requests.requests)
         druid = {
             "druid_runner_kubernetes_requests_per_task": round(runner_kinds.total() / tasks, 2),
             "overlord_requests_per_task": round(overlord_kinds.total() / tasks, 2),
+            "overlord_requests_total": overlord_kinds.total(),
             "overlord_requests_per_task_by_kind": {
                 kind: round(n / tasks, 2) for kind, n in sorted(overlord_kinds.items())
             },
@@ -190,7 +211,8 @@ def run_mode(
         "mode": "deferrable" if deferrable else "non-deferrable",
         "tasks": tasks,
         "job_seconds": job_seconds,
-        "wall_seconds": round(time.monotonic() - started, 2),
+        "wall_seconds": round(wall, 2),
+        "launch_mode": launch_mode if side == "ours" else None,
         "requests_total": by_kind.total(),
         "requests_per_task": round(by_kind.total() / tasks, 2),
         "requests_per_task_by_kind": {kind: round(n / tasks, 2) for kind, n in sorted(by_kind.items())},
@@ -231,23 +253,29 @@ def main(argv: list[str] | None = None) -> int:
     with KubeEmulator(node_cpu="1000", node_memory="100Ti") as kube:
         os.environ.update(connection_env(kube.kubeconfig_path))
         kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-        for side in ("ours", "peer"):
-            # The Overlord runs only beside our runs: its runner's own requests stay out of the peer's.
-            druid: AbstractContextManager[Any] = overlord_emulator(kube) if side == "ours" else nullcontext()
-            with druid as overlord:
+        # One Overlord beside the Druid runs (there is one Overlord pod per cluster); none beside the peer's,
+        # so its runner's requests stay out of the peer's.
+        for with_overlord, sides in ((True, DRUID_SIDES), (False, (("peer", None),))):
+            beside = overlord_emulator(kube) if with_overlord else nullcontext()
+            with beside as overlord:
                 if overlord is not None:
                     os.environ.update(overlord_connection_env(overlord.url))
-                runs = [(False, args.tasks, args.seconds), (True, args.tasks, args.seconds)]
-                runs += [(True, args.more_tasks, args.seconds)]
-                if args.long_seconds > 0:
-                    runs += [(True, args.tasks, args.long_seconds)]
-                for deferrable, tasks, seconds in runs:
-                    mode = run_mode(
-                        kube, overlord, side, deferrable, tasks, seconds, run_number, args.peer_poll_interval
-                    )
-                    run_number += 1
-                    modes.append(mode)
-                    print(describe(mode), flush=True)
+                for side, launch_mode in sides:
+                    for deferrable, tasks, seconds in plan(side, launch_mode, args):
+                        mode = run_mode(
+                            kube,
+                            overlord,
+                            side,
+                            deferrable,
+                            tasks,
+                            seconds,
+                            run_number,
+                            args.peer_poll_interval,
+                            launch_mode or "auto",
+                        )
+                        run_number += 1
+                        modes.append(mode)
+                        print(describe(mode), flush=True)
     write_result(
         args.results_dir,
         "lifecycle",
@@ -264,10 +292,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def plan(side: str, launch_mode: str | None, args: argparse.Namespace) -> list[tuple[bool, int, float]]:
+    """(deferrable, tasks, peon seconds) of each run of a side: in the worker and deferred (K, then K2 to
+    split fixed from shared costs; ours in airflow mode and the peer also with peons outliving the shared
+    watches' keep-alive); DruidOperator has no deferrable mode."""
+    if side == "druid":
+        return [(False, args.tasks, args.seconds)]
+    runs = [(False, args.tasks, args.seconds), (True, args.tasks, args.seconds)]
+    runs += [(True, args.more_tasks, args.seconds)]
+    if args.long_seconds > 0 and launch_mode != "overlord":
+        runs += [(True, args.tasks, args.long_seconds)]
+    return runs
+
+
+def side_name(mode: dict[str, Any]) -> str:
+    """``ours (airflow)``, ``ours (overlord)``, ``druid`` or ``peer``."""
+    return f"ours ({mode['launch_mode']})" if mode["side"] == "ours" else str(mode["side"])
+
+
 def describe(mode: dict[str, Any]) -> str:
     """One line of a run's figures."""
     line = (
-        f"lifecycle {mode['side']:>4} {mode['mode']:>14} K={mode['tasks']} T={mode['job_seconds']:g}s: "
+        f"lifecycle {side_name(mode):>15} {mode['mode']:>14} K={mode['tasks']} T={mode['job_seconds']:g}s "
+        f"({mode['wall_seconds']}s): "
         f"{mode['requests_per_task']} requests/task {mode['requests_per_task_by_kind']}"
     )
     if "overlord_requests_per_task" in mode:
@@ -288,16 +335,25 @@ def fixed_costs(
     (shared). Two runs with K and K2 tasks of the same length give both.
     """
     costs = {}
-    for side in ("ours", "peer"):
+    for side in sorted({side_name(mode) for mode in modes if mode["side"] != "druid"}):
         totals = {
             mode["tasks"]: mode["requests_total"]
             for mode in modes
-            if mode["side"] == side and mode["mode"] == "deferrable" and mode["job_seconds"] == seconds
+            if side_name(mode) == side and mode["mode"] == "deferrable" and mode["job_seconds"] == seconds
+        }
+        overlord = {
+            mode["tasks"]: mode.get("overlord_requests_total", 0)
+            for mode in modes
+            if side_name(mode) == side and mode["mode"] == "deferrable" and mode["job_seconds"] == seconds
         }
         if tasks in totals and more_tasks in totals:
             fixed = (totals[more_tasks] - totals[tasks]) / (more_tasks - tasks)
             shared = totals[tasks] - fixed * tasks
             costs[side] = {"fixed_per_task": round(fixed, 2), "shared": round(shared, 2)}
+            if side.startswith("ours"):
+                fixed_overlord = (overlord[more_tasks] - overlord[tasks]) / (more_tasks - tasks)
+                costs[side]["overlord_fixed_per_task"] = round(fixed_overlord, 2)
+                costs[side]["overlord_shared"] = round(overlord[tasks] - fixed_overlord * tasks, 2)
     return costs
 
 

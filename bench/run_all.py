@@ -18,19 +18,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 FULL = {
-    "triggerer": ["--n", "10", "100", "1000", "--seconds", "60"],
-    "lifecycle": ["--tasks", "5", "--more-tasks", "20", "--seconds", "1", "--long-seconds", "45"],
+    "triggerer": [
+        "--phases",
+        "100:45",
+        "1000:90",
+        "--druid-max-n",
+        "1000",
+        "--profile-n",
+        "1000",
+    ],
+    "lifecycle": ["--tasks", "5", "--more-tasks", "20", "--seconds", "1", "--long-seconds", "35"],
+    "crash_retry": ["--seconds", "8"],
     "reaper": ["--finished", "10000", "--running", "1000"],
     "build_job": ["--count", "2000"],
 }
 QUICK = {
-    "triggerer": ["--quick"],
+    "triggerer": ["--phases", "100:40", "1000:90", "--druid-max-n", "100", "--profile-n", "1000"],
     "lifecycle": ["--tasks", "3", "--more-tasks", "8", "--seconds", "1", "--long-seconds", "35"],
+    "crash_retry": ["--seconds", "5"],
     "reaper": ["--finished", "2000", "--running", "200"],
     "build_job": ["--count", "500"],
 }
 TINY = {
-    "triggerer": ["--n", "2", "--seconds", "0.5", "--peer-poll-interval", "0.3"],
+    "triggerer": ["--phases", "3:4", "--spread", "0.5", "--profile-n", "3"],
     "lifecycle": [
         "--tasks",
         "1",
@@ -43,6 +53,7 @@ TINY = {
         "--peer-poll-interval",
         "0.3",
     ],
+    "crash_retry": ["--seconds", "2"],
     "reaper": ["--finished", "10", "--running", "2"],
     "build_job": ["--count", "20"],
 }

@@ -1,549 +1,425 @@
-"""Triggerer benchmark: N running peon Jobs watched by our trigger vs the cncf ``KubernetesJobTrigger``.
+"""Steady state with N concurrent Druid tasks: ours deferred on one triggerer vs the Apache Druid provider's
+``DruidOperator`` holding a worker slot each, against both emulators over real HTTP.
 
-For each N and each side, in a phase of its own (so every request the emulator counts belongs to that side):
+For each N and each side, in a phase of its own with fresh emulators (a Kubernetes emulator with cluster and
+an Overlord emulator beside it, in this process; the Overlord's runner waits on one shared watch, see
+:mod:`bench.informer`):
 
-1. a fresh emulator (with cluster) runs in this process, for our side with an Overlord emulator beside it
-   (ours launches every Druid task through the Overlord); a *stand-in triggerer* subprocess starts and
-   imports everything, then waits;
-2. N peon Jobs run: ours as N Druid tasks (T seconds of stand-in peon) submitted to the Overlord, whose
-   runner creates their Jobs (``launch_mode="overlord"``; in ``airflow`` mode the trigger first releases
-   the Job it created, then follows it the same way); the peer's are ``build_job`` output with image
-   behaviour ``sleeps(T)``, written straight into the store;
-3. the stand-in triggerer builds N triggers exactly as the operators would defer (ours as
-   ``DruidK8sTaskOperator(deferrable=True)`` builds ``DruidOverlordTaskTrigger``; the peer as
-   ``KubernetesJobOperator(deferrable=True, wait_until_job_complete=True)`` builds ``KubernetesJobTrigger``,
-   default settings: 10 s poll, a new API client per poll), round-trips them through ``serialize()`` as the
-   triggerer does, and runs them all as tasks of one asyncio loop until each has fired, starting them
-   evenly over one poll interval of the peer (10 s), as deferred tasks arrive over time;
-4. this process samples the emulator's request counter and open watches, and the subprocess's CPU and RSS,
-   every half second, and records when each Job's terminal condition was written (a store listener), which
-   the trigger event times are compared with.
+- **ours**: N Druid tasks of T seconds (a stand-in peon) are submitted to the Overlord, whose runner creates
+  their Jobs (``launch_mode="overlord"``; in ``airflow`` mode the trigger releases its Job first, then waits
+  the same way). Once every pod runs, a *stand-in triggerer* subprocess (one asyncio loop, as Airflow's
+  triggerer runs triggers) builds ``DruidOverlordTaskTrigger`` for each task exactly as
+  ``DruidK8sTaskOperator(deferrable=True)`` defers with it, round-trips it through ``serialize()`` and runs
+  them all (started evenly over ten seconds, as deferred tasks arrive) until each has fired. No worker slot
+  is held while they wait: the operator gave its slot back when it deferred.
+- **druid**: a *stand-in worker pool* subprocess runs ``DruidOperator(...).execute`` of the
+  apache-druid provider at its defaults in N threads (one worker slot each, started evenly over ten
+  seconds): each submits its task and GETs ``/druid/indexer/v1/task/{id}/status`` every ``timeout`` (1) s
+  until the task completed.
 
-Figures per phase: API requests per task, requests/s in steady state (all pods running, none finished yet),
-peak open watch streams, CPU seconds and peak RSS of the stand-in triggerer, detection latency p50/p95 (for
-ours, until the Overlord's status says the task completed, which its runner records after seeing the Job
-finish). Ours' Kubernetes figures leave out the requests of the Overlord's runner (Druid makes them
-whoever launches; counted apart); its requests to the Overlord's API are a figure of their own.
-Run ``python -m bench.triggerer --help``.
+This process samples, every half second, the requests each side sent to the Overlord (the peons' task
+actions left out) and to the Kubernetes API (the Overlord runner's left out: Druid makes them whoever
+launches), the watch streams open, the CPU and RSS of the side's subprocess and of this process (the two
+emulators and the sampler), and the worker slots held. The Overlord records when it completed each task;
+detection latency is from then to the moment the trigger yielded its event (or ``execute`` returned).
+*Steady state* is the last 30 s before the first outcome (at most from three seconds after every pod ran and
+every waiter started); the waiters' start-up before it is reported apart. Run
+``python -m bench.triggerer --help``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import json
-import logging
-import os
-import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.common import (
+    DRUID_RUNNER_AGENT,
     NAMESPACE,
-    PEON_IMAGE,
+    PEON_ACTIONS_PATH,
     REPO,
     RESULTS_DIR,
     connection_env,
-    druid_runner_requests,
-    index_task,
     overlord_connection_env,
     overlord_emulator,
-    overlord_pod,
     overlord_requests_by_kind,
     overlord_task,
     percentile,
     private_airflow_home,
-    runner_properties,
-    settled_metrics,
     write_result,
 )
 
 OURS = "ours"
-PEER = "peer"
-SIDES = (OURS, PEER)
-#: ``KubernetesJobOperator``'s default ``job_poll_interval``, which it hands to the trigger.
-PEER_DEFAULT_POLL_SECONDS = 10.0
+DRUID = "druid"
+SIDES = (OURS, DRUID)
 SAMPLE_SECONDS = 0.5
-#: Extra wall-time budget per trigger: the peer builds an API client (an SSL context, ~50 ms of CPU) per
-#: poll, so on a small machine one round of 1,000 polls takes most of a minute.
-PER_TRIGGER_BUDGET = 0.5
-#: Seconds after the last pod started before the steady-state window opens (initial lists and polls done).
+#: Seconds over which the waiters start (deferred tasks, or worker slots, arrive over time).
+SPREAD_SECONDS = 10.0
+#: Seconds after every pod ran and every waiter started before the steady-state window opens.
 SETTLE_SECONDS = 3.0
-#: The Overlord emulator's runner polls each task's Job (Druid's watches it); every 2 s keeps its load on a
-#: small machine bounded at N = 1,000, and adds at most that much to ours' detection latency.
-OVERLORD_POLL_SECONDS = 2.0
-
-
-# ---------------------------------------------------------------------------------------------------- worker
-
-
-def build_triggers(side: str, jobs: list[dict[str, Any]], peer_poll_interval: float) -> list[Any]:
-    """The triggers the operators would defer with, rebuilt from ``serialize()`` like the triggerer does."""
-    from airflow.providers.cncf.kubernetes.triggers.job import KubernetesJobTrigger
-
-    from druid_k8s_provider.config import RunnerConfig
-    from druid_k8s_provider.launch.follow import FollowSpec
-    from druid_k8s_provider.triggers.overlord_task import DruidOverlordTaskTrigger
-
-    config = RunnerConfig.from_properties(runner_properties())
-    built: list[Any] = []
-    for job in jobs:
-        if side == OURS:
-            # DruidK8sTaskOperator.execute for a task the Overlord launches: operator defaults otherwise.
-            spec = FollowSpec(
-                mode="overlord",
-                druid_task_id=job["task_id"],
-                job_name=job["name"],
-                namespace=job["namespace"],
-                druid_ingest_conn_id="druid_ingest_default",
-                kubernetes_conn_id="kubernetes_default",
-                disable_client_proxy=config.disable_client_proxy,
-                launch_timeout_seconds=config.k8s_job_launch_timeout.total_seconds(),
-                max_task_duration_seconds=config.max_task_duration.total_seconds(),
-            )
-            trigger: Any = DruidOverlordTaskTrigger(**spec.to_kwargs())
-        else:
-            # KubernetesJobOperator.execute_deferrable with the operator's defaults.
-            trigger = KubernetesJobTrigger(
-                job_name=job["name"],
-                job_namespace=job["namespace"],
-                pod_names=[job["pod"]],
-                pod_namespace=job["namespace"],
-                base_container_name="base",
-                kubernetes_conn_id="kubernetes_default",
-                cluster_context=None,
-                config_file=None,
-                in_cluster=None,
-                poll_interval=peer_poll_interval,
-                get_logs=True,
-                do_xcom_push=False,
-            )
-        classpath, kwargs = trigger.serialize()
-        module_name, _, class_name = classpath.rpartition(".")
-        built.append(getattr(importlib.import_module(module_name), class_name)(**kwargs))
-    return built
-
-
-async def run_triggers(triggers: list[Any], spread: float) -> dict[str, dict[str, Any]]:
-    """Run every trigger as its own task on this loop, as the triggerer does; record each first event.
-
-    The triggers start evenly over ``spread`` seconds, as deferred tasks arrive over time: a poller's
-    schedule then has every phase relative to the Jobs' completions, as in real life.
-    """
-    fired: dict[str, dict[str, Any]] = {}
-
-    async def run_one(index: int, trigger: Any) -> None:
-        await asyncio.sleep(index * spread / len(triggers))
-        job_name = trigger.spec.job_name if hasattr(trigger, "spec") else trigger.job_name
-        async for event in trigger.run():
-            status = str(event.payload.get("status"))
-            if "overlord" in event.payload:  # ours: the Overlord's verdict decides
-                status += f" ({event.payload['overlord']['status_code']})"
-            fired[job_name] = {"at": time.time(), "status": status}
-            break
-
-    await asyncio.gather(*(run_one(index, trigger) for index, trigger in enumerate(triggers)))
-    return fired
-
-
-def worker_main(side: str, peer_poll_interval: float, result_path: Path, log_path: Path) -> None:
-    """The stand-in triggerer: import, say READY, read the connection and Jobs from stdin, run the triggers,
-    report."""
-    import psutil
-
-    build_triggers(side, [], peer_poll_interval)  # import everything before the clock starts
-    logging.basicConfig(level=logging.INFO, filename=str(log_path), force=True)
-    print("READY", flush=True)
-    # From now on everything written goes to the log file, as a triggerer's task logs would: the parent
-    # stops reading the pipe, and a full pipe would block the loop.
-    with log_path.open("ab") as log_file:
-        os.dup2(log_file.fileno(), sys.stdout.fileno())
-        os.dup2(log_file.fileno(), sys.stderr.fileno())
-    order = json.loads(sys.stdin.readline())
-    os.environ.update(order["environment"])
-    me = psutil.Process()
-    cpu_at_go = sum(me.cpu_times()[:2])
-    triggers = build_triggers(side, order["jobs"], peer_poll_interval)
-    fired = asyncio.run(run_triggers(triggers, spread=peer_poll_interval))
-    cpu_at_end = sum(me.cpu_times()[:2])
-    result_path.write_text(
-        json.dumps(
-            {
-                "fired": fired,
-                "cpu_seconds": cpu_at_end - cpu_at_go,
-                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            }
-        )
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- parent
+#: Length of the steady-state window, which ends at the first outcome (seconds): the waiters' start-up
+#: (shared lists, log streams opened) is over by then, and is reported apart.
+STEADY_SECONDS = 30.0
+#: The Overlord runner's shared watches (peon Jobs, peon pods), open beside the side's own.
+RUNNER_WATCHES = 2
 
 
 @dataclass
 class Clock:
-    """When things happened in the emulated cluster, from the store's change listener."""
+    """What happened in the emulated cluster, from the store's change listener (no list, no copy)."""
 
-    pod_started: dict[str, float] = field(default_factory=dict)  # job name -> main container running
-    finished: dict[str, float] = field(default_factory=dict)  # job name -> Complete/Failed written
+    task_of_job: dict[str, str] = field(default_factory=dict)
+    pod_running: dict[str, float] = field(default_factory=dict)  # job name -> main container running
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_change(self, event_type: str, plural: str, obj: dict[str, Any]) -> None:
-        now = time.time()
-        if plural == "jobs" and event_type == "MODIFIED":
-            name = obj["metadata"]["name"]
-            for condition in (obj.get("status") or {}).get("conditions") or ():
-                if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-                    with self.lock:
-                        self.finished.setdefault(name, now)
+        if plural == "jobs" and event_type == "ADDED":
+            task_id = (obj["metadata"].get("annotations") or {}).get("task.id")
+            if task_id:
+                with self.lock:
+                    self.task_of_job[obj["metadata"]["name"]] = task_id
         elif plural == "pods" and event_type == "MODIFIED":
-            job = str((obj["metadata"].get("labels") or {}).get("job-name"))
+            job = (obj["metadata"].get("labels") or {}).get("job-name")
             for status in (obj.get("status") or {}).get("containerStatuses") or ():
-                if status.get("name") == "main" and "running" in (status.get("state") or {}):
+                if job and status.get("name") == "main" and "running" in (status.get("state") or {}):
                     with self.lock:
-                        self.pod_started.setdefault(job, now)
+                        self.pod_running.setdefault(job, time.time())
 
 
 @dataclass
 class Sample:
-    """One look at the emulator and the stand-in triggerer, ``at`` seconds after GO."""
+    """One look, ``at`` seconds after GO."""
 
     at: float
-    requests: int
-    open_watches: int
-    cpu_seconds: float
-    rss_bytes: int
+    kube_requests: int
+    overlord_requests: int
+    watches: int
+    cpu: float
+    rss: int
+    emulator_cpu: float
+    emulator_rss: int
+    slots: int
 
 
-def sample_until(
-    stop: threading.Event, kube: Any, pid: int, go: float, samples: list[Sample], side: str
-) -> None:
-    """Append a :class:`Sample` every half second until ``stop`` is set or the process ends (ours: the
-    Overlord runner's requests left out)."""
-    import psutil
+class Sampler(threading.Thread):
+    """Samples every half second until stopped."""
 
-    try:
-        process = psutil.Process(pid)
-        while not stop.is_set():
-            times = process.cpu_times()
-            snapshot = kube.metrics.snapshot()
-            runner = druid_runner_requests(kube).total() if side == OURS else 0
-            samples.append(
-                Sample(
-                    at=time.time() - go,
-                    requests=int(snapshot["requests_total"]) - runner,
-                    open_watches=int(snapshot["open_watches"]),
-                    cpu_seconds=times.user + times.system,
-                    rss_bytes=process.memory_info().rss,
+    def __init__(self, kube: Any, overlord: Any, worker: psutil.Process, go: float, side: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.overlord, self.worker, self.go, self.side = kube, overlord, worker, go, side
+        self.samples: list[Sample] = []
+        self.stop = threading.Event()
+        self._kube_seen = self._kube_ours = self._overlord_seen = self._overlord_ours = 0
+        self._base_threads = worker.num_threads()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        try:
+            while not self.stop.is_set():
+                cpu = self.worker.cpu_times()
+                rss = self.worker.memory_info().rss
+                threads = self.worker.num_threads()
+                mine = me.cpu_times()
+                self.samples.append(
+                    Sample(
+                        at=time.time() - self.go,
+                        kube_requests=self._count_kube(),
+                        overlord_requests=self._count_overlord(),
+                        watches=max(0, int(self.kube.metrics.snapshot()["open_watches"]) - RUNNER_WATCHES),
+                        cpu=cpu.user + cpu.system,
+                        rss=rss,
+                        emulator_cpu=mine.user + mine.system,
+                        emulator_rss=me.memory_info().rss,
+                        slots=max(0, threads - self._base_threads) if self.side == DRUID else 0,
+                    )
                 )
-            )
-            stop.wait(SAMPLE_SECONDS)
-    except psutil.NoSuchProcess:
-        return
+                self.stop.wait(SAMPLE_SECONDS)
+        except psutil.NoSuchProcess:
+            return
+
+    def _count_kube(self) -> int:
+        records = self.kube.metrics.records()
+        for record in records[self._kube_seen :]:
+            self._kube_ours += record.user_agent != DRUID_RUNNER_AGENT
+        self._kube_seen = len(records)
+        return self._kube_ours
+
+    def _count_overlord(self) -> int:
+        requests = self.overlord.requests.requests
+        end = len(requests)
+        for request in requests[self._overlord_seen : end]:
+            self._overlord_ours += request.path != PEON_ACTIONS_PATH
+        self._overlord_seen = end
+        return self._overlord_ours
 
 
-def rate_between(samples: list[Sample], start: float, end: float, attribute: str) -> float | None:
-    """Average growth per second of a sampled counter between two moments (None if the window is empty)."""
-    inside = [s for s in samples if start <= s.at <= end]
-    if len(inside) < 2 or inside[-1].at - inside[0].at <= 0:
-        return None
-    first, last = inside[0], inside[-1]
-    return float(getattr(last, attribute) - getattr(first, attribute)) / (last.at - first.at)
-
-
-def run_phase(side: str, n: int, seconds: float, peer_poll_interval: float) -> dict[str, Any]:
-    """One side watching N Jobs of ``seconds`` each; returns the phase's figures."""
-    from druid_k8s_provider.config import RunnerConfig
-    from druid_k8s_provider.job_builder import build_job
+def run_phase(side: str, n: int, seconds: float, profile: bool, spread: float) -> dict[str, Any]:
+    """One side waiting on N tasks of ``seconds`` each; returns the phase's figures."""
     from druid_k8s_provider.testing import KubeEmulator
-    from druid_k8s_provider.testing.behaviours import sleeps
 
-    clock = Clock()
+    clock, outcomes = Clock(), {}
     with tempfile.TemporaryDirectory(prefix="druid-k8s-bench-") as scratch:
-        result_path, log_path = Path(scratch) / "result.json", Path(scratch) / "triggerer.log"
-        # Started first: it imports Airflow while the emulator starts and the Jobs are built.
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.triggerer",
-                "--worker",
-                side,
-                "--peer-poll-interval",
-                str(peer_poll_interval),
-                "--worker-result",
-                str(result_path),
-                "--worker-log",
-                str(log_path),
-            ],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        result_path, log_path = Path(scratch) / "result.json", Path(scratch) / "worker.log"
+        profile_path = Path(scratch) / "profile.txt"
+        module = "bench.stand_in_triggerer" if side == OURS else "bench.stand_in_workers"
+        command = [sys.executable, "-m", module, "--result", str(result_path), "--log", str(log_path)]
+        if profile:
+            command += ["--profile", str(profile_path)]
+        worker = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert worker.stdin is not None and worker.stdout is not None
         try:
-            config = RunnerConfig.from_properties(runner_properties())
-            manifests = (
-                [build_job(index_task(i), overlord_pod(), config) for i in range(n)] if side == PEER else []
-            )
             with (
-                KubeEmulator(node_cpu="100000", node_memory="1000Ti", history_window=50_000) as kube,
-                beside(kube, side) as overlord,
+                KubeEmulator(node_cpu="1000000", node_memory="10000Ti", history_window=100_000) as kube,
+                overlord_emulator(kube, informer=True, outcomes=outcomes) as overlord,
             ):
                 kube.store.add_listener(clock.on_change)
-                environment = connection_env(kube.kubeconfig_path)
-                if overlord is None:
-                    kube.register_image(PEON_IMAGE, sleeps(seconds))
-                    kube.store.create("namespaces", None, {"metadata": {"name": NAMESPACE}})
-                    wait_until_ready(worker.stdout, side)
-                    jobs = create_jobs(kube, manifests)
+                environment = {
+                    **connection_env(kube.kubeconfig_path),
+                    **overlord_connection_env(overlord.url),
+                }
+                wait_until_ready(worker.stdout, side)
+                started = time.time()
+                order: dict[str, Any] = {"environment": environment, "spread": spread}
+                if side == OURS:
+                    order["jobs"] = submit_and_wait_for_pods(overlord, clock, n, seconds)
                 else:
-                    environment.update(overlord_connection_env(overlord.url))
-                    wait_until_ready(worker.stdout, side)
-                    jobs = submit_tasks(kube, overlord, n, seconds)
-                    overlord.requests.clear()
+                    order["tasks"] = [
+                        overlord_task(i, seconds, f"index_parallel_druidop_{i:05d}") for i in range(n)
+                    ]
+                setup_seconds = time.time() - started
+                overlord.requests.clear()
                 kube.metrics.reset()
                 go = time.time()
-                order = {"environment": environment, "jobs": jobs}
                 worker.stdin.write(json.dumps(order) + "\n")
                 worker.stdin.flush()
-                samples: list[Sample] = []
-                stop = threading.Event()
-                sampler = threading.Thread(
-                    target=sample_until, args=(stop, kube, worker.pid, go, samples, side)
-                )
+                sampler = Sampler(kube, overlord, psutil.Process(worker.pid), go, side)
                 sampler.start()
-                budget = seconds + peer_poll_interval + 120 + n * PER_TRIGGER_BUDGET
+                budget = seconds + 3 * spread + 300 + n * 0.05
                 try:
                     code = worker.wait(timeout=budget)
                 except subprocess.TimeoutExpired:
                     raise RuntimeError(
-                        f"the {side} stand-in triggerer did not finish within {budget:.0f}s; the end of its "
-                        "log:\n" + log_path.read_text(errors="replace")[-3000:]
+                        f"the {side} side did not finish within {budget:.0f}s:\n{tail(log_path)}"
                     ) from None
                 finally:
-                    stop.set()
+                    sampler.stop.set()
                     sampler.join()
                 if code != 0:
-                    raise RuntimeError(
-                        f"the {side} stand-in triggerer failed with exit code {code}; the end of its log:\n"
-                        + log_path.read_text(errors="replace")[-3000:]
-                    )
+                    raise RuntimeError(f"the {side} side failed (exit code {code}):\n{tail(log_path)}")
                 ended = time.time()
-                snapshot = settled_metrics(kube)
-                if overlord is not None:
-                    snapshot["druid_runner"] = druid_runner_requests(kube)
-                    snapshot["overlord"] = overlord_requests_by_kind(overlord.requests.requests)
+                kube.metrics.settle(5.0)
+                by_kind = overlord_requests_by_kind(overlord.requests.requests)
+                kube_by_kind = Counter(
+                    f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "")
+                    for r in kube.metrics.records()
+                    if r.user_agent != DRUID_RUNNER_AGENT
+                )
+                peak_watches = int(kube.metrics.snapshot()["peak_watches"]) - RUNNER_WATCHES
         finally:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
         report = json.loads(result_path.read_text())
-    return figures(side, n, seconds, peer_poll_interval, go, ended, clock, samples, snapshot, report)
+        profile_text = profile_path.read_text() if profile and profile_path.exists() else None
+    phase = figures(side, n, seconds, spread, go, ended, clock, outcomes, sampler.samples, report)
+    phase.update(
+        setup_seconds=round(setup_seconds, 1),
+        overlord_requests_by_kind=dict(sorted(by_kind.items())),
+        kubernetes_requests_by_kind=dict(sorted(kube_by_kind.items())),
+        peak_watches=max(0, peak_watches),
+    )
+    if profile_text is not None:
+        phase["profile"] = report.get("profile_top")
+        phase["profile_text"] = profile_text
+    return phase
 
 
-def beside(kube: Any, side: str) -> AbstractContextManager[Any]:
-    """Ours: an Overlord emulator beside the cluster (its runner polling every
-    :data:`OVERLORD_POLL_SECONDS`); the peer: nothing."""
-    return overlord_emulator(kube, poll_interval=OVERLORD_POLL_SECONDS) if side == OURS else nullcontext()
-
-
-def submit_tasks(kube: Any, overlord: Any, n: int, seconds: float) -> list[dict[str, Any]]:
-    """Submit N Druid tasks of ``seconds`` to the Overlord, wait for the Jobs its runner creates and their
-    pods; what a trigger needs to know about each (as the operator knew)."""
+def submit_and_wait_for_pods(overlord: Any, clock: Clock, n: int, seconds: float) -> list[dict[str, Any]]:
+    """Submit N tasks to the Overlord, wait until each one's pod runs; what each trigger needs to know."""
     import httpx
 
-    with httpx.Client(base_url=overlord.url, timeout=60, trust_env=False) as http:
+    with httpx.Client(base_url=overlord.url, timeout=120, trust_env=False) as http:
         for number in range(n):
-            task_id = f"index_parallel_bench_{number:05d}"
-            http.post(
-                "/druid/indexer/v1/task", json=overlord_task(number, seconds, task_id)
-            ).raise_for_status()
-    # A Job is noted as soon as its pod exists: a short task may complete, and the Overlord delete its Job,
-    # before the last of the others has its pod.
-    jobs: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + 120.0
-    while len(jobs) < n:
+            task = overlord_task(number, seconds, f"index_parallel_bench_{number:05d}")
+            http.post("/druid/indexer/v1/task", json=task).raise_for_status()
+    deadline = time.monotonic() + 120.0 + n * 0.1
+    while True:
+        with clock.lock:
+            running = {job: clock.task_of_job[job] for job in clock.pod_running if job in clock.task_of_job}
+        if len(running) >= n:
+            break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(jobs)} of {n} peon Jobs were created with a pod within 120s")
-        time.sleep(0.1)
-        pods = pods_by_job(kube)
-        for job in kube.store.list("jobs", NAMESPACE):
-            name = job["metadata"]["name"]
-            if name in pods:
-                task_id = job["metadata"]["annotations"]["task.id"]
-                jobs.setdefault(
-                    name, {"name": name, "namespace": NAMESPACE, "task_id": task_id, "pod": pods[name]}
-                )
-    return list(jobs.values())
+            raise RuntimeError(f"only {len(running)} of {n} peon pods were running in time")
+        time.sleep(0.2)
+    return [{"name": job, "namespace": NAMESPACE, "task_id": task_id} for job, task_id in running.items()]
 
 
 def wait_until_ready(stdout: Any, side: str) -> None:
-    """Read the stand-in triggerer's output up to its READY line (imports may print warnings first)."""
+    """Read the subprocess's output up to its READY line (imports may print warnings first)."""
     for line in stdout:
         if line.strip() == "READY":
             return
-    raise RuntimeError(f"the {side} stand-in triggerer ended before it was ready")
+    raise RuntimeError(f"the {side} subprocess ended before it was ready")
 
 
-def create_jobs(kube: Any, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Store the Jobs, wait for their pods; what a trigger needs to know about each (as the operator knew)."""
-    jobs = []
-    for manifest in manifests:
-        created = kube.store.create("jobs", NAMESPACE, manifest)
-        jobs.append(
-            {
-                "name": created["metadata"]["name"],
-                "namespace": NAMESPACE,
-                "task_id": created["metadata"]["annotations"]["task.id"],
-            }
-        )
-    pods = wait_for_pods(kube, len(jobs))
-    for job in jobs:
-        job["pod"] = pods[job["name"]]
-    return jobs
+def tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
 
 
-def wait_for_pods(kube: Any, n: int, timeout: float = 120.0) -> dict[str, str]:
-    """Job name -> pod name, once the Job controller made a pod for each of the N Jobs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = pods_by_job(kube)
-        if len(pods) >= n:
-            return pods
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(pods)} of {n} peon pods were created within {timeout:.0f}s")
-        time.sleep(0.1)
-
-
-def pods_by_job(kube: Any) -> dict[str, str]:
-    """Job name -> pod name of every pod a Job made in the namespace (the Overlord's own pod is none)."""
-    return {
-        str(labels["job-name"]): pod["metadata"]["name"]
-        for pod in kube.store.list("pods", NAMESPACE)
-        if "job-name" in (labels := pod["metadata"].get("labels") or {})
-    }
+def rate(samples: list[Sample], start: float, end: float, attribute: str) -> float | None:
+    """Average growth per second of a sampled counter between two moments (None if the window is empty)."""
+    inside = [s for s in samples if start <= s.at <= end]
+    if len(inside) < 2 or inside[-1].at - inside[0].at <= 0:
+        return None
+    return float(getattr(inside[-1], attribute) - getattr(inside[0], attribute)) / (
+        inside[-1].at - inside[0].at
+    )
 
 
 def figures(
     side: str,
     n: int,
     seconds: float,
-    peer_poll_interval: float,
+    spread: float,
     go: float,
     ended: float,
     clock: Clock,
+    outcomes: dict[str, float],
     samples: list[Sample],
-    snapshot: dict[str, Any],
     report: dict[str, Any],
 ) -> dict[str, Any]:
-    """The phase's figures from the samples, the store clock and the stand-in triggerer's report."""
+    """The phase's figures from the samples, the Overlord's outcome times and the subprocess's report."""
     fired: dict[str, dict[str, Any]] = report["fired"]
-    latencies = [
-        event["at"] - clock.finished[name] for name, event in fired.items() if name in clock.finished
-    ]
-    last_start = max(clock.pod_started.values(), default=go) - go
-    first_finish = min(clock.finished.values(), default=ended) - go
-    all_running = max(last_start, peer_poll_interval)  # every pod started and every trigger registered
-    window = (all_running + SETTLE_SECONDS, first_finish - SAMPLE_SECONDS)
-    runner: Counter[str] = snapshot.get("druid_runner", Counter())
-    by_kind = Counter(snapshot["by_verb_resource"]) - runner
-    requests = by_kind.total()
-    overlord: Counter[str] | None = snapshot.get("overlord")
-    druid = (
-        {}
-        if overlord is None
-        else {
-            "overlord_requests_per_task": round(overlord.total() / n, 2),
-            "overlord_requests_by_kind": dict(sorted(overlord.items())),
-            "druid_runner_kubernetes_requests_per_task": round(runner.total() / n, 2),
-        }
-    )
+    latencies = [event["at"] - outcomes[task_id] for task_id, event in fired.items() if task_id in outcomes]
+    last_start = max(clock.pod_running.values(), default=go) - go
+    first_outcome = min(outcomes.values(), default=ended) - go
+    started = max(last_start, spread) + SETTLE_SECONDS
+    window = (max(started, first_outcome - STEADY_SECONDS), first_outcome - SAMPLE_SECONDS)
+    inside = [s for s in samples if window[0] <= s.at <= window[1]]
+    steady_rps = rate(samples, *window, "overlord_requests")
     return {
         "side": side,
         "n": n,
         "job_seconds": seconds,
-        "poll_interval_seconds": peer_poll_interval if side == PEER else 60.0,
         "fired": len(fired),
+        "detected": len(latencies),
         "statuses": sorted({str(event["status"]) for event in fired.values()}),
-        "wall_seconds": round(ended - go, 2),
-        "requests_total": requests,
-        "requests_per_task": round(requests / n, 2),
-        "requests_by_kind": dict(sorted(by_kind.items())),
-        **druid,
+        "wall_seconds": round(ended - go, 1),
         "steady_window_seconds": [round(window[0], 1), round(window[1], 1)],
-        "steady_requests_per_second": _rounded(rate_between(samples, *window, "requests")),
-        "steady_cpu_cores": _rounded(rate_between(samples, *window, "cpu_seconds"), 4),
-        "peak_watches": int(snapshot["peak_watches"]),
-        "cpu_seconds": round(float(report["cpu_seconds"]), 2),
+        "steady_overlord_requests_per_second": _round(steady_rps),
+        "steady_kubernetes_requests_per_second": _round(rate(samples, *window, "kube_requests")),
+        "steady_watches": inside[-1].watches if inside else None,
+        "steady_cpu_cores": _round(rate(samples, *window, "cpu"), 3),
+        "cpu_seconds": round(float(report["cpu_seconds"]), 1),
+        "startup_cpu_seconds": round(inside[0].cpu - samples[0].cpu, 1) if inside and samples else None,
         "peak_rss_mib": round(report["peak_rss_bytes"] / 2**20, 1),
-        "latency_p50_seconds": _rounded(percentile(latencies, 0.50), 3),
-        "latency_p95_seconds": _rounded(percentile(latencies, 0.95), 3),
-        "latency_max_seconds": _rounded(max(latencies, default=None), 3),
+        "worker_slots_held": max((s.slots for s in inside), default=0),
+        "emulators_steady_cpu_cores": _round(rate(samples, *window, "emulator_cpu"), 3),
+        "emulators_peak_rss_mib": round(max((s.emulator_rss for s in samples), default=0) / 2**20, 1),
+        "overlord_requests_total": samples[-1].overlord_requests if samples else 0,
+        "kubernetes_requests_total": samples[-1].kube_requests if samples else 0,
+        "latency_p50_seconds": _round(percentile(latencies, 0.50), 3),
+        "latency_p95_seconds": _round(percentile(latencies, 0.95), 3),
+        "latency_max_seconds": _round(max(latencies, default=None), 3),
         "timeline": [
-            {"at": round(s.at, 2), "requests": s.requests, "watches": s.open_watches, "cpu": s.cpu_seconds}
+            {
+                "at": round(s.at, 1),
+                "overlord": s.overlord_requests,
+                "kube": s.kube_requests,
+                "cpu": round(s.cpu, 2),
+            }
             for s in samples
         ],
     }
 
 
-def _rounded(value: float | None, digits: int = 2) -> float | None:
+def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def describe(phase: dict[str, Any]) -> str:
+    """One line of a phase's figures."""
+    fields = [
+        f"triggerer {phase['side']:>5} N={phase['n']:<6} T={phase['job_seconds']:g}s",
+        f"setup {phase.get('setup_seconds')}s",
+        f"steady Overlord {phase['steady_overlord_requests_per_second']} req/s",
+        f"Kubernetes {phase['steady_kubernetes_requests_per_second']} req/s",
+        f"{phase['steady_watches']} watches",
+        f"CPU {phase['cpu_seconds']}s (steady {phase['steady_cpu_cores']} cores)",
+        f"RSS {phase['peak_rss_mib']} MiB",
+        f"slots {phase['worker_slots_held']}",
+        f"latency p50 {phase['latency_p50_seconds']}s p95 {phase['latency_p95_seconds']}s",
+        f"detected {phase['detected']}/{phase['n']} {phase['statuses']}",
+        f"emulators steady {phase['emulators_steady_cpu_cores']} cores",
+        f"emulators RSS {phase['emulators_peak_rss_mib']} MiB",
+    ]
+    return ", ".join(fields)
+
+
+def parse_phase(text: str) -> tuple[int, float]:
+    n, _, seconds = text.partition(":")
+    return int(n), float(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="concurrent Jobs")
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long each Job runs (T)")
-    parser.add_argument("--quick", action="store_true", help="N = 10, 100 and T = 20 s")
     parser.add_argument(
-        "--peer-poll-interval",
-        type=float,
-        default=PEER_DEFAULT_POLL_SECONDS,
-        help="the cncf trigger's poll interval (its default, 10 s, unless smoke-testing)",
+        "--phases",
+        nargs="+",
+        type=parse_phase,
+        default=[(100, 60.0), (1000, 90.0), (10000, 420.0)],
+        help="N:T pairs: N concurrent tasks of T seconds (T must outlast submitting them all)",
     )
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    parser.add_argument(
+        "--druid-max-n",
+        type=int,
+        default=1000,
+        help="largest N the DruidOperator side is run at (one thread per worker slot)",
+    )
+    parser.add_argument("--profile-n", type=int, default=10000, help="profile our triggerer at this N")
+    parser.add_argument(
+        "--spread", type=float, default=SPREAD_SECONDS, help="seconds over which the waiters start"
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-result", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--worker-log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     private_airflow_home()
-    if args.worker:
-        worker_main(args.worker, args.peer_poll_interval, args.worker_result, args.worker_log)
-        return 0
-    sizes, seconds = ([10, 100], 20.0) if args.quick else (args.n, args.seconds)
-    phases = []
-    for n in sizes:
+    phases: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for n, seconds in args.phases:
         for side in args.sides:
-            phase = run_phase(side, n, seconds, args.peer_poll_interval)
+            if side == DRUID and n > args.druid_max_n:
+                skipped.append({"side": side, "n": n})
+                continue
+            profile = side == OURS and n == args.profile_n
+            try:
+                phase = run_phase(side, n, seconds, profile, args.spread)
+            except RuntimeError as error:  # the other phases' figures still count; this one says why not
+                print(f"triggerer {side} N={n}: failed: {error}", flush=True)
+                skipped.append({"side": side, "n": n, "failed": str(error)[:2000]})
+                continue
             phases.append(phase)
-            print(
-                f"triggerer {side:>4} N={n:<5} T={seconds:g}s: {phase['requests_per_task']} req/task, "
-                f"steady {phase['steady_requests_per_second']} req/s, {phase['peak_watches']} watches, "
-                f"CPU {phase['cpu_seconds']}s (steady {phase['steady_cpu_cores']} cores), "
-                f"RSS {phase['peak_rss_mib']} MiB, latency p50 {phase['latency_p50_seconds']}s "
-                f"p95 {phase['latency_p95_seconds']}s, fired {phase['fired']}/{n} {phase['statuses']}"
-                + (
-                    f"; Overlord {phase['overlord_requests_per_task']} req/task "
-                    f"{phase['overlord_requests_by_kind']}; Druid's runner "
-                    f"{phase['druid_runner_kubernetes_requests_per_task']} Kubernetes req/task"
-                    if side == OURS
-                    else ""
-                ),
-                flush=True,
-            )
-    write_result(args.results_dir, "triggerer", {"quick": args.quick, "phases": phases})
+            print(describe(phase), flush=True)
+    write_result(
+        args.results_dir,
+        "triggerer",
+        {
+            "spread_seconds": SPREAD_SECONDS,
+            "phases": phases,
+            "not_run": skipped,
+            "druid_max_n": args.druid_max_n,
+        },
+    )
     return 0
 
 

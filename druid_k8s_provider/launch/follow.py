@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from druid_k8s_provider.hooks.log_cursor import LogCursor
 from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook
 from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
 from druid_k8s_provider.launch.release import release_job
+from druid_k8s_provider.launch.suspended import never_started
 from druid_k8s_provider.triggers.job import (
     ERROR,
     FINISHED,
@@ -47,6 +49,7 @@ from druid_k8s_provider.triggers.job import (
     SIDECAR_GRACE_SECONDS,
     TIMED_OUT,
     JobFollower,
+    OwnJob,
     shared_watch,
 )
 from druid_k8s_provider.triggers.overlord_board import OverlordBoard
@@ -117,9 +120,17 @@ def status_dict(status: OverlordTaskStatus) -> dict[str, Any]:
 
 
 async def follow_task(
-    spec: FollowSpec, *, emit_line: Callable[[str], None], say: Callable[[str], None]
+    spec: FollowSpec,
+    *,
+    emit_line: Callable[[str], None],
+    say: Callable[[str], None],
+    alone: bool = False,
 ) -> dict[str, Any]:
     """Wait until the Druid task completed in the Overlord; the event payload describing how.
+
+    ``alone``: the only wait of its event loop (a worker). A Job this wait released is then watched by
+    itself (its name, and its pods by ``job-name``) from the version the release returned, instead of a
+    list and a watch of every peon Job and pod in the namespace, which nothing else would share.
 
     The payload is :class:`JobFollower`'s (``status`` FINISHED / LAUNCH_FAILED / TIMED_OUT / MISSING / ERROR,
     the Job and pod summaries, ``log_complete``) or ``status`` :data:`COMPLETED` when no Job was followed,
@@ -133,7 +144,7 @@ async def follow_task(
     release, the time spent WAITING for locks (:mod:`druid_k8s_provider.metrics`).
     """
     try:
-        return await _follow(spec, emit_line=emit_line, say=say)
+        return await _follow(spec, emit_line=emit_line, say=say, alone=alone)
     except OverlordTaskUnknown:
         raise
     except OverlordApiError as exc:
@@ -152,11 +163,12 @@ async def follow_task(
 
 
 async def _follow(
-    spec: FollowSpec, *, emit_line: Callable[[str], None], say: Callable[[str], None]
+    spec: FollowSpec, *, emit_line: Callable[[str], None], say: Callable[[str], None], alone: bool
 ) -> dict[str, Any]:
     kube = spec.kube_hook()
     board = OverlordBoard.shared(spec.druid_ingest_conn_id)
     job_name = spec.job_name
+    own_job: OwnJob | None = None
     if spec.release_pending:
         released = await release_job(
             kube, board, namespace=spec.namespace, job_name=job_name, task_id=spec.druid_task_id, log=say
@@ -168,6 +180,9 @@ async def _follow(
         if waited is not None:
             metrics.emit_lock_wait(waited, namespace=spec.namespace)
         job_name = released.job_name
+        if alone and released.job is not None:
+            # A Job that had not started before its release has no pod older than the release's version.
+            own_job = OwnJob(released.job, created=never_started(released.job))
     else:
         found = await _job_of_task(kube, board, spec)
         if isinstance(found, OverlordTaskStatus):
@@ -193,6 +208,7 @@ async def _follow(
         sidecar_grace_seconds=spec.sidecar_grace_seconds,
         emit_line=show,
         startup=metrics.PeonStartup(launch_mode=spec.mode, namespace=spec.namespace),
+        own_job=own_job,
     )
     event = await follower.outcome()
     event["log_offset"] = shown[0]
@@ -244,9 +260,9 @@ async def _job_of_task(
             jobs.subscribe(spec.job_name, wake)
             try:
                 while True:
-                    for job in list(jobs.objects.values()):
-                        if task_id_of(job) == spec.druid_task_id and not job_state.being_deleted(job):
-                            return str(job["metadata"]["name"])
+                    found = _task_job(jobs.objects, spec.job_name, spec.druid_task_id)
+                    if found is not None:
+                        return found
                     wake.clear()
                     waker = asyncio.ensure_future(wake.wait())
                     await asyncio.wait(
@@ -262,3 +278,14 @@ async def _job_of_task(
             completion.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await completion
+
+
+def _task_job(jobs: dict[str, dict[str, Any]], expected_name: str, task_id: str) -> str | None:
+    """The name of the live Job of ``task_id`` among the cached peon Jobs: under the name expected (Druid's,
+    computed alike) first, one look instead of a scan of every peon Job of the namespace (thousands in a busy
+    triggerer) per waiter and second; else whatever its name."""
+    expected = jobs.get(expected_name)
+    for job in itertools.chain([expected] if expected is not None else [], jobs.values()):
+        if task_id_of(job) == task_id and not job_state.being_deleted(job):
+            return str(job["metadata"]["name"])
+    return None

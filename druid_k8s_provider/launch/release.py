@@ -17,7 +17,7 @@ conditional on the version read).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from druid_k8s_provider.errors import DruidK8sTaskError
@@ -37,13 +37,15 @@ class Release:
     ``job_name``: the Job to follow from now on (ours, or the Overlord's own). ``resumed``: whether our Job
     was released (labelled and resumed). ``status``: the Overlord's view of the task when the release was
     decided (its task-list entry, PENDING or RUNNING; or its final status when it completed first).
-    ``reason``: one sentence for the task's log.
+    ``reason``: one sentence for the task's log. ``job``: our Job as the release's patch returned it (None
+    when it was not resumed).
     """
 
     job_name: str
     resumed: bool
     status: OverlordTaskStatus | None
     reason: str
+    job: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 async def release_job(
@@ -143,7 +145,7 @@ async def _release(
         f"The Overlord handed Druid task {task_id!r} to its runner ({handed.runner_status_code}): Job "
         f"{job_name!r} labelled druid.k8s.peons and resumed"
     )
-    return Release(job_name, resumed=True, status=handed, reason=reason)
+    return Release(job_name, resumed=True, status=handed, reason=reason, job=released)
 
 
 async def _overlord_job(

@@ -107,3 +107,10 @@ def carried_task(job: Mapping[str, Any]) -> dict[str, Any] | None:
         return decompress_task(payload)
     except (ValueError, OSError, EOFError):  # not base64, not gzip (BadGzipFile), not a JSON object
         return None
+
+
+def never_started(job: Mapping[str, Any]) -> bool:
+    """Whether a Job as read from the API never ran: no ``status.startTime``, which the Job controller
+    sets when it first runs a Job that is not suspended (so a Job released by the patch that returned it
+    has no pod older than that answer)."""
+    return not (job.get("status") or {}).get("startTime")

@@ -292,7 +292,7 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
             self._wait = (asyncio.get_running_loop(), task)
             if self._stop_requested:  # on_kill came between the submit and this wait
                 raise asyncio.CancelledError
-            return await follow_task(spec, emit_line=self._emit_peon_line, say=self.log.info)
+            return await follow_task(spec, emit_line=self._emit_peon_line, say=self.log.info, alone=True)
 
         try:
             return asyncio.run(wait())

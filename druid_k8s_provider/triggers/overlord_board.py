@@ -11,11 +11,14 @@ load it as Druid's own per-task polling loads the Kubernetes API. One :class:`Ov
   and a PENDING task both read RUNNING there) and absence from ``state=waiting`` is no signal either.
 - **Complete** (:meth:`OverlordBoard.wait_complete`): one *status round* = one batched
   ``POST /druid/indexer/v1/taskStatus`` with every id waited on (by either kind of waiter), every
-  ``status_interval`` seconds; :meth:`OverlordBoard.check_soon` starts the next one now (a Job finished or
-  vanished: the outcome should not wait a full interval), then follows up after 1, 2, 4 ... seconds up to
-  the interval, because the Overlord records the outcome a moment after the Job ends (its runner first sees
-  the Job finish, then reads the peon's ``status.json``). Follow-ups are at least
-  :data:`FOLLOW_UP_SECONDS` apart, so a steady stream of completions costs at most one request a second.
+  ``status_interval`` seconds; :meth:`OverlordBoard.check_soon` brings the next one forward to
+  :data:`FOLLOW_UP_SECONDS` from now (a Job finished or vanished: the outcome should not wait a full
+  interval), then follows up after 1, 2, 4 ... seconds up to the interval. Not at once: the Overlord records
+  the outcome a moment after the Job ends (its runner first sees the Job finish, pushes the log, then reads
+  the peon's ``status.json``), so a round at once would most often find the task still RUNNING. Rounds are
+  at least :data:`FOLLOW_UP_SECONDS` apart, so a steady stream of completions costs at most one request a
+  second. While only releases are awaited, the first status round waits an interval (the release rounds
+  tell the release; a status round only catches a task completing before it).
 
 No request is sent while nobody waits. An id the batched status leaves out :data:`UNKNOWN_ROUNDS` rounds in
 a row fails its waits with :class:`OverlordTaskUnknown`. The hook retries 429, 5xx and connection errors;
@@ -43,8 +46,8 @@ log = logging.getLogger(__name__)
 #: Successful batched status rounds in a row that must leave a task id out before its waits fail. A task
 #: is known from its submission on; more than one round rides out an answer from a stale Overlord.
 UNKNOWN_ROUNDS = 3
-#: The shortest pause between status rounds once :meth:`OverlordBoard.check_soon` asked for one, and the
-#: first follow-up after it (seconds).
+#: The shortest pause between status rounds, how long after :meth:`OverlordBoard.check_soon` its round
+#: comes, and the first follow-up after that (seconds).
 FOLLOW_UP_SECONDS = 1.0
 #: Longest pause between rounds while the Overlord keeps failing, in seconds.
 MAX_BACKOFF_SECONDS = 60.0
@@ -144,7 +147,8 @@ class OverlordBoard:
         self._missing: dict[str, int] = {}
         self._soon = asyncio.Event()
         self._follow_up: float | None = None
-        self._last_status_round = 0.0
+        self._soon_at = float("-inf")
+        self._last_status_round = float("-inf")
         self._status_task: asyncio.Task[None] | None = None
         self._release_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -193,10 +197,11 @@ class OverlordBoard:
         return await self._wait(self._complete, task_id)
 
     def check_soon(self) -> None:
-        """Start the next batched status round now instead of at the end of the interval, and follow it
-        up after 1, 2, 4 ... seconds (up to the interval): the Overlord may not have recorded the outcome
-        yet."""
+        """Bring the next batched status round forward to :data:`FOLLOW_UP_SECONDS` from now instead of
+        the end of the interval, and follow it up after 1, 2, 4 ... seconds (up to the interval): the
+        Overlord records the outcome a moment after the Job ends. Must be called from the board's loop."""
         self._follow_up = FOLLOW_UP_SECONDS
+        self._soon_at = asyncio.get_running_loop().time()
         self._soon.set()
 
     async def _wait(self, waiters: _Waiters, task_id: str) -> OverlordTaskStatus:
@@ -240,6 +245,9 @@ class OverlordBoard:
 
     async def _status_rounds(self) -> None:
         outage = _Outage(self.conn_id, f"POST {INDEXER}/taskStatus")
+        if self._follow_up is not None or not self._complete:
+            # check_soon asked for a round a moment from now, or only releases are awaited (see the module).
+            await self._pause(0.0 if self._follow_up is not None else self.status_interval)
         while self._handed or self._complete:
             ids = sorted({*self._handed.ids(), *self._complete.ids()})
             self._last_status_round = asyncio.get_running_loop().time()
@@ -290,15 +298,17 @@ class OverlordBoard:
         return listed
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep until the next status round; :meth:`check_soon` ends the sleep, but rounds stay at least
-        :data:`FOLLOW_UP_SECONDS` apart (many Jobs ending together cost one request, not one each)."""
+        """Sleep until the next status round; :meth:`check_soon` shortens the sleep to
+        :data:`FOLLOW_UP_SECONDS` after it was called, and rounds stay at least that far apart (many Jobs
+        ending together cost one request, not one each)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._soon.wait()
         self._soon.clear()
-        since = asyncio.get_running_loop().time() - self._last_status_round
-        if since < FOLLOW_UP_SECONDS:
-            await asyncio.sleep(FOLLOW_UP_SECONDS - since)
+        loop = asyncio.get_running_loop()
+        earliest = max(self._last_status_round, self._soon_at) + FOLLOW_UP_SECONDS
+        if earliest > loop.time():
+            await asyncio.sleep(earliest - loop.time())
 
     def _fail_everyone(self, error: BaseException) -> None:
         self._handed.fail_all(error)

@@ -111,6 +111,9 @@ class SharedWatch:
     #: :func:`shared_watch`); a later relist lists for real.
     seed: tuple[list[dict[str, Any]], str] | None = None
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``objects`` by the Job they belong to (:attr:`key_of`), so a waiter's look costs the same whatever the
+    #: number of peons in the namespace.
+    by_key: dict[str | None, dict[str, dict[str, Any]]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     users: int = 0
@@ -156,7 +159,20 @@ class SharedWatch:
 
     def by_job(self, job_name: str) -> list[dict[str, Any]]:
         """Cached objects belonging to a Job (the Job itself, or its pods)."""
-        return [obj for obj in self.objects.values() if self.key_of(obj) == job_name]
+        return list(self.by_key.get(job_name, {}).values())
+
+    def _store(self, name: str, obj: dict[str, Any] | None) -> None:
+        """Put ``obj`` in the cache under ``name`` (None: remove it), keeping :attr:`by_key` in step."""
+        old = self.objects.pop(name, None)
+        if old is not None:
+            keyed = self.by_key.get(self.key_of(old))
+            if keyed is not None:
+                keyed.pop(name, None)
+                if not keyed:
+                    del self.by_key[self.key_of(old)]
+        if obj is not None:
+            self.objects[name] = obj
+            self.by_key.setdefault(self.key_of(obj), {})[name] = obj
 
     async def _run(self) -> None:
         """List and watch until stopped; relist after an interruption (retried as in :func:`_keep_trying`)."""
@@ -213,7 +229,9 @@ class SharedWatch:
             )
         self.relists += 1
         self.last_heard = time.monotonic()
-        self.objects = {obj["metadata"]["name"]: obj for obj in items}
+        self.objects, self.by_key = {}, {}
+        for obj in items:
+            self._store(obj["metadata"]["name"], obj)
         self.synced.set()
         self._notify_all()
         while True:
@@ -227,11 +245,7 @@ class SharedWatch:
                 resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
                 if kind == "BOOKMARK":
                     continue
-                name = obj["metadata"]["name"]
-                if kind == "DELETED":
-                    self.objects.pop(name, None)
-                else:
-                    self.objects[name] = obj
+                self._store(obj["metadata"]["name"], None if kind == "DELETED" else obj)
                 self._notify(self.key_of(obj))
             # The server ended the stream (timeoutSeconds): resume from where we are, no relist.
 

@@ -256,7 +256,9 @@ async def test_an_id_the_overlord_does_not_know_fails_its_wait_after_the_unknown
         await board.wait_handed_to_runner("index_parallel_never_submitted")
 
 
-async def test_waits_ride_out_an_overlord_without_leader_and_check_soon_asks_at_once(both: Both) -> None:
+async def test_waits_ride_out_an_overlord_without_leader_and_check_soon_asks_within_a_second(
+    both: Both,
+) -> None:
     holder = index_parallel_task("index_parallel_holder4", standinDurationSeconds=FOREVER)
     task = index_parallel_task("index_parallel_through_failover", standinDurationSeconds=0.3)
     await both.druid.submit_task(holder)

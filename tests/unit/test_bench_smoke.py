@@ -46,25 +46,39 @@ def test_every_benchmark_runs_at_tiny_size_and_the_page_is_written(tmp_path: Pat
     assert completed.returncode == 0, completed.stderr[-4000:]
 
     triggerer = json.loads((results / "triggerer.json").read_text())
-    assert {(phase["side"], phase["fired"]) for phase in triggerer["phases"]} == {("ours", 2), ("peer", 2)}
-    assert all(phase["requests_total"] > 0 for phase in triggerer["phases"])
-    # Ours follows tasks the Overlord ran: its verdict is in the events, its status was asked.
-    ours = next(phase for phase in triggerer["phases"] if phase["side"] == "ours")
-    assert ours["statuses"] == ["finished (SUCCESS)"]
-    assert ours["overlord_requests_per_task"] > 0
-    lifecycle = json.loads((results / "lifecycle.json").read_text())
-    assert {(mode["side"], mode["mode"]) for mode in lifecycle["modes"]} == {
-        ("ours", "non-deferrable"),
-        ("ours", "deferrable"),
-        ("peer", "non-deferrable"),
-        ("peer", "deferrable"),
+    assert {(phase["side"], phase["detected"]) for phase in triggerer["phases"]} == {
+        ("ours", 3),
+        ("druid", 3),
     }
-    assert set(lifecycle["fixed_cost"]) == {"ours", "peer"}
-    # Ours launched each task through the Overlord: submitted there, and its Job gone with the task.
+    ours = next(phase for phase in triggerer["phases"] if phase["side"] == "ours")
+    druid = next(phase for phase in triggerer["phases"] if phase["side"] == "druid")
+    # Ours followed tasks the Overlord ran, deferred (no worker slot), and asked the Overlord in batches;
+    # DruidOperator held a worker slot per task and polled each task's status.
+    assert any("SUCCESS" in status for status in ours["statuses"]) and ours["worker_slots_held"] == 0
+    assert set(ours["overlord_requests_by_kind"]) <= {"POST /druid/indexer/v1/taskStatus"}
+    assert druid["statuses"] == ["SUCCESS"]
+    assert druid["overlord_requests_by_kind"]["POST /druid/indexer/v1/task"] == 3
+    assert druid["overlord_requests_by_kind"]["GET /druid/indexer/v1/task/{id}/status"] >= 3
+    assert ours["profile"]
+    lifecycle = json.loads((results / "lifecycle.json").read_text())
+    assert {(mode["side"], mode["launch_mode"], mode["mode"]) for mode in lifecycle["modes"]} == {
+        ("ours", "airflow", "non-deferrable"),
+        ("ours", "airflow", "deferrable"),
+        ("ours", "overlord", "non-deferrable"),
+        ("ours", "overlord", "deferrable"),
+        ("druid", None, "non-deferrable"),
+        ("peer", None, "non-deferrable"),
+        ("peer", None, "deferrable"),
+    }
+    assert set(lifecycle["fixed_cost"]) == {"ours (airflow)", "ours (overlord)", "peer"}
+    # Ours launched each task through the Overlord: submitted there once, and its Job gone with the task.
     for mode in lifecycle["modes"]:
         if mode["side"] == "ours":
             assert mode["overlord_requests_per_task_by_kind"]["POST /druid/indexer/v1/task"] == 1
             assert mode["jobs_left"] == 0
+    crash = {side["side"]: side for side in json.loads((results / "crash_retry.json").read_text())["sides"]}
+    assert (crash["ours"]["druid_tasks"], crash["ours"]["jobs_created"]) == (1, 1)
+    assert crash["ours"]["retry_succeeded"] and crash["druid"]["druid_tasks"] == 2
     reaper = json.loads((results / "reaper.json").read_text())
     assert all(
         sweep["deleted"] == sweep["finished_jobs"] and sweep["jobs_left"] == sweep["running_jobs"]
@@ -74,9 +88,10 @@ def test_every_benchmark_runs_at_tiny_size_and_the_page_is_written(tmp_path: Pat
     assert all(adapter["manifests_per_second"] > 0 for adapter in build_job["adapters"])
 
     text = page.read_text()
-    for heading in ("## Machine", "## Targets", "## Triggerer", "## Lifecycle", "## Reaper", "## build_job"):
+    headings = ("## Machine", "## Targets", "## Triggerer", "## Lifecycle", "## Worker crash", "## Reaper")
+    for heading in (*headings, "## build_job"):
         assert heading in text
     assert "Not measured" not in text
-    assert "Overlord requests / task" in text
+    assert "Overlord requests / task" in text and "DruidOperator" in text
     assert "](img/bench.png)" in text
     assert image.read_bytes().startswith(b"\x89PNG")
