@@ -20,14 +20,14 @@ from typing import Any
 from druid_k8s_provider.job_builder import PEON_PORT
 from druid_k8s_provider.naming import PEON_LABEL
 from druid_k8s_provider.testing.overlord.jobs import job_finished
-from druid_k8s_provider.testing.overlord.queue import RUNNING
-from druid_k8s_provider.testing.overlord.runner import (
+from druid_k8s_provider.testing.overlord.peon_lifecycle import (
     POD_LOOKUP_TRIES,
-    KubernetesRunner,
     LaunchFailed,
-    WorkItem,
     pod_lookup_delays,
 )
+from druid_k8s_provider.testing.overlord.queue import RUNNING
+from druid_k8s_provider.testing.overlord.runner import KubernetesRunner
+from druid_k8s_provider.testing.overlord.runner_client import WorkItem
 
 log = logging.getLogger(__name__)
 
