@@ -12,6 +12,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 _REASONS = {
     429: "TooManyRequests",
@@ -22,6 +23,35 @@ _REASONS = {
     403: "Forbidden",
     404: "NotFound",
 }
+
+
+class Scheduled(Protocol):
+    """What a scripted fault of either emulator has for :func:`fires` to decide."""
+
+    rate: float | None
+    remaining: int | None
+    fired: int
+
+
+def check_schedule(where: str, rate: float | None, count: int | None) -> None:
+    """Raise ValueError for ``rate`` and ``count`` both given, or a rate outside 0..1."""
+    if rate is not None and count is not None:
+        raise ValueError(f"{where}: give either rate= or count=, not both")
+    if rate is not None and not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{where}: rate must be between 0 and 1, got {rate}")
+
+
+def fires(fault: Scheduled, draw: random.Random) -> bool:
+    """Whether a matching fault fires on this request: a count-based one while it has any left (using one),
+    a rate-based one by a seeded draw, any other always. Counts the firing."""
+    if fault.remaining is not None:
+        if fault.remaining <= 0:
+            return False
+        fault.remaining -= 1
+    elif fault.rate is not None and draw.random() >= fault.rate:
+        return False
+    fault.fired += 1
+    return True
 
 
 @dataclass
@@ -96,10 +126,7 @@ class FaultInjector:
         message: str | None = None,
     ) -> Fault:
         """Script a fault; give ``rate`` (0..1) or ``count`` (next N matches), default: every match."""
-        if rate is not None and count is not None:
-            raise ValueError("faults.add: give either rate= or count=, not both")
-        if rate is not None and not 0.0 <= rate <= 1.0:
-            raise ValueError(f"faults.add: rate must be between 0 and 1, got {rate}")
+        check_schedule("faults.add", rate, count)
         if status is None and not reset_connection and latency <= 0:
             raise ValueError("faults.add: give status=, reset_connection=True or latency= (seconds)")
         if status is not None and not 400 <= status <= 599:
@@ -124,15 +151,8 @@ class FaultInjector:
         """The first matching fault that fires for this request, if any (consumes count-based faults)."""
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(verb, resource, namespace):
+                if not fault.matches(verb, resource, namespace) or not fires(fault, self._random):
                     continue
-                if fault.remaining is not None:
-                    if fault.remaining <= 0:
-                        continue
-                    fault.remaining -= 1
-                elif fault.rate is not None and self._random.random() >= fault.rate:
-                    continue
-                fault.fired += 1
                 return FaultDecision(
                     latency=fault.latency,
                     status=fault.status,

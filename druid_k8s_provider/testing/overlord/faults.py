@@ -35,6 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
+from druid_k8s_provider.testing.faults import check_schedule, fires
+
 _INDEXER = "/druid/indexer/v1"
 STEPS = (
     "submit",
@@ -150,10 +152,7 @@ class OverlordFaults:
         nothing or two things that exclude each other."""
         if step is not None and step not in STEPS:
             raise ValueError(f"overlord faults.add: step must be one of {', '.join(STEPS)}, got {step!r}")
-        if rate is not None and count is not None:
-            raise ValueError("overlord faults.add: give either rate= or count=, not both")
-        if rate is not None and not 0.0 <= rate <= 1.0:
-            raise ValueError(f"overlord faults.add: rate must be between 0 and 1, got {rate}")
+        check_schedule("overlord faults.add", rate, count)
         if latency < 0:
             raise ValueError(f"overlord faults.add: latency must be seconds >= 0, got {latency}")
         effects = [status is not None, reset_connection, lose_answer]
@@ -185,15 +184,8 @@ class OverlordFaults:
         faults)."""
         with self._lock:
             for fault in self._faults:
-                if fault.step is not None and fault.step != step:
+                if (fault.step is not None and fault.step != step) or not fires(fault, self._random):
                     continue
-                if fault.remaining is not None:
-                    if fault.remaining <= 0:
-                        continue
-                    fault.remaining -= 1
-                elif fault.rate is not None and self._random.random() >= fault.rate:
-                    continue
-                fault.fired += 1
                 return FaultDecision(
                     latency=fault.latency,
                     status=fault.status,
