@@ -117,21 +117,28 @@ def finished_at(job: Mapping[str, Any]) -> tuple[str, dt.datetime | None] | None
     return None
 
 
+def _decision(
+    metadata: Mapping[str, Any], verdict: Verdict, explanation: str, resource_version: str | None = None
+) -> JobDecision:
+    annotations = metadata.get("annotations") or {}
+    return JobDecision(
+        name=str(metadata.get("name", "")),
+        namespace=metadata.get("namespace"),
+        task_id=annotations.get(TASK_ID_ANNOTATION),
+        verdict=verdict,
+        explanation=explanation,
+        uid=metadata.get("uid"),
+        resource_version=resource_version,
+    )
+
+
 def decide(job: Mapping[str, Any], now: dt.datetime, cleanup_delay: dt.timedelta) -> JobDecision:
     """Decide what to do with one Job (see :func:`select_jobs_to_reap`)."""
     metadata = job.get("metadata") or {}
     labels = metadata.get("labels") or {}
-    annotations = metadata.get("annotations") or {}
 
     def decision(verdict: Verdict, explanation: str) -> JobDecision:
-        return JobDecision(
-            name=str(metadata.get("name", "")),
-            namespace=metadata.get("namespace"),
-            task_id=annotations.get(TASK_ID_ANNOTATION),
-            verdict=verdict,
-            explanation=explanation,
-            uid=metadata.get("uid"),
-        )
+        return _decision(metadata, verdict, explanation)
 
     if labels.get(PEON_LABEL) != "true":
         return decision(Verdict.KEEP_UNLABELLED, f"not a peon Job (no label {PEON_LABEL}=true)")
@@ -195,15 +202,8 @@ def decide_suspended(job: Mapping[str, Any], now: dt.datetime, min_age: dt.timed
     annotations = metadata.get("annotations") or {}
 
     def decision(verdict: Verdict, explanation: str) -> JobDecision:
-        return JobDecision(
-            name=str(metadata.get("name", "")),
-            namespace=metadata.get("namespace"),
-            task_id=annotations.get(TASK_ID_ANNOTATION),
-            verdict=verdict,
-            explanation=explanation,
-            uid=metadata.get("uid"),
-            resource_version=metadata.get("resourceVersion"),
-        )
+        # A leftover is deleted only at the version judged: released meanwhile, it is no longer one.
+        return _decision(metadata, verdict, explanation, metadata.get("resourceVersion"))
 
     labels = metadata.get("labels") or {}
     suspended = bool((job.get("spec") or {}).get("suspend"))
