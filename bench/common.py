@@ -9,11 +9,14 @@ docs/performance.md.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
 import re
+import resource
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,6 +38,22 @@ TASK_API = "/druid/indexer/v1"
 DRUID_RUNNER_AGENT = "druid-k8s-bench-overlord-runner"
 #: The peons' task actions (locks, segment allocation, publish): Druid's own traffic, not the provider's.
 PEON_ACTIONS_PATH = TASK_API + "/action"
+
+
+def take_order(log: Path) -> dict[str, Any]:
+    """A stand-in process's start: say READY, send everything written from then on to ``log`` (as a
+    triggerer's or worker's task logs would: the parent stops reading the pipe, and a full pipe would block
+    the loop), read the order (one JSON line on stdin), take its ``environment`` and the most open files the
+    system allows (one stream per task)."""
+    logging.basicConfig(level=logging.INFO, filename=str(log), force=True)
+    print("READY", flush=True)
+    with log.open("ab") as log_file:
+        os.dup2(log_file.fileno(), sys.stdout.fileno())
+        os.dup2(log_file.fileno(), sys.stderr.fileno())
+    order: dict[str, Any] = json.loads(sys.stdin.readline())
+    os.environ.update(order["environment"])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    return order
 
 
 def private_airflow_home() -> None:

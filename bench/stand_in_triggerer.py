@@ -13,15 +13,13 @@ import argparse
 import asyncio
 import importlib
 import json
-import logging
-import os
 import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import private_airflow_home, runner_properties
+from bench.common import private_airflow_home, runner_properties, take_order
 
 #: Sampling interval of the profile (seconds): coarse enough to cost the loop little.
 PROFILE_INTERVAL = 0.005
@@ -109,16 +107,7 @@ def main() -> int:
     import psutil
 
     build_triggers([])  # import everything before the clock starts
-    logging.basicConfig(level=logging.INFO, filename=str(args.log), force=True)
-    print("READY", flush=True)
-    # From now on everything written goes to the log file, as a triggerer's task logs would: the parent stops
-    # reading the pipe, and a full pipe would block the loop.
-    with args.log.open("ab") as log_file:
-        os.dup2(log_file.fileno(), sys.stdout.fileno())
-        os.dup2(log_file.fileno(), sys.stderr.fileno())
-    order = json.loads(sys.stdin.readline())
-    os.environ.update(order["environment"])
-    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    order = take_order(args.log)
     me = psutil.Process()
     cpu_at_go = sum(me.cpu_times()[:2])
     triggers = build_triggers(order["jobs"])

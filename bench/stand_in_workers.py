@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import resource
 import sys
 import threading
@@ -22,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import private_airflow_home
+from bench.common import private_airflow_home, take_order
 
 #: Stack size of each worker thread: the operator needs little, and a thousand default stacks add up.
 THREAD_STACK_BYTES = 512 * 1024
@@ -63,14 +61,7 @@ def main() -> int:
     import psutil
     from airflow.providers.apache.druid.operators.druid import DruidOperator  # noqa: F401 (import early)
 
-    logging.basicConfig(level=logging.INFO, filename=str(args.log), force=True)
-    print("READY", flush=True)
-    with args.log.open("ab") as log_file:
-        os.dup2(log_file.fileno(), sys.stdout.fileno())
-        os.dup2(log_file.fileno(), sys.stderr.fileno())
-    order = json.loads(sys.stdin.readline())
-    os.environ.update(order["environment"])
-    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+    order = take_order(args.log)
     me = psutil.Process()
     cpu_at_go = sum(me.cpu_times()[:2])
     fired = run_workers(order["tasks"], order["spread"])
