@@ -180,6 +180,29 @@ def test_oom_killed_peon_says_so(kube: KubeEmulator, druid: Druid) -> None:
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_oom_killed_is_reported_even_when_the_job_and_pod_vanish_as_it_fails(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    """An Overlord quicker than any look: the failed Job and its pod are deleted in the same moment the Job
+    controller marks it failed, so only the watch's ``DELETED`` event still shows how the pod ended."""
+
+    def delete_at_once(event_type: str, plural: str, obj: dict[str, Any]) -> None:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if plural != "jobs" or event_type == "DELETED" or not any(c["type"] == "Failed" for c in conditions):
+            return
+        name = obj["metadata"]["name"]
+        for pod in kube.store.list("pods", NAMESPACE, label_selector=f"job-name={name}"):
+            kube.store.delete("pods", NAMESPACE, pod["metadata"]["name"], grace_period_seconds=0)
+        kube.store.delete("jobs", NAMESPACE, name)
+
+    kube.store.add_listener(delete_at_once)
+    druid.start(oom_killed(after=0.1))
+    with pytest.raises(JobFailed, match="OOMKilled"):
+        run(operator(deferrable=deferrable), FakeTaskInstance())
+    wait_until_gone(kube)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
 def test_invalid_image_fails_fast_with_the_reason_and_shuts_the_task_down(
     kube: KubeEmulator, druid: Druid, deferrable: bool
 ) -> None:
