@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from structlog.testing import capture_logs
 
-from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed, JobLaunchTimeout
+from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed, JobLaunchTimeout, OverlordApiError
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.testing import KubeEmulator
 from druid_k8s_provider.testing.behaviours import exits, never_exits, oom_killed
@@ -200,6 +201,31 @@ def test_oom_killed_is_reported_even_when_the_job_and_pod_vanish_as_it_fails(
     with pytest.raises(JobFailed, match="OOMKilled"):
         run(operator(deferrable=deferrable), FakeTaskInstance())
     wait_until_gone(kube)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_an_overlord_that_never_records_the_outcome_fails_the_try_and_leaves_the_task(
+    kube: KubeEmulator, druid: Druid, deferrable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Job ended but the Overlord's runner hangs pushing the task log (a stuck deep storage): the wait for
+    its verdict is bounded, the try fails naming the request, and the task stays for the next try."""
+    from druid_k8s_provider.launch import follow
+    from druid_k8s_provider.testing.overlord.peon_lifecycle import PeonLifecycle
+
+    async def stuck_log_push(self: PeonLifecycle, item: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(follow, "OUTCOME_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(PeonLifecycle, "_save_log", stuck_log_push)
+    druid.start()
+    with pytest.raises(OverlordApiError) as raised:
+        run(operator(deferrable=deferrable), FakeTaskInstance())
+    message = str(raised.value)
+    assert "after 2s the Overlord still reports Druid task" in message
+    assert raised.value.path == "/druid/indexer/v1/taskStatus" and "next try re-attaches" in message
+    task_id = raised.value.task_id
+    answer = httpx.get(f"{druid.overlord.url}/druid/indexer/v1/task/{task_id}/status").json()
+    assert answer["status"]["statusCode"] == "RUNNING"  # left for the next try to re-attach to
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
