@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pendulum
 
@@ -23,14 +23,15 @@ def copy_object(value: T) -> T:
     of pods was most of the emulator's time. Any other type inside is copied by ``copy.deepcopy``; shared
     sub-objects come out as separate copies (API objects share none).
     """
+    return cast(T, _copied(value))
+
+
+def _copied(value: Any) -> Any:
     kind = value.__class__
     if kind is dict:
-        return {  # type: ignore[return-value]
-            key: item if item.__class__ in _ATOMS else copy_object(item)
-            for key, item in value.items()  # type: ignore[attr-defined]
-        }
+        return {key: item if item.__class__ in _ATOMS else _copied(item) for key, item in value.items()}
     if kind is list:
-        return [item if item.__class__ in _ATOMS else copy_object(item) for item in value]  # type: ignore[return-value,attr-defined]
+        return [item if item.__class__ in _ATOMS else _copied(item) for item in value]
     if kind in _ATOMS:
         return value
     return copy.deepcopy(value)
