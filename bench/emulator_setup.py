@@ -4,10 +4,10 @@ Run ``python -m bench.emulator_setup --n 2000`` (several ``--n`` run one after a
 emulators). For each N, the Kubernetes emulator (with cluster) and the Overlord emulator run in this process
 on one event loop, as in :mod:`bench.triggerer`: N tasks of ``--seconds`` are submitted to the Overlord, and
 the set-up time (wall, and this process's CPU) is until every peon pod runs (submission, lockbox, runner,
-Job controller, scheduler, kubelet, the stand-in peons' task actions). Then one unpaged list of every pod of the namespace (what a
-shared watch's first list asks) is timed from a client in another thread. No provider code runs: every
-figure here belongs to the emulators. ``--profile`` writes a pyinstrument profile of the emulators' loop
-during the set-up. Figures also go to ``bench/results/emulator_setup.json``.
+Job controller, scheduler, kubelet, the stand-in peons' task actions). Then one unpaged list of every pod of
+the namespace (what a shared watch's first list asks) is timed from a client in another thread. No provider
+code runs: every figure here belongs to the emulators. ``--profile`` writes a pyinstrument profile of the
+emulators' loop during the set-up. Figures also go to ``bench/results/emulator_setup.json``.
 """
 
 from __future__ import annotations
