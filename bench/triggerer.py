@@ -82,6 +82,10 @@ class Clock:
     pod_running: dict[str, float] = field(default_factory=dict)  # job name -> main container running
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def on_event(self, event: Any) -> None:
+        """The store's event fan-out hook: the shared event, read here, never changed (so never copied)."""
+        self.on_change(event.type, event.plural, event.obj)
+
     def on_change(self, event_type: str, plural: str, obj: dict[str, Any]) -> None:
         if plural == "jobs" and event_type == "ADDED":
             task_id = (obj["metadata"].get("annotations") or {}).get("task.id")
@@ -182,7 +186,7 @@ def run_phase(side: str, n: int, seconds: float, profile: bool, spread: float) -
                 KubeEmulator(node_cpu="1000000", node_memory="10000Ti", history_window=100_000) as kube,
                 overlord_emulator(kube, informer=True, outcomes=outcomes) as overlord,
             ):
-                kube.store.add_listener(clock.on_change)
+                kube.store.add_event_listener(clock.on_event)
                 environment = {
                     **connection_env(kube.kubeconfig_path),
                     **overlord_connection_env(overlord.url),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING
 
 from druid_k8s_provider.testing.api_errors import ApiError
-from druid_k8s_provider.testing.resources import Obj
+from druid_k8s_provider.testing.resources import Obj, copy_object
 from druid_k8s_provider.testing.store_events import WatchEvent
 
 if TYPE_CHECKING:
@@ -156,7 +155,7 @@ class GarbageCollector:
                 return
             if ns["metadata"].get("finalizers"):
                 return
-            final = copy.deepcopy(ns)
+            final = copy_object(ns)
             final["metadata"]["resourceVersion"] = store._next_version()
             del store._objects["namespaces"][("", namespace)]
             store._record("DELETED", "namespaces", final)

@@ -52,11 +52,20 @@ class LogStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._containers: dict[Key, _Container] = {}
+        self._containers_of: dict[tuple[str, str], list[str]] = {}  # (namespace, pod) -> its containers
+
+    def _container(self, namespace: str, pod: str, container: str) -> _Container:
+        """The container's state, made on first use (caller holds the lock)."""
+        state = self._containers.get((namespace, pod, container))
+        if state is None:
+            state = self._containers[(namespace, pod, container)] = _Container()
+            self._containers_of.setdefault((namespace, pod), []).append(container)
+        return state
 
     def mark_started(self, namespace: str, pod: str, container: str) -> None:
         """A container instance started; a restart moves the ended instance's log to ``previous``."""
         with self._lock:
-            state = self._containers.setdefault((namespace, pod, container), _Container())
+            state = self._container(namespace, pod, container)
             if state.current.closed:
                 state.previous = state.current
                 state.current = _ContainerLog()
@@ -67,7 +76,7 @@ class LogStore:
         """Add one line (trailing newline optional) to the running instance, timestamped now."""
         text = line[:-1] if line.endswith("\n") else line
         with self._lock:
-            state = self._containers.setdefault((namespace, pod, container), _Container())
+            state = self._container(namespace, pod, container)
             state.current.lines.append(LogLine(time.time_ns(), text))
             waiters = list(state.waiters)
         self._wake(waiters)
@@ -75,7 +84,7 @@ class LogStore:
     def close(self, namespace: str, pod: str, container: str) -> None:
         """The container instance ended: followers get the rest of the log and stop."""
         with self._lock:
-            state = self._containers.setdefault((namespace, pod, container), _Container())
+            state = self._container(namespace, pod, container)
             state.current.closed = True
             waiters = list(state.waiters)
         self._wake(waiters)
@@ -83,10 +92,9 @@ class LogStore:
     def forget_pod(self, namespace: str, pod: str) -> None:
         """Drop every log of a pod (its containers are gone for good); followers stop."""
         with self._lock:
-            keys = [key for key in self._containers if key[0] == namespace and key[1] == pod]
             waiters = []
-            for key in keys:
-                state = self._containers.pop(key)
+            for container in self._containers_of.pop((namespace, pod), ()):
+                state = self._containers.pop((namespace, pod, container))
                 state.current.closed = True
                 waiters.extend(state.waiters)
         self._wake(waiters)
@@ -123,7 +131,7 @@ class LogStore:
         wake = asyncio.Event()
         registration = (loop, wake)
         with self._lock:
-            state = self._containers.setdefault((namespace, pod, container), _Container())
+            state = self._container(namespace, pod, container)
             state.waiters.append(registration)
             log = state.current
         position = start

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pendulum
 
 from druid_k8s_provider.testing.api_errors import ApiError
 
 Obj = dict[str, Any]
+T = TypeVar("T")
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def copy_object(value: T) -> T:
+    """A deep copy of an object in API form (dicts, lists, strings, numbers, booleans, null).
+
+    Same result as ``copy.deepcopy`` for such trees, at about a third of its cost: the store copies each
+    object several times per write (the stored version, the caller's, each listener's), which at thousands
+    of pods was most of the emulator's time. Any other type inside is copied by ``copy.deepcopy``; shared
+    sub-objects come out as separate copies (API objects share none).
+    """
+    return cast(T, _copied(value))
+
+
+def _copied(value: Any) -> Any:
+    kind = value.__class__
+    if kind is dict:
+        return {key: item if item.__class__ in _ATOMS else _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [item if item.__class__ in _ATOMS else _copied(item) for item in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
 
 
 @dataclass(frozen=True)

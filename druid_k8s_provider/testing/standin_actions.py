@@ -11,7 +11,8 @@ answer is final and raised as :class:`ActionFailed` with the message Druid's cli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -37,6 +38,18 @@ class OverlordClient:
         self._task = dict(task)
         user, password = env.get(ESCALATOR_USER_ENV), env.get(ESCALATOR_PASSWORD_ENV)
         self._auth = aiohttp.BasicAuth(user, password or "") if user else None
+        self._session: aiohttp.ClientSession | None = None
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        """Send the actions inside over one HTTP session, its connection kept alive between them (as Druid's
+        pooled HTTP client does), and close it after: a peon between its bursts of actions holds none."""
+        async with aiohttp.ClientSession(auth=self._auth, trust_env=False) as session:
+            self._session = session
+            try:
+                yield
+            finally:
+                self._session = None
 
     async def submit(self, action: Mapping[str, Any]) -> Any:
         """The action's ``result``; :class:`ActionFailed` for an error answer or no Overlord at all."""
@@ -44,26 +57,33 @@ class OverlordClient:
         last_problem = ""
         for _ in range(_RETRIES):
             try:
-                async with (
-                    aiohttp.ClientSession(auth=self._auth, trust_env=False) as session,
-                    session.post(self._url, json={"task": self._task, "action": dict(action)}) as response,
-                ):
-                    body = await response.text()
-                    if response.status == HTTPStatus.SERVICE_UNAVAILABLE:
-                        last_problem = "503 Service Unavailable"
-                    elif response.status // 100 == 2:
-                        return (await response.json()).get("result")
-                    else:
-                        phrase = HTTPStatus(response.status).phrase
-                        raise ActionFailed(
-                            f"Error with status[{response.status} {phrase}] and message[{body}]. "
-                            "Check overlord logs for details."
-                        )
+                if self._session is not None:
+                    answered, result = await self._send(self._session, action)
+                else:
+                    async with aiohttp.ClientSession(auth=self._auth, trust_env=False) as session:
+                        answered, result = await self._send(session, action)
+                if answered:
+                    return result
+                last_problem = "503 Service Unavailable"
             except aiohttp.ClientConnectionError as error:
                 last_problem = str(error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY_SECONDS)
         raise ActionFailed(f"No leader Overlord answered the task action ({last_problem})")
+
+    async def _send(self, session: aiohttp.ClientSession, action: Mapping[str, Any]) -> tuple[bool, Any]:
+        """(True, result) for a 2xx answer, (False, None) for 503 (no leader); ActionFailed for any other."""
+        async with session.post(self._url, json={"task": self._task, "action": dict(action)}) as response:
+            body = await response.text()
+            if response.status == HTTPStatus.SERVICE_UNAVAILABLE:
+                return False, None
+            if response.status // 100 == 2:
+                return True, (await response.json()).get("result")
+            phrase = HTTPStatus(response.status).phrase
+            raise ActionFailed(
+                f"Error with status[{response.status} {phrase}] and message[{body}]. "
+                "Check overlord logs for details."
+            )
 
 
 def ingestion_report(

@@ -216,7 +216,8 @@ async def standin_peon(ctx: ContainerContext) -> int:
     thread = f"task-runner-0-priority-{task.context.get('priority', 0)}"
     if client is not None:
         try:
-            await _start_with_overlord(ctx, client, task)
+            async with client.connected():
+                await _start_with_overlord(ctx, client, task)
         except (ActionFailed, ValueError) as error:
             peon_log(_CLI_PEON, "Error when starting up.  Failing.", level="ERROR")
             peon_log(_CLI_PEON, _exception_line(error), level="ERROR")
@@ -244,7 +245,8 @@ async def standin_peon(ctx: ContainerContext) -> int:
     published = 0
     if client is not None and outcome == "SUCCESS" and task.type in PUBLISHING_TASK_TYPES:
         try:
-            published = await _publish_segments(client, task, peon_log)
+            async with client.connected():
+                published = await _publish_segments(client, task, peon_log)
         except (ActionFailed, ValueError) as error:
             peon_log(
                 runner, f"Exception while running task[{task.id}]: {_exception_line(error)}", level="ERROR"

@@ -18,7 +18,6 @@ reads in ``store_reads``, deletion in ``store_deletion`` and owner-based collect
 
 from __future__ import annotations
 
-import copy
 import secrets
 import threading
 import uuid
@@ -43,6 +42,7 @@ from druid_k8s_provider.testing.resources import (
     STORED_RESOURCES,
     Obj,
     ResourceType,
+    copy_object,
     now_timestamp,
     resource_type,
 )
@@ -89,7 +89,7 @@ class ObjectStore(StoreDeletion):
     def create(self, plural: str, namespace: str | None, obj: Obj) -> Obj:
         """Store a new object with server-filled fields and defaults; 409 AlreadyExists, 422 Invalid."""
         rt = resource_type(plural)
-        new = copy.deepcopy(obj)
+        new = copy_object(obj)
         if not isinstance(new, dict):
             raise bad_request("the body of the request was in an unknown format")
         metadata = new.get("metadata")
@@ -138,7 +138,7 @@ class ObjectStore(StoreDeletion):
             metadata["resourceVersion"] = self._next_version()
             objects[key] = new
             self._record("ADDED", plural, new)
-            result = copy.deepcopy(new)
+            result = copy_object(new)
         self._schedule_dispatch()
         return result
 
@@ -195,7 +195,7 @@ class ObjectStore(StoreDeletion):
         ``dry_run`` validates and returns the would-be object without storing it (``?dryRun=All``).
         """
         rt = resource_type(plural)
-        new = copy.deepcopy(obj)
+        new = copy_object(obj)
         metadata = new.setdefault("metadata", {})
         if metadata.get("name") and metadata["name"] != name:
             raise bad_request(
@@ -238,7 +238,7 @@ class ObjectStore(StoreDeletion):
             old = objects.get(key)
             if old is None:
                 raise not_found(rt, name)
-            new = copy.deepcopy(old)
+            new = copy_object(old)
             fn(new)
             result = self._update_locked(rt, key, old, new, subresource, api_update=False)
         self._schedule_dispatch()
@@ -258,7 +258,7 @@ class ObjectStore(StoreDeletion):
         old_metadata = old["metadata"]
         name = old_metadata["name"]
         if subresource == "status":
-            result = copy.deepcopy(old)
+            result = copy_object(old)
             result["status"] = new.get("status") or {}
         elif subresource is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -270,7 +270,7 @@ class ObjectStore(StoreDeletion):
             if api_update and "status" in rt.subresources:
                 # The main resource ignores status changes; the status subresource owns them.
                 if "status" in old:
-                    result["status"] = copy.deepcopy(old["status"])
+                    result["status"] = copy_object(old["status"])
                 else:
                     result.pop("status", None)
             for immutable in (
@@ -300,7 +300,7 @@ class ObjectStore(StoreDeletion):
         result["metadata"]["resourceVersion"] = old_metadata["resourceVersion"]
         if result == old or dry_run:
             # A no-op write changes nothing, not even the resourceVersion; a dry run only shows the result.
-            return copy.deepcopy(result)
+            return copy_object(result)
         result["metadata"]["resourceVersion"] = self._next_version()
         if (
             result["metadata"].get("deletionTimestamp")
@@ -310,17 +310,17 @@ class ObjectStore(StoreDeletion):
             # The last finalizer is gone from an object being deleted: it disappears now.
             del self._objects[rt.plural][key]
             self._record("DELETED", rt.plural, result)
-            return copy.deepcopy(result)
+            return copy_object(result)
         self._objects[rt.plural][key] = result
         self._record("MODIFIED", rt.plural, result)
-        return copy.deepcopy(result)
+        return copy_object(result)
 
 
 def _pod_update_causes(old: Obj, new: Obj) -> list[Cause]:
     """Pod specs are immutable on the API except container images, activeDeadlineSeconds and tolerations."""
 
     def masked(spec: Any) -> Any:
-        spec = copy.deepcopy(spec or {})
+        spec = copy_object(spec or {})
         for group in ("initContainers", "containers"):
             for container in spec.get(group) or []:
                 container.pop("image", None)

@@ -3,8 +3,6 @@ deletion, finalizers, ``deletionTimestamp``, and the propagation policy (Backgro
 
 from __future__ import annotations
 
-import copy
-
 import pendulum
 
 from druid_k8s_provider.testing.api_errors import ApiError, bad_request, conflict, error_details, not_found
@@ -13,6 +11,7 @@ from druid_k8s_provider.testing.resources import (
     PROTECTED_NAMESPACES,
     Obj,
     ResourceType,
+    copy_object,
     now_timestamp,
     resource_type,
 )
@@ -96,7 +95,7 @@ class StoreDeletion(StoreReads):
                 error_details(rt, name),
             )
         grace = self._grace_period(rt, old, grace_period_seconds)
-        result = copy.deepcopy(old)
+        result = copy_object(old)
         metadata = result["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
         already_deleting = bool(old_metadata.get("deletionTimestamp"))
@@ -114,7 +113,7 @@ class StoreDeletion(StoreReads):
             metadata["finalizers"] = finalizers
         if plural == "namespaces":
             if already_deleting:
-                return copy.deepcopy(old)
+                return copy_object(old)
             metadata["deletionTimestamp"] = now_timestamp()
             metadata["deletionGracePeriodSeconds"] = 0
             result.setdefault("status", {})["phase"] = "Terminating"
@@ -122,7 +121,7 @@ class StoreDeletion(StoreReads):
         if grace > 0:
             current_grace = old_metadata.get("deletionGracePeriodSeconds")
             if already_deleting and current_grace is not None and current_grace <= grace:
-                return copy.deepcopy(old) if result == old else self._commit_modified(rt, key, result)
+                return copy_object(old) if result == old else self._commit_modified(rt, key, result)
             metadata["deletionTimestamp"] = (
                 pendulum.now("UTC").add(seconds=grace).format("YYYY-MM-DDTHH:mm:ss[Z]")
             )
@@ -135,13 +134,13 @@ class StoreDeletion(StoreReads):
             elif plural == "pods":
                 metadata["deletionGracePeriodSeconds"] = 0
             if result == old:
-                return copy.deepcopy(old)
+                return copy_object(old)
             return self._commit_modified(rt, key, result)
         metadata["resourceVersion"] = self._next_version()
         del objects[key]
         self._record("DELETED", plural, result)
         if rt.returns_deleted_object:
-            return copy.deepcopy(result)
+            return copy_object(result)
         details = error_details(rt, name)
         details["uid"] = result["metadata"]["uid"]
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
@@ -151,7 +150,7 @@ class StoreDeletion(StoreReads):
         result["metadata"]["resourceVersion"] = self._next_version()
         self._objects[rt.plural][key] = result
         self._record("MODIFIED", rt.plural, result)
-        return copy.deepcopy(result)
+        return copy_object(result)
 
     @staticmethod
     def _grace_period(rt: ResourceType, obj: Obj, requested: int | None) -> int:

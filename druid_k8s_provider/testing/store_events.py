@@ -8,7 +8,6 @@ to the listeners one at a time, in resourceVersion order, on the bound event loo
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import threading
 from collections import deque
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from druid_k8s_provider.testing.api_errors import expired
-from druid_k8s_provider.testing.resources import Obj
+from druid_k8s_provider.testing.resources import Obj, copy_object
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ class StoreEvents:
                         log.exception("emulator event listener failed on %s %s", event.type, event.plural)
                 for listener in list(self._listeners):
                     try:
-                        listener(event.type, event.plural, copy.deepcopy(event.obj))
+                        listener(event.type, event.plural, copy_object(event.obj))
                     except Exception:
                         log.exception("emulator store listener failed on %s %s", event.type, event.plural)
         finally:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-
 from druid_k8s_provider.testing.api_errors import ApiError, bad_request, not_found
-from druid_k8s_provider.testing.resources import Obj, ResourceType, list_key, resource_type
+from druid_k8s_provider.testing.resources import Obj, ResourceType, copy_object, list_key, resource_type
 from druid_k8s_provider.testing.selectors import SelectorError, parse_field_selector, parse_label_selector
 from druid_k8s_provider.testing.store_events import StoreEvents
 
@@ -28,7 +26,7 @@ class StoreReads(StoreEvents):
     def get(self, plural: str, namespace: str | None, name: str) -> Obj:
         """A copy of the object, or 404 NotFound."""
         with self._lock:
-            return copy.deepcopy(self.get_shared(plural, namespace, name))
+            return copy_object(self.get_shared(plural, namespace, name))
 
     def list(
         self,
@@ -49,7 +47,7 @@ class StoreReads(StoreEvents):
     ) -> tuple[Objects, str]:
         """Matching objects (copies) plus the resourceVersion the list is consistent with."""
         items, version, _ = self.shared_page(plural, namespace, label_selector, field_selector)
-        return copy.deepcopy(items), version
+        return copy_object(items), version
 
     def shared_page(
         self,

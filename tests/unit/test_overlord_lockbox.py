@@ -80,6 +80,39 @@ def test_overlapping_intervals_block_another_group_but_not_the_same_group() -> N
     assert lockbox.lock_all(rival, task_intervals(rival))
 
 
+def test_locks_are_kept_per_datasource_and_task_and_listed_oldest_first() -> None:
+    lockbox = Lockbox()
+    early = task("early", "2026-03-01/2026-03-02", group="shared")
+    elsewhere = DruidTask.from_spec(
+        {
+            "type": "index_parallel",
+            "id": "elsewhere",
+            "spec": {
+                "dataSchema": {"dataSource": "other", "granularitySpec": {"intervals": ["2026-03-01/P1D"]}}
+            },
+        }
+    )
+    late = task("late", "2026-01-01/2026-01-02", group="shared")
+    for each in (early, elsewhere, late):
+        lockbox.add(each)
+    assert lockbox.lock_all(early, task_intervals(early))
+    assert lockbox.lock_all(elsewhere, task_intervals(elsewhere))  # same interval, another datasource
+    assert lockbox.lock_all(late, task_intervals(late))
+    # The later task joins its group's older lock: its locks are listed in the order they were made.
+    joined = lockbox.try_lock(late, Interval.parse("2026-03-01/2026-03-02"))
+    assert joined is lockbox.locks_of("early")[0]
+    assert [str(lock.interval)[:10] for lock in lockbox.locks_of("late")] == ["2026-03-01", "2026-01-01"]
+    lockbox.release("late", Interval.parse("2026-01-01/2026-01-02"))
+    assert lockbox.locks_of("late") == [joined]
+    lockbox.remove("early")  # the shared lock stays while "late" holds it
+    assert lockbox.locks_of("late") == [joined] and joined.task_ids == {"late"}
+    lockbox.remove("late")
+    rival = task("rival", "2026-03-01/2026-03-02")
+    lockbox.add(rival)
+    assert lockbox.lock_all(rival, task_intervals(rival))
+    assert [lock.data_source for lock in lockbox.locks_of("elsewhere")] == ["other"]
+
+
 def test_publishing_needs_a_covering_lock() -> None:
     lockbox, owner = Lockbox(), task("owner")
     lockbox.add(owner)

@@ -217,6 +217,7 @@ class EventRecorder:
         self._store = store
         self._last_suffix = 0
         self._seen: dict[tuple[str, ...], Key] = {}
+        self._keys_of: dict[str, set[tuple[str, ...]]] = {}  # involved uid -> its keys in _seen
 
     def record(
         self,
@@ -287,13 +288,14 @@ class EventRecorder:
                 )
             self._store.create("events", namespace, event)
             self._seen[key] = (namespace, name)
+            self._keys_of.setdefault(key[0], set()).add(key)
         except Exception:  # an event is best effort, exactly as in client-go
             log.warning("could not record event %s for %s/%s", reason, namespace, meta["name"], exc_info=True)
 
     def forget(self, involved_uid: str) -> None:
         """The object is gone: its next events (a new object) start fresh instead of bumping old counts."""
-        for key in [key for key in self._seen if key[0] == involved_uid]:
-            del self._seen[key]
+        for key in self._keys_of.pop(involved_uid, ()):
+            self._seen.pop(key, None)
 
     def _bump(self, event_key: Key, timestamp: str, series: bool) -> bool:
         def increment(event: Obj) -> None:

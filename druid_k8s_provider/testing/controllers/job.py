@@ -13,7 +13,6 @@ guarantees.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -41,6 +40,7 @@ from druid_k8s_provider.testing.controllers.job_rules import (
     is_finished,
     is_job_pod,
 )
+from druid_k8s_provider.testing.resources import copy_object
 
 if TYPE_CHECKING:
     from druid_k8s_provider.testing.cluster import Cluster
@@ -157,7 +157,7 @@ class JobController:
             self.cluster.ttl.track(job, tracking.finished_at)
             return
         spec = job.get("spec") or {}
-        status: Obj = copy.deepcopy(job.get("status") or {})
+        status: Obj = copy_object(job.get("status") or {})
         conditions: list[Obj] = list(status.get("conditions") or [])
         pods = list(self._pods.get(uid, {}).values())
         active = [
@@ -292,7 +292,7 @@ class JobController:
         meta = job["metadata"]
         name = str(meta["name"])
         uid = str(meta["uid"])
-        template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
+        template = copy_object((job.get("spec") or {}).get("template") or {})
         pod_meta = template.get("metadata") or {}
         labels = dict(pod_meta.get("labels") or {})
         labels.update(

@@ -17,7 +17,9 @@ Pure: no I/O, no clock other than the version stamp of a new lock.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,11 +174,18 @@ class TaskLock:
 
 
 class Lockbox:
-    """The active tasks, their locks and their allocated segment ids."""
+    """The active tasks, their locks and their allocated segment ids.
+
+    Locks are indexed by datasource and by task, each list in creation order (the order a lookup meets
+    them in), so a request costs the locks of its own datasource or task, not every lock held.
+    """
 
     def __init__(self) -> None:
         self._active: dict[str, DruidTask] = {}
-        self._locks: list[TaskLock] = []
+        self._created = itertools.count()
+        self._creation: dict[int, int] = {}  # id(lock) -> its creation number, while the lock exists
+        self._by_source: dict[str, list[TaskLock]] = {}
+        self._by_task: dict[str, list[TaskLock]] = {}
         self._partitions: dict[tuple[str, str, str], int] = {}
 
     def add(self, task: DruidTask) -> None:
@@ -186,35 +195,34 @@ class Lockbox:
     def remove(self, task_id: str) -> None:
         """The task completed: it leaves the active set and its locks are released."""
         self._active.pop(task_id, None)
-        for lock in list(self._locks):
+        for lock in self._by_task.pop(task_id, ()):
             lock.task_ids.discard(task_id)
             if not lock.task_ids:
-                self._locks.remove(lock)
+                self._drop(lock)
 
     def release(self, task_id: str, interval: Interval) -> None:
         """The task gives up its lock on exactly ``interval`` (``lockRelease``)."""
         for lock in self.locks_of(task_id):
             if lock.interval == interval:
-                lock.task_ids.discard(task_id)
-                if not lock.task_ids:
-                    self._locks.remove(lock)
+                self._leave(lock, task_id)
 
     def is_active(self, task_id: str) -> bool:
         return task_id in self._active
 
     def locks_of(self, task_id: str) -> list[TaskLock]:
-        return [lock for lock in self._locks if task_id in lock.task_ids]
+        """The task's locks, oldest first."""
+        return list(self._by_task.get(task_id, ()))
 
     def try_lock(self, task: DruidTask, interval: Interval, lock_type: str = "EXCLUSIVE") -> TaskLock | None:
         """The task's lock on ``interval`` (new, its group's, or already held), or None when blocked."""
         if task.id not in self._active:
             raise InactiveTask(task.id)
         data_source = task.data_source or ""
-        for lock in self._locks:
-            if lock.data_source != data_source or not lock.interval.overlaps(interval):
+        for lock in self._by_source.get(data_source, ()):
+            if not lock.interval.overlaps(interval):
                 continue
             if lock.group_id == task.group_id and lock.interval.contains(interval):
-                lock.task_ids.add(task.id)
+                self._join(lock, task.id)
                 return lock
             if lock.group_id != task.group_id and not (
                 lock.lock_type == lock_type and lock_type in _SHAREABLE
@@ -227,24 +235,42 @@ class Lockbox:
             version=joda_time(dt.datetime.now(_UTC)),
             lock_type=lock_type,
             priority=int(task.context.get("priority", 0) or 0),
-            task_ids={task.id},
         )
-        self._locks.append(lock)
+        self._creation[id(lock)] = next(self._created)
+        self._by_source.setdefault(data_source, []).append(lock)
+        self._join(lock, task.id)
         return lock
 
     def lock_all(self, task: DruidTask, intervals: Iterable[Interval]) -> bool:
-        """Lock every interval for the task (its ``isReady``); False, taking nothing, if one is blocked."""
-        taken: list[TaskLock] = []
-        for interval in intervals:
-            before = {id(lock) for lock in self._locks}
-            lock = self.try_lock(task, interval)
-            if lock is None:
-                for new in taken:
-                    if id(new) not in before:
-                        self._locks.remove(new)
-                return False
-            taken.append(lock)
-        return True
+        """Lock every interval for the task (its ``isReady``); False at the first one that is blocked.
+
+        The locks taken for the intervals before the blocked one stay held by the task (it asks again on
+        the queue's next pass, and finds them its own).
+        """
+        return all(self.try_lock(task, interval) is not None for interval in intervals)
+
+    def _join(self, lock: TaskLock, task_id: str) -> None:
+        if task_id in lock.task_ids:
+            return
+        lock.task_ids.add(task_id)
+        bisect.insort(self._by_task.setdefault(task_id, []), lock, key=lambda held: self._creation[id(held)])
+
+    def _leave(self, lock: TaskLock, task_id: str) -> None:
+        lock.task_ids.discard(task_id)
+        held = self._by_task.get(task_id, [])
+        _remove_same(held, lock)
+        if not held:
+            self._by_task.pop(task_id, None)
+        if not lock.task_ids:
+            self._drop(lock)
+
+    def _drop(self, lock: TaskLock) -> None:
+        """The last task left the lock: it is gone."""
+        same_source = self._by_source.get(lock.data_source, [])
+        _remove_same(same_source, lock)
+        if not same_source:
+            self._by_source.pop(lock.data_source, None)
+        self._creation.pop(id(lock), None)
 
     def allocate(self, task: DruidTask, data_source: str, interval: Interval) -> dict[str, Any] | None:
         """A new segment id (``SegmentIdWithShardSpec`` JSON) in ``interval`` under the task's lock, or None.
@@ -290,6 +316,14 @@ class Lockbox:
                     f"Segments[[{described}]] are not covered by locks[[{', '.join(map(str, locks))}]] "
                     f"for task[{task.id}]"
                 )
+
+
+def _remove_same(locks: list[TaskLock], lock: TaskLock) -> None:
+    """Remove ``lock`` itself (not an equal one) from ``locks``, if it is there."""
+    for index, held in enumerate(locks):
+        if held is lock:
+            del locks[index]
+            return
 
 
 def segment_id(segment: Mapping[str, Any]) -> str:

@@ -103,6 +103,7 @@ class TaskQueue:
 
     def __init__(self) -> None:
         self._entries: dict[str, TaskEntry] = {}
+        self._active: dict[str, TaskEntry] = {}  # the active entries, in submission order
 
     def add(self, task: DruidTask) -> TaskEntry:
         """Store a submitted task as RUNNING/WAITING; :class:`EntryAlreadyExists` for a known id."""
@@ -110,6 +111,7 @@ class TaskQueue:
             raise EntryAlreadyExists(task.id)
         entry = TaskEntry(task=task, created=dt.datetime.now(dt.UTC))
         self._entries[task.id] = entry
+        self._active[task.id] = entry
         return entry
 
     def get(self, task_id: str) -> TaskEntry | None:
@@ -117,7 +119,7 @@ class TaskQueue:
 
     def active(self) -> list[TaskEntry]:
         """Active entries in submission order."""
-        return [entry for entry in self._entries.values() if entry.active]
+        return list(self._active.values())
 
     def complete(self, task_id: str, status_code: str, duration: int, error_msg: str | None) -> bool:
         """Record the outcome of an active task; False (and no change) if it is unknown or complete."""
@@ -126,6 +128,7 @@ class TaskQueue:
             return False
         entry.status_code, entry.duration, entry.error_msg = status_code, duration, error_msg
         entry.runner_state = NONE
+        del self._active[task_id]
         return True
 
     def status_response(self, task_id: str) -> dict[str, Any] | None:

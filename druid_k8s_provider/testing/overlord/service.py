@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,12 @@ class Overlord:
         self.runner: KubernetesRunner | None = None
         self._runner_factory = runner_factory
         self._wake = asyncio.Event()
+        # The manage loop's work list: the active tasks it has not handed to the runner (new or blocked by
+        # a lock), in submission order, so a pass costs the waiting tasks, not every active one. A runner
+        # lets go of a task only as it completes, so the list misses none; still, a new leader's first pass
+        # and one pass a period look at every active task, as Druid's manage loop does.
+        self._unhanded: dict[str, TaskEntry] = {}
+        self._look_at_all = True
         self._background: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ log
@@ -90,6 +97,7 @@ class Overlord:
             joined.append(task.id)
             self.log(f"INFO Joined Job of task[{task.id}] at startup")
         self.runner = runner
+        self._look_at_all = True
         self._background = [
             asyncio.create_task(self._manage(), name="overlord-manage"),
             asyncio.create_task(self._shutdown_unknown_after_start_delay(joined), name="overlord-start"),
@@ -127,13 +135,15 @@ class Overlord:
         """``POST /task``: store the task and make it active (EntryAlreadyExists for a known id;
         :class:`~.submission.SubmissionRefused` for a task Druid would not construct or store)."""
         check_submission(task)
-        self.queue.add(task)
+        entry = self.queue.add(task)
+        self._unhanded[task.id] = entry
         self.lockbox.add(task)
         self.log(f"INFO Adding task[{task.id}] to activeTasks")
         self._wake.set()
 
     async def shutdown(self, task_id: str, reason: str = SHUTDOWN_BY_USER) -> None:
         """End an active task as FAILED with ``reason`` and delete its Job; no change otherwise."""
+        self._unhanded.pop(task_id, None)
         if not self.queue.complete(task_id, "FAILED", -1, reason):
             return
         self.lockbox.remove(task_id)
@@ -144,6 +154,7 @@ class Overlord:
 
     async def on_outcome(self, task_id: str, status_code: str, duration: int, error_msg: str | None) -> None:
         """The runner's outcome: complete the task (if still active) and release its locks."""
+        self._unhanded.pop(task_id, None)
         if self.queue.complete(task_id, status_code, duration, error_msg):
             self.lockbox.remove(task_id)
             self.log(f"INFO Task[{task_id}] completed with status[{status_code}]")
@@ -174,6 +185,7 @@ class Overlord:
 
     async def _manage(self) -> None:
         """``TaskQueue.manage``: hand every ready WAITING task to the runner, in submission order."""
+        last_full_pass = -math.inf
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _MANAGE_PERIOD_SECONDS)
@@ -181,8 +193,15 @@ class Overlord:
             runner = self.runner
             if runner is None:
                 return
-            for entry in self.queue.active():
-                if entry.id in runner.items:
+            if self._look_at_all or time.monotonic() - last_full_pass >= _MANAGE_PERIOD_SECONDS:
+                self._look_at_all, last_full_pass = False, time.monotonic()
+                candidates = self.queue.active()
+            else:
+                candidates = list(self._unhanded.values())
+            self._unhanded = {}
+            still_waiting: dict[str, TaskEntry] = {}
+            for entry in candidates:
+                if entry.id in runner.items or not entry.active:  # handed, or completed during the pass
                     continue
                 try:
                     intervals = task_intervals(entry.task)
@@ -193,6 +212,10 @@ class Overlord:
                 if self.lockbox.lock_all(entry.task, intervals):
                     self.log(f"INFO Asking taskRunner to run task[{entry.id}]")
                     runner.run(entry.task)
+                else:
+                    still_waiting[entry.id] = entry
+            # Tasks submitted during the pass are newer than every task it looked at.
+            self._unhanded = {**still_waiting, **self._unhanded}
 
     async def _cleanup_loop(self) -> None:
         """Delete finished labelled Jobs older than ``taskCleanupDelay``, every ``taskCleanupInterval``."""
