@@ -187,7 +187,8 @@ class OverlordBoard:
 
         Returns the task's entry of ``GET /tasks?state=pending|running`` or its own status (a lone waiter)
         (``runner_status_code`` PENDING or RUNNING: its locks are taken, a suspended Job may be released), or
-        its status once it is complete (``status_code`` SUCCESS or FAILED, ``active`` False: do NOT release its Job). Raises
+        its status once it is complete (``status_code`` SUCCESS or FAILED, ``active`` False: do NOT release
+        its Job). Raises
         :class:`OverlordTaskUnknown` when the Overlord does not know the id, :class:`OverlordApiError` /
         :class:`DruidK8sConfigError` for an error retrying cannot fix.
         """

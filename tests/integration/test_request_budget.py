@@ -126,7 +126,9 @@ def test_a_task_waited_in_its_worker(kube: KubeEmulator, druid: Druid) -> None:
     assert asked.pop(f"GET {INDEXER}/task/{task_id}/status") >= 1
     # The final status, in batched rounds; no decision before the submission (the first try).
     assert asked.pop(f"POST {INDEXER}/taskStatus") >= 1
-    assert asked.pop(f"GET {INDEXER}/task/{task_id}/log", 0) <= 1  # the log's rest: see the overlord-mode test
+    assert (
+        asked.pop(f"GET {INDEXER}/task/{task_id}/log", 0) <= 1
+    )  # the log's rest: see the overlord-mode test
     assert not asked, f"requests outside the budget: {asked}"
 
 

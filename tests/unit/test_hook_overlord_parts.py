@@ -174,8 +174,12 @@ def test_the_single_and_the_batched_status_shapes_read_alike() -> None:
     )
     # Handed to the runner: what the pending/running task lists hold; never read from the batched status.
     assert single.handed_to_runner and not batched.handed_to_runner
-    waiting = OverlordTaskStatus.from_json({"id": "t1", "statusCode": "RUNNING", "runnerStatusCode": "WAITING"})
-    complete = OverlordTaskStatus.from_json({"id": "t1", "statusCode": "SUCCESS", "runnerStatusCode": "RUNNING"})
+    waiting = OverlordTaskStatus.from_json(
+        {"id": "t1", "statusCode": "RUNNING", "runnerStatusCode": "WAITING"}
+    )
+    complete = OverlordTaskStatus.from_json(
+        {"id": "t1", "statusCode": "SUCCESS", "runnerStatusCode": "RUNNING"}
+    )
     assert not waiting.handed_to_runner and not complete.handed_to_runner
 
 

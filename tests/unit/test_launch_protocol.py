@@ -268,7 +268,11 @@ def test_the_first_try_of_a_derived_id_submits_attempt_one_without_asking() -> N
     assert decision is not None
     assert (decision.action, decision.task_id, decision.attempt) == (AttemptAction.SUBMIT, attempt(1), 1)
     asked = decide_attempt(DERIVED, 1, {})  # what asking would decide when the Overlord knows nothing
-    assert (asked.action, asked.task_id, asked.attempt) == (decision.action, decision.task_id, decision.attempt)
+    assert (asked.action, asked.task_id, asked.attempt) == (
+        decision.action,
+        decision.task_id,
+        decision.attempt,
+    )
 
 
 def test_a_retry_or_a_written_id_is_asked_about() -> None:
