@@ -185,12 +185,11 @@ class OverlordBoard:
     async def wait_handed_to_runner(self, task_id: str) -> OverlordTaskStatus:
         """Wait until the Overlord has handed ``task_id`` to its runner, or the task is complete.
 
-        Returns the task's entry of ``GET /tasks?state=pending|running`` or its own status (a lone waiter)
+        Returns the task's entry of ``GET /tasks?state=pending|running``, or a lone waiter's own status
         (``runner_status_code`` PENDING or RUNNING: its locks are taken, a suspended Job may be released), or
         its status once it is complete (``status_code`` SUCCESS or FAILED, ``active`` False: do NOT release
-        its Job). Raises
-        :class:`OverlordTaskUnknown` when the Overlord does not know the id, :class:`OverlordApiError` /
-        :class:`DruidK8sConfigError` for an error retrying cannot fix.
+        its Job). Raises :class:`OverlordTaskUnknown` when the Overlord does not know the id,
+        :class:`OverlordApiError` / :class:`DruidK8sConfigError` for an error retrying cannot fix.
         """
         return await self._wait(self._handed, task_id)
 
