@@ -241,7 +241,7 @@ class JobFollower(PeonLogStream):
             job, pod = await self._read_state(session, jobs, pods, True)
         if job is None:
             # Deleted at completion (the Overlord does): the pod as last seen may still say how it ended.
-            pod = pod or self._final_pod or self._known_pod
+            pod = pod or self._final_pod or self._departed_pod(pods) or self._known_pod
             if self.startup is not None:
                 self.startup.observe(None, pod)
             return self._payload(MISSING, pod=pod), False
@@ -253,8 +253,10 @@ class JobFollower(PeonLogStream):
             await self._let_go_of_pods(pods, pod)
         if job_state.is_finished(job):
             await self._drain_logs()
-            if self._final_pod is not None and _main_terminated(self._final_pod):
-                pod = self._final_pod
+            for ended in (self._final_pod, self._departed_pod(pods)):
+                if ended is not None and _main_terminated(ended):
+                    pod = ended
+                    break
             if pod is None or not (job_state.succeeded(job) or _main_terminated(pod)):
                 # The pods watch may lag behind the Jobs watch (a peon done in a moment), or be closed: read
                 # the pod itself when its name (the log to catch up) or, for a failure, its exit code,
@@ -298,10 +300,17 @@ class JobFollower(PeonLogStream):
         While it still runs (other waiters, or its keep-alive) its cache keeps answering for this pod.
         """
         self._known_pod = pod
-        if self._pods_released or self.wait_for == STARTED or self._release_pods is None:
+        # A worker's private pods watch costs no more requests held to the end (one stream, resumed every
+        # WATCH_TIMEOUT_SECONDS), and it sees how the pod ended before the Overlord deletes the Job.
+        private = self.own_job is not None
+        if self._pods_released or self.wait_for == STARTED or self._release_pods is None or private:
             return
         self._pods_released = True
         await self._release_pods()
+
+    def _departed_pod(self, pods: SharedWatch) -> dict[str, Any] | None:
+        """The newest pod of this Job deleted while it was watched, as the ``DELETED`` event showed it."""
+        return newest(list(pods.departed.get(self.job_name, {}).values()))
 
     async def _held_by_sidecars(
         self, session: AsyncKubeSession, job: dict[str, Any], pod: dict[str, Any] | None, now: float
