@@ -10,7 +10,8 @@ for the task (Druid makes them whoever launches; the emulator polls where Druid 
 plain Job with no Overlord, as before.
 
 - non-deferrable: ``execute`` waits in the worker; the K tasks run one after another (a worker process each
-  in real life, so nothing is shared between them);
+  in real life, so nothing is shared between them: what a process reads once, the Overlord's version and
+  runner settings, is read again for each);
 - deferrable: ``execute`` raises ``TaskDeferred``, the K triggers then run together on one asyncio loop (the
   triggerer), and ``execute_complete`` gets each event, as Airflow would call it.
 
@@ -168,6 +169,7 @@ def run_mode(
     contexts = [task_context(op.task_id, run_number) for op in operators]
     if not deferrable:
         for operator, context in zip(operators, contexts, strict=True):
+            fresh_worker_process()
             operator.execute(context)
     else:
         deferred = []
@@ -219,6 +221,15 @@ def run_mode(
         "jobs_left": len(kube.store.list("jobs", NAMESPACE)) - jobs_before,
         **druid,
     }
+
+
+def fresh_worker_process() -> None:
+    """Forget what a worker process reads once (the Overlord's version and runner settings): in Airflow
+    each try runs in a worker process of its own, so a task waited in the worker pays them every time."""
+    from druid_k8s_provider.launch import worker
+
+    worker._VERSIONS.clear()
+    worker._RUNNER_SETTINGS.clear()
 
 
 def main(argv: list[str] | None = None) -> int:

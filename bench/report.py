@@ -65,8 +65,10 @@ METHOD = """\
   yielded its event (or `execute` returned). The N = 10,000 triggerer is profiled with pyinstrument (5 ms
   sampling) in the same run.
 - **Lifecycle (requests per task).** Each operator's `execute` runs K short tasks (a peon of 1 s) against
-  one emulated cluster and one Overlord: in the worker (one after another) and deferred (execute, then all
-  triggers on one loop, then `execute_complete`, as Airflow calls them); ours in both launch modes. Requests
+  one emulated cluster and one Overlord: in the worker (one after another, each as a worker process of its
+  own: what a process reads once, the Overlord's version and runner settings, is read again) and deferred
+  (execute, then all triggers on one loop, then `execute_complete`, as Airflow calls them); ours in both
+  launch modes. Requests
   per task = all requests of the mode / K; deferred, the growth from K to K2 tasks per added task is the
   fixed cost of one task, the rest is shared by every task of the triggerer. `DruidOperator` has no
   deferrable mode. The cncf `KubernetesJobOperator` runs a plain Job with no Overlord (Kubernetes only).

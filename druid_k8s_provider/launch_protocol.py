@@ -246,6 +246,27 @@ class TaskIdentity:
         return [attempt_task_id(self.base_id, attempt) for attempt in range(1, max(try_number, 1) + 1)]
 
 
+def first_try_decision(identity: TaskIdentity, try_number: int) -> AttemptDecision | None:
+    """The decision that needs no question to the Overlord, or None when the attempts so far must be asked
+    about (:func:`decide_attempt`).
+
+    The first try of a derived id submits attempt 1 without asking: the id names the task instance (dag,
+    task, run, map index), and Airflow numbers every try it schedules anew (``try_number`` 1 only for the
+    first; a retry, a clear and a reschedule after a crash count up), so no attempt of it can exist yet but
+    one submitted by this very try, run a second time. That one answers the submission with
+    ``entryAlreadyExists`` and the try re-attaches to it and reports its outcome, as after a lost answer. An
+    id written in the task JSON is always asked about: another DAG run may have submitted it.
+    """
+    if identity.user_written or try_number > 1:
+        return None
+    return AttemptDecision(
+        AttemptAction.SUBMIT,
+        attempt_task_id(identity.base_id, 1),
+        1,
+        "the first try of this task instance, so no earlier attempt exists to ask the Overlord about",
+    )
+
+
 def decide_attempt(identity: TaskIdentity, try_number: int, statuses: Mapping[str, str]) -> AttemptDecision:
     """Submit, re-attach or report, from the Overlord's statuses of :meth:`TaskIdentity.candidate_ids`.
 

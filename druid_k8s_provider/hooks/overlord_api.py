@@ -77,6 +77,13 @@ class OverlordTaskStatus:
         """Not complete: the Overlord still holds the task (any state but SUCCESS and FAILED)."""
         return self.status_code not in ("SUCCESS", "FAILED")
 
+    @property
+    def handed_to_runner(self) -> bool:
+        """Active and held by the Overlord's runner (``runnerStatusCode`` PENDING or RUNNING): its locks are
+        taken. Druid's Kubernetes runner reports the state the ``?state=pending|running`` task lists are made
+        of (``KubernetesWorkItem.getRunnerTaskState``); False for WAITING, NONE, and the batched status."""
+        return self.active and self.runner_status_code in ("PENDING", "RUNNING")
+
     @classmethod
     def from_json(cls, document: Mapping[str, Any], task_id: str | None = None) -> OverlordTaskStatus:
         """Read a ``TaskStatusPlus`` (``statusCode``) or a ``TaskStatus`` (``status``) object.

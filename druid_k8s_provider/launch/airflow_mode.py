@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from druid_k8s_provider.errors import DruidK8sTaskError, OverlordApiError
+from druid_k8s_provider.errors import DruidK8sTaskError, OverlordApiError, TemplatePodNotFound
 from druid_k8s_provider.hooks.druid_k8s import DruidK8sHook
 from druid_k8s_provider.hooks.overlord import DruidOverlordHook
 from druid_k8s_provider.launch.suspended import (
@@ -46,6 +46,29 @@ REAPED_LATER = (
     "the reaper deletes it once it is older than taskCleanupDelay (at least an hour) if the Overlord "
     "does not know its task"
 )
+
+
+def build_or_follow(
+    build: Callable[[], dict[str, Any]],
+    overlord: DruidOverlordHook,
+    task: DruidTask,
+    say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """``build()`` (the Job manifest, from the Overlord pod as template), or None when that pod cannot be
+    found (an Overlord restarting) but the Overlord already has ``task``: a first try run a second time,
+    which submitted it without asking first (:func:`~druid_k8s_provider.launch_protocol.first_try_decision`),
+    follows that task and its Job instead of failing (one batched ``taskStatus``, only then). Raises
+    :class:`TemplatePodNotFound` when the Overlord does not have the task either."""
+    try:
+        return build()
+    except TemplatePodNotFound:
+        if _knows(overlord, task.id) is not True:
+            raise
+    say(
+        f"The Overlord pod (the Job's template) is not found, but the Overlord already has Druid task "
+        f"{task.id} (an earlier run of this try submitted it): following it and its Job"
+    )
+    return None
 
 
 def create_suspended(

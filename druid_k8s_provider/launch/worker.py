@@ -8,7 +8,9 @@ The steps, each a blocking call an Airflow shell makes in order:
    /status/properties``), each read once per process, pick the launch mode
    (:func:`~druid_k8s_provider.launch_protocol.choose_launch_mode`); one batched ``POST taskStatus`` over the
    task instance's attempt ids decides submit / re-attach / report
-   (:func:`~druid_k8s_provider.launch_protocol.decide_attempt`). Without an Overlord connection nothing is
+   (:func:`~druid_k8s_provider.launch_protocol.decide_attempt`), except on the first try of a derived id,
+   which submits attempt 1 without asking
+   (:func:`~druid_k8s_provider.launch_protocol.first_try_decision`). Without an Overlord connection nothing is
    written: the hook refuses, naming ``druid_ingest_conn_id``.
 2. ``airflow`` mode: :func:`~druid_k8s_provider.launch.airflow_mode.create_suspended` creates the Job the way
    Druid's adapter would, but suspended and without the ``druid.k8s.peons`` label, so no pod runs and no
@@ -41,6 +43,7 @@ from druid_k8s_provider.launch_protocol import (
     TaskIdentity,
     choose_launch_mode,
     decide_attempt,
+    first_try_decision,
     runner_mismatch,
 )
 from druid_k8s_provider.task import DruidTask
@@ -125,8 +128,9 @@ def plan_launch(
     try_number: int,
     say: Callable[[str], None],
 ) -> LaunchPlan:
-    """Resolve the launch mode and decide the attempt (one request, plus two once per process: the
-    Overlord's version and runner settings, the latter only when the mode could be ``airflow``).
+    """Resolve the launch mode and decide the attempt (one request, none on the first try of a derived id;
+    plus two once per process: the Overlord's version and runner settings, the latter only when the mode
+    could be ``airflow``).
 
     ``document`` is the task JSON; an ``id`` in it is the user's, submitted as it is. ``config`` is our
     runner configuration, whose Job names must be the Overlord's for ``airflow`` mode
@@ -148,10 +152,13 @@ def plan_launch(
         if isinstance(written, str) and written
         else TaskIdentity(derived_base_id, user_written=False)
     )
-    statuses = overlord.task_statuses(identity.candidate_ids(try_number))
-    decision = decide_attempt(
-        identity, try_number, {task_id: status.status_code for task_id, status in statuses.items()}
-    )
+    statuses: dict[str, OverlordTaskStatus] = {}
+    decision = first_try_decision(identity, try_number)
+    if decision is None:
+        statuses = overlord.task_statuses(identity.candidate_ids(try_number))
+        decision = decide_attempt(
+            identity, try_number, {task_id: status.status_code for task_id, status in statuses.items()}
+        )
     say(f"Druid task {decision.task_id}: {decision.action.value} ({decision.reason})")
     task = DruidTask.from_spec(document, default_id=decision.task_id)
     return LaunchPlan(choice, version, decision, task, statuses.get(decision.task_id))

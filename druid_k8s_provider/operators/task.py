@@ -272,9 +272,11 @@ class DruidK8sTaskOperator(DruidTaskOutcome):
         Role that is too narrow, or bad input, is refused here, before any write."""
         requirements = operator_requirements(config)
         name = peon_job_name(task.id, config, druid_version=druid_version)
-        manifest = self._explaining_refusals(
-            hook, requirements, task.id, name, lambda: self._build(hook, task, config, druid_version)
-        )
+        build = partial(self._build, hook, task, config, druid_version)
+        explained = partial(self._explaining_refusals, hook, requirements, task.id, name, build)
+        manifest = airflow_mode.build_or_follow(explained, overlord, task, self.log.info)
+        if manifest is None:  # the template pod is gone, and the Overlord has the task: follow it
+            return False
         check_permissions(hook, requirements, task_id=task.id, job_name=name)
         identity = airflow_identity(context)
         annotate(manifest, identity)

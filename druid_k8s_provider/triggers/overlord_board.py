@@ -8,7 +8,9 @@ load it as Druid's own per-task polling loads the Kubernetes API. One :class:`Ov
   ``launch_mode="airflow"``): one *release round* = ``GET /druid/indexer/v1/tasks?state=pending`` and
   ``?state=running``, every ``release_interval`` seconds, for all such waiters. A task listed there has been
   handed to the Overlord's runner, so its locks are taken. The batched status cannot tell this (a WAITING
-  and a PENDING task both read RUNNING there) and absence from ``state=waiting`` is no signal either.
+  and a PENDING task both read RUNNING there) and absence from ``state=waiting`` is no signal either. A lone
+  waiter (a worker's) reads ``GET /druid/indexer/v1/task/{id}/status`` instead: one request, whose
+  ``runnerStatusCode`` is the same runner state the lists are made of (PENDING or RUNNING: handed).
 - **Complete** (:meth:`OverlordBoard.wait_complete`): one *status round* = one batched
   ``POST /druid/indexer/v1/taskStatus`` with every id waited on (by either kind of waiter), every
   ``status_interval`` seconds; :meth:`OverlordBoard.check_soon` brings the next one forward to
@@ -183,11 +185,11 @@ class OverlordBoard:
     async def wait_handed_to_runner(self, task_id: str) -> OverlordTaskStatus:
         """Wait until the Overlord has handed ``task_id`` to its runner, or the task is complete.
 
-        Returns the task's entry of ``GET /tasks?state=pending|running`` (``runner_status_code`` PENDING or
-        RUNNING: its locks are taken, a suspended Job may be released), or its batched status once it is
-        complete (``status_code`` SUCCESS or FAILED, ``active`` False: do NOT release its Job). Raises
-        :class:`OverlordTaskUnknown` when the Overlord does not know the id, :class:`OverlordApiError` /
-        :class:`DruidK8sConfigError` for an error retrying cannot fix.
+        Returns the task's entry of ``GET /tasks?state=pending|running``, or a lone waiter's own status
+        (``runner_status_code`` PENDING or RUNNING: its locks are taken, a suspended Job may be released), or
+        its status once it is complete (``status_code`` SUCCESS or FAILED, ``active`` False: do NOT release
+        its Job). Raises :class:`OverlordTaskUnknown` when the Overlord does not know the id,
+        :class:`OverlordApiError` / :class:`DruidK8sConfigError` for an error retrying cannot fix.
         """
         return await self._wait(self._handed, task_id)
 
@@ -280,7 +282,7 @@ class OverlordBoard:
         return follow_up
 
     async def _release_rounds(self) -> None:
-        outage = _Outage(self.conn_id, f"GET {INDEXER}/tasks?state=pending|running")
+        outage = _Outage(self.conn_id, f"GET {INDEXER}/tasks?state=pending|running or /task/{{id}}/status")
         while self._handed:
             listed = await outage.ask(self._handed_tasks(), self._handed.fail_all)
             if listed is None:
@@ -292,6 +294,10 @@ class OverlordBoard:
             await asyncio.sleep(self.release_interval)
 
     async def _handed_tasks(self) -> list[OverlordTaskStatus]:
+        ids = self._handed.ids()
+        if len(ids) == 1:  # a lone waiter (a worker's): its own status tells it in one request, not two
+            status = await self._hook.task_status(ids[0])
+            return [status] if status is not None and (status.handed_to_runner or not status.active) else []
         listed: list[OverlordTaskStatus] = []
         for state in HANDED_STATES:
             listed.extend(await self._hook.tasks(state))

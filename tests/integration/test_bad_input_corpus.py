@@ -491,8 +491,8 @@ def writes_recorded(kube: KubeEmulator) -> list[str]:
     ]
 
 
-def refuse(bad: BadInput, tmp_path: Path) -> Exception:
-    """Run the operator on the bad input like a worker; return what it raised."""
+def refuse(bad: BadInput, tmp_path: Path, try_number: int = 1) -> Exception:
+    """Run the operator on the bad input like a worker (try ``try_number``); return what it raised."""
     arguments: dict[str, Any] = {"overlord_pod_name": OVERLORD, "poll_interval": 0.5, **bad.arguments}
     for name, text in bad.files.items():
         (tmp_path / name).write_text(text)
@@ -506,7 +506,7 @@ def refuse(bad: BadInput, tmp_path: Path) -> Exception:
         }
     elif properties is None:
         properties = {RUNNER + "namespace": NAMESPACE}
-    context = worker_context()
+    context = worker_context(try_number=try_number)
 
     def run_like_a_worker() -> None:
         with DAG("bad_input", schedule=None, template_searchpath=[str(tmp_path)]):
@@ -604,13 +604,13 @@ def test_an_overlord_answering_what_druid_does_not_is_refused_before_any_write(
     said: str,
 ) -> None:
     """A proxy's login page, garbage, or JSON of another shape where the operator asks the Overlord its
-    version or about the task's attempts: the error names the connection, the request and the fix; nothing
-    is created in Kubernetes and nothing is submitted."""
+    version or about the task's attempts (a retry: a first try has none to ask about): the error names the
+    connection, the request and the fix; nothing is created in Kubernetes and nothing is submitted."""
     with OverlordDouble() as double:
         double.version = "38.0.0"
         double.script(*request_, answer)
         connect_druid(monkeypatch, f"http://127.0.0.1:{double.port}")
-        error = refuse(BadInput("overlord-answer", "druid_ingest_default"), tmp_path)
+        error = refuse(BadInput("overlord-answer", "druid_ingest_default"), tmp_path, try_number=2)
         submits = [r for r in double.requests if (r.method, r.path) == ("POST", f"{INDEXER}/task")]
     message = str(error)
     assert isinstance(error, OverlordAnswerUnreadable), f"{type(error).__name__}: {message}"

@@ -490,8 +490,9 @@ def test_the_execution_configs_selectors_pick_the_pod_template_of_the_custom_ada
 def test_a_second_execution_of_the_same_try_joins_its_job_even_when_the_overlord_pod_is_gone(
     kube: KubeEmulator, druid: Druid
 ) -> None:
-    """A first try creates without looking first; when the template pod cannot be read any more, it still
-    finds and joins the Job it launched before, instead of failing or launching a second one."""
+    """A first try submits without asking the Overlord first; run a second time when the template pod cannot
+    be read any more, it finds that the Overlord has its task and follows it and the Job it launched before,
+    instead of failing or launching a second one."""
     druid.start(never_exits(["working"]))
     ti = FakeTaskInstance()
     with pytest.raises(TaskDeferred) as first:

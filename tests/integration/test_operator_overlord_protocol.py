@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from airflow.sdk.exceptions import TaskDeferred
 from structlog.testing import capture_logs
 from test_operator_lifecycle import FakeTaskInstance, logged, operator, run
 
@@ -245,6 +246,31 @@ def test_a_retry_after_a_real_failure_runs_the_next_attempt(
     assert any("FAILED in Druid, so this try runs attempt 2" in line for line in logged(logs))
     statuses = sorted((task["id"][-8:], task["statusCode"]) for task in druid_tasks(overlord))
     assert statuses == [("attempt1", "FAILED"), ("attempt2", "SUCCESS")]
+
+
+@pytest.mark.parametrize(("version", "mode"), MODES)
+def test_a_first_try_run_again_follows_its_attempt_instead_of_submitting_another(
+    kube: KubeEmulator, start_overlord: Any, version: str, mode: str
+) -> None:
+    """A first try submits attempt 1 without asking the Overlord about earlier attempts (none can exist). Run
+    a second time, past its submission (a crash once deferred) or after its end, it is answered
+    entryAlreadyExists and follows that task: one Druid task, one Job, and no suspended Job left behind."""
+    overlord = start_overlord(druid_version=version)
+    ti = FakeTaskInstance()
+    with pytest.raises(TaskDeferred):  # submitted, then the worker goes away before any triggerer runs it
+        operator(druid_task=index_parallel_task(), deferrable=True).execute({"ti": ti})
+    with capture_logs() as logs:
+        result = run(operator(druid_task=index_parallel_task()), ti)
+    assert result["status"] == "SUCCESS" and result["druid_task_id"].endswith("_attempt1")
+    assert any("an earlier try submitted it): re-attaching" in line for line in logged(logs))
+    assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
+    assert kube.metrics.creates("jobs") == 1
+
+    again = run(operator(druid_task=index_parallel_task()), ti)  # and once more, after its success
+    assert again["status"] == "SUCCESS" and again["druid_task_id"] == result["druid_task_id"]
+    assert again["report"] == result["report"]
+    assert [task["statusCode"] for task in druid_tasks(overlord)] == ["SUCCESS"]
+    assert not [job for job in our_jobs(kube) if job["spec"].get("suspend")]
 
 
 def test_a_retry_of_a_succeeded_attempt_reports_it_and_runs_nothing(

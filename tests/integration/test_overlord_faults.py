@@ -37,9 +37,10 @@ KINDS = {
     "slow": {"latency": 1.0},
     "answer-lost": {"lose_answer": True},
 }
-#: The steps every launch in ``airflow`` mode goes through (the log is read only when the pod's was not
-#: read to its end: see the retry test).
-LAUNCH_STEPS = ("version", "task_statuses", "submit", "task_lists", "reports")
+#: The steps every launch in ``airflow`` mode goes through: a first try submits without asking about earlier
+#: attempts, and a lone waiter's release check is its task's own status; then the batched final status (the
+#: log is read only when the pod's was not read to its end: see the retry test).
+LAUNCH_STEPS = ("version", "submit", "task_status", "task_statuses", "reports")
 #: Druid looks for a joined Job's pod for about four minutes; a fifth of that leaves room for a release
 #: retried through the faults (the default test hundredth would not).
 POD_LOOKUP_SCALE = 0.2

@@ -129,12 +129,17 @@ async def test_a_waiting_task_is_released_only_after_the_lock_holder_completes_a
     ours = both.our_suspended_job(waiting)
     await both.druid.submit_task(waiting)
     board = both.board()
+    both.overlord.requests.clear()
     release = asyncio.create_task(
         release_job(
             both.k8s, board, namespace=NAMESPACE, job_name=ours, task_id=waiting["id"], log=both.lines.append
         )
     )
     await eventually(lambda: board.release_rounds >= 3, "three release rounds")
+    # The only waiter of its board (a worker's) asks for its task's own status, one request per round,
+    # instead of the two task lists; its runnerStatusCode is WAITING until the lock holder completes.
+    assert both.count("GET", f"/druid/indexer/v1/task/{waiting['id']}/status") >= 3
+    assert both.count("GET", TASKS, state="pending") == both.count("GET", TASKS, state="running") == 0
     assert await both.state(waiting["id"]) == ("RUNNING", "WAITING")
     assert not release.done()
     job = both.job(ours)
@@ -269,7 +274,9 @@ async def test_waits_ride_out_an_overlord_without_leader_and_check_soon_asks_wit
     await both.overlord.set_leader_async(False)
     both.overlord.requests.clear()
     handed = asyncio.create_task(board.wait_handed_to_runner(task["id"]))
-    await eventually(lambda: both.count("GET", TASKS, state="pending") >= 4, "list requests refused with 503")
+    # A lone waiter asks for its task's own status (see the first test), here refused with 503.
+    own_status = f"/druid/indexer/v1/task/{task['id']}/status"
+    await eventually(lambda: both.count("GET", own_status) >= 4, "status requests refused with 503")
     assert {request.status for request in both.overlord.requests.requests} == {503}
     assert not handed.done()
 

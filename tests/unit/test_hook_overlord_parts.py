@@ -172,6 +172,15 @@ def test_the_single_and_the_batched_status_shapes_read_alike() -> None:
         "boom",
         False,
     )
+    # Handed to the runner: what the pending/running task lists hold; never read from the batched status.
+    assert single.handed_to_runner and not batched.handed_to_runner
+    waiting = OverlordTaskStatus.from_json(
+        {"id": "t1", "statusCode": "RUNNING", "runnerStatusCode": "WAITING"}
+    )
+    complete = OverlordTaskStatus.from_json(
+        {"id": "t1", "statusCode": "SUCCESS", "runnerStatusCode": "RUNNING"}
+    )
+    assert not waiting.handed_to_runner and not complete.handed_to_runner
 
 
 def test_a_task_list_state_druid_does_not_know_is_refused() -> None:

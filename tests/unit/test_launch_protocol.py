@@ -18,6 +18,7 @@ from druid_k8s_provider.launch_protocol import (
     check_launch_mode,
     choose_launch_mode,
     decide_attempt,
+    first_try_decision,
     found_job_step,
     parse_druid_version,
     runner_mismatch,
@@ -258,6 +259,26 @@ def test_the_first_try_asks_about_attempt_one_and_submits_it() -> None:
     assert DERIVED.candidate_ids(1) == [attempt(1)]
     decision = decide_attempt(DERIVED, 1, {})
     assert (decision.action, decision.task_id, decision.attempt) == (AttemptAction.SUBMIT, attempt(1), 1)
+
+
+def test_the_first_try_of_a_derived_id_submits_attempt_one_without_asking() -> None:
+    # Airflow numbers each try it schedules anew, so before try 2 only this try can have submitted attempt
+    # 1 (run a second time, it is answered entryAlreadyExists and re-attaches).
+    decision = first_try_decision(DERIVED, 1)
+    assert decision is not None
+    assert (decision.action, decision.task_id, decision.attempt) == (AttemptAction.SUBMIT, attempt(1), 1)
+    asked = decide_attempt(DERIVED, 1, {})  # what asking would decide when the Overlord knows nothing
+    assert (asked.action, asked.task_id, asked.attempt) == (
+        decision.action,
+        decision.task_id,
+        decision.attempt,
+    )
+
+
+def test_a_retry_or_a_written_id_is_asked_about() -> None:
+    # A retry's earlier attempts decide; a written id may have been submitted by another DAG run.
+    assert first_try_decision(DERIVED, 2) is None
+    assert first_try_decision(TaskIdentity("nightly_wiki", user_written=True), 1) is None
 
 
 def test_a_retry_asks_about_every_earlier_attempt_in_one_batch() -> None:
