@@ -35,8 +35,6 @@ from druid_k8s_provider.triggers.watch import (
 
 log = logging.getLogger(__name__)
 
-#: How long a new waiter waits for the shared watches' first list before reading directly.
-SYNC_WAIT_SECONDS = 5.0
 #: How long a Job may be without a pod before its events are read for a refused pod create (the Job
 #: controller makes the pod within moments; a refusal is recorded as a FailedCreate event on the Job). Later
 #: looks back off, doubling up to :data:`MAX_EVENTS_LOOK_SECONDS`, until the pod appears.
@@ -149,20 +147,43 @@ class JobFollower(PeonLogStream):
             log.exception("Waiting for Job %s failed", self.job_name)
             return self._payload(ERROR, error=f"{type(exc).__name__}: {exc}")
 
+    def _cache_ready(self, jobs: SharedWatch, pods: SharedWatch) -> bool:
+        """Whether the watches can answer a look: the Jobs watch synced, and the pods watch too while held."""
+        return jobs.synced.is_set() and (self._pods_released or _live(pods))
+
     async def _read_state(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        pods_synced = self._pods_released or _live(pods)
-        if poll or not (jobs.synced.is_set() and pods_synced):
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+        """(the Job, its newest pod) from the watches' caches, or read directly with ``poll``; None when the
+        caches cannot tell yet (a watch is listing) and no poll is due: the watch's list wakes every waiter.
+        """
+        if poll:
             job = await session.get(jobs_path(self.namespace, self.job_name))
             items, _ = await session.list_objects(
                 pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
             )
             return job, newest(items)
+        if not self._cache_ready(jobs, pods):
+            return None
         cached = jobs.objects.get(self.job_name)
         if self._pods_released and not _live(pods):
             return cached, self._final_pod or self._known_pod
         return cached, newest(pods.by_job(self.job_name))
+
+    def _deadlines(self, started: bool) -> list[float]:
+        """When something of this task is due whatever the watches say (time.time() seconds)."""
+        deadlines = []
+        if not started and self.launch_deadline is not None:
+            deadlines.append(self.launch_deadline)
+        if not started and self._pull_problem_since is not None:
+            deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
+        if not started and self._next_events_look is not None:
+            deadlines.append(self._next_events_look)
+        if self._main_ended_at is not None:
+            deadlines.append(self._main_ended_at + self.sidecar_grace_seconds)
+        if self.completion_deadline is not None:
+            deadlines.append(self.completion_deadline)
+        return deadlines
 
     async def _wait(
         self,
@@ -171,13 +192,15 @@ class JobFollower(PeonLogStream):
         pods: SharedWatch,
         wake: asyncio.Event,
     ) -> dict[str, Any]:
-        # Many waiters start at once after a triggerer restart: let the shared list answer them all.
-        async def both_synced() -> None:
-            await jobs.synced.wait()
-            if not self._pods_released:
-                await pods.synced.wait()
+        """Look whenever the watches wake this waiter, a deadline of the task is due or a poll is.
 
-        await _wait_at_most(SYNC_WAIT_SECONDS, both_synced())
+        While a watch (re)lists (thousands of waiters at a triggerer's start, or after a 410), a waiter does
+        not read for itself: the list wakes every waiter once it is in, and N direct reads would only slow
+        the list down on a loaded API server. It reads directly only for its fallback poll, when the watch
+        has not been heard of (no page, event or bookmark) for two poll intervals, or when one of its own
+        deadlines (launch, completion...) is due while the watch cannot tell.
+        """
+        started = False
         next_poll = time.time() + self.poll_interval
         while True:
             wake.clear()
@@ -188,24 +211,22 @@ class JobFollower(PeonLogStream):
                 # The fallback poll is for a watch that went quiet (events and bookmarks stopped).
                 heard = jobs.last_heard if self._pods_released else min(jobs.last_heard, pods.last_heard)
                 poll = time.monotonic() - heard > 2 * self.poll_interval
-            payload, started = await self._look_through_outages(session, jobs, pods, wake, poll)
+            if not self._cache_ready(jobs, pods) and any(due <= now for due in self._deadlines(started)):
+                poll = True
+            payload, started = await self._look_through_outages(session, jobs, pods, wake, poll, started)
             if payload is not None:
                 return payload
-            deadlines = [next_poll]
-            if not started and self.launch_deadline is not None:
-                deadlines.append(self.launch_deadline)
-            if not started and self._pull_problem_since is not None:
-                deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
-            if not started and self._next_events_look is not None:
-                deadlines.append(self._next_events_look)
-            if self._main_ended_at is not None:
-                deadlines.append(self._main_ended_at + self.sidecar_grace_seconds)
-            if self.completion_deadline is not None:
-                deadlines.append(self.completion_deadline)
+            deadlines = [next_poll, *self._deadlines(started)]
             await _wait_at_most(max(0.05, min(deadlines) - time.time()), wake.wait())
 
     async def _look_through_outages(
-        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, wake: asyncio.Event, poll: bool
+        self,
+        session: AsyncKubeSession,
+        jobs: SharedWatch,
+        pods: SharedWatch,
+        wake: asyncio.Event,
+        poll: bool,
+        started: bool,
     ) -> tuple[dict[str, Any] | None, bool]:
         """:meth:`_look`, retried while the API server fails transiently, until the completion deadline.
 
@@ -222,7 +243,7 @@ class JobFollower(PeonLogStream):
         async for attempt in retrying:
             with attempt:
                 wake.clear()  # what set it is about to be looked at; a pause ends only for something new
-                return await self._look(session, jobs, pods, poll, time.time())
+                return await self._look(session, jobs, pods, poll, time.time(), started)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _warn_still_waiting(self, state: tenacity.RetryCallState) -> None:
@@ -233,12 +254,23 @@ class JobFollower(PeonLogStream):
             )
 
     async def _look(
-        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool, now: float
+        self,
+        session: AsyncKubeSession,
+        jobs: SharedWatch,
+        pods: SharedWatch,
+        poll: bool,
+        now: float,
+        started: bool,
     ) -> tuple[dict[str, Any] | None, bool]:
-        """One look at the Job and its pod: (the event payload when waiting is over, whether it started)."""
-        job, pod = await self._read_state(session, jobs, pods, poll)
+        """One look at the Job and its pod: (the event payload when waiting is over, whether it started);
+        ``(None, started)`` as it was while the watches cannot tell."""
+        state = await self._read_state(session, jobs, pods, poll)
+        if state is None:
+            return None, started
+        job, pod = state
         if job is None and not poll:
-            job, pod = await self._read_state(session, jobs, pods, True)
+            # Not in a synced cache: deleted, or created after the list and its event not yet in.
+            job, pod = await self._read_state(session, jobs, pods, True) or (None, None)
         if job is None:
             # Deleted at completion (the Overlord does): the pod as last seen may still say how it ended.
             pod = pod or self._final_pod or self._known_pod

@@ -3,9 +3,11 @@
 Druid's runner polls the API once per task, which is what loads large clusters. Here every waiter in a
 process (all triggers of a triggerer, or the one operator waiting in a worker) shares one list+watch of the
 peon Jobs and one of the peon pods per (connection, namespace): a registry keyed by the running event loop
-hands out :class:`SharedWatch` objects by reference count. A watch resumes from its last resourceVersion
-when the server ends the stream, relists on ``410 Expired`` or a dropped connection, and keeps retrying
-through an API outage (:func:`_keep_trying`).
+hands out :class:`SharedWatch` objects by reference count. A watch lists in pages (``limit``/``continue``,
+see :meth:`AsyncKubeSession.list_objects`) and watches from the list's resourceVersion, resumes from its
+last resourceVersion when the server ends the stream, relists on ``410 Expired`` or a dropped connection,
+and keeps retrying through an API outage (:func:`_keep_trying`). While it (re)lists, its waiters wait for
+it instead of reading for themselves (see :class:`~druid_k8s_provider.triggers.follower.JobFollower`).
 """
 
 from __future__ import annotations
@@ -118,12 +120,13 @@ class SharedWatch:
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     users: int = 0
     relists: int = 0
-    last_heard: float = 0.0  # time.monotonic() of the last list, event or bookmark
+    last_heard: float = 0.0  # time.monotonic() of the start, the last list page, event or bookmark
     task: asyncio.Task[None] | None = None
     retiring: asyncio.Task[None] | None = None  # the keep-alive countdown once the last user left
 
     def start(self) -> None:
         """Start the list+watch loop on the running loop."""
+        self.last_heard = time.monotonic()  # a first list is on its way: not yet a silent watch
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"druid-k8s-watch {self.path}")
 
     async def stop(self) -> None:
@@ -220,12 +223,16 @@ class SharedWatch:
             exc_info=None if expected else exc,
         )
 
+    def _heard(self) -> None:
+        """The server answered (a page of the list): the watch is alive, if not yet synced."""
+        self.last_heard = time.monotonic()
+
     async def _list_and_watch(self, session: AsyncKubeSession) -> None:
         if self.seed is not None:
             (items, resource_version), self.seed = self.seed, None
         else:
             items, resource_version = await session.list_objects(
-                self.path, self.label_selector, self.field_selector
+                self.path, self.label_selector, self.field_selector, on_page=self._heard
             )
         self.relists += 1
         self.last_heard = time.monotonic()
