@@ -195,6 +195,7 @@ class AsyncKubeSession:
         *,
         page_size: int | None = None,
         on_page: Callable[[], None] | None = None,
+        view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """(items, resourceVersion) of a collection filtered by a label (and field) selector.
 
@@ -205,7 +206,9 @@ class AsyncKubeSession:
         page's ``metadata``), the one to start a watch from. A continue token the server no longer honours
         (``410 Expired``: etcd compacted past it, every five minutes on a real cluster) starts the list again
         from the beginning. ``on_page`` is called after every page received (a watch counts them as signs of
-        life). Raises :class:`ApiCallFailed` as :meth:`request` does.
+        life); ``view`` turns each item into what the caller keeps as its page comes in, so a list of
+        thousands of objects never holds them all whole. Raises :class:`ApiCallFailed` as :meth:`request`
+        does.
         """
         query: dict[str, Any] = {"labelSelector": selector, "limit": page_size or LIST_PAGE_SIZE}
         if field_selector:
@@ -224,7 +227,8 @@ class AsyncKubeSession:
                 items, resource_version, continue_token = [], "", ""
                 continue
             metadata = page.get("metadata") or {}
-            items.extend(page.get("items") or ())
+            listed = page.get("items") or ()
+            items.extend(map(view, listed) if view is not None else listed)
             resource_version = resource_version or str(metadata.get("resourceVersion") or "")
             if on_page is not None:
                 on_page()

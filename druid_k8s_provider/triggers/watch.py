@@ -43,6 +43,21 @@ def job_name_of_pod(pod: dict[str, Any]) -> str | None:
     return labels.get(JOB_NAME_LABEL) or labels.get("batch.kubernetes.io/job-name")
 
 
+def cached_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a shared watch keeps of a Job or pod: its metadata (without ``managedFields``), its status and the
+    scalar settings of its spec (``activeDeadlineSeconds``, ``suspend``, ``nodeName``...).
+
+    Not the pod template nor the containers: a peon's carry its task (``TASK_JSON``) and the runner's whole
+    pod spec, several KiB per peon that no waiter reads, and a triggerer caches a Job per deferred task.
+    """
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    view = {key: value for key, value in obj.items() if key not in ("metadata", "spec")}
+    view["metadata"] = {key: value for key, value in metadata.items() if key != "managedFields"}
+    view["spec"] = {key: value for key, value in spec.items() if not isinstance(value, dict | list)}
+    return view
+
+
 def _live(watch: SharedWatch) -> bool:
     """Whether a shared watch's cache is current: synced, and its loop still running."""
     return watch.synced.is_set() and watch.task is not None and not watch.task.done()
@@ -98,7 +113,8 @@ class OwnJob:
 
 @dataclass(eq=False)
 class SharedWatch:
-    """A cache of one kind of peon object in a namespace, kept current by a list+watch.
+    """A cache of one kind of peon object in a namespace (as :func:`cached_view` keeps them), kept current by
+    a list+watch.
 
     Waiters register an :class:`asyncio.Event` per Job name; it is set whenever the Job or one of its pods
     changes (or the cache was rebuilt), so a waiter wakes exactly when there is something to look at.
@@ -229,10 +245,11 @@ class SharedWatch:
 
     async def _list_and_watch(self, session: AsyncKubeSession) -> None:
         if self.seed is not None:
-            (items, resource_version), self.seed = self.seed, None
+            (seeded, resource_version), self.seed = self.seed, None
+            items = [cached_view(obj) for obj in seeded]
         else:
             items, resource_version = await session.list_objects(
-                self.path, self.label_selector, self.field_selector, on_page=self._heard
+                self.path, self.label_selector, self.field_selector, on_page=self._heard, view=cached_view
             )
         self.relists += 1
         self.last_heard = time.monotonic()
@@ -252,7 +269,7 @@ class SharedWatch:
                 resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
                 if kind == "BOOKMARK":
                     continue
-                self._store(obj["metadata"]["name"], None if kind == "DELETED" else obj)
+                self._store(obj["metadata"]["name"], None if kind == "DELETED" else cached_view(obj))
                 self._notify(self.key_of(obj))
             # The server ended the stream (timeoutSeconds): resume from where we are, no relist.
 

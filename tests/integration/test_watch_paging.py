@@ -1,14 +1,16 @@
 """The shared watch's list in pages, and waiters that wait for a (re)list instead of reading for themselves.
 
-What a user notices: a triggerer with thousands of deferred tasks gets every outcome even when its first
-list of every peon is more than one page, when the API server compacts its history in the middle of that
-list, and when the list is slow; and a slow list is not made slower by every waiting task reading its own
-Job and pods meanwhile (the emulator counts each request).
+What a user notices: a triggerer with thousands of deferred tasks gets every outcome (and keeps only a
+small part of each peon in memory) even when its first list of every peon is more than one page, when the
+API server compacts its history in the middle of that list, and when the list is slow; and a slow list is
+not made slower by every waiting task reading its own Job and pods meanwhile (the emulator counts each
+request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,8 +98,11 @@ async def test_a_list_of_several_pages_misses_neither_its_objects_nor_a_change_m
     await until(lambda: "peon-00-late" in jobs_watch().objects)
     for job in peons:
         job.exits(0)
+    # A triggerer caches a Job per deferred task: not its pod template (the task, credentials included).
+    assert "TASK_JSON" not in json.dumps(jobs_watch().objects)
     events = await asyncio.gather(*waits)
     assert [event["status"] for event in events] == [FINISHED] * PEONS
+    assert {event["job"]["spec"]["activeDeadlineSeconds"] for event in events} == {600}
     assert api.metrics.count("list", "jobs") == 3  # 12 Jobs in pages of 5
     assert api.metrics.count("get", "jobs") == 0  # nobody read their Job for themselves
 
