@@ -128,6 +128,7 @@ class JobFollower(PeonLogStream):
         # The pod as last known once the pods watch was let go (after the start), and its end state as read
         # when the log stream ended.
         self._pods_released = False
+        self._started = False  # whether the pod had started when last seen
         self._known_pod: dict[str, Any] | None = None
         self._final_pod: dict[str, Any] | None = None
         # Set whenever there is something new to look at (the watches, the log stream's end).
@@ -170,9 +171,9 @@ class JobFollower(PeonLogStream):
             return cached, self._final_pod or self._known_pod
         return cached, newest(pods.by_job(self.job_name))
 
-    def _deadlines(self, started: bool) -> list[float]:
+    def _deadlines(self) -> list[float]:
         """When something of this task is due whatever the watches say (time.time() seconds)."""
-        deadlines = []
+        started, deadlines = self._started, []
         if not started and self.launch_deadline is not None:
             deadlines.append(self.launch_deadline)
         if not started and self._pull_problem_since is not None:
@@ -200,7 +201,6 @@ class JobFollower(PeonLogStream):
         has not been heard of (no page, event or bookmark) for two poll intervals, or when one of its own
         deadlines (launch, completion...) is due while the watch cannot tell.
         """
-        started = False
         next_poll = time.time() + self.poll_interval
         while True:
             wake.clear()
@@ -211,22 +211,16 @@ class JobFollower(PeonLogStream):
                 # The fallback poll is for a watch that went quiet (events and bookmarks stopped).
                 heard = jobs.last_heard if self._pods_released else min(jobs.last_heard, pods.last_heard)
                 poll = time.monotonic() - heard > 2 * self.poll_interval
-            if not self._cache_ready(jobs, pods) and any(due <= now for due in self._deadlines(started)):
+            if not self._cache_ready(jobs, pods) and any(due <= now for due in self._deadlines()):
                 poll = True
-            payload, started = await self._look_through_outages(session, jobs, pods, wake, poll, started)
+            payload, _ = await self._look_through_outages(session, jobs, pods, wake, poll)
             if payload is not None:
                 return payload
-            deadlines = [next_poll, *self._deadlines(started)]
+            deadlines = [next_poll, *self._deadlines()]
             await _wait_at_most(max(0.05, min(deadlines) - time.time()), wake.wait())
 
     async def _look_through_outages(
-        self,
-        session: AsyncKubeSession,
-        jobs: SharedWatch,
-        pods: SharedWatch,
-        wake: asyncio.Event,
-        poll: bool,
-        started: bool,
+        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, wake: asyncio.Event, poll: bool
     ) -> tuple[dict[str, Any] | None, bool]:
         """:meth:`_look`, retried while the API server fails transiently, until the completion deadline.
 
@@ -243,7 +237,7 @@ class JobFollower(PeonLogStream):
         async for attempt in retrying:
             with attempt:
                 wake.clear()  # what set it is about to be looked at; a pause ends only for something new
-                return await self._look(session, jobs, pods, poll, time.time(), started)
+                return await self._look(session, jobs, pods, poll, time.time())
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _warn_still_waiting(self, state: tenacity.RetryCallState) -> None:
@@ -254,19 +248,13 @@ class JobFollower(PeonLogStream):
             )
 
     async def _look(
-        self,
-        session: AsyncKubeSession,
-        jobs: SharedWatch,
-        pods: SharedWatch,
-        poll: bool,
-        now: float,
-        started: bool,
+        self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool, now: float
     ) -> tuple[dict[str, Any] | None, bool]:
-        """One look at the Job and its pod: (the event payload when waiting is over, whether it started);
-        ``(None, started)`` as it was while the watches cannot tell."""
+        """One look at the Job and its pod: (the event payload when waiting is over, whether it started; as
+        last seen while the watches cannot tell)."""
         state = await self._read_state(session, jobs, pods, poll)
         if state is None:
-            return None, started
+            return None, self._started
         job, pod = state
         if job is None and not poll:
             # Not in a synced cache: deleted, or created after the list and its event not yet in.
@@ -279,7 +267,7 @@ class JobFollower(PeonLogStream):
             return self._payload(MISSING, pod=pod), False
         if self.startup is not None:
             self.startup.observe(job, pod)
-        started = pod is not None and job_state.has_started(pod)
+        started = self._started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
             self._start_logs(session, jobs, pods, pod["metadata"]["name"], job)
             await self._let_go_of_pods(pods, pod)

@@ -23,6 +23,7 @@ from typing import Any
 
 import tenacity
 
+from druid_k8s_provider.adapters.common import TASK_ANNOTATION
 from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
 from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, PEON_SELECTOR, jobs_path, pods_path
 from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, is_transient
@@ -44,16 +45,21 @@ def job_name_of_pod(pod: dict[str, Any]) -> str | None:
 
 
 def cached_view(obj: dict[str, Any]) -> dict[str, Any]:
-    """What a shared watch keeps of a Job or pod: its metadata (without ``managedFields``), its status and the
-    scalar settings of its spec (``activeDeadlineSeconds``, ``suspend``, ``nodeName``...).
+    """What a shared watch keeps of a Job or pod: its metadata (without ``managedFields`` and the ``task``
+    annotation), its status and the scalar settings of its spec (``activeDeadlineSeconds``, ``suspend``,
+    ``nodeName``...).
 
-    Not the pod template nor the containers: a peon's carry its task (``TASK_JSON``) and the runner's whole
-    pod spec, several KiB per peon that no waiter reads, and a triggerer caches a Job per deferred task.
+    Not the pod template nor the containers: a peon's carry its task (``TASK_JSON``, or with Druid's custom
+    template adapter the pod's ``task`` annotation) and the runner's whole pod spec, several KiB per peon
+    that no waiter reads, and a triggerer caches a Job per deferred task.
     """
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     view = {key: value for key, value in obj.items() if key not in ("metadata", "spec")}
     view["metadata"] = {key: value for key, value in metadata.items() if key != "managedFields"}
+    annotations = metadata.get("annotations") or {}
+    if TASK_ANNOTATION in annotations:
+        view["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != TASK_ANNOTATION}
     view["spec"] = {key: value for key, value in spec.items() if not isinstance(value, dict | list)}
     return view
 
