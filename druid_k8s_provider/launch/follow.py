@@ -39,7 +39,7 @@ from druid_k8s_provider.hooks.druid_k8s_async import DruidK8sAsyncHook
 from druid_k8s_provider.hooks.k8s_api import task_id_of
 from druid_k8s_provider.hooks.log_cursor import LogCursor
 from druid_k8s_provider.hooks.overlord import DruidOverlordAsyncHook
-from druid_k8s_provider.hooks.overlord_api import OverlordTaskStatus
+from druid_k8s_provider.hooks.overlord_api import INDEXER, OverlordTaskStatus
 from druid_k8s_provider.launch.release import release_job
 from druid_k8s_provider.launch.suspended import never_started
 from druid_k8s_provider.triggers.job import (
@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 COMPLETION_SLACK_SECONDS = 60.0
 #: How often the cached peon Jobs are looked through for the task's Job while none is found (no request).
 JOB_SCAN_SECONDS = 1.0
+#: How long the Overlord may take to record a task's outcome once its Job ended (it takes moments; an
+#: Overlord failover with its restore, a minute or two).
+OUTCOME_WAIT_SECONDS = 900.0
 #: Event status: the task completed in the Overlord before a Job of it was followed (failed while waiting, a
 #: stop from Druid's console, or completed while nobody watched).
 COMPLETED = "completed"
@@ -228,8 +231,30 @@ async def _follow(
         async with DruidOverlordAsyncHook(spec.druid_ingest_conn_id) as overlord:
             await overlord.shutdown_task(spec.druid_task_id)
     board.check_soon()
-    event["overlord"] = status_dict(await board.wait_complete(spec.druid_task_id))
+    event["overlord"] = status_dict(await _outcome_after_the_job(board, spec, job_name))
     return event
+
+
+async def _outcome_after_the_job(board: OverlordBoard, spec: FollowSpec, job_name: str) -> OverlordTaskStatus:
+    """The Overlord's terminal status once the peon's Job ended, waited for at most
+    :data:`OUTCOME_WAIT_SECONDS`: the Overlord records it within moments (log push, ``status.json``), and one
+    that never does (a runner stuck pushing the log, a metadata store down) must fail the try rather than hold
+    it forever. The task is left as it is, so the next try re-attaches to it.
+
+    :raises OverlordApiError: the bound passed (naming ``POST /druid/indexer/v1/taskStatus``).
+    """
+    try:
+        async with asyncio.timeout(OUTCOME_WAIT_SECONDS):
+            return await board.wait_complete(spec.druid_task_id)
+    except TimeoutError:
+        raise OverlordApiError(
+            f"the peon's Job {job_name} ended, but after {OUTCOME_WAIT_SECONDS:g}s the Overlord still "
+            f"reports Druid task {spec.druid_task_id} active instead of recording its outcome (its runner "
+            "pushes the task log and reads the peon's status.json first): see the Overlord's log",
+            conn_id=spec.druid_ingest_conn_id,
+            path=f"{INDEXER}/taskStatus",
+            task_id=spec.druid_task_id,
+        ) from None
 
 
 def _completed(spec: FollowSpec, status: OverlordTaskStatus, job_name: str | None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The waiting logic of one peon Job, shared by the triggerer and the worker: :class:`JobFollower`.
 
 It waits until the Job finished (or, with ``wait_for="started"``, its pod started), failing fast on launch
-problems waiting will not cure (``K8sjobLaunchTimeout``, hopeless pod reasons, a refused pod create),
+problems waiting will not cure (``K8sjobLaunchTimeout``, hopeless pod reasons, a refused pod create:
+:mod:`.launch_checks`),
 letting go of a pod a sidecar holds, and streaming the peon's log (:mod:`.peon_log`). It reads everything
 from the shared watches (:mod:`.watch`) and keeps waiting through API outages until its deadline.
 """
@@ -24,6 +25,7 @@ from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sA
 from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, jobs_path, newest, pods_path
 from druid_k8s_provider.hooks.k8s_retry import worth_logging
 from druid_k8s_provider.hooks.log_cursor import LogCursor
+from druid_k8s_provider.triggers.launch_checks import POD_CREATE_GRACE_SECONDS, LaunchChecks
 from druid_k8s_provider.triggers.peon_log import PeonLogStream, _main_terminated
 from druid_k8s_provider.triggers.watch import (
     OwnJob,
@@ -35,11 +37,6 @@ from druid_k8s_provider.triggers.watch import (
 
 log = logging.getLogger(__name__)
 
-#: How long a Job may be without a pod before its events are read for a refused pod create (the Job
-#: controller makes the pod within moments; a refusal is recorded as a FailedCreate event on the Job). Later
-#: looks back off, doubling up to :data:`MAX_EVENTS_LOOK_SECONDS`, until the pod appears.
-POD_CREATE_GRACE_SECONDS = 2.0
-MAX_EVENTS_LOOK_SECONDS = 30.0
 #: How long a pod may keep running after its main container ended before the main container's end decides
 #: (a sidecar nothing stops: kubexit missing, a native sidecar ignoring SIGTERM, a service-mesh proxy).
 SIDECAR_GRACE_SECONDS = 30.0
@@ -66,7 +63,7 @@ async def _cancel_and_settle(tasks: list[asyncio.Task[None]]) -> None:
 
 
 @dataclass
-class JobFollower(PeonLogStream):
+class JobFollower(PeonLogStream, LaunchChecks):
     """Wait for one peon Job: launch (with timeout and fail-fast), completion, and its log.
 
     ``run()`` returns an event payload (a dict with ``status`` and details) instead of raising, so the
@@ -261,7 +258,7 @@ class JobFollower(PeonLogStream):
             job, pod = await self._read_state(session, jobs, pods, True) or (None, None)
         if job is None:
             # Deleted at completion (the Overlord does): the pod as last seen may still say how it ended.
-            pod = pod or self._final_pod or self._known_pod
+            pod = pod or self._final_pod or self._departed_pod(pods) or self._known_pod
             if self.startup is not None:
                 self.startup.observe(None, pod)
             return self._payload(MISSING, pod=pod), False
@@ -273,8 +270,10 @@ class JobFollower(PeonLogStream):
             await self._let_go_of_pods(pods, pod)
         if job_state.is_finished(job):
             await self._drain_logs()
-            if self._final_pod is not None and _main_terminated(self._final_pod):
-                pod = self._final_pod
+            for ended in (self._final_pod, self._departed_pod(pods)):
+                if ended is not None and _main_terminated(ended):
+                    pod = ended
+                    break
             if pod is None or not (job_state.succeeded(job) or _main_terminated(pod)):
                 # The pods watch may lag behind the Jobs watch (a peon done in a moment), or be closed: read
                 # the pod itself when its name (the log to catch up) or, for a failure, its exit code,
@@ -318,10 +317,17 @@ class JobFollower(PeonLogStream):
         While it still runs (other waiters, or its keep-alive) its cache keeps answering for this pod.
         """
         self._known_pod = pod
-        if self._pods_released or self.wait_for == STARTED or self._release_pods is None:
+        # A worker's private pods watch costs no more requests held to the end (one stream, resumed every
+        # WATCH_TIMEOUT_SECONDS), and it sees how the pod ended before the Overlord deletes the Job.
+        private = self.own_job is not None
+        if self._pods_released or self.wait_for == STARTED or self._release_pods is None or private:
             return
         self._pods_released = True
         await self._release_pods()
+
+    def _departed_pod(self, pods: SharedWatch) -> dict[str, Any] | None:
+        """The newest pod of this Job deleted while it was watched, as the ``DELETED`` event showed it."""
+        return newest(list(pods.departed.get(self.job_name, {}).values()))
 
     async def _held_by_sidecars(
         self, session: AsyncKubeSession, job: dict[str, Any], pod: dict[str, Any] | None, now: float
@@ -352,45 +358,6 @@ class JobFollower(PeonLogStream):
         )
         await self._drain_logs()
         return self._payload(FINISHED, job=job, pod=current, held_by=holders)
-
-    async def _events_of_podless_job(
-        self, session: AsyncKubeSession, now: float
-    ) -> list[dict[str, Any]] | None:
-        """The Job's events once its pod is overdue (then again with back-off), else None.
-
-        No request while the pod comes as it should: only a Job still without a pod
-        :data:`POD_CREATE_GRACE_SECONDS` after it was first seen so has its events read.
-        """
-        if self._podless_since is None or self._next_events_look is None:
-            self._podless_since = now
-            self._events_interval = POD_CREATE_GRACE_SECONDS
-            self._next_events_look = now + POD_CREATE_GRACE_SECONDS
-        if now < self._next_events_look:
-            return None
-        self._events_interval = min(self._events_interval * 2, MAX_EVENTS_LOOK_SECONDS)
-        self._next_events_look = now + self._events_interval
-        return await session.list_events(self.namespace, [self.job_name])
-
-    def _launch_failure(self, pod: dict[str, Any] | None, now: float) -> str | None:
-        problem = job_state.waiting_problem(pod) if pod is not None else None
-        if problem is not None and problem[0] in job_state.HOPELESS_WAITING_REASONS:
-            return f"the peon pod cannot start: {problem[0]}: {problem[1]}"
-        if problem is not None:  # image pull trouble: fatal once it persists past the grace
-            if self._pull_problem_since is None:
-                self._pull_problem_since = now
-            if now - self._pull_problem_since >= self.image_pull_grace_seconds:
-                return (
-                    f"the peon image cannot be pulled ({problem[0]} for over "
-                    f"{self.image_pull_grace_seconds:g}s): {problem[1]}"
-                )
-        else:
-            self._pull_problem_since = None
-        if self.launch_deadline is not None and now >= self.launch_deadline:
-            return (
-                "the peon pod did not start within K8sjobLaunchTimeout; it is waiting: "
-                + job_state.pending_reason(pod)
-            )
-        return None
 
     def _payload(self, status: str, **details: Any) -> dict[str, Any]:
         for kind in ("job", "pod"):

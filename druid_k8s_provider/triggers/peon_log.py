@@ -92,16 +92,18 @@ JobFollower`, whose fields these are)."""
         try:
             give_up = time.monotonic() + CACHE_SETTLE_SECONDS
             while (_live(jobs) or _live(pods)) and (remaining := give_up - time.monotonic()) > 0:
+                # The pod first: its end comes before the Job's, and a pods watch still running keeps it
+                # (even once deleted) where a read after the Job's failure may come too late.
+                cached = pods.last_state(self.job_name, pod_name) if _live(pods) else None
+                if cached is not None and _main_terminated(cached):
+                    self._final_pod = cached
+                    return True
                 job = jobs.objects.get(self.job_name) if _live(jobs) else None
                 if job is not None and job_state.is_finished(job):
                     if not job_state.succeeded(job):
                         # How the peon died (eviction, OOMKilled) is on the pod, which the Overlord's
                         # delete of the Job at completion takes away soon: read it while it is there.
                         self._final_pod = await session.get(pods_path(self.namespace, pod_name))
-                    return True
-                cached = pods.objects.get(pod_name) if _live(pods) else None
-                if cached is not None and _main_terminated(cached):
-                    self._final_pod = cached
                     return True
                 changed.clear()
                 await _wait_at_most(remaining, changed.wait())

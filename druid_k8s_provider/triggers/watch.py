@@ -138,6 +138,11 @@ class SharedWatch:
     #: ``objects`` by the Job they belong to (:attr:`key_of`), so a waiter's look costs the same whatever the
     #: number of peons in the namespace.
     by_key: dict[str | None, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: The last state of objects deleted while a waiter was subscribed to their Job, by Job then name:
+    #: the ``DELETED`` event carries how a pod ended (OOMKilled, an exit code), which a look after the
+    #: Overlord's delete of a failed peon's Job could no longer read. Dropped when the Job's last waiter
+    #: leaves.
+    departed: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     users: int = 0
@@ -172,6 +177,7 @@ class SharedWatch:
             events.discard(wake)
             if not events:
                 del self.waiters[job_name]
+                self.departed.pop(job_name, None)
 
     def _notify(self, job_name: str | None) -> None:
         for wake in self.waiters.get(job_name or "", ()):
@@ -185,6 +191,10 @@ class SharedWatch:
     def by_job(self, job_name: str) -> list[dict[str, Any]]:
         """Cached objects belonging to a Job (the Job itself, or its pods)."""
         return list(self.by_key.get(job_name, {}).values())
+
+    def last_state(self, job_name: str, name: str) -> dict[str, Any] | None:
+        """Object ``name`` of ``job_name`` as cached, or as it was when deleted (see :attr:`departed`)."""
+        return self.objects.get(name) or self.departed.get(job_name, {}).get(name)
 
     def _store(self, name: str, obj: dict[str, Any] | None) -> None:
         """Put ``obj`` in the cache under ``name`` (None: remove it), keeping :attr:`by_key` in step."""
@@ -275,8 +285,11 @@ class SharedWatch:
                 resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
                 if kind == "BOOKMARK":
                     continue
-                self._store(obj["metadata"]["name"], None if kind == "DELETED" else cached_view(obj))
-                self._notify(self.key_of(obj))
+                key, view = self.key_of(obj), cached_view(obj)
+                if kind == "DELETED" and key is not None and key in self.waiters:
+                    self.departed.setdefault(key, {})[obj["metadata"]["name"]] = view
+                self._store(obj["metadata"]["name"], None if kind == "DELETED" else view)
+                self._notify(key)
             # The server ended the stream (timeoutSeconds): resume from where we are, no relist.
 
 

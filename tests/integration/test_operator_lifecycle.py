@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from structlog.testing import capture_logs
 
-from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed, JobLaunchTimeout
+from druid_k8s_provider.errors import DruidK8sConfigError, JobFailed, JobLaunchTimeout, OverlordApiError
 from druid_k8s_provider.operators.task import DruidK8sTaskOperator
 from druid_k8s_provider.testing import KubeEmulator
 from druid_k8s_provider.testing.behaviours import exits, never_exits, oom_killed
@@ -177,6 +178,54 @@ def test_oom_killed_peon_says_so(kube: KubeEmulator, druid: Druid) -> None:
     with pytest.raises(JobFailed, match="OOMKilled"):
         run(operator(), FakeTaskInstance())
     wait_until_gone(kube)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_oom_killed_is_reported_even_when_the_job_and_pod_vanish_as_it_fails(
+    kube: KubeEmulator, druid: Druid, deferrable: bool
+) -> None:
+    """An Overlord quicker than any look: the failed Job and its pod are deleted in the same moment the Job
+    controller marks it failed, so only the watch's ``DELETED`` event still shows how the pod ended."""
+
+    def delete_at_once(event_type: str, plural: str, obj: dict[str, Any]) -> None:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if plural != "jobs" or event_type == "DELETED" or not any(c["type"] == "Failed" for c in conditions):
+            return
+        name = obj["metadata"]["name"]
+        for pod in kube.store.list("pods", NAMESPACE, label_selector=f"job-name={name}"):
+            kube.store.delete("pods", NAMESPACE, pod["metadata"]["name"], grace_period_seconds=0)
+        kube.store.delete("jobs", NAMESPACE, name)
+
+    kube.store.add_listener(delete_at_once)
+    druid.start(oom_killed(after=0.1))
+    with pytest.raises(JobFailed, match="OOMKilled"):
+        run(operator(deferrable=deferrable), FakeTaskInstance())
+    wait_until_gone(kube)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])
+def test_an_overlord_that_never_records_the_outcome_fails_the_try_and_leaves_the_task(
+    kube: KubeEmulator, druid: Druid, deferrable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Job ended but the Overlord's runner hangs pushing the task log (a stuck deep storage): the wait for
+    its verdict is bounded, the try fails naming the request, and the task stays for the next try."""
+    from druid_k8s_provider.launch import follow
+    from druid_k8s_provider.testing.overlord.peon_lifecycle import PeonLifecycle
+
+    async def stuck_log_push(self: PeonLifecycle, item: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(follow, "OUTCOME_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(PeonLifecycle, "_save_log", stuck_log_push)
+    druid.start()
+    with pytest.raises(OverlordApiError) as raised:
+        run(operator(deferrable=deferrable), FakeTaskInstance())
+    message = str(raised.value)
+    assert "after 2s the Overlord still reports Druid task" in message
+    assert raised.value.path == "/druid/indexer/v1/taskStatus" and "next try re-attaches" in message
+    task_id = raised.value.task_id
+    answer = httpx.get(f"{druid.overlord.url}/druid/indexer/v1/task/{task_id}/status").json()
+    assert answer["status"]["statusCode"] == "RUNNING"  # left for the next try to re-attach to
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["in-worker", "deferred"])

@@ -150,7 +150,9 @@ class JobController:
         if job is None or job["metadata"].get("deletionTimestamp"):
             return
         uid = str(job["metadata"]["uid"])
-        tracking = self._tracking[uid]
+        tracking = self._tracking.get(uid)
+        if tracking is None:
+            return  # deleted while this reconcile was queued (a listener's delete inside the dispatch)
         if is_finished(job):
             self.cluster.ttl.track(job, tracking.finished_at)
             return
