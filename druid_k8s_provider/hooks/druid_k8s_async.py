@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,11 @@ from druid_k8s_provider.hooks.k8s_api import (
 )
 from druid_k8s_provider.hooks.k8s_errors import ApiCallFailed, undefined_connection
 from druid_k8s_provider.hooks.k8s_retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+#: Objects per request of a list (``limit``), as client-go's reflector and pager list.
+LIST_PAGE_SIZE = 500
 
 
 class DruidK8sAsyncHook(AsyncKubernetesHook):
@@ -182,14 +188,53 @@ class AsyncKubeSession:
             raise
 
     async def list_objects(
-        self, path: str, selector: str, field_selector: str | None = None
+        self,
+        path: str,
+        selector: str,
+        field_selector: str | None = None,
+        *,
+        page_size: int | None = None,
+        on_page: Callable[[], None] | None = None,
+        view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
-        """(items, resourceVersion) of a collection filtered by a label (and field) selector."""
-        query = {"labelSelector": selector}
+        """(items, resourceVersion) of a collection filtered by a label (and field) selector.
+
+        Listed ``page_size`` (default :data:`LIST_PAGE_SIZE`) objects a request (``limit``/``continue``, as
+        client-go's reflector lists), so a namespace of ten thousand peons is never one request of tens of
+        megabytes that a busy API server cannot answer within the request timeout. Every page of a paged
+        list is served from the same snapshot, so the resourceVersion returned is the list's (the first
+        page's ``metadata``), the one to start a watch from. A continue token the server no longer honours
+        (``410 Expired``: etcd compacted past it, every five minutes on a real cluster) starts the list again
+        from the beginning. ``on_page`` is called after every page received (a watch counts them as signs of
+        life); ``view`` turns each item into what the caller keeps as its page comes in, so a list of
+        thousands of objects never holds them all whole. Raises :class:`ApiCallFailed` as :meth:`request`
+        does.
+        """
+        query: dict[str, Any] = {"labelSelector": selector, "limit": page_size or LIST_PAGE_SIZE}
         if field_selector:
             query["fieldSelector"] = field_selector
-        page = await self.request("GET", path, query=query)
-        return list(page.get("items") or ()), str((page.get("metadata") or {}).get("resourceVersion") or "")
+        items: list[dict[str, Any]] = []
+        resource_version = ""
+        continue_token = ""
+        while True:
+            paged = {**query, "continue": continue_token} if continue_token else query
+            try:
+                page = await self.request("GET", path, query=paged)
+            except ApiCallFailed as exc:
+                if exc.status != 410 or not continue_token:
+                    raise
+                log.info("The paged list of %s expired (410); listing again from the start", path)
+                items, resource_version, continue_token = [], "", ""
+                continue
+            metadata = page.get("metadata") or {}
+            listed = page.get("items") or ()
+            items.extend(map(view, listed) if view is not None else listed)
+            resource_version = resource_version or str(metadata.get("resourceVersion") or "")
+            if on_page is not None:
+                on_page()
+            continue_token = str(metadata.get("continue") or "")
+            if not continue_token:
+                return items, resource_version
 
     async def watch(
         self,

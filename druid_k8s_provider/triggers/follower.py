@@ -1,7 +1,8 @@
 """The waiting logic of one peon Job, shared by the triggerer and the worker: :class:`JobFollower`.
 
 It waits until the Job finished (or, with ``wait_for="started"``, its pod started), failing fast on launch
-problems waiting will not cure (``K8sjobLaunchTimeout``, hopeless pod reasons, a refused pod create),
+problems waiting will not cure (``K8sjobLaunchTimeout``, hopeless pod reasons, a refused pod create:
+:mod:`.launch_checks`),
 letting go of a pod a sidecar holds, and streaming the peon's log (:mod:`.peon_log`). It reads everything
 from the shared watches (:mod:`.watch`) and keeps waiting through API outages until its deadline.
 """
@@ -24,6 +25,7 @@ from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sA
 from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, jobs_path, newest, pods_path
 from druid_k8s_provider.hooks.k8s_retry import worth_logging
 from druid_k8s_provider.hooks.log_cursor import LogCursor
+from druid_k8s_provider.triggers.launch_checks import POD_CREATE_GRACE_SECONDS, LaunchChecks
 from druid_k8s_provider.triggers.peon_log import PeonLogStream, _main_terminated
 from druid_k8s_provider.triggers.watch import (
     OwnJob,
@@ -35,13 +37,6 @@ from druid_k8s_provider.triggers.watch import (
 
 log = logging.getLogger(__name__)
 
-#: How long a new waiter waits for the shared watches' first list before reading directly.
-SYNC_WAIT_SECONDS = 5.0
-#: How long a Job may be without a pod before its events are read for a refused pod create (the Job
-#: controller makes the pod within moments; a refusal is recorded as a FailedCreate event on the Job). Later
-#: looks back off, doubling up to :data:`MAX_EVENTS_LOOK_SECONDS`, until the pod appears.
-POD_CREATE_GRACE_SECONDS = 2.0
-MAX_EVENTS_LOOK_SECONDS = 30.0
 #: How long a pod may keep running after its main container ended before the main container's end decides
 #: (a sidecar nothing stops: kubexit missing, a native sidecar ignoring SIGTERM, a service-mesh proxy).
 SIDECAR_GRACE_SECONDS = 30.0
@@ -68,7 +63,7 @@ async def _cancel_and_settle(tasks: list[asyncio.Task[None]]) -> None:
 
 
 @dataclass
-class JobFollower(PeonLogStream):
+class JobFollower(PeonLogStream, LaunchChecks):
     """Wait for one peon Job: launch (with timeout and fail-fast), completion, and its log.
 
     ``run()`` returns an event payload (a dict with ``status`` and details) instead of raising, so the
@@ -130,6 +125,7 @@ class JobFollower(PeonLogStream):
         # The pod as last known once the pods watch was let go (after the start), and its end state as read
         # when the log stream ended.
         self._pods_released = False
+        self._started = False  # whether the pod had started when last seen
         self._known_pod: dict[str, Any] | None = None
         self._final_pod: dict[str, Any] | None = None
         # Set whenever there is something new to look at (the watches, the log stream's end).
@@ -149,20 +145,43 @@ class JobFollower(PeonLogStream):
             log.exception("Waiting for Job %s failed", self.job_name)
             return self._payload(ERROR, error=f"{type(exc).__name__}: {exc}")
 
+    def _cache_ready(self, jobs: SharedWatch, pods: SharedWatch) -> bool:
+        """Whether the watches can answer a look: the Jobs watch synced, and the pods watch too while held."""
+        return jobs.synced.is_set() and (self._pods_released or _live(pods))
+
     async def _read_state(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        pods_synced = self._pods_released or _live(pods)
-        if poll or not (jobs.synced.is_set() and pods_synced):
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+        """(the Job, its newest pod) from the watches' caches, or read directly with ``poll``; None when the
+        caches cannot tell yet (a watch is listing) and no poll is due: the watch's list wakes every waiter.
+        """
+        if poll:
             job = await session.get(jobs_path(self.namespace, self.job_name))
             items, _ = await session.list_objects(
                 pods_path(self.namespace), f"{JOB_NAME_LABEL}={self.job_name}"
             )
             return job, newest(items)
+        if not self._cache_ready(jobs, pods):
+            return None
         cached = jobs.objects.get(self.job_name)
         if self._pods_released and not _live(pods):
             return cached, self._final_pod or self._known_pod
         return cached, newest(pods.by_job(self.job_name))
+
+    def _deadlines(self) -> list[float]:
+        """When something of this task is due whatever the watches say (time.time() seconds)."""
+        started, deadlines = self._started, []
+        if not started and self.launch_deadline is not None:
+            deadlines.append(self.launch_deadline)
+        if not started and self._pull_problem_since is not None:
+            deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
+        if not started and self._next_events_look is not None:
+            deadlines.append(self._next_events_look)
+        if self._main_ended_at is not None:
+            deadlines.append(self._main_ended_at + self.sidecar_grace_seconds)
+        if self.completion_deadline is not None:
+            deadlines.append(self.completion_deadline)
+        return deadlines
 
     async def _wait(
         self,
@@ -171,13 +190,14 @@ class JobFollower(PeonLogStream):
         pods: SharedWatch,
         wake: asyncio.Event,
     ) -> dict[str, Any]:
-        # Many waiters start at once after a triggerer restart: let the shared list answer them all.
-        async def both_synced() -> None:
-            await jobs.synced.wait()
-            if not self._pods_released:
-                await pods.synced.wait()
+        """Look whenever the watches wake this waiter, a deadline of the task is due or a poll is.
 
-        await _wait_at_most(SYNC_WAIT_SECONDS, both_synced())
+        While a watch (re)lists (thousands of waiters at a triggerer's start, or after a 410), a waiter does
+        not read for itself: the list wakes every waiter once it is in, and N direct reads would only slow
+        the list down on a loaded API server. It reads directly only for its fallback poll, when the watch
+        has not been heard of (no page, event or bookmark) for two poll intervals, or when one of its own
+        deadlines (launch, completion...) is due while the watch cannot tell.
+        """
         next_poll = time.time() + self.poll_interval
         while True:
             wake.clear()
@@ -188,20 +208,12 @@ class JobFollower(PeonLogStream):
                 # The fallback poll is for a watch that went quiet (events and bookmarks stopped).
                 heard = jobs.last_heard if self._pods_released else min(jobs.last_heard, pods.last_heard)
                 poll = time.monotonic() - heard > 2 * self.poll_interval
-            payload, started = await self._look_through_outages(session, jobs, pods, wake, poll)
+            if not self._cache_ready(jobs, pods) and any(due <= now for due in self._deadlines()):
+                poll = True
+            payload, _ = await self._look_through_outages(session, jobs, pods, wake, poll)
             if payload is not None:
                 return payload
-            deadlines = [next_poll]
-            if not started and self.launch_deadline is not None:
-                deadlines.append(self.launch_deadline)
-            if not started and self._pull_problem_since is not None:
-                deadlines.append(self._pull_problem_since + self.image_pull_grace_seconds)
-            if not started and self._next_events_look is not None:
-                deadlines.append(self._next_events_look)
-            if self._main_ended_at is not None:
-                deadlines.append(self._main_ended_at + self.sidecar_grace_seconds)
-            if self.completion_deadline is not None:
-                deadlines.append(self.completion_deadline)
+            deadlines = [next_poll, *self._deadlines()]
             await _wait_at_most(max(0.05, min(deadlines) - time.time()), wake.wait())
 
     async def _look_through_outages(
@@ -235,10 +247,15 @@ class JobFollower(PeonLogStream):
     async def _look(
         self, session: AsyncKubeSession, jobs: SharedWatch, pods: SharedWatch, poll: bool, now: float
     ) -> tuple[dict[str, Any] | None, bool]:
-        """One look at the Job and its pod: (the event payload when waiting is over, whether it started)."""
-        job, pod = await self._read_state(session, jobs, pods, poll)
+        """One look at the Job and its pod: (the event payload when waiting is over, whether it started; as
+        last seen while the watches cannot tell)."""
+        state = await self._read_state(session, jobs, pods, poll)
+        if state is None:
+            return None, self._started
+        job, pod = state
         if job is None and not poll:
-            job, pod = await self._read_state(session, jobs, pods, True)
+            # Not in a synced cache: deleted, or created after the list and its event not yet in.
+            job, pod = await self._read_state(session, jobs, pods, True) or (None, None)
         if job is None:
             # Deleted at completion (the Overlord does): the pod as last seen may still say how it ended.
             pod = pod or self._final_pod or self._departed_pod(pods) or self._known_pod
@@ -247,7 +264,7 @@ class JobFollower(PeonLogStream):
             return self._payload(MISSING, pod=pod), False
         if self.startup is not None:
             self.startup.observe(job, pod)
-        started = pod is not None and job_state.has_started(pod)
+        started = self._started = pod is not None and job_state.has_started(pod)
         if pod is not None and started:
             self._start_logs(session, jobs, pods, pod["metadata"]["name"], job)
             await self._let_go_of_pods(pods, pod)
@@ -341,45 +358,6 @@ class JobFollower(PeonLogStream):
         )
         await self._drain_logs()
         return self._payload(FINISHED, job=job, pod=current, held_by=holders)
-
-    async def _events_of_podless_job(
-        self, session: AsyncKubeSession, now: float
-    ) -> list[dict[str, Any]] | None:
-        """The Job's events once its pod is overdue (then again with back-off), else None.
-
-        No request while the pod comes as it should: only a Job still without a pod
-        :data:`POD_CREATE_GRACE_SECONDS` after it was first seen so has its events read.
-        """
-        if self._podless_since is None or self._next_events_look is None:
-            self._podless_since = now
-            self._events_interval = POD_CREATE_GRACE_SECONDS
-            self._next_events_look = now + POD_CREATE_GRACE_SECONDS
-        if now < self._next_events_look:
-            return None
-        self._events_interval = min(self._events_interval * 2, MAX_EVENTS_LOOK_SECONDS)
-        self._next_events_look = now + self._events_interval
-        return await session.list_events(self.namespace, [self.job_name])
-
-    def _launch_failure(self, pod: dict[str, Any] | None, now: float) -> str | None:
-        problem = job_state.waiting_problem(pod) if pod is not None else None
-        if problem is not None and problem[0] in job_state.HOPELESS_WAITING_REASONS:
-            return f"the peon pod cannot start: {problem[0]}: {problem[1]}"
-        if problem is not None:  # image pull trouble: fatal once it persists past the grace
-            if self._pull_problem_since is None:
-                self._pull_problem_since = now
-            if now - self._pull_problem_since >= self.image_pull_grace_seconds:
-                return (
-                    f"the peon image cannot be pulled ({problem[0]} for over "
-                    f"{self.image_pull_grace_seconds:g}s): {problem[1]}"
-                )
-        else:
-            self._pull_problem_since = None
-        if self.launch_deadline is not None and now >= self.launch_deadline:
-            return (
-                "the peon pod did not start within K8sjobLaunchTimeout; it is waiting: "
-                + job_state.pending_reason(pod)
-            )
-        return None
 
     def _payload(self, status: str, **details: Any) -> dict[str, Any]:
         for kind in ("job", "pod"):

@@ -3,9 +3,11 @@
 Druid's runner polls the API once per task, which is what loads large clusters. Here every waiter in a
 process (all triggers of a triggerer, or the one operator waiting in a worker) shares one list+watch of the
 peon Jobs and one of the peon pods per (connection, namespace): a registry keyed by the running event loop
-hands out :class:`SharedWatch` objects by reference count. A watch resumes from its last resourceVersion
-when the server ends the stream, relists on ``410 Expired`` or a dropped connection, and keeps retrying
-through an API outage (:func:`_keep_trying`).
+hands out :class:`SharedWatch` objects by reference count. A watch lists in pages (``limit``/``continue``,
+see :meth:`AsyncKubeSession.list_objects`) and watches from the list's resourceVersion, resumes from its
+last resourceVersion when the server ends the stream, relists on ``410 Expired`` or a dropped connection,
+and keeps retrying through an API outage (:func:`_keep_trying`). While it (re)lists, its waiters wait for
+it instead of reading for themselves (see :class:`~druid_k8s_provider.triggers.follower.JobFollower`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import tenacity
 
+from druid_k8s_provider.adapters.common import TASK_ANNOTATION
 from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
 from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, PEON_SELECTOR, jobs_path, pods_path
 from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, is_transient
@@ -39,6 +42,26 @@ def job_name_of_pod(pod: dict[str, Any]) -> str | None:
     """The Job a pod belongs to, from the label the API server puts on Job pods."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get(JOB_NAME_LABEL) or labels.get("batch.kubernetes.io/job-name")
+
+
+def cached_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a shared watch keeps of a Job or pod: its metadata (without ``managedFields`` and the ``task``
+    annotation), its status and the scalar settings of its spec (``activeDeadlineSeconds``, ``suspend``,
+    ``nodeName``...).
+
+    Not the pod template nor the containers: a peon's carry its task (``TASK_JSON``, or with Druid's custom
+    template adapter the pod's ``task`` annotation) and the runner's whole pod spec, several KiB per peon
+    that no waiter reads, and a triggerer caches a Job per deferred task.
+    """
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    view = {key: value for key, value in obj.items() if key not in ("metadata", "spec")}
+    view["metadata"] = {key: value for key, value in metadata.items() if key != "managedFields"}
+    annotations = metadata.get("annotations") or {}
+    if TASK_ANNOTATION in annotations:
+        view["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != TASK_ANNOTATION}
+    view["spec"] = {key: value for key, value in spec.items() if not isinstance(value, dict | list)}
+    return view
 
 
 def _live(watch: SharedWatch) -> bool:
@@ -96,7 +119,8 @@ class OwnJob:
 
 @dataclass(eq=False)
 class SharedWatch:
-    """A cache of one kind of peon object in a namespace, kept current by a list+watch.
+    """A cache of one kind of peon object in a namespace (as :func:`cached_view` keeps them), kept current by
+    a list+watch.
 
     Waiters register an :class:`asyncio.Event` per Job name; it is set whenever the Job or one of its pods
     changes (or the cache was rebuilt), so a waiter wakes exactly when there is something to look at.
@@ -123,12 +147,13 @@ class SharedWatch:
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     users: int = 0
     relists: int = 0
-    last_heard: float = 0.0  # time.monotonic() of the last list, event or bookmark
+    last_heard: float = 0.0  # time.monotonic() of the start, the last list page, event or bookmark
     task: asyncio.Task[None] | None = None
     retiring: asyncio.Task[None] | None = None  # the keep-alive countdown once the last user left
 
     def start(self) -> None:
         """Start the list+watch loop on the running loop."""
+        self.last_heard = time.monotonic()  # a first list is on its way: not yet a silent watch
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"druid-k8s-watch {self.path}")
 
     async def stop(self) -> None:
@@ -230,12 +255,17 @@ class SharedWatch:
             exc_info=None if expected else exc,
         )
 
+    def _heard(self) -> None:
+        """The server answered (a page of the list): the watch is alive, if not yet synced."""
+        self.last_heard = time.monotonic()
+
     async def _list_and_watch(self, session: AsyncKubeSession) -> None:
         if self.seed is not None:
-            (items, resource_version), self.seed = self.seed, None
+            (seeded, resource_version), self.seed = self.seed, None
+            items = [cached_view(obj) for obj in seeded]
         else:
             items, resource_version = await session.list_objects(
-                self.path, self.label_selector, self.field_selector
+                self.path, self.label_selector, self.field_selector, on_page=self._heard, view=cached_view
             )
         self.relists += 1
         self.last_heard = time.monotonic()
@@ -255,10 +285,10 @@ class SharedWatch:
                 resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
                 if kind == "BOOKMARK":
                     continue
-                key = self.key_of(obj)
+                key, view = self.key_of(obj), cached_view(obj)
                 if kind == "DELETED" and key is not None and key in self.waiters:
-                    self.departed.setdefault(key, {})[obj["metadata"]["name"]] = obj
-                self._store(obj["metadata"]["name"], None if kind == "DELETED" else obj)
+                    self.departed.setdefault(key, {})[obj["metadata"]["name"]] = view
+                self._store(obj["metadata"]["name"], None if kind == "DELETED" else view)
                 self._notify(key)
             # The server ended the stream (timeoutSeconds): resume from where we are, no relist.
 
