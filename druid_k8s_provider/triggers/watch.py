@@ -23,7 +23,7 @@ from typing import Any
 
 import tenacity
 
-from druid_k8s_provider.adapters.common import TASK_ANNOTATION
+from druid_k8s_provider.adapters.common import MAIN_CONTAINER_NAME, TASK_ANNOTATION
 from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
 from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, PEON_SELECTOR, jobs_path, pods_path
 from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, is_transient
@@ -49,9 +49,11 @@ def cached_view(obj: dict[str, Any]) -> dict[str, Any]:
     annotation), its status and the scalar settings of its spec (``activeDeadlineSeconds``, ``suspend``,
     ``nodeName``...).
 
-    Not the pod template nor the containers: a peon's carry its task (``TASK_JSON``, or with Druid's custom
-    template adapter the pod's ``task`` annotation) and the runner's whole pod spec, several KiB per peon
-    that no waiter reads, and a triggerer caches a Job per deferred task.
+    Not the pod template nor the containers: they carry the runner's whole pod spec, several KiB per peon
+    that no waiter reads, and a triggerer caches a Job per deferred task. Of a Job's template only the task
+    itself is kept (main's ``TASK_JSON``, or the template's ``task`` annotation with Druid's custom template
+    adapter), where it was: the triggerer following the Job masks the task's credentials before it logs the
+    peon's lines (:func:`~druid_k8s_provider.hooks.secrets.job_task_secrets`). A pod's copy of it is left out.
     """
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -61,7 +63,22 @@ def cached_view(obj: dict[str, Any]) -> dict[str, Any]:
     if TASK_ANNOTATION in annotations:
         view["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != TASK_ANNOTATION}
     view["spec"] = {key: value for key, value in spec.items() if not isinstance(value, dict | list)}
+    if isinstance(spec.get("template"), dict):
+        view["spec"]["template"] = _task_of_template(spec["template"])
     return view
+
+
+def _task_of_template(template: dict[str, Any]) -> dict[str, Any]:
+    """A Job's pod template cut down to the task it carries, in the places Druid's adapters write it."""
+    kept: dict[str, Any] = {}
+    annotation = ((template.get("metadata") or {}).get("annotations") or {}).get(TASK_ANNOTATION)
+    if annotation is not None:
+        kept["metadata"] = {"annotations": {TASK_ANNOTATION: annotation}}
+    for container in (template.get("spec") or {}).get("containers") or ():
+        task_env = [entry for entry in container.get("env") or () if entry.get("name") == "TASK_JSON"]
+        if container.get("name") == MAIN_CONTAINER_NAME and task_env:
+            kept["spec"] = {"containers": [{"name": MAIN_CONTAINER_NAME, "env": task_env}]}
+    return kept
 
 
 def _live(watch: SharedWatch) -> bool:
