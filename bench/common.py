@@ -249,6 +249,7 @@ def machine() -> dict[str, Any]:
             [
                 "apache-airflow",
                 "apache-airflow-providers-cncf-kubernetes",
+                "apache-airflow-providers-apache-druid",
                 "kubernetes",
                 "kubernetes_asyncio",
                 "aiohttp",

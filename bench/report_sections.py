@@ -145,9 +145,9 @@ def profile_section(document: dict[str, Any]) -> str:
     ]
     return (
         f"\n### Profile of our triggerer at N = {phase['n']:,}\n\n"
-        "CPU by provider function, the libraries it called included (pyinstrument over the whole wait: "
-        "start-up, steady state, completions; the loop's idle wait left out).\n\n"
-        + table(["function", "seconds", "share"], rows)
+        "The event loop's busy time by provider function, the libraries it called included (pyinstrument "
+        "over the whole wait: start-up, steady state, completions; the loop's idle wait left out); the "
+        "share is of the busy time.\n\n" + table(["function", "seconds", "share"], rows)
     )
 
 
@@ -176,7 +176,7 @@ def lifecycle_section(document: dict[str, Any] | None) -> str:
     ]
     fixed_rows = [
         [
-            side,
+            operators.get(side, side),
             cost["fixed_per_task"],
             cost["shared"],
             cost.get("overlord_fixed_per_task"),

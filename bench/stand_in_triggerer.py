@@ -81,7 +81,9 @@ def top_costs(profiler: Any, count: int = 10) -> list[dict[str, Any]]:
             owner = where
         elif owner is None and not path.startswith(("asyncio", "selectors", "bench", "runpy", "<")):
             owner = where  # a library the event loop called directly (a watch's or a stream's reader)
-        if frame.function != "epoll.poll" and owner is not None:
+        # A frame's total_self_time already holds its synthetic "[self]" children's time: counting those
+        # children again would double a function's own time.
+        if frame.function != "epoll.poll" and owner is not None and not frame.is_synthetic:
             own[owner] = own.get(owner, 0.0) + frame.total_self_time
         for child in frame.children:
             walk(child, owner)

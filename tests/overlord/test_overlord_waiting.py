@@ -265,7 +265,8 @@ async def test_waits_ride_out_an_overlord_without_leader_and_check_soon_asks_wit
     both: Both,
 ) -> None:
     holder = index_parallel_task("index_parallel_holder4", standinDurationSeconds=FOREVER)
-    task = index_parallel_task("index_parallel_through_failover", standinDurationSeconds=0.3)
+    # Long enough for the board's next round, after the outage's back-off, to find it still running.
+    task = index_parallel_task("index_parallel_through_failover", standinDurationSeconds=5)
     await both.druid.submit_task(holder)
     await both.druid.submit_task(task)
     impatient = OverlordRetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02)
