@@ -57,6 +57,22 @@ def task_payload_of(job: Mapping[str, Any]) -> str | None:
     return str(annotation) if annotation else None
 
 
+def task_payload_template(template: Mapping[str, Any]) -> dict[str, Any]:
+    """A Job's pod template cut down to the task it carries, where :func:`task_payload_of` reads it back
+    (main's ``TASK_JSON``, the template's ``task`` annotation); {} when it carries neither."""
+    kept: dict[str, Any] = {}
+    annotation = ((template.get("metadata") or {}).get("annotations") or {}).get(TASK_ANNOTATION)
+    if annotation is not None:
+        kept["metadata"] = {"annotations": {TASK_ANNOTATION: annotation}}
+    for container in (template.get("spec") or {}).get("containers") or ():
+        if container.get("name") != "main":
+            continue
+        task_env = [entry for entry in container.get("env") or () if entry.get("name") == "TASK_JSON"]
+        if task_env:
+            kept["spec"] = {"containers": [{"name": "main", "env": task_env}]}
+    return kept
+
+
 def job_task_secrets(job: Mapping[str, Any]) -> list[str]:
     """The credentials of the task a Job runs ([] when its payload cannot be read)."""
     payload = task_payload_of(job)

@@ -23,11 +23,12 @@ from typing import Any
 
 import tenacity
 
-from druid_k8s_provider.adapters.common import MAIN_CONTAINER_NAME, TASK_ANNOTATION
+from druid_k8s_provider.adapters.common import TASK_ANNOTATION
 from druid_k8s_provider.hooks.druid_k8s_async import AsyncKubeSession, DruidK8sAsyncHook
 from druid_k8s_provider.hooks.k8s_api import JOB_NAME_LABEL, PEON_SELECTOR, jobs_path, pods_path
 from druid_k8s_provider.hooks.k8s_errors import CONNECTION_ERRORS, ApiCallFailed, is_transient
 from druid_k8s_provider.hooks.k8s_retry import BeforeSleep, RetryPolicy, worth_logging
+from druid_k8s_provider.hooks.secrets import task_payload_template
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,8 @@ def cached_view(obj: dict[str, Any]) -> dict[str, Any]:
         view["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != TASK_ANNOTATION}
     view["spec"] = {key: value for key, value in spec.items() if not isinstance(value, dict | list)}
     if isinstance(spec.get("template"), dict):
-        view["spec"]["template"] = _task_of_template(spec["template"])
+        view["spec"]["template"] = task_payload_template(spec["template"])
     return view
-
-
-def _task_of_template(template: dict[str, Any]) -> dict[str, Any]:
-    """A Job's pod template cut down to the task it carries, in the places Druid's adapters write it."""
-    kept: dict[str, Any] = {}
-    annotation = ((template.get("metadata") or {}).get("annotations") or {}).get(TASK_ANNOTATION)
-    if annotation is not None:
-        kept["metadata"] = {"annotations": {TASK_ANNOTATION: annotation}}
-    for container in (template.get("spec") or {}).get("containers") or ():
-        task_env = [entry for entry in container.get("env") or () if entry.get("name") == "TASK_JSON"]
-        if container.get("name") == MAIN_CONTAINER_NAME and task_env:
-            kept["spec"] = {"containers": [{"name": MAIN_CONTAINER_NAME, "env": task_env}]}
-    return kept
 
 
 def _live(watch: SharedWatch) -> bool:
