@@ -145,7 +145,10 @@ async def test_waiters_wait_for_a_slow_list_or_relist_instead_of_reading_for_the
 
     # The watch breaks and its relist is slow; more tasks defer meanwhile, and the first ones finish.
     api.faults.add(verb="list", resource="jobs", latency=3.0, count=1)
-    api.store.compact()  # whether the stream ends or breaks, the watch cannot resume: it relists
+    # The namespace moves on, then etcd compacts: whether the Jobs stream was already open (it breaks) or
+    # only opening from the list's version (410), the watch cannot resume: it relists.
+    peons[0].event("Pulled", "Successfully pulled image")
+    api.store.compact()
     api.faults.drop_watches()
     await until(lambda: not watch.synced.is_set())
     waits += [asyncio.create_task(follower(job.name).run()) for job in later]
