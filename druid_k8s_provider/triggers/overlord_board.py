@@ -17,9 +17,9 @@ load it as Druid's own per-task polling loads the Kubernetes API. One :class:`Ov
   :data:`FOLLOW_UP_SECONDS` from now (a Job finished or vanished: the outcome should not wait a full
   interval), then follows up after 1, 2, 4 ... seconds up to the interval. Not at once: the Overlord records
   the outcome a moment after the Job ends (its runner first sees the Job finish, pushes the log, then reads
-  the peon's ``status.json``), so a round at once would most often find the task still RUNNING. Rounds are
-  at least :data:`FOLLOW_UP_SECONDS` apart, so a steady stream of completions costs at most one request a
-  second. While only releases are awaited, the first status round waits an interval (the release rounds
+  the peon's ``status.json``), so a round at once would most often find the task still RUNNING. Rounds
+  start at least :data:`FOLLOW_UP_SECONDS` apart, counted from the previous round's start, so a steady
+  stream of completions costs one request a second and each is seen within about a second plus an answer. While only releases are awaited, the first status round waits an interval (the release rounds
   tell the release; a status round only catches a task completing before it).
 
 No request is sent while nobody waits. An id the batched status leaves out :data:`UNKNOWN_ROUNDS` rounds in
@@ -203,7 +203,10 @@ class OverlordBoard:
         the end of the interval, and follow it up after 1, 2, 4 ... seconds (up to the interval): the
         Overlord records the outcome a moment after the Job ends. Must be called from the board's loop."""
         self._follow_up = FOLLOW_UP_SECONDS
-        self._soon_at = asyncio.get_running_loop().time()
+        # The first call since the last round started sets the clock: under a stream of completions a
+        # later call must not push the round back, or rounds would come once per second plus an answer.
+        if self._soon_at <= self._last_status_round:
+            self._soon_at = asyncio.get_running_loop().time()
         self._soon.set()
 
     async def _wait(self, waiters: _Waiters, task_id: str) -> OverlordTaskStatus:
@@ -239,6 +242,7 @@ class OverlordBoard:
         if not self._handed and not self._complete and self._status_task is not None:
             self._status_task.cancel()
             self._status_task = None
+            self._follow_up, self._soon_at = None, float("-inf")  # a check_soon for nobody is spent
             # The next waiter gets a fresh HTTP client; this one is closed once its requests are gone.
             idle, self._hook = self._hook, self._new_hook()
             closing = asyncio.get_running_loop().create_task(idle.aclose(), name="druid-overlord-close")
@@ -305,8 +309,9 @@ class OverlordBoard:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep until the next status round; :meth:`check_soon` shortens the sleep to
-        :data:`FOLLOW_UP_SECONDS` after it was called, and rounds stay at least that far apart (many Jobs
-        ending together cost one request, not one each)."""
+        :data:`FOLLOW_UP_SECONDS` after its first call since the last round started, and round starts stay
+        at least that far apart (many Jobs ending together cost one request, not one each; a steady stream
+        of them, one round a second)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._soon.wait()
