@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.cluster_clock import Clock, submit_and_wait_for_pods
 from bench.common import NAMESPACE, RESULTS_DIR, overlord_emulator, write_result
-from bench.triggerer import Clock, submit_and_wait_for_pods
 
 
 async def _start_profiler(profiler: Any) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import latency_parts
 from bench.common import REPO, RESULTS_DIR
 from bench.report_sections import (
     crash_retry_section,
@@ -160,6 +161,7 @@ def render(results_dir: Path, page: Path, image: Path) -> str:
             + reaper_targets(loaded["reaper"])
         ),
         lambda: triggerer_section(loaded["triggerer"]),
+        lambda: latency_parts.section(loaded["triggerer"]),
         lambda: lifecycle_section(loaded["lifecycle"]),
         lambda: crash_retry_section(loaded["crash_retry"]),
         lambda: reaper_section(loaded["reaper"]),

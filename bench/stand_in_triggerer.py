@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import private_airflow_home, runner_properties, take_order
+from bench.latency_parts import time_status_rounds
 
 #: Sampling interval of the profile (seconds): coarse enough to cost the loop little.
 PROFILE_INTERVAL = 0.005
@@ -119,8 +120,9 @@ def main() -> int:
 
         profiler = Profiler(interval=PROFILE_INTERVAL, async_mode="disabled")
         profiler.start()
+    rounds = time_status_rounds()
     fired = asyncio.run(run_triggers(triggers, order["spread"]))
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"status_rounds": rounds}
     if profiler is not None:
         profiler.stop()
         result["profile_top"] = top_costs(profiler)

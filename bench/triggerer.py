@@ -37,15 +37,15 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from bench.cluster_clock import Clock, submit_and_wait_for_pods
 from bench.common import (
     DRUID_RUNNER_AGENT,
-    NAMESPACE,
     PEON_ACTIONS_PATH,
     REPO,
     RESULTS_DIR,
@@ -58,6 +58,7 @@ from bench.common import (
     private_airflow_home,
     write_result,
 )
+from bench.latency_parts import summarise
 
 OURS = "ours"
 DRUID = "druid"
@@ -72,32 +73,6 @@ SETTLE_SECONDS = 3.0
 STEADY_SECONDS = 30.0
 #: The Overlord runner's shared watches (peon Jobs, peon pods), open beside the side's own.
 RUNNER_WATCHES = 2
-
-
-@dataclass
-class Clock:
-    """What happened in the emulated cluster, from the store's change listener (no list, no copy)."""
-
-    task_of_job: dict[str, str] = field(default_factory=dict)
-    pod_running: dict[str, float] = field(default_factory=dict)  # job name -> main container running
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_event(self, event: Any) -> None:
-        """The store's event fan-out hook: the shared event, read here, never changed (so never copied)."""
-        self.on_change(event.type, event.plural, event.obj)
-
-    def on_change(self, event_type: str, plural: str, obj: dict[str, Any]) -> None:
-        if plural == "jobs" and event_type == "ADDED":
-            task_id = (obj["metadata"].get("annotations") or {}).get("task.id")
-            if task_id:
-                with self.lock:
-                    self.task_of_job[obj["metadata"]["name"]] = task_id
-        elif plural == "pods" and event_type == "MODIFIED":
-            job = (obj["metadata"].get("labels") or {}).get("job-name")
-            for status in (obj.get("status") or {}).get("containerStatuses") or ():
-                if job and status.get("name") == "main" and "running" in (status.get("state") or {}):
-                    with self.lock:
-                        self.pod_running.setdefault(job, time.time())
 
 
 @dataclass
@@ -242,30 +217,12 @@ def run_phase(side: str, n: int, seconds: float, profile: bool, spread: float) -
         kubernetes_requests_by_kind=dict(sorted(kube_by_kind.items())),
         peak_watches=max(0, peak_watches),
     )
+    if "status_rounds" in report:
+        phase.update(summarise(report["status_rounds"], clock.job_ended, outcomes, clock.task_of_job))
     if profile_text is not None:
         phase["profile"] = report.get("profile_top")
         phase["profile_text"] = profile_text
     return phase
-
-
-def submit_and_wait_for_pods(overlord: Any, clock: Clock, n: int, seconds: float) -> list[dict[str, Any]]:
-    """Submit N tasks to the Overlord, wait until each one's pod runs; what each trigger needs to know."""
-    import httpx
-
-    with httpx.Client(base_url=overlord.url, timeout=120, trust_env=False) as http:
-        for number in range(n):
-            task = overlord_task(number, seconds, f"index_parallel_bench_{number:05d}")
-            http.post("/druid/indexer/v1/task", json=task).raise_for_status()
-    deadline = time.monotonic() + 120.0 + n * 0.1
-    while True:
-        with clock.lock:
-            running = {job: clock.task_of_job[job] for job in clock.pod_running if job in clock.task_of_job}
-        if len(running) >= n:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(running)} of {n} peon pods were running in time")
-        time.sleep(0.2)
-    return [{"name": job, "namespace": NAMESPACE, "task_id": task_id} for job, task_id in running.items()]
 
 
 def wait_until_ready(stdout: Any, side: str) -> None:
@@ -363,6 +320,8 @@ def describe(phase: dict[str, Any]) -> str:
         f"RSS {phase['peak_rss_mib']} MiB",
         f"slots {phase['worker_slots_held']}",
         f"latency p50 {phase['latency_p50_seconds']}s p95 {phase['latency_p95_seconds']}s",
+        f"status rounds {phase.get('status_rounds')} answered in {phase.get('status_answer_seconds')}s",
+        f"Overlord records outcomes {phase.get('overlord_record_lag_seconds')}s after the Job",
         f"detected {phase['detected']}/{phase['n']} {phase['statuses']}",
         f"emulators steady {phase['emulators_steady_cpu_cores']} cores",
         f"emulators RSS {phase['emulators_peak_rss_mib']} MiB",
