@@ -19,7 +19,8 @@ load it as Druid's own per-task polling loads the Kubernetes API. One :class:`Ov
   the outcome a moment after the Job ends (its runner first sees the Job finish, pushes the log, then reads
   the peon's ``status.json``), so a round at once would most often find the task still RUNNING. Rounds
   start at least :data:`FOLLOW_UP_SECONDS` apart, counted from the previous round's start, so a steady
-  stream of completions costs one request a second and each is seen within about a second plus an answer. While only releases are awaited, the first status round waits an interval (the release rounds
+  stream of completions costs one request a second and each is seen within about a second plus an
+  answer. While only releases are awaited, the first status round waits an interval (the release rounds
   tell the release; a status round only catches a task completing before it).
 
 No request is sent while nobody waits. An id the batched status leaves out :data:`UNKNOWN_ROUNDS` rounds in
