@@ -91,13 +91,16 @@ def section(document: dict[str, Any] | None) -> str:
         for phase in phases
     ]
     return (
-        "### What ours' detection latency is made of\n\n"
-        "Detection latency = the wait for the next batched status round (they start at least a second "
-        "apart) + that round's answer time, as the stand-in triggerer timed it. A task joins the rounds "
-        "once its Job ended; it stays in them until the Overlord has recorded its outcome (after its runner "
-        "pushed the log, read `status.json` and deleted the Job), so that lag sets how many ids each round "
-        "carries. "
-        "The Overlord emulator shares its process and event loop with the Kubernetes emulator.\n\n"
+        "### What our detection latency is made of\n\n"
+        "A task's detection latency (from the Overlord recording its outcome to the trigger's event) is the "
+        "wait for the next batched status round (rounds start at least a second apart) plus that round's "
+        "answer time, timed by the stand-in triggerer (its own loop's delays included). The columns are "
+        "spreads over the phase's rounds and tasks, so they do not add up to the latency's percentiles. A "
+        "task joins the rounds once its Job ended and stays in them until the Overlord has recorded its "
+        "outcome (its runner first pushes the log, reads `status.json` and deletes the Job): that lag comes "
+        "before the latency starts, but sets how many ids each round carries. The Overlord emulator shares "
+        "its process and event loop with the Kubernetes emulator; the rounds counted are those answered "
+        "before the last trigger fired.\n\n"
         + table(
             [
                 "N",

@@ -19,9 +19,9 @@ load it as Druid's own per-task polling loads the Kubernetes API. One :class:`Ov
   the outcome a moment after the Job ends (its runner first sees the Job finish, pushes the log, then reads
   the peon's ``status.json``), so a round at once would most often find the task still RUNNING. Rounds
   start at least :data:`FOLLOW_UP_SECONDS` apart, counted from the previous round's start, so a steady
-  stream of completions costs one request a second and each is seen within about a second plus an
-  answer. While only releases are awaited, the first status round waits an interval (the release rounds
-  tell the release; a status round only catches a task completing before it).
+  stream of completions costs one request a second and, while answers take under a second, each is seen
+  within about a second plus an answer. While only releases are awaited, the first status round waits an
+  interval (the release rounds tell the release; a status round only catches a task completing before it).
 
 No request is sent while nobody waits. An id the batched status leaves out :data:`UNKNOWN_ROUNDS` rounds in
 a row fails its waits with :class:`OverlordTaskUnknown`. The hook retries 429, 5xx and connection errors;
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 #: Successful batched status rounds in a row that must leave a task id out before its waits fail. A task
 #: is known from its submission on; more than one round rides out an answer from a stale Overlord.
 UNKNOWN_ROUNDS = 3
-#: The shortest pause between status rounds, how long after :meth:`OverlordBoard.check_soon` its round
-#: comes, and the first follow-up after that (seconds).
+#: The shortest time between the starts of two status rounds, how long after the first
+#: :meth:`OverlordBoard.check_soon` since the last round started the next one comes, and the first follow-up
+#: after that (seconds).
 FOLLOW_UP_SECONDS = 1.0
 #: Longest pause between rounds while the Overlord keeps failing, in seconds.
 MAX_BACKOFF_SECONDS = 60.0
@@ -200,9 +201,10 @@ class OverlordBoard:
         return await self._wait(self._complete, task_id)
 
     def check_soon(self) -> None:
-        """Bring the next batched status round forward to :data:`FOLLOW_UP_SECONDS` from now instead of
-        the end of the interval, and follow it up after 1, 2, 4 ... seconds (up to the interval): the
-        Overlord records the outcome a moment after the Job ends. Must be called from the board's loop."""
+        """Bring the next batched status round forward to :data:`FOLLOW_UP_SECONDS` after the first call
+        since the last round started (from now, for a lone call) instead of the end of the interval, and
+        follow it up after 1, 2, 4 ... seconds (up to the interval): the Overlord records the outcome a
+        moment after the Job ends. Must be called from the board's loop."""
         self._follow_up = FOLLOW_UP_SECONDS
         # The first call since the last round started sets the clock: under a stream of completions a
         # later call must not push the round back, or rounds would come once per second plus an answer.
@@ -243,7 +245,9 @@ class OverlordBoard:
         if not self._handed and not self._complete and self._status_task is not None:
             self._status_task.cancel()
             self._status_task = None
-            self._follow_up, self._soon_at = None, float("-inf")  # a check_soon for nobody is spent
+            # A check_soon for nobody is spent: the next waiters' rounds keep their own schedule.
+            self._follow_up, self._soon_at = None, float("-inf")
+            self._soon.clear()
             # The next waiter gets a fresh HTTP client; this one is closed once its requests are gone.
             idle, self._hook = self._hook, self._new_hook()
             closing = asyncio.get_running_loop().create_task(idle.aclose(), name="druid-overlord-close")

@@ -38,6 +38,10 @@ class SlowOverlord:
         await asyncio.sleep(ANSWER_SECONDS)
         return answer
 
+    async def task_status(self, task_id: str) -> OverlordTaskStatus:
+        """A lone release waiter's own status: still WAITING for its locks."""
+        return OverlordTaskStatus(task_id, "RUNNING", runner_status_code="WAITING")
+
     async def aclose(self) -> None:
         pass
 
@@ -90,3 +94,21 @@ async def test_a_stream_of_completions_gets_a_round_each_second_not_each_second_
     slowest = max(seen_at[task_id] - ended_at[task_id] for task_id in ids)
     # A task ending just after a round started is seen at the end of the next one.
     assert slowest <= FOLLOW_UP_SECONDS + ANSWER_SECONDS + 0.3
+
+
+async def test_a_check_soon_whose_waiter_went_away_brings_no_round_for_the_next_waiters(
+    overlord: SlowOverlord,
+) -> None:
+    board = OverlordBoard(status_interval=600.0, release_interval=600.0)
+    gone = asyncio.create_task(board.wait_complete("index_parallel_cancelled"))
+    await asyncio.sleep(0.05)
+    board.check_soon()  # its Job ended, then the Airflow task was cancelled before the round
+    gone.cancel()
+    await asyncio.sleep(0.05)
+    asked = len(overlord.round_starts)
+    # The next waiter only waits for its release (its locks): the release rounds tell it, and a status
+    # round waits an interval, not the spent check_soon's second.
+    waiting = asyncio.create_task(board.wait_handed_to_runner("index_parallel_waiting"))
+    await asyncio.sleep(FOLLOW_UP_SECONDS + 0.5)
+    assert len(overlord.round_starts) == asked
+    waiting.cancel()
