@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import NAMESPACE, overlord_task
-from bench.latency_parts import job_ended
+from druid_k8s_provider.hooks.job_state import is_finished
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Clock:
             if task_id:
                 with self.lock:
                     self.task_of_job[obj["metadata"]["name"]] = task_id
-        elif plural == "jobs" and event_type == "MODIFIED" and job_ended(obj):
+        elif plural == "jobs" and event_type == "MODIFIED" and is_finished(obj):
             with self.lock:
                 self.job_ended.setdefault(obj["metadata"]["name"], time.time())
         elif plural == "pods" and event_type == "MODIFIED":

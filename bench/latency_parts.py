@@ -18,15 +18,6 @@ from typing import Any
 from bench.common import percentile
 from bench.report_sections import table
 
-#: The Job conditions that end a Job (Kubernetes ``JobConditionType``).
-JOB_ENDED = ("Complete", "Failed")
-
-
-def job_ended(obj: Mapping[str, Any]) -> bool:
-    """Whether a Job object carries a true Complete or Failed condition."""
-    conditions = (obj.get("status") or {}).get("conditions") or ()
-    return any(c.get("type") in JOB_ENDED and c.get("status") == "True" for c in conditions)
-
 
 def time_status_rounds() -> list[list[float]]:
     """Time every batched status of this process from now on: ``[start (epoch s), answer (s), ids]`` each,
