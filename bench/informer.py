@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from druid_k8s_provider.hooks.job_state import is_finished
 from druid_k8s_provider.job_builder import PEON_PORT
 from druid_k8s_provider.naming import PEON_LABEL
-from druid_k8s_provider.testing.overlord.jobs import job_finished
 from druid_k8s_provider.testing.overlord.peon_lifecycle import (
     POD_LOOKUP_TRIES,
     LaunchFailed,
@@ -226,7 +226,7 @@ class InformerRunner(KubernetesRunner):
     async def _wait_until_finished(self, item: WorkItem) -> None:
         def finished() -> bool:
             job = self.cache.jobs.get(item.job_name)
-            return job is None or job_finished(job)
+            return job is None or is_finished(job)
 
         await self.cache.wait_for(item.job_name, finished, float("inf"))
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.hooks.job_state import finished_condition
 from druid_k8s_provider.job_builder import MAIN_CONTAINER_NAME, decompress_task
 from druid_k8s_provider.task import DruidTask
 
@@ -28,23 +29,10 @@ def read_task_from_job(job: Mapping[str, Any]) -> DruidTask:
         raise ValueError(f"the task payload cannot be read: {error}") from error
 
 
-def job_finished(job: Mapping[str, Any]) -> bool:
-    """Whether the Job has a true Complete or Failed condition."""
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
-
-
 def job_finish_time(job: Mapping[str, Any]) -> float | None:
     """When the Job finished (completionTime, else its Complete/Failed condition), as a POSIX time."""
     status = job.get("status") or {}
-    stamp = status.get("completionTime") or next(
-        (
-            c.get("lastTransitionTime")
-            for c in status.get("conditions") or []
-            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        ),
-        None,
-    )
+    stamp = status.get("completionTime") or (finished_condition(job) or {}).get("lastTransitionTime")
     if not stamp:
         return None
     return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()

@@ -14,9 +14,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from druid_k8s_provider.config_names import CUSTOM_TEMPLATE_ADAPTER
 from druid_k8s_provider.errors import DruidK8sConfigError
+from druid_k8s_provider.hooks.job_state import is_finished
 from druid_k8s_provider.job_builder import PEON_PORT, PEON_TLS_PORT, build_job, load_pod_template
 from druid_k8s_provider.task import DruidTask
-from druid_k8s_provider.testing.overlord.jobs import job_finished
 from druid_k8s_provider.testing.overlord.queue import RUNNING
 from druid_k8s_provider.testing.overlord.runner_client import RunnerClient, WorkItem
 
@@ -191,7 +191,7 @@ class PeonLifecycle(RunnerClient):
                     self._log(f"WARN Job[{item.job_name}] of task[{item.task.id}] is gone")
                     return
                 raise
-            if job_finished(job):
+            if is_finished(job):
                 return
             await asyncio.sleep(self._poll_interval)
 
